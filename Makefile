@@ -1,0 +1,32 @@
+# Two commands matter: `make dev` (the whole system on embedded defaults) and `make test`.
+# Each installs what it needs into .venv and node_modules; nothing is assumed installed by hand.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+PY_STAMP := $(VENV)/.installed
+CONTRACTS_STAMP := contracts/node_modules/.installed
+
+.PHONY: install test dev clean
+
+$(PY_STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q -U pip
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $@
+
+$(CONTRACTS_STAMP): contracts/package.json contracts/package-lock.json
+	cd contracts && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+install: $(PY_STAMP) $(CONTRACTS_STAMP)
+
+# pytest exits 5 when it collected no tests: that is a failure here, never a pass.
+test: install
+	@$(BIN)/python -m pytest -q -rs $(PYTEST_ARGS); rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing"; exit 1; fi; exit $$rc
+
+dev: install
+	$(BIN)/mia dev
+
+clean:
+	rm -rf $(VENV) contracts/node_modules .dev
