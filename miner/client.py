@@ -1,0 +1,332 @@
+"""The backend HTTP API as the miner sees it: sign-in, job leases, results. HTTP only."""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import logging
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+import httpx
+
+from miner.wallet import Wallet
+
+log = logging.getLogger("miner.client")
+
+# Re-sign-in once this fraction of the token's lifetime has passed.
+TOKEN_REFRESH_FRACTION = 0.8
+# A lease whose response lacks lease_expires_at is assumed to last this long (seconds).
+DEFAULT_LEASE_SECONDS = 30.0
+
+
+class BackendError(Exception):
+    """Base for everything the backend client raises."""
+
+
+class BackendUnavailable(BackendError):
+    """Connection failure, timeout or 5xx: transient, retry with backoff."""
+
+
+class LeaseLost(BackendError):
+    """409 (or 404 for the job): the lease is not ours any more. Drop the job, never retry it."""
+
+
+class EndpointMissing(BackendError):
+    """404/405 on a route: this backend does not implement it (e.g. idle jobs)."""
+
+
+class BackendRejected(BackendError):
+    """A 4xx that retrying will not fix."""
+
+    def __init__(self, status: int, code: str, detail: str) -> None:
+        super().__init__(f"HTTP {status} {code}: {detail}")
+        self.status = status
+        self.code = code
+        self.detail = detail
+
+
+@dataclass
+class Lease:
+    kind: str  # "chat" or "idle"
+    job_id: str
+    lease_id: str
+    job: dict[str, Any]
+    # time.monotonic() at which the backend will consider the lease expired (best estimate).
+    deadline: float
+    received_at: float = field(default_factory=time.monotonic)
+
+    def remaining(self) -> float:
+        return self.deadline - time.monotonic()
+
+
+def _error_of(r: httpx.Response) -> tuple[str, str]:
+    try:
+        body = r.json()
+        if isinstance(body, dict):
+            return str(body.get("error") or "error"), str(body.get("detail") or "")
+    except Exception:
+        pass
+    return "http_" + str(r.status_code), " ".join((r.text or "").split())[:200]
+
+
+def _parse_time(value: Any) -> datetime | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        dt = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=timezone.utc)
+    return dt
+
+
+class BackendClient:
+    def __init__(
+        self,
+        base_url: str,
+        wallet: Wallet,
+        *,
+        name: str | None = None,
+        timeout: float = 15.0,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.wallet = wallet
+        self.name = name
+        self.timeout = timeout
+        self._http = httpx.AsyncClient(
+            base_url=self.base_url,
+            timeout=httpx.Timeout(timeout, connect=5.0),
+            limits=httpx.Limits(max_connections=None, max_keepalive_connections=64),
+            transport=transport,
+            headers={"User-Agent": "mia-miner"},
+        )
+        self._token: str | None = None
+        self._refresh_at = 0.0  # time.monotonic()
+        self._auth_lock = asyncio.Lock()
+        self.miner_id: Any = None
+        self.roles: list[str] = []
+        self.sign_ins = 0
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    # ---- plumbing -------------------------------------------------------------------------
+
+    async def _send(self, method: str, path: str, **kw: Any) -> httpx.Response:
+        try:
+            r = await self._http.request(method, path, **kw)
+        except httpx.TimeoutException:
+            raise BackendUnavailable(f"{method} {path}: timed out") from None
+        except httpx.HTTPError as exc:
+            raise BackendUnavailable(f"{method} {path}: {type(exc).__name__}") from None
+        if r.status_code >= 500:
+            code, detail = _error_of(r)
+            raise BackendUnavailable(f"{method} {path}: HTTP {r.status_code} {code} {detail}".rstrip())
+        return r
+
+    @staticmethod
+    def _server_offset(r: httpx.Response) -> float:
+        """Seconds to add to time.time() to get the backend's clock (0 when unknown).
+
+        The Date header has 1 s resolution and is truncated, so the estimate errs on the side
+        of the backend's clock being later, which makes lease estimates conservative."""
+        date = r.headers.get("date")
+        if not date:
+            return 0.0
+        try:
+            server = email.utils.parsedate_to_datetime(date).timestamp()
+        except (TypeError, ValueError):
+            return 0.0
+        return server + 0.5 - time.time()
+
+    def _seconds_until(self, r: httpx.Response, value: Any, default: float) -> float:
+        when = _parse_time(value)
+        if when is None:
+            return default
+        server_now = time.time() + self._server_offset(r)
+        return when.timestamp() - server_now
+
+    async def _authed(self, method: str, path: str, **kw: Any) -> httpx.Response:
+        await self.ensure_token()
+        token = self._token
+        r = await self._send(method, path, headers={"Authorization": f"Bearer {token}"}, **kw)
+        if r.status_code == 401:
+            # Expired or revoked: sign in again once (only one task does it) and retry.
+            self._invalidate(token)
+            await self.ensure_token()
+            r = await self._send(
+                method, path, headers={"Authorization": f"Bearer {self._token}"}, **kw
+            )
+        return r
+
+    def _invalidate(self, token: str | None) -> None:
+        if token is not None and token == self._token:
+            self._token = None
+
+    # ---- sign-in ---------------------------------------------------------------------------
+
+    async def ensure_token(self) -> None:
+        if self._token and time.monotonic() < self._refresh_at:
+            return
+        async with self._auth_lock:
+            if self._token and time.monotonic() < self._refresh_at:
+                return
+            await self._sign_in()
+
+    async def _signed_message(self) -> dict[str, str]:
+        r = await self._send("GET", "/auth/nonce", params={"address": self.wallet.address})
+        if r.status_code != 200:
+            code, detail = _error_of(r)
+            raise BackendRejected(r.status_code, code, f"nonce request failed: {detail}")
+        message = r.json().get("message")
+        if not isinstance(message, str) or not message:
+            raise BackendRejected(r.status_code, "bad_nonce", "the nonce response has no message")
+        # Never sign a sign-in message for somebody else's address.
+        if self.wallet.address.lower() not in message.lower():
+            raise BackendRejected(
+                r.status_code, "bad_nonce", "the sign-in message does not name this wallet"
+            )
+        return {"message": message, "signature": self.wallet.sign_text(message)}
+
+    async def _sign_in(self) -> None:
+        body = await self._signed_message()
+        r = await self._send("POST", "/auth/login", json=body)
+        if r.status_code in (401, 403, 404):
+            # Not registered yet (or the login was refused): register, which is idempotent per
+            # address and returns a fresh token. A nonce is single-use, so fetch a new one.
+            first = _error_of(r)
+            body = await self._signed_message()
+            if self.name:
+                body["name"] = self.name
+            r = await self._send("POST", "/register_miner", json=body)
+            if r.status_code != 200:
+                code, detail = _error_of(r)
+                raise BackendRejected(
+                    r.status_code,
+                    code,
+                    f"sign-in refused ({first[0]}: {first[1]}); registration refused: {detail}",
+                )
+            log.info("registered miner %s", self.wallet.address)
+        elif r.status_code != 200:
+            code, detail = _error_of(r)
+            raise BackendRejected(r.status_code, code, f"sign-in failed: {detail}")
+        data = r.json()
+        token = data.get("token")
+        if not isinstance(token, str) or not token:
+            raise BackendRejected(r.status_code, "bad_token", "sign-in response has no token")
+        lifetime = self._seconds_until(r, data.get("expires_at"), 600.0)
+        self._token = token
+        self._refresh_at = time.monotonic() + max(1.0, lifetime * TOKEN_REFRESH_FRACTION)
+        self.miner_id = data.get("miner_id", self.miner_id)
+        self.roles = list(data.get("roles") or self.roles)
+        self.sign_ins += 1
+        log.info("signed in as %s (token valid %.0fs)", self.wallet.address, lifetime)
+
+    async def try_login(self) -> tuple[bool, str]:
+        """For --check: sign in without registering. Returns (registered, detail)."""
+        body = await self._signed_message()
+        r = await self._send("POST", "/auth/login", json=body)
+        if r.status_code == 200:
+            return True, ""
+        code, detail = _error_of(r)
+        if r.status_code in (401, 403, 404):
+            return False, f"{code}: {detail}"
+        raise BackendRejected(r.status_code, code, detail)
+
+    # ---- health ----------------------------------------------------------------------------
+
+    async def health(self) -> tuple[int, str]:
+        r = await self._send_health()
+        code, detail = ("", "") if r.status_code == 200 else _error_of(r)
+        return r.status_code, (detail or code)
+
+    async def _send_health(self) -> httpx.Response:
+        try:
+            return await self._http.get("/health", timeout=10.0)
+        except httpx.TimeoutException:
+            raise BackendUnavailable("timed out") from None
+        except httpx.ConnectError:
+            raise BackendUnavailable("connection refused or host unreachable") from None
+        except httpx.HTTPError as exc:
+            raise BackendUnavailable(type(exc).__name__) from None
+
+    # ---- jobs ------------------------------------------------------------------------------
+
+    @staticmethod
+    def _prefix(kind: str) -> str:
+        return "/idle-job" if kind == "idle" else "/job"
+
+    async def next_job(self, kind: str, wait: int) -> Lease | None:
+        wait = max(0, min(30, int(wait)))
+        path = self._prefix(kind) + "/next"
+        r = await self._authed("GET", path, params={"wait": wait}, timeout=self.timeout + wait)
+        if r.status_code == 204:
+            return None
+        if r.status_code in (404, 405):
+            raise EndpointMissing(f"GET {path}: HTTP {r.status_code}")
+        if r.status_code != 200:
+            code, detail = _error_of(r)
+            raise BackendRejected(r.status_code, code, detail)
+        job = r.json()
+        job_id, lease_id = job.get("job_id"), job.get("lease_id")
+        if job_id is None or lease_id is None:
+            raise BackendRejected(200, "bad_job", "the job has no job_id or lease_id")
+        remaining = self._seconds_until(r, job.get("lease_expires_at"), DEFAULT_LEASE_SECONDS)
+        return Lease(
+            kind=kind,
+            job_id=str(job_id),
+            lease_id=str(lease_id),
+            job=job,
+            deadline=time.monotonic() + remaining,
+        )
+
+    async def extend(self, lease: Lease) -> None:
+        path = f"{self._prefix(lease.kind)}/{lease.job_id}/extend"
+        r = await self._authed("POST", path, json={"lease_id": lease.lease_id})
+        if r.status_code in (404, 409):
+            raise LeaseLost(f"extend {lease.job_id}: HTTP {r.status_code} {_error_of(r)[0]}")
+        if r.status_code != 200:
+            code, detail = _error_of(r)
+            raise BackendRejected(r.status_code, code, detail)
+        data = r.json()
+        if data.get("lease_id") not in (None, lease.lease_id):
+            lease.lease_id = str(data["lease_id"])
+        remaining = self._seconds_until(r, data.get("lease_expires_at"), DEFAULT_LEASE_SECONDS)
+        lease.deadline = time.monotonic() + remaining
+
+    async def release(self, lease: Lease, reason: str) -> None:
+        path = f"{self._prefix(lease.kind)}/{lease.job_id}/release"
+        r = await self._authed(
+            "POST", path, json={"lease_id": lease.lease_id, "reason": reason[:500]}
+        )
+        if r.status_code in (404, 409):
+            raise LeaseLost(f"release {lease.job_id}: HTTP {r.status_code}")
+        if r.status_code != 200:
+            code, detail = _error_of(r)
+            raise BackendRejected(r.status_code, code, detail)
+
+    async def post_result(
+        self, lease: Lease, output: str, output_tokens: int | None
+    ) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "job_id": lease.job_id,
+            "lease_id": lease.lease_id,
+            "output": output,
+            "signature": self.wallet.sign_result(lease.job_id, output),
+        }
+        if output_tokens is not None:
+            body["output_tokens"] = output_tokens
+        path = self._prefix(lease.kind) + "/result"
+        r = await self._authed("POST", path, json=body)
+        if r.status_code in (404, 409):
+            code, detail = _error_of(r)
+            raise LeaseLost(f"result {lease.job_id}: HTTP {r.status_code} {code} {detail}".rstrip())
+        if r.status_code != 200:
+            code, detail = _error_of(r)
+            raise BackendRejected(r.status_code, code, detail)
+        return r.json()

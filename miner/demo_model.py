@@ -1,0 +1,201 @@
+"""A tiny OpenAI-compatible stand-in for a model server, for `make dev` and tests.
+
+It is NOT a language model: every answer is deterministic, built from the prompt, and starts
+with "[MIA demo model]" so nobody mistakes it for one. Switches for tests:
+
+- `--delay S` / `--fail-status CODE` at start-up, or at run time
+  `POST /demo/control {"delay": S, "fail_status": CODE|null, "fail_next": N}`;
+- a directive in the last user message: `[demo:sleep=2.5]` or `[demo:fail=500]`.
+
+Run: `python -m miner.demo_model --port 8001`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import re
+import time
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+DEMO_MODEL_NAME = "mia-demo"
+LABEL = "[MIA demo model]"
+MAX_SLEEP = 60.0
+_DIRECTIVE = re.compile(r"\[demo:(sleep|fail)=([0-9.]+)\]")
+_WORD = re.compile(r"\S+")
+
+
+@dataclass
+class DemoState:
+    model: str = DEMO_MODEL_NAME
+    delay: float = 0.0  # seconds added to every chat completion
+    fail_status: int | None = None  # every chat completion answers this status
+    fail_next: int = 0  # the next N chat completions answer 500
+    requests: int = 0
+    completed: int = 0
+    in_flight: int = 0
+    max_in_flight: int = 0
+
+
+def count_tokens(text: str) -> int:
+    """Demo tokenizer: whitespace-separated words."""
+    return len(_WORD.findall(text))
+
+
+def demo_answer(messages: list[dict[str, Any]], max_tokens: int) -> tuple[str, int, bool]:
+    """Deterministic reply for a conversation; returns (text, completion_tokens, truncated)."""
+    last_user = next(
+        (str(m.get("content") or "") for m in reversed(messages) if m.get("role") == "user"), ""
+    )
+    shown = " ".join(_DIRECTIVE.sub("", last_user).split())
+    if len(shown) > 200:
+        shown = shown[:197] + "..."
+    turns = sum(1 for m in messages if m.get("role") in ("user", "assistant"))
+    has_system = any(m.get("role") == "system" for m in messages)
+    digest = hashlib.sha256(repr([(m.get("role"), m.get("content")) for m in messages]).encode()).hexdigest()[:8]
+    text = (
+        f"{LABEL} This is a deterministic demo answer, not a real AI. "
+        f'You wrote: "{shown}". '
+        f"Conversation turns: {turns}; business context: {'yes' if has_system else 'no'}; "
+        f"fingerprint {digest}. Point mia-miner at vLLM, Ollama or llama.cpp for real answers."
+    )
+    words = _WORD.findall(text)
+    if len(words) > max_tokens:
+        return " ".join(words[:max_tokens]), max_tokens, True
+    return text, len(words), False
+
+
+def _oai_error(status: int, message: str, kind: str = "invalid_request_error") -> JSONResponse:
+    return JSONResponse({"error": {"message": message, "type": kind, "code": status}}, status_code=status)
+
+
+def create_demo_app(state: DemoState | None = None) -> Starlette:
+    st = state or DemoState()
+
+    async def models(request: Request) -> Response:
+        return JSONResponse(
+            {
+                "object": "list",
+                "data": [{"id": st.model, "object": "model", "created": 0, "owned_by": "mia-demo"}],
+            }
+        )
+
+    async def health(request: Request) -> Response:
+        return JSONResponse({"status": "ok", "model": st.model, "demo": True})
+
+    async def control(request: Request) -> Response:
+        if request.method == "POST":
+            try:
+                body = await request.json()
+            except ValueError:
+                return _oai_error(400, "body must be JSON")
+            if body.get("reset"):
+                fresh = DemoState(model=st.model)
+                for k, v in asdict(fresh).items():
+                    if k not in ("in_flight",):
+                        setattr(st, k, v)
+            if "delay" in body:
+                st.delay = min(MAX_SLEEP, max(0.0, float(body["delay"])))
+            if "fail_status" in body:
+                st.fail_status = None if body["fail_status"] is None else int(body["fail_status"])
+            if "fail_next" in body:
+                st.fail_next = max(0, int(body["fail_next"]))
+        return JSONResponse(asdict(st))
+
+    async def chat(request: Request) -> Response:
+        st.requests += 1
+        try:
+            body = await request.json()
+        except ValueError:
+            return _oai_error(400, "body must be JSON")
+        messages = body.get("messages")
+        if not isinstance(messages, list) or not messages or not all(isinstance(m, dict) for m in messages):
+            return _oai_error(400, "messages must be a non-empty list of {role, content}")
+        if body.get("stream"):
+            return _oai_error(400, "the demo model does not stream")
+        requested = body.get("model")
+        if requested not in (None, st.model):
+            return _oai_error(404, f"The model `{requested}` does not exist.", "NotFoundError")
+        max_tokens = body.get("max_tokens") or 256
+        if not isinstance(max_tokens, int) or max_tokens < 1:
+            return _oai_error(400, "max_tokens must be a positive integer")
+
+        last_user = next((str(m.get("content") or "") for m in reversed(messages) if m.get("role") == "user"), "")
+        sleep, fail = st.delay, st.fail_status
+        for key, value in _DIRECTIVE.findall(last_user):
+            if key == "sleep":
+                sleep = min(MAX_SLEEP, float(value))
+            else:
+                fail = int(float(value))
+        if st.fail_next > 0:
+            st.fail_next -= 1
+            fail = fail or 500
+        st.in_flight += 1
+        st.max_in_flight = max(st.max_in_flight, st.in_flight)
+        try:
+            if sleep > 0:
+                await asyncio.sleep(sleep)
+            if fail:
+                return _oai_error(fail, "demo model: failure requested", "server_error")
+            text, completion_tokens, truncated = demo_answer(messages, max_tokens)
+        finally:
+            st.in_flight -= 1
+        prompt_tokens = sum(count_tokens(str(m.get("content") or "")) for m in messages)
+        st.completed += 1
+        return JSONResponse(
+            {
+                "id": "chatcmpl-demo-" + hashlib.sha256(text.encode()).hexdigest()[:12],
+                "object": "chat.completion",
+                "created": int(time.time()),
+                "model": st.model,
+                "choices": [
+                    {
+                        "index": 0,
+                        "message": {"role": "assistant", "content": text},
+                        "finish_reason": "length" if truncated else "stop",
+                    }
+                ],
+                "usage": {
+                    "prompt_tokens": prompt_tokens,
+                    "completion_tokens": completion_tokens,
+                    "total_tokens": prompt_tokens + completion_tokens,
+                },
+            }
+        )
+
+    app = Starlette(
+        routes=[
+            Route("/v1/chat/completions", chat, methods=["POST"]),
+            Route("/v1/models", models, methods=["GET"]),
+            Route("/health", health, methods=["GET"]),
+            Route("/demo/control", control, methods=["GET", "POST"]),
+        ]
+    )
+    app.state.demo = st
+    return app
+
+
+def main(argv: list[str] | None = None) -> None:
+    import uvicorn
+
+    p = argparse.ArgumentParser(prog="python -m miner.demo_model", description=__doc__.split("\n\n")[0])
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8001)
+    p.add_argument("--model", default=DEMO_MODEL_NAME, help="name served at /v1/models")
+    p.add_argument("--delay", type=float, default=0.0, help="seconds added to every completion")
+    p.add_argument("--fail-status", type=int, default=None, help="answer every completion with this HTTP status")
+    ns = p.parse_args(argv)
+    app = create_demo_app(DemoState(model=ns.model, delay=ns.delay, fail_status=ns.fail_status))
+    print(f"MIA demo model (NOT a real LLM) serving {ns.model!r} on http://{ns.host}:{ns.port}/v1", flush=True)
+    uvicorn.run(app, host=ns.host, port=ns.port, log_level="warning", access_log=False)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,391 @@
+"""The miner loop: `concurrency` workers, each long-polling for a job, generating an answer with
+the model server while a keeper extends the lease, then posting the signed result."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any, Awaitable, TypeVar
+
+from miner.backoff import Backoff
+from miner.client import (
+    BackendClient,
+    BackendError,
+    BackendRejected,
+    BackendUnavailable,
+    EndpointMissing,
+    Lease,
+    LeaseLost,
+)
+from miner.config import MinerConfig
+from miner.model import Completion, ModelClient, ModelError
+from miner.prompt import build_messages, strict_alternation
+
+log = logging.getLogger("miner")
+T = TypeVar("T")
+
+# Never extend more often than this (seconds), however short the lease.
+MIN_EXTEND_INTERVAL = 0.25
+# When idle jobs are accepted, chat is long-polled this long (seconds) before an idle poll, so
+# chat keeps priority without starving idle work.
+CHAT_WAIT_WITH_IDLE = 5
+# Keep retrying a result the backend could not take until this long past the lease (seconds).
+RESULT_GRACE = 60.0
+# How long a release or other clean-up call may take during shutdown (seconds).
+CLEANUP_TIMEOUT = 5.0
+
+
+@dataclass
+class Stats:
+    completed: int = 0
+    released: int = 0
+    lost: int = 0
+    output_tokens: int = 0
+
+
+class Miner:
+    def __init__(self, cfg: MinerConfig, backend: BackendClient, model: ModelClient) -> None:
+        self.cfg = cfg
+        self.backend = backend
+        self.model = model
+        self.stats = Stats()
+        self.idle_enabled = cfg.accept_idle
+        self._stop = asyncio.Event()
+        self._model_backoff = Backoff(base=1.0, cap=cfg.backoff_cap)
+        self._model_ready_at = 0.0
+        self._model_needs_probe = False
+        self._probe_lock = asyncio.Lock()
+        self._workers: list[asyncio.Task[None]] = []
+        self.in_flight: dict[str, Lease] = {}
+
+    # ---- lifecycle ---------------------------------------------------------------------
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop.is_set()
+
+    def request_stop(self) -> None:
+        if not self._stop.is_set():
+            log.info(
+                "stopping: taking no new jobs, finishing %d in flight (up to %.0fs)",
+                len(self.in_flight),
+                self.cfg.drain_timeout,
+            )
+            self._stop.set()
+
+    def abort(self) -> None:
+        """Second signal: give in-flight jobs back now instead of finishing them."""
+        self.request_stop()
+        for t in self._workers:
+            t.cancel()
+
+    async def run(self) -> int:
+        if not await self._start():
+            return 0 if self.stopping else 2
+        self._workers = [
+            asyncio.create_task(self._worker(i), name=f"miner-worker-{i}")
+            for i in range(self.cfg.concurrency)
+        ]
+        log.info(
+            "mining as %s: backend=%s model=%s concurrency=%d idle=%s",
+            self.backend.wallet.address,
+            self.backend.base_url,
+            self.model.model,
+            self.cfg.concurrency,
+            "on" if self.idle_enabled else "off",
+        )
+        stop_wait = asyncio.create_task(self._stop.wait())
+        await asyncio.wait({stop_wait, *self._workers}, return_when=asyncio.FIRST_COMPLETED)
+        stop_wait.cancel()
+        self.request_stop()
+        _, pending = await asyncio.wait(self._workers, timeout=self.cfg.drain_timeout)
+        if pending:
+            log.warning(
+                "drain timeout: giving %d unfinished job(s) back to the backend", len(self.in_flight)
+            )
+            for t in pending:
+                t.cancel()
+            await asyncio.wait(pending, timeout=CLEANUP_TIMEOUT * 2)
+        for t in self._workers:
+            if t.done() and not t.cancelled() and t.exception() is not None:
+                log.error("worker crashed: %r", t.exception())
+        log.info(
+            "stopped: %d completed, %d released, %d lost, %d output tokens",
+            self.stats.completed,
+            self.stats.released,
+            self.stats.lost,
+            self.stats.output_tokens,
+        )
+        return 0
+
+    async def _start(self) -> bool:
+        """Resolve the model name and sign in, retrying transient failures until stopped."""
+        backoff = Backoff(base=0.5, cap=self.cfg.backoff_cap)
+        while not self.stopping and self.model.model is None:
+            try:
+                served = await self.model.list_models()
+            except ModelError as exc:
+                delay = backoff.fail()
+                log.warning("%s; retrying in %.1fs", exc, delay)
+                await self._sleep(delay)
+                continue
+            if len(served) == 1:
+                self.model.model = served[0]
+                log.info("using the only model the server serves: %s", served[0])
+            else:
+                log.error(
+                    "the model server serves %s; choose one with --model",
+                    ", ".join(served) if served else "no models",
+                )
+                return False
+        backoff.reset()
+        while not self.stopping:
+            try:
+                await self.backend.ensure_token()
+                return True
+            except BackendError as exc:
+                delay = backoff.fail()
+                log.warning("cannot sign in (%s); retrying in %.1fs", exc, delay)
+                await self._sleep(delay)
+        return False
+
+    async def _sleep(self, seconds: float) -> None:
+        """Sleep, but wake up early when a stop is requested."""
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(self._stop.wait(), timeout=max(0.0, seconds))
+
+    async def _unless_stopped(self, aw: Awaitable[T]) -> T | None:
+        """Await `aw` unless a stop is requested first; then cancel it and return None."""
+        task = asyncio.ensure_future(aw)
+        stop = asyncio.ensure_future(self._stop.wait())
+        try:
+            await asyncio.wait({task, stop}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stop.cancel()
+            if not task.done():
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+                return None
+        return task.result()
+
+    # ---- the worker --------------------------------------------------------------------
+
+    async def _worker(self, n: int) -> None:
+        backoff = Backoff(base=0.5, cap=self.cfg.backoff_cap)
+        while not self.stopping:
+            await self._wait_model_ready()
+            if self.stopping:
+                break
+            try:
+                lease = await self._unless_stopped(self._poll())
+            except BackendError as exc:
+                delay = backoff.fail()
+                log.warning("backend: %s; retrying in %.1fs", exc, delay)
+                await self._sleep(delay)
+                continue
+            backoff.reset()
+            if lease is None:
+                continue
+            if self.stopping:
+                # Leased in the same instant the stop came: hand it straight back.
+                await self._release(lease, "miner shutting down", count=True)
+                break
+            await self._handle(lease)
+
+    async def _poll(self) -> Lease | None:
+        if not self.idle_enabled:
+            return await self.backend.next_job("chat", self.cfg.poll_wait)
+        lease = await self.backend.next_job("chat", min(self.cfg.poll_wait, CHAT_WAIT_WITH_IDLE))
+        if lease is not None or self.stopping or not self.idle_enabled:
+            return lease
+        try:
+            return await self.backend.next_job("idle", 0)
+        except EndpointMissing:
+            if self.idle_enabled:
+                self.idle_enabled = False
+                log.info("this backend has no idle-job endpoints; idle polling disabled")
+            return None
+
+    # ---- model health gate -------------------------------------------------------------
+
+    def _model_failed(self, exc: Exception) -> None:
+        delay = self._model_backoff.fail()
+        self._model_ready_at = max(self._model_ready_at, time.monotonic() + delay)
+        self._model_needs_probe = True
+        log.warning("model server: %s; taking no new jobs for %.1fs", exc, delay)
+
+    async def _wait_model_ready(self) -> None:
+        while not self.stopping:
+            wait = self._model_ready_at - time.monotonic()
+            if wait > 0:
+                await self._sleep(wait)
+                continue
+            if not self._model_needs_probe:
+                return
+            async with self._probe_lock:
+                if not self._model_needs_probe or time.monotonic() < self._model_ready_at:
+                    continue
+                try:
+                    await self.model.list_models()
+                except ModelError as exc:
+                    self._model_failed(exc)
+                else:
+                    self._model_needs_probe = False
+                    log.info("model server reachable again; taking jobs")
+
+    # ---- one job -----------------------------------------------------------------------
+
+    def _messages(self, lease: Lease) -> list[dict[str, str]]:
+        if lease.kind == "idle":
+            messages = [{"role": "user", "content": str(lease.job.get("prompt") or "")}]
+        else:
+            messages = build_messages(lease.job)
+        if self.cfg.no_system_role:
+            messages = strict_alternation(messages)
+        return messages
+
+    def _max_tokens(self, lease: Lease) -> int:
+        asked = lease.job.get("max_tokens")
+        if isinstance(asked, int) and not isinstance(asked, bool) and asked > 0:
+            return min(asked, self.cfg.max_tokens)
+        return self.cfg.max_tokens
+
+    async def _handle(self, lease: Lease) -> None:
+        started = time.monotonic()
+        self.in_flight[lease.job_id] = lease
+        lost = asyncio.Event()
+        keeper = asyncio.create_task(self._keep_lease(lease, lost))
+        try:
+            completion = await self._generate(lease, lost)
+            if completion is None:
+                return
+            await self._deliver(lease, completion, lost, started)
+        except asyncio.CancelledError:
+            # Drain timeout or a second signal: the job cannot be finished here; give it back.
+            await self._release(lease, "miner shutting down", count=True)
+            self._job_line(lease, "released", None, started)
+            raise
+        finally:
+            keeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await keeper
+            self.in_flight.pop(lease.job_id, None)
+
+    async def _generate(self, lease: Lease, lost: asyncio.Event) -> Completion | None:
+        started = time.monotonic()
+        gen = asyncio.create_task(self.model.chat(self._messages(lease), self._max_tokens(lease)))
+        lost_wait = asyncio.create_task(lost.wait())
+        try:
+            await asyncio.wait({gen, lost_wait}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            lost_wait.cancel()
+            if not gen.done():
+                gen.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await gen
+        if gen.cancelled():
+            self.stats.lost += 1
+            self._job_line(lease, "lost", None, started, "lease lost during generation")
+            return None
+        exc = gen.exception()
+        if exc is None:
+            self._model_backoff.reset()
+            return gen.result()
+        if not isinstance(exc, ModelError):
+            exc = ModelError(f"unexpected {type(exc).__name__}")
+        self._model_failed(exc)
+        await self._release(lease, f"model server error: {exc}", count=True)
+        self._job_line(lease, "released", None, started, str(exc))
+        return None
+
+    async def _keep_lease(self, lease: Lease, lost: asyncio.Event) -> None:
+        """Extend the lease at about half of what remains, until cancelled or the lease is lost."""
+        backoff = Backoff(base=0.25, cap=5.0)
+        delay = max(MIN_EXTEND_INTERVAL, lease.remaining() / 2)
+        while True:
+            await asyncio.sleep(delay)
+            try:
+                await self.backend.extend(lease)
+            except LeaseLost as exc:
+                log.warning("job %s: lease lost (%s)", lease.job_id, exc)
+                lost.set()
+                return
+            except BackendError as exc:
+                delay = min(backoff.fail(), max(MIN_EXTEND_INTERVAL, lease.remaining() / 2))
+                log.warning("job %s: cannot extend lease (%s); retrying in %.1fs", lease.job_id, exc, delay)
+                continue
+            backoff.reset()
+            delay = max(MIN_EXTEND_INTERVAL, lease.remaining() / 2)
+
+    async def _deliver(
+        self, lease: Lease, completion: Completion, lost: asyncio.Event, started: float
+    ) -> None:
+        backoff = Backoff(base=0.5, cap=min(10.0, self.cfg.backoff_cap))
+        tokens = completion.completion_tokens
+        while True:
+            try:
+                await self.backend.post_result(lease, completion.text, tokens)
+            except LeaseLost as exc:
+                # Expired or reassigned: somebody else answers it. Never re-post on another lease.
+                self.stats.lost += 1
+                self._job_line(lease, "lost", tokens, started, str(exc))
+                return
+            except BackendRejected as exc:
+                self._job_line(lease, "rejected", tokens, started, str(exc))
+                await self._release(lease, f"result rejected: {exc.code}", count=True)
+                return
+            except BackendUnavailable as exc:
+                if lost.is_set():
+                    self.stats.lost += 1
+                    self._job_line(lease, "lost", tokens, started, "lease lost while posting")
+                    return
+                if time.monotonic() > lease.deadline + RESULT_GRACE:
+                    self.stats.lost += 1
+                    self._job_line(
+                        lease, "abandoned", tokens, started, f"backend unavailable ({exc}); the lease will expire"
+                    )
+                    return
+                delay = backoff.fail()
+                log.warning("job %s: cannot post result (%s); retrying in %.1fs", lease.job_id, exc, delay)
+                await asyncio.sleep(delay)
+                continue
+            self.stats.completed += 1
+            if tokens:
+                self.stats.output_tokens += tokens
+            self._job_line(lease, "completed", tokens, started)
+            return
+
+    async def _release(self, lease: Lease, reason: str, *, count: bool = False) -> None:
+        try:
+            await asyncio.wait_for(self.backend.release(lease, reason), CLEANUP_TIMEOUT)
+        except LeaseLost:
+            return
+        except (BackendError, asyncio.TimeoutError) as exc:
+            log.warning(
+                "job %s: could not release (%s); its lease will expire and it will be retried",
+                lease.job_id,
+                exc,
+            )
+            return
+        if count:
+            self.stats.released += 1
+
+    def _job_line(
+        self, lease: Lease, status: str, tokens: int | None, started: float, why: str = ""
+    ) -> None:
+        line = "job %s kind=%s status=%s tokens=%s seconds=%.2f"
+        args: list[Any] = [
+            lease.job_id,
+            lease.kind,
+            status,
+            "?" if tokens is None else tokens,
+            time.monotonic() - started,
+        ]
+        if why:
+            line += " reason=%s"
+            args.append(why)
+        (log.info if status == "completed" else log.warning)(line, *args)
