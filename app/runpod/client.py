@@ -432,8 +432,8 @@ class RunPodClient:
         Submission is retried within the deadline only when no job can have been created
         (connection refused, 429); other submit errors propagate without a job id.
         """
-        if timeout_s <= 0:
-            raise ValueError("timeout_s must be positive")
+        if timeout_s <= 0 or poll_initial_s <= 0 or poll_max_s < poll_initial_s:
+            raise ValueError("need timeout_s > 0 and 0 < poll_initial_s <= poll_max_s")
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_s
         delay = poll_initial_s
@@ -451,6 +451,4 @@ class RunPodClient:
                 if deadline - loop.time() <= 0:
                     raise
         remaining = max(deadline - loop.time(), 0.001)
-        return await self.wait(
-            job_id, timeout_s=remaining, poll_initial_s=poll_initial_s, poll_max_s=max(poll_max_s, poll_initial_s)
-        )
+        return await self.wait(job_id, timeout_s=remaining, poll_initial_s=poll_initial_s, poll_max_s=poll_max_s)

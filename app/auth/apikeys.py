@@ -1,0 +1,67 @@
+"""Business API keys: shown once at creation, stored as SHA-256, scoped."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import datetime
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.auth.secrets import API_KEY_PREFIX, hash_secret, new_secret
+from app.errors import BadRequest, Forbidden, Unauthorized
+from app.models import ApiKey, Business
+
+SCOPES = frozenset({"chat", "idle"})
+
+
+def parse_scopes(scopes: Iterable[str] | str) -> frozenset[str]:
+    items = scopes.split(",") if isinstance(scopes, str) else scopes
+    wanted = frozenset(s.strip() for s in items if s.strip())
+    unknown = wanted - SCOPES
+    if unknown or not wanted:
+        raise BadRequest(f"scopes must be a non-empty subset of {sorted(SCOPES)}",
+                         code="invalid_scopes")
+    return wanted
+
+
+async def get_or_create_business(session: AsyncSession, name: str) -> Business:
+    business = (await session.execute(select(Business).where(Business.name == name))).scalar()
+    if business is None:
+        business = Business(name=name)
+        session.add(business)
+        await session.flush()
+    return business
+
+
+async def create_api_key(session: AsyncSession, business_name: str,
+                         scopes: Iterable[str] | str = ("chat",)) -> tuple[ApiKey, str]:
+    """Returns the stored key and its plaintext, which exists only in this return value."""
+    scope_set = parse_scopes(scopes)
+    business = await get_or_create_business(session, business_name)
+    plaintext = new_secret(API_KEY_PREFIX)
+    key = ApiKey(business_id=business.id, prefix=plaintext[:10], key_hash=hash_secret(plaintext),
+                 scopes=",".join(sorted(scope_set)))
+    session.add(key)
+    await session.flush()
+    return key, plaintext
+
+
+async def authenticate(session: AsyncSession, plaintext: str, scope: str) -> ApiKey:
+    key = (await session.execute(
+        select(ApiKey).where(ApiKey.key_hash == hash_secret(plaintext)))).scalar()
+    if key is None:
+        raise Unauthorized("unknown API key", code="invalid_api_key")
+    if key.revoked_at is not None:
+        raise Unauthorized("this API key has been revoked", code="api_key_revoked")
+    if scope not in key.scope_set:
+        raise Forbidden(f"this API key lacks the {scope!r} scope", code="insufficient_scope")
+    return key
+
+
+async def revoke(session: AsyncSession, key_id: int, now: datetime) -> ApiKey | None:
+    key = await session.get(ApiKey, key_id)
+    if key is not None and key.revoked_at is None:
+        key.revoked_at = now
+        await session.flush()
+    return key

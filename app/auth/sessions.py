@@ -1,0 +1,36 @@
+"""Bearer sessions issued after an EIP-4361 sign-in: random, stored hashed, expiring."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.auth.principals import Wallet
+from app.auth.secrets import TOKEN_PREFIX, hash_secret, new_secret
+from app.errors import Unauthorized
+from app.models import AuthToken
+
+
+async def issue(session: AsyncSession, *, address: str, miner_id: int | None,
+                roles: frozenset[str], ttl_s: int, now: datetime) -> tuple[str, datetime]:
+    token = new_secret(TOKEN_PREFIX)
+    expires_at = now + timedelta(seconds=ttl_s)
+    session.add(AuthToken(token_hash=hash_secret(token), address=address, miner_id=miner_id,
+                          roles=",".join(sorted(roles)), expires_at=expires_at, created_at=now))
+    await session.flush()
+    return token, expires_at
+
+
+async def authenticate(session: AsyncSession, token: str, now: datetime) -> Wallet:
+    row = (await session.execute(
+        select(AuthToken).where(AuthToken.token_hash == hash_secret(token)))).scalar()
+    if row is None:
+        raise Unauthorized("unknown session token; sign in again", code="invalid_token")
+    if row.revoked_at is not None:
+        raise Unauthorized("this session token was revoked; sign in again", code="token_revoked")
+    if row.expires_at <= now:
+        raise Unauthorized("this session token has expired; sign in again", code="token_expired")
+    return Wallet(address=row.address, miner_id=row.miner_id,
+                  roles=frozenset(r for r in row.roles.split(",") if r))

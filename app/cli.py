@@ -1,0 +1,86 @@
+"""The `mia` command: serve, dev, migrate, apikey, devnet."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+
+from app.config import Settings
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="mia", description="MIA backend")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="run the API server")
+    serve.add_argument("--host")
+    serve.add_argument("--port", type=int)
+    serve.add_argument("--workers", type=int, default=1)
+
+    sub.add_parser("dev", help="run the whole system locally on embedded defaults")
+    sub.add_parser("migrate", help="upgrade the database schema to the latest revision")
+
+    apikey = sub.add_parser("apikey", help="manage business API keys")
+    apikey_sub = apikey.add_subparsers(dest="apikey_command", required=True)
+    create = apikey_sub.add_parser("create", help="create a key (printed once)")
+    create.add_argument("--business", required=True)
+    create.add_argument("--scopes", default="chat", help="comma-separated: chat,idle")
+
+    sub.add_parser("devnet", help="deploy the local chain contracts (see `mia devnet --help`)",
+                   add_help=False)
+
+    args, rest = parser.parse_known_args(argv)
+    if args.command == "devnet":
+        from chain.devnet import main as devnet_main
+
+        return devnet_main(rest)
+    if rest:
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    settings = Settings()
+    if args.command == "migrate":
+        from app.migrate import upgrade
+
+        upgrade(settings.database_url)
+        print("database schema is at the latest revision")
+        return 0
+    if args.command == "apikey":
+        key = asyncio.run(create_api_key(settings, args.business, args.scopes))
+        print(f"API key for business {args.business!r} (scopes: {args.scopes}): {key}")
+        return 0
+    if args.command == "serve":
+        return serve_api(settings, host=args.host, port=args.port, workers=args.workers)
+    if args.command == "dev":
+        from app.devrun import run_dev
+
+        return run_dev()
+    return 2
+
+
+async def create_api_key(settings: Settings, business: str, scopes: str) -> str:
+    from app.auth.apikeys import create_api_key as create
+    from app.db import Database
+
+    db = Database(settings.database_url)
+    try:
+        async with db.transaction() as session:
+            _, plaintext = await create(session, business, scopes)
+        return plaintext
+    finally:
+        await db.dispose()
+
+
+def serve_api(settings: Settings, *, host: str | None = None, port: int | None = None,
+              workers: int = 1) -> int:
+    import uvicorn
+
+    uvicorn.run("app.main:create_app", factory=True, host=host or settings.host,
+                port=port or settings.port, workers=workers, log_level=settings.log_level.lower(),
+                proxy_headers=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

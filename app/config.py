@@ -1,0 +1,95 @@
+"""The one place that reads the environment. Everything else receives a Settings object."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from functools import cached_property
+from typing import Annotated
+
+from pydantic import SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore", frozen=True)
+
+    # --- seed variables -------------------------------------------------------------------------
+    database_url: str = "sqlite+aiosqlite:///./mia.db"
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    redis_prefix: str = "mia"  # every Redis key starts with this; lets deployments share a Redis
+    port: int = 8000
+    runpod_api_key: SecretStr | None = None
+    runpod_endpoint_id: str | None = None
+    buyback_threshold_usd: Decimal = Decimal("100")
+    token_symbol: str = "SERV"
+    burn_address: str = "0x000000000000000000000000000000000000dEaD"
+
+    # --- HTTP ---------------------------------------------------------------------------------
+    host: str = "127.0.0.1"
+    public_url: str = ""  # e.g. https://api.example.com; defaults to http://{host}:{port}
+    max_body_bytes: int = 256 * 1024
+    cors_origins: Annotated[list[str], NoDecode] = []
+    log_level: str = "INFO"
+
+    # --- chat and the job queue (seconds unless named otherwise) -------------------------------
+    chat_allow_anonymous: bool = False
+    chat_anon_rate_per_min: int = 20
+    chat_history_limit: int = 20
+    chat_max_wait_s: int = 60
+    lease_seconds: int = 60
+    lease_max_extend_s: int = 600
+    max_attempts: int = 3
+    miner_max_wait_s: int = 30
+    reaper_interval_s: float = 1.0
+    reconcile_interval_s: float = 10.0
+    reconcile_grace_s: float = 5.0
+    run_maintenance_in_api: bool = True  # lease reaper + reconciler loops inside the API process
+
+    # --- sign-in (EIP-4361) ------------------------------------------------------------------------
+    siwe_domain: str = ""  # defaults to the host:port of public_url
+    chain_id: int = 31337
+    siwe_nonce_ttl_s: int = 300
+    siwe_message_ttl_s: int = 600
+    siwe_clock_skew_s: int = 60
+    token_ttl_s: int = 24 * 3600
+    operator_addresses: Annotated[list[str], NoDecode] = []
+
+    # --- chain (used for ERC-1271 contract wallets now; buybacks later) ---------------------------
+    chain_rpc_url: str | None = None
+
+    @field_validator("cors_origins", "operator_addresses", mode="before")
+    @classmethod
+    def _split_csv(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("database_url")
+    @classmethod
+    def _async_driver(cls, value: str) -> str:
+        # Platforms (Railway, Heroku) hand out postgres:// URLs; we speak asyncpg.
+        for prefix in ("postgres://", "postgresql://"):
+            if value.startswith(prefix):
+                return "postgresql+asyncpg://" + value[len(prefix):]
+        if value.startswith("sqlite:///"):
+            return "sqlite+aiosqlite:///" + value[len("sqlite:///"):]
+        return value
+
+    @cached_property
+    def base_url(self) -> str:
+        return (self.public_url or f"http://{self.host}:{self.port}").rstrip("/")
+
+    @cached_property
+    def siwe_expected_domain(self) -> str:
+        if self.siwe_domain:
+            return self.siwe_domain
+        return self.base_url.split("://", 1)[1].split("/", 1)[0]
+
+    @cached_property
+    def operators(self) -> frozenset[str]:
+        return frozenset(a.lower() for a in self.operator_addresses)
+
+
+def load_settings(**overrides: object) -> Settings:
+    return Settings(**overrides)  # type: ignore[arg-type]
+

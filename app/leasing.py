@@ -1,0 +1,121 @@
+"""Leases on jobs, kept in the database (the source of truth) with conditional UPDATEs.
+
+Every state change is one `UPDATE ... WHERE <expected state>`: whichever writer matches the row
+wins, the others see zero rows. That is what makes "completed at most once" and "only the current
+lease holder" hold across processes, on SQLite and PostgreSQL alike.
+
+A job model used here has: id, status, attempts, lease_id, lease_expires_at, miner_id,
+assigned_at, completed_at, failure_reason.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.models import JobStatus
+
+Q, A, C, F = JobStatus.queued, JobStatus.assigned, JobStatus.completed, JobStatus.failed
+
+
+@dataclass(frozen=True)
+class Lease:
+    job_id: str
+    lease_id: str
+    expires_at: datetime
+    attempt: int
+
+
+def _current(model: Any, job_id: Any, lease_id: str, miner_id: int, now: datetime) -> list[Any]:
+    return [model.id == job_id, model.lease_id == lease_id, model.status == A,
+            model.miner_id == miner_id, model.lease_expires_at > now]
+
+
+async def acquire(session: AsyncSession, model: Any, job_id: Any, miner_id: int,
+                  lease_s: int, now: datetime) -> Lease | None:
+    """Lease a queued job to a miner; None if it is not queued (taken, finished, or unknown)."""
+    lease_id = str(uuid.uuid4())
+    expires = now + timedelta(seconds=lease_s)
+    row = (await session.execute(
+        update(model).where(model.id == job_id, model.status == Q)
+        .values(status=A, lease_id=lease_id, lease_expires_at=expires, miner_id=miner_id,
+                attempts=model.attempts + 1, assigned_at=now)
+        .returning(model.attempts)
+        .execution_options(synchronize_session=False))).first()
+    if row is None:
+        return None
+    return Lease(str(job_id), lease_id, expires, row[0])
+
+
+async def complete(session: AsyncSession, model: Any, job_id: Any, lease_id: str, miner_id: int,
+                   now: datetime, **values: Any) -> bool:
+    """Complete the job if this is still its current, unexpired lease. True if this call won."""
+    result = await session.execute(
+        update(model).where(*_current(model, job_id, lease_id, miner_id, now))
+        .values(status=C, completed_at=now, lease_expires_at=None, **values)
+        .returning(model.id)
+        .execution_options(synchronize_session=False))
+    return result.first() is not None
+
+
+async def extend(session: AsyncSession, model: Any, job_id: Any, lease_id: str, miner_id: int,
+                 now: datetime, seconds: int) -> datetime | None:
+    expires = now + timedelta(seconds=seconds)
+    result = await session.execute(
+        update(model).where(*_current(model, job_id, lease_id, miner_id, now))
+        .values(lease_expires_at=expires).returning(model.id)
+        .execution_options(synchronize_session=False))
+    return expires if result.first() is not None else None
+
+
+async def release(session: AsyncSession, model: Any, job_id: Any, lease_id: str, miner_id: int,
+                  now: datetime, max_attempts: int, reason: str) -> str | None:
+    """The holder gives the job back: queued again, or failed once attempts are used up."""
+    current = _current(model, job_id, lease_id, miner_id, now)
+    requeued = await session.execute(
+        update(model).where(*current, model.attempts < max_attempts)
+        .values(status=Q, lease_id=None, lease_expires_at=None, miner_id=None)
+        .returning(model.id).execution_options(synchronize_session=False))
+    if requeued.first() is not None:
+        return Q
+    failed = await session.execute(
+        update(model).where(*current)
+        .values(status=F, lease_expires_at=None, completed_at=now,
+                failure_reason=_truncate(f"released by miner on the last delivery: {reason}"))
+        .returning(model.id).execution_options(synchronize_session=False))
+    return F if failed.first() is not None else None
+
+
+async def reap_expired(session: AsyncSession, model: Any, now: datetime,
+                       max_attempts: int) -> tuple[list[str], list[str]]:
+    """Expired leases: back to the queue, or failed after the last delivery. Returns both id lists."""
+    expired = [model.status == A, model.lease_expires_at <= now]
+    failed = await session.execute(
+        update(model).where(*expired, model.attempts >= max_attempts)
+        .values(status=F, lease_expires_at=None, completed_at=now,
+                failure_reason=f"no result after {max_attempts} deliveries (lease expired)")
+        .returning(model.id).execution_options(synchronize_session=False))
+    failed_ids = [str(r[0]) for r in failed]
+    requeued = await session.execute(
+        update(model).where(*expired, model.attempts < max_attempts)
+        .values(status=Q, lease_id=None, lease_expires_at=None, miner_id=None)
+        .returning(model.id).execution_options(synchronize_session=False))
+    return [str(r[0]) for r in requeued], failed_ids
+
+
+async def queued_ids(session: AsyncSession, model: Any, created_before: datetime,
+                     limit: int = 10_000) -> Sequence[str]:
+    rows = await session.execute(
+        select(model.id).where(model.status == Q, model.created_at <= created_before)
+        .order_by(model.created_at).limit(limit))
+    return [str(r[0]) for r in rows]
+
+
+def _truncate(text: str, n: int = 500) -> str:
+    return text if len(text) <= n else text[: n - 1] + "…"

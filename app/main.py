@@ -1,0 +1,102 @@
+"""create_app(settings) -> Starlette. The lifespan opens and closes every resource."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+from redis.exceptions import RedisError
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
+from starlette.requests import Request
+from starlette.responses import Response
+
+from app import __version__
+from app.auth.routes import router as auth_router
+from app.chat.routes import router as chat_router
+from app.config import Settings
+from app.context import AppContext, open_redis
+from app.db import Database
+from app.errors import AppError, ServiceUnavailable
+from app.miners.routes import router as miners_router
+from app.notify import Notifier
+from app.openapi import build_openapi, doc_routes
+from app.ops import maintenance
+from app.ops.routes import router as ops_router
+from app.queue import JobQueue
+from app.web import all_endpoints, build_routes, error_response
+
+log = logging.getLogger("app")
+ROUTERS = [ops_router, chat_router, auth_router, miners_router]
+
+
+def create_app(settings: Settings | None = None) -> Starlette:
+    settings = settings or Settings()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        db = Database(settings.database_url)
+        redis = open_redis(settings.redis_url)
+        queue = JobQueue(redis, settings.redis_prefix)
+        notifier = Notifier(redis, queue.done_channel)
+        ctx = AppContext(settings=settings, db=db, redis=redis, queue=queue, notifier=notifier)
+        app.state.ctx = ctx
+        await notifier.start()
+        tasks = []
+        if settings.run_maintenance_in_api:
+            tasks.append(asyncio.create_task(maintenance.run_forever(ctx), name="mia-maintenance"))
+        try:
+            yield
+        finally:
+            for task in tasks:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            await notifier.stop()
+            await redis.aclose()
+            await db.dispose()
+
+    endpoints = all_endpoints(ROUTERS)
+    schema = build_openapi(endpoints, title="MIA backend", version=__version__)
+    middleware = []
+    if settings.cors_origins:
+        middleware.append(Middleware(CORSMiddleware, allow_origins=settings.cors_origins,
+                                     allow_methods=["GET", "POST", "DELETE"],
+                                     allow_headers=["Authorization", "Content-Type"]))
+    return Starlette(routes=[*build_routes(ROUTERS), *doc_routes(schema)], lifespan=lifespan,
+                     middleware=middleware, exception_handlers=EXCEPTION_HANDLERS)
+
+
+async def _app_error(_: Request, exc: Exception) -> Response:
+    assert isinstance(exc, AppError)
+    return error_response(exc)
+
+
+async def _http_error(_: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+    err = AppError(str(exc.detail), code=code, status=exc.status_code)
+    if exc.headers:
+        err.headers = dict(exc.headers)
+    return error_response(err)
+
+
+async def _redis_down(_: Request, exc: Exception) -> Response:
+    log.warning("Redis unavailable: %s", type(exc).__name__)
+    return error_response(ServiceUnavailable("the job queue (Redis) is unavailable; retry later",
+                                             code="queue_unavailable",
+                                             headers={"Retry-After": "5"}))
+
+
+async def _unexpected(request: Request, exc: Exception) -> Response:
+    log.exception("unhandled error on %s %s", request.method, request.url.path)
+    return error_response(AppError("internal error; it has been logged", code="internal_error",
+                                   status=500))
+
+
+EXCEPTION_HANDLERS = {AppError: _app_error, HTTPException: _http_error, RedisError: _redis_down,
+                      Exception: _unexpected}

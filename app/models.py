@@ -1,0 +1,168 @@
+"""Typed SQLAlchemy 2.0 models. The seed's five models keep their columns; the rest is new."""
+
+from __future__ import annotations
+
+import enum
+from datetime import UTC, datetime
+from decimal import Decimal
+
+from sqlalchemy import (BigInteger, DateTime, ForeignKey, Index, Integer, Numeric, String, Text,
+                        TypeDecorator)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Stored as naive UTC (portable across SQLite and PostgreSQL), always returned tz-aware."""
+
+    impl = DateTime
+    cache_ok = True
+
+    def process_bind_param(self, value, dialect):  # type: ignore[no-untyped-def]
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        return value.astimezone(UTC).replace(tzinfo=None)
+
+    def process_result_value(self, value, dialect):  # type: ignore[no-untyped-def]
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC)
+
+
+USD = Numeric(20, 6)  # Decimal dollars; six places so per-token prices stay exact
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class JobStatus(enum.StrEnum):
+    queued = "queued"
+    assigned = "assigned"
+    completed = "completed"
+    failed = "failed"
+
+
+class Business(Base):
+    __tablename__ = "businesses"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(200), unique=True)
+    contact_email: Mapped[str | None] = mapped_column(String(320))
+    contact_phone: Mapped[str | None] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+
+class ApiKey(Base):
+    __tablename__ = "api_keys"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    business_id: Mapped[int] = mapped_column(ForeignKey("businesses.id"), index=True)
+    prefix: Mapped[str] = mapped_column(String(16))  # shown in listings; the key itself never is
+    key_hash: Mapped[str] = mapped_column(String(64), unique=True)  # sha256 hex
+    scopes: Mapped[str] = mapped_column(String(200), default="chat")  # comma-separated
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    @property
+    def scope_set(self) -> frozenset[str]:
+        return frozenset(s for s in self.scopes.split(",") if s)
+
+
+class Miner(Base):
+    __tablename__ = "miners"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(100))
+    address: Mapped[str] = mapped_column(String(42), unique=True)  # EIP-55 checksummed wallet
+    # Seed column. Miners now prove their wallet instead of holding a shared key; kept nullable.
+    auth_key: Mapped[str | None] = mapped_column(String(64))
+    job_count: Mapped[int] = mapped_column(Integer, default=0)
+    tokens_generated: Mapped[int] = mapped_column(BigInteger, default=0)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    last_active: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class AuthToken(Base):
+    """A bearer session issued after an EIP-4361 sign-in. Only the hash is stored."""
+
+    __tablename__ = "auth_tokens"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    address: Mapped[str] = mapped_column(String(42), index=True)
+    miner_id: Mapped[int | None] = mapped_column(ForeignKey("miners.id"))
+    roles: Mapped[str] = mapped_column(String(100))  # comma-separated: miner, operator
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class ChatJob(Base):
+    __tablename__ = "chat_jobs"
+    __table_args__ = (
+        Index("ix_chat_jobs_status_lease", "status", "lease_expires_at"),
+        Index("ix_chat_jobs_status_created", "status", "created_at"),
+    )
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)  # uuid4
+    business_id: Mapped[int | None] = mapped_column(ForeignKey("businesses.id"), index=True)
+    session_id: Mapped[str] = mapped_column(String(128), index=True)
+    prompt: Mapped[str] = mapped_column(Text)
+    context: Mapped[str | None] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(16), default=JobStatus.queued)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)  # deliveries so far
+    lease_id: Mapped[str | None] = mapped_column(String(36))
+    lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    miner_id: Mapped[int | None] = mapped_column(ForeignKey("miners.id"))
+    response: Mapped[str | None] = mapped_column(Text)
+    output_tokens: Mapped[int | None] = mapped_column(Integer)
+    signature: Mapped[str | None] = mapped_column(String(140))  # miner's EIP-191 sig, 0x-hex
+    failure_reason: Mapped[str | None] = mapped_column(String(500))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    assigned_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    completed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class ChatLog(Base):
+    __tablename__ = "chat_logs"
+    __table_args__ = (Index("ix_chat_logs_session_id_id", "session_id", "id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    session_id: Mapped[str] = mapped_column(String(128))
+    message: Mapped[str] = mapped_column(Text)
+    role: Mapped[str] = mapped_column(String(16))  # user | assistant
+    timestamp: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    business_id: Mapped[int | None] = mapped_column(ForeignKey("businesses.id"))
+    job_id: Mapped[str | None] = mapped_column(ForeignKey("chat_jobs.id"), index=True)
+
+
+class IdleJob(Base):
+    __tablename__ = "idle_jobs"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    prompt: Mapped[str] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(16), default="pending")
+    submitted_by: Mapped[str | None] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    completed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    output_tokens: Mapped[int | None] = mapped_column(Integer)
+    usd_earned: Mapped[Decimal | None] = mapped_column(USD)
+    result: Mapped[str | None] = mapped_column(Text)
+    runpod_job_id: Mapped[str | None] = mapped_column(String(100))
+    error_message: Mapped[str | None] = mapped_column(String(1000))
+
+
+class SystemMetrics(Base):
+    __tablename__ = "system_metrics"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    metric_name: Mapped[str] = mapped_column(String(100), unique=True)
+    value: Mapped[Decimal] = mapped_column(USD, default=Decimal(0))
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)

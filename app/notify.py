@@ -1,0 +1,86 @@
+"""Wakes requests waiting on a job (`?wait=`) when any process completes it.
+
+One Redis pub/sub subscription per process fans out to local waiters. A lost message costs at
+most one re-check interval, because waiters re-read the database on a timer as well.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable
+
+from redis.asyncio import Redis
+
+log = logging.getLogger(__name__)
+RECHECK_S = 2.0
+
+
+class Notifier:
+    def __init__(self, redis: Redis, channel: str):
+        self.redis = redis
+        self.channel = channel
+        self._waiters: dict[str, set[asyncio.Event]] = {}
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._listen(), name="mia-notifier")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def _listen(self) -> None:
+        while True:
+            pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
+            try:
+                await pubsub.subscribe(self.channel)
+                self._wake_all()  # anything published while we were away: re-check the DB
+                async for message in pubsub.listen():
+                    if message.get("type") == "message":
+                        data = message["data"]
+                        self._wake(data.decode() if isinstance(data, bytes) else data)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # Redis went away: retry, waiters keep their own timer
+                log.warning("job notifier lost Redis (%s); retrying", type(exc).__name__)
+                await asyncio.sleep(1.0)
+            finally:
+                with contextlib.suppress(Exception):
+                    await pubsub.aclose()
+
+    def _wake(self, job_id: str) -> None:
+        for event in self._waiters.get(job_id, ()):
+            event.set()
+
+    def _wake_all(self) -> None:
+        for events in self._waiters.values():
+            for event in events:
+                event.set()
+
+    async def wait_until(self, job_id: str, timeout_s: float,
+                         done: Callable[[], Awaitable[bool]]) -> bool:
+        """Wait until `done()` is true or timeout_s passes. Returns the last value of done()."""
+        event = asyncio.Event()
+        self._waiters.setdefault(job_id, set()).add(event)
+        try:
+            deadline = time.monotonic() + timeout_s
+            while True:
+                event.clear()  # before the check, so a wake-up during it is not lost
+                if await done():
+                    return True
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(event.wait(), min(remaining, RECHECK_S))
+        finally:
+            waiters = self._waiters.get(job_id)
+            if waiters is not None:
+                waiters.discard(event)
+                if not waiters:
+                    del self._waiters[job_id]

@@ -1,0 +1,45 @@
+"""Health checks: each dependency answers within a timeout or counts as down."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+
+from sqlalchemy import text
+
+from app.context import AppContext
+
+CHECK_TIMEOUT_S = 2.0
+Check = Callable[[AppContext], Awaitable[object]]
+
+
+async def _database(ctx: AppContext) -> None:
+    async with ctx.db.engine.connect() as conn:
+        await conn.execute(text("SELECT 1"))
+
+
+async def _redis(ctx: AppContext) -> None:
+    await ctx.redis.ping()
+
+
+REQUIRED: dict[str, Check] = {"database": _database, "redis": _redis}
+
+
+async def run_checks(ctx: AppContext, checks: dict[str, Check] | None = None) -> dict[str, dict]:
+    checks = checks or {**REQUIRED, **ctx.extras.get("health_checks", {})}
+
+    async def one(check: Check) -> dict:
+        start = time.perf_counter()
+        try:
+            await asyncio.wait_for(check(ctx), CHECK_TIMEOUT_S)
+            ok, error = True, None
+        except Exception as exc:  # reported, not raised: health must always answer
+            ok, error = False, f"{type(exc).__name__}: {exc}"[:200]
+        result: dict = {"ok": ok, "latency_ms": round((time.perf_counter() - start) * 1000, 2)}
+        if error:
+            result["error"] = error
+        return result
+
+    results = await asyncio.gather(*(one(c) for c in checks.values()))
+    return dict(zip(checks, results, strict=True))

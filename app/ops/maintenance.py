@@ -1,0 +1,78 @@
+"""Keeping the queue honest: the lease reaper and the queue reconciler.
+
+Both are safe to run in several processes at once (every change is a conditional UPDATE and
+duplicate queue entries are skipped at lease time). The arq worker runs them as cron jobs;
+the API also runs them in-process unless RUN_MAINTENANCE_IN_API is false.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from datetime import timedelta
+
+from app import leasing
+from app.context import AppContext
+from app.miners.service import requeue
+from app.models import ChatJob, utcnow
+
+log = logging.getLogger(__name__)
+JOB_MODELS = {"chat": ChatJob}
+
+
+async def reap_leases(ctx: AppContext) -> dict[str, int]:
+    """Expired leases go back to the queue (front), or fail after MAX_ATTEMPTS deliveries."""
+    counts = {"requeued": 0, "failed": 0}
+    for kind, model in JOB_MODELS.items():
+        async with ctx.db.transaction() as session:
+            requeued, failed = await leasing.reap_expired(session, model, utcnow(),
+                                                          ctx.settings.max_attempts)
+        if requeued:
+            await requeue(ctx, kind, requeued)
+            log.info("lease reaper: %d %s job(s) back in the queue", len(requeued), kind)
+        if failed:
+            with contextlib.suppress(Exception):
+                await ctx.queue.publish_done(*failed)
+            log.warning("lease reaper: %d %s job(s) failed after %d deliveries", len(failed),
+                        kind, ctx.settings.max_attempts)
+        counts["requeued"] += len(requeued)
+        counts["failed"] += len(failed)
+    return counts
+
+
+async def reconcile_queue(ctx: AppContext) -> int:
+    """Push back every job the DB says is queued but Redis does not hold (lost or flushed)."""
+    pushed = 0
+    cutoff = utcnow() - timedelta(seconds=ctx.settings.reconcile_grace_s)
+    for kind, model in JOB_MODELS.items():
+        async with ctx.db.sessions() as session:
+            queued = await leasing.queued_ids(session, model, cutoff)
+        if not queued:
+            continue
+        present = await ctx.queue.members(kind)
+        missing = [job_id for job_id in queued if job_id not in present]
+        if missing:
+            await ctx.queue.push_front(kind, *missing)
+            log.warning("reconciler: re-enqueued %d %s job(s) Redis had lost", len(missing), kind)
+            pushed += len(missing)
+    return pushed
+
+
+async def run_forever(ctx: AppContext) -> None:
+    """The in-process loops: reaper every REAPER_INTERVAL_S, reconciler every RECONCILE_INTERVAL_S."""
+    s = ctx.settings
+    loop = asyncio.get_running_loop()
+    next_reconcile = loop.time()
+    while True:
+        try:
+            await reap_leases(ctx)
+            if loop.time() >= next_reconcile:
+                await reconcile_queue(ctx)
+                next_reconcile = loop.time() + s.reconcile_interval_s
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # Redis or the DB is down: try again next round
+            log.warning("maintenance round failed: %s: %s", type(exc).__name__, exc)
+            next_reconcile = loop.time()  # reconcile as soon as things are back
+        await asyncio.sleep(s.reaper_interval_s)

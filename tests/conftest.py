@@ -1,0 +1,108 @@
+"""Shared fixtures: real Redis (the machine's, else a local redis-server), real SQLite and
+PostgreSQL schemas built with `alembic upgrade head`, and the app running in-process."""
+
+from __future__ import annotations
+
+import shutil
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+import redis as redis_sync
+
+from app.config import Settings
+from app.migrate import upgrade
+from tests.support.harness import Harness, running_app
+from tests.support.services import LocalRedis, machine_redis_url, postgres_url, reset_postgres
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> Iterator[str]:
+    url = machine_redis_url()
+    if url is not None:
+        yield url
+        return
+    local = LocalRedis().start()  # no Redis running here: a private one for this test run
+    try:
+        yield local.url
+    finally:
+        local.stop()
+
+
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("schema") / "template.db"
+    upgrade(f"sqlite+aiosqlite:///{path}")
+    return path
+
+
+@pytest.fixture
+def sqlite_url(sqlite_template: Path, tmp_path: Path) -> str:
+    path = tmp_path / "mia.db"
+    shutil.copy(sqlite_template, path)
+    return f"sqlite+aiosqlite:///{path}"
+
+
+@pytest.fixture(scope="session")
+def postgres_base() -> str:
+    url, reason = postgres_url()
+    if url is None:
+        pytest.skip(f"PostgreSQL tests skipped: {reason}")
+    return url
+
+
+@pytest.fixture
+def postgres_db(postgres_base: str) -> str:
+    reset_postgres(postgres_base)
+    upgrade(postgres_base)
+    return postgres_base
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def any_db(request: pytest.FixtureRequest) -> str:
+    return request.getfixturevalue("sqlite_url" if request.param == "sqlite" else "postgres_db")
+
+
+def make_settings(database_url: str, redis_url: str, **overrides: object) -> Settings:
+    values: dict[str, object] = dict(
+        database_url=database_url, redis_url=redis_url,
+        redis_prefix=f"test-{uuid.uuid4().hex[:10]}", public_url="http://mia.test",
+        chain_id=31337, lease_seconds=30, reaper_interval_s=0.1, reconcile_interval_s=0.5,
+        reconcile_grace_s=0.3)
+    values.update(overrides)
+    return Settings(_env_file=None, **values)  # type: ignore[call-arg]
+
+
+def clear_prefix(redis_url: str, prefix: str) -> None:
+    r = redis_sync.Redis.from_url(redis_url)
+    try:
+        keys = list(r.scan_iter(match=f"{prefix}:*", count=1000))
+        if keys:
+            r.delete(*keys)
+    finally:
+        r.close()
+
+
+@pytest.fixture
+def settings_factory(redis_url: str, sqlite_url: str) -> Iterator:
+    made: list[Settings] = []
+
+    def factory(database_url: str | None = None, **overrides: object) -> Settings:
+        s = make_settings(database_url or sqlite_url, overrides.pop("redis_url", redis_url),
+                          **overrides)
+        made.append(s)
+        return s
+
+    yield factory
+    for s in made:
+        try:
+            clear_prefix(s.redis_url, s.redis_prefix)
+        except Exception:
+            pass
+
+
+@pytest.fixture
+async def api(settings_factory) -> AsyncIterator[Harness]:  # type: ignore[no-untyped-def]
+    async with running_app(settings_factory()) as harness:
+        yield harness

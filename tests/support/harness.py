@@ -1,0 +1,105 @@
+"""An app running in-process (lifespan included) with an httpx client, plus actors that use it."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+from eth_account import Account
+from eth_account.messages import encode_defunct
+from eth_account.signers.local import LocalAccount
+
+from app.auth.apikeys import create_api_key
+from app.auth.wallet import result_digest
+from app.config import Settings
+from app.context import AppContext
+from app.main import create_app
+
+
+@dataclass
+class Harness:
+    settings: Settings
+    client: httpx.AsyncClient
+    ctx: AppContext
+
+    async def api_key(self, business: str = "acme", scopes: str = "chat") -> str:
+        async with self.ctx.db.transaction() as session:
+            _, key = await create_api_key(session, business, scopes)
+        return key
+
+    async def chat(self, key: str | None, message: str = "hello", **extra: Any) -> httpx.Response:
+        headers = {"Authorization": f"Bearer {key}"} if key else {}
+        params = {"wait": extra.pop("wait")} if "wait" in extra else {}
+        return await self.client.post("/chat", json={"message": message, **extra},
+                                      headers=headers, params=params)
+
+    async def miner(self, name: str | None = None) -> SimMiner:
+        m = SimMiner(self.client, Account.create(), name)
+        await m.register()
+        return m
+
+
+@dataclass
+class SimMiner:
+    client: httpx.AsyncClient
+    account: LocalAccount
+    name: str | None = None
+    token: str | None = None
+    seen: list[str] = field(default_factory=list)
+
+    @property
+    def address(self) -> str:
+        return self.account.address
+
+    async def signed_message(self) -> tuple[str, str]:
+        r = await self.client.get("/auth/nonce", params={"address": self.address})
+        r.raise_for_status()
+        message = r.json()["message"]
+        sig = self.account.sign_message(encode_defunct(text=message)).signature.hex()
+        return message, "0x" + sig.removeprefix("0x")
+
+    async def register(self) -> dict[str, Any]:
+        message, signature = await self.signed_message()
+        body: dict[str, Any] = {"message": message, "signature": signature}
+        if self.name:
+            body["name"] = self.name
+        r = await self.client.post("/register_miner", json=body)
+        r.raise_for_status()
+        self.token = r.json()["token"]
+        return r.json()
+
+    @property
+    def auth(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"}
+
+    async def next_job(self, wait: float = 0) -> dict[str, Any] | None:
+        r = await self.client.get("/job/next", params={"wait": wait}, headers=self.auth)
+        if r.status_code == 204:
+            return None
+        r.raise_for_status()
+        self.seen.append(r.json()["job_id"])
+        return r.json()
+
+    def sign_result(self, job_id: str, output: str) -> str:
+        sig = self.account.sign_message(encode_defunct(primitive=result_digest(job_id, output)))
+        return "0x" + sig.signature.hex().removeprefix("0x")
+
+    async def post_result(self, job: dict[str, Any], output: str, tokens: int | None = None,
+                          signature: str | None = None) -> httpx.Response:
+        body = {"job_id": job["job_id"], "lease_id": job["lease_id"], "output": output,
+                "output_tokens": tokens if tokens is not None else len(output.split()),
+                "signature": signature or self.sign_result(job["job_id"], output)}
+        return await self.client.post("/job/result", json=body, headers=self.auth)
+
+
+@contextlib.asynccontextmanager
+async def running_app(settings: Settings) -> AsyncIterator[Harness]:
+    app = create_app(settings)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url=settings.base_url,
+                                     timeout=90) as client:
+            yield Harness(settings, client, app.state.ctx)

@@ -1,0 +1,53 @@
+"""Where the tests find Redis and PostgreSQL: the machine's own when running, else local ones."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from urllib.parse import urlparse
+
+from app.localredis import LocalRedis, reachable
+
+PG_DEFAULT = "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
+
+
+def machine_redis_url() -> str | None:
+    url = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+    parsed = urlparse(url)
+    return url if reachable(parsed.hostname or "127.0.0.1", parsed.port or 6379) else None
+
+
+def postgres_url() -> tuple[str | None, str]:
+    """(url, reason): url is None when PostgreSQL cannot be reached, with the reason why."""
+    url = os.environ.get("TEST_DATABASE_URL", PG_DEFAULT)
+    if not url.startswith("postgresql"):
+        return None, f"TEST_DATABASE_URL is not PostgreSQL: {url}"
+
+    async def probe() -> None:
+        import asyncpg
+
+        dsn = url.replace("postgresql+asyncpg://", "postgresql://")
+        conn = await asyncpg.connect(dsn, timeout=3)
+        await conn.close()
+
+    try:
+        asyncio.run(probe())
+    except Exception as exc:
+        return None, f"PostgreSQL not reachable at {url} ({type(exc).__name__}): set TEST_DATABASE_URL"
+    return url, ""
+
+
+def reset_postgres(url: str) -> None:
+    async def reset() -> None:
+        import asyncpg
+
+        conn = await asyncpg.connect(url.replace("postgresql+asyncpg://", "postgresql://"))
+        try:
+            await conn.execute("DROP SCHEMA IF EXISTS public CASCADE; CREATE SCHEMA public;")
+        finally:
+            await conn.close()
+
+    asyncio.run(reset())
+
+
+__all__ = ["LocalRedis", "machine_redis_url", "postgres_url", "reset_postgres"]
