@@ -93,9 +93,12 @@ class SiweError(Exception):
     reason: str
 
     def __init__(self, code: SiweErrorCode, reason: str) -> None:
-        super().__init__(f"{code}: {reason}")
+        super().__init__(code, reason)  # args stay (code, reason) so the error pickles
         self.code = code
         self.reason = reason
+
+    def __str__(self) -> str:
+        return f"{self.code}: {self.reason}"
 
 
 def _malformed(reason: str) -> SiweError:

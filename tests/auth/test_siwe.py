@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import pickle
 import random
 from dataclasses import replace
 from datetime import datetime, timedelta, timezone
@@ -603,6 +604,12 @@ def test_huge_inputs_are_rejected_quickly() -> None:
     assert code_of(parse_message, "a" * 10_000_000) == "malformed_message"
     assert code_of(parse_message, "\n" * 8000) == "malformed_message"
     assert code_of(recover_signer, MINIMAL_TEXT, "0x" + "1" * 10_000_000) == "invalid_signature"
+
+
+def test_siwe_error_pickles_and_prints() -> None:
+    err = pickle.loads(pickle.dumps(SiweError("expired", "The message has expired.")))
+    assert (err.code, err.reason) == ("expired", "The message has expired.")
+    assert str(err) == "expired: The message has expired."
 
 
 def test_replace_keeps_invariants() -> None:
