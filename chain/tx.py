@@ -1,0 +1,549 @@
+"""The one sender for all transactions of an account.
+
+Flow: ``prepare(tx)`` estimates gas, prices the fees, takes a nonce and signs, returning the
+hash and nonce BEFORE anything is broadcast (persist them); ``broadcast(prepared)`` sends it
+(idempotent); ``wait_or_replace`` waits for N confirmations and, when an attempt times out,
+re-signs the same nonce with higher fees. ``lookup(hash)`` and ``nonce_state(nonce)`` tell what
+became of a transaction after a crash.
+
+Nonces: the next nonce is max(chain pending nonce, persisted next nonce, in-memory next nonce),
+so a restart never reuses a nonce. The price of that rule: a transaction that was prepared but
+never broadcast leaves a gap that blocks later nonces, so callers either broadcast (or
+re-broadcast ``prepared.raw``) every prepared transaction, or ``release`` it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import json
+import logging
+import os
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from enum import Enum
+from pathlib import Path
+from typing import Any, Protocol
+
+from eth_account import Account
+from eth_account.signers.local import LocalAccount
+from eth_utils import to_checksum_address
+from web3 import AsyncWeb3
+from web3.exceptions import TimeExhausted, TransactionNotFound
+
+from chain.config import ChainConfig
+from chain.errors import (
+    ChainError,
+    ConfigError,
+    FeeCapExceeded,
+    NonceError,
+    TxReverted,
+    TxTimeout,
+    map_exception,
+)
+
+log = logging.getLogger("chain.tx")
+
+GWEI = 10**9
+
+
+class TxStatus(str, Enum):
+    PENDING = "pending"  # known to the node, not mined
+    SUCCESS = "success"  # mined, status 1
+    REVERTED = "reverted"  # mined, status 0
+    UNKNOWN = "unknown"  # not known to the node (never sent, dropped, or replaced)
+
+
+class NonceStatus(str, Enum):
+    MINED = "mined"  # a transaction with this nonce is in a block
+    PENDING = "pending"  # the node holds a pending transaction with this nonce
+    FREE = "free"  # nothing on chain uses it yet
+
+
+@dataclass(frozen=True)
+class PreparedTx:
+    """A signed, not yet broadcast transaction. Fees and gas are in wei / gas units."""
+
+    tx_hash: str
+    nonce: int
+    sender: str
+    tx: Mapping[str, Any]
+    raw: bytes = field(repr=False)
+
+    @property
+    def max_fee_per_gas(self) -> int:
+        return int(self.tx["maxFeePerGas"])
+
+    @property
+    def max_priority_fee_per_gas(self) -> int:
+        return int(self.tx["maxPriorityFeePerGas"])
+
+    @property
+    def gas(self) -> int:
+        return int(self.tx["gas"])
+
+
+@dataclass(frozen=True)
+class TxLookup:
+    tx_hash: str
+    status: TxStatus
+    nonce: int | None = None
+    block_number: int | None = None
+    gas_used: int | None = None
+    confirmations: int = 0
+
+
+class NonceStore(Protocol):
+    """Persists the next nonce per key (chain id, genesis hash, address)."""
+
+    def get(self, key: str) -> int | None: ...
+
+    def set(self, key: str, next_nonce: int) -> None: ...
+
+
+class MemoryNonceStore:
+    def __init__(self) -> None:
+        self._data: dict[str, int] = {}
+
+    def get(self, key: str) -> int | None:
+        return self._data.get(key)
+
+    def set(self, key: str, next_nonce: int) -> None:
+        self._data[key] = next_nonce
+
+
+class FileNonceStore:
+    """A JSON file {key: next_nonce}, replaced atomically on each write."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+
+    def _read(self) -> dict[str, int]:
+        try:
+            return {k: int(v) for k, v in json.loads(self.path.read_text()).items()}
+        except FileNotFoundError:
+            return {}
+
+    def get(self, key: str) -> int | None:
+        return self._read().get(key)
+
+    def set(self, key: str, next_nonce: int) -> None:
+        data = self._read()
+        data[key] = next_nonce
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_suffix(self.path.suffix + ".tmp")
+        with open(tmp, "w") as f:
+            json.dump(data, f, indent=1, sort_keys=True)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, self.path)
+
+
+OnPrepared = Callable[[PreparedTx], Awaitable[None] | None]
+
+
+def load_account(
+    private_key: str | bytes | None = None,
+    keystore: str | os.PathLike[str] | None = None,
+    password: str | None = None,
+) -> LocalAccount:
+    """A local signing account from a private key or an encrypted keystore (never logged)."""
+    if private_key and keystore:
+        raise ConfigError("give either a private key or a keystore, not both")
+    if private_key:
+        try:
+            return Account.from_key(private_key)
+        except Exception:
+            raise ConfigError("the treasury private key is not a valid secp256k1 key") from None
+    if keystore:
+        if password is None:
+            raise ConfigError("a keystore needs a password")
+        try:
+            encrypted = json.loads(Path(keystore).read_text())
+            return Account.from_key(Account.decrypt(encrypted, password))
+        except FileNotFoundError:
+            raise ConfigError(f"keystore file not found: {keystore}") from None
+        except ValueError:
+            raise ConfigError(f"cannot decrypt keystore {keystore} (wrong password?)") from None
+    raise ConfigError("no signer: set a treasury private key or keystore")
+
+
+def _hex(value: bytes | str) -> str:
+    if isinstance(value, str):
+        return value if value.startswith("0x") else "0x" + value
+    return "0x" + bytes(value).hex()
+
+
+class TxSender:
+    """Signs and sends every transaction of one account.
+
+    ``max_fee_wei`` caps maxFeePerGas (MAX_FEE_GWEI * 10**9); ``priority_fee_wei`` is the tip;
+    ``gas_margin_bps`` is added to the estimate; ``replacement_bump_bps`` (>= 1000, what nodes
+    require) is the fee increase of each replacement.
+    """
+
+    def __init__(
+        self,
+        w3: AsyncWeb3,
+        account: LocalAccount,
+        *,
+        max_fee_wei: int,
+        priority_fee_wei: int = 1 * GWEI,
+        gas_margin_bps: int = 2_000,
+        replacement_bump_bps: int = 1_250,
+        nonce_store: NonceStore | None = None,
+        poll_interval: float = 0.05,
+        chain_id: int | None = None,
+    ) -> None:
+        if max_fee_wei <= 0:
+            raise ConfigError("max_fee_wei must be positive")
+        if replacement_bump_bps < 1_000:
+            raise ConfigError("replacement_bump_bps must be >= 1000 (nodes require +10%)")
+        self.w3 = w3
+        self._account = account
+        self.address = to_checksum_address(account.address)
+        self.max_fee_wei = int(max_fee_wei)
+        self.priority_fee_wei = int(priority_fee_wei)
+        self.gas_margin_bps = gas_margin_bps
+        self.replacement_bump_bps = replacement_bump_bps
+        self.nonce_store: NonceStore = nonce_store if nonce_store is not None else MemoryNonceStore()
+        self.poll_interval = poll_interval
+        self._chain_id = chain_id
+        self._store_key: str | None = None
+        self._next_nonce: int | None = None
+        self._lock = asyncio.Lock()
+
+    def __repr__(self) -> str:
+        return f"TxSender(address={self.address})"
+
+    @classmethod
+    def from_config(
+        cls, w3: AsyncWeb3, config: ChainConfig, *, nonce_store: NonceStore | None = None, **kw: Any
+    ) -> TxSender:
+        account = load_account(
+            config.treasury_private_key, config.treasury_keystore, config.treasury_keystore_password
+        )
+        return cls(
+            w3, account, max_fee_wei=config.max_fee_wei, nonce_store=nonce_store,
+            chain_id=config.chain_id, **kw,
+        )
+
+    async def chain_id(self) -> int:
+        if self._chain_id is None:
+            self._chain_id = await self.w3.eth.chain_id
+        return self._chain_id
+
+    async def _key(self) -> str:
+        # The genesis hash tells apart two chains with one chain id (a restarted dev chain).
+        if self._store_key is None:
+            genesis = await self.w3.eth.get_block(0)
+            self._store_key = f"{await self.chain_id()}:{_hex(genesis['hash'])}:{self.address}"
+        return self._store_key
+
+    # fees and gas
+
+    async def fees(self) -> tuple[int, int]:
+        """(maxFeePerGas, maxPriorityFeePerGas) in wei, never above the cap."""
+        block = await self.w3.eth.get_block("latest")
+        base = int(block.get("baseFeePerGas") or 0)
+        if base >= self.max_fee_wei:
+            raise FeeCapExceeded(
+                f"base fee {base} wei is at or above the cap {self.max_fee_wei} wei"
+            )
+        priority = min(self.priority_fee_wei, self.max_fee_wei - base)
+        return min(2 * base + priority, self.max_fee_wei), priority
+
+    async def estimate_gas(self, tx: Mapping[str, Any]) -> int:
+        """Estimated gas plus ``gas_margin_bps``. Reverts are mapped (e.g. SlippageExceeded)."""
+        call = {k: v for k, v in tx.items() if k in ("to", "data", "value", "from")}
+        call.setdefault("from", self.address)
+        try:
+            estimate = await self.w3.eth.estimate_gas(call)  # type: ignore[arg-type]
+        except Exception as exc:
+            raise map_exception(exc) from exc
+        return estimate + estimate * self.gas_margin_bps // 10_000
+
+    # nonces
+
+    async def _allocate_nonce(self) -> int:
+        key = await self._key()
+        pending = await self.w3.eth.get_transaction_count(self.address, "pending")
+        stored = self.nonce_store.get(key) or 0
+        return max(pending, stored, self._next_nonce or 0)
+
+    def _commit_nonce(self, key: str, nonce: int) -> None:
+        self._next_nonce = nonce + 1
+        self.nonce_store.set(key, nonce + 1)
+
+    async def release(self, prepared: PreparedTx) -> bool:
+        """Give back the nonce of a prepared transaction that will never be broadcast.
+        Only the most recent reservation can be released; returns whether it was."""
+        async with self._lock:
+            key = await self._key()
+            if self._next_nonce != prepared.nonce + 1:
+                return False
+            if await self.nonce_state(prepared.nonce) is not NonceStatus.FREE:
+                return False
+            self._next_nonce = prepared.nonce
+            self.nonce_store.set(key, prepared.nonce)
+            return True
+
+    # prepare / broadcast
+
+    async def prepare(
+        self,
+        tx: Mapping[str, Any],
+        *,
+        nonce: int | None = None,
+        gas: int | None = None,
+        max_fee_per_gas: int | None = None,
+        max_priority_fee_per_gas: int | None = None,
+    ) -> PreparedTx:
+        """Sign ``tx`` (to, data, value) without sending it. A revert during gas estimation is
+        raised as a mapped ChainError and no nonce is consumed."""
+        if "to" in tx and tx["to"] is not None:
+            to = to_checksum_address(tx["to"])
+        else:
+            to = None
+        base_tx: dict[str, Any] = {"from": self.address, "value": int(tx.get("value", 0))}
+        if to is not None:
+            base_tx["to"] = to
+        if tx.get("data"):
+            base_tx["data"] = _hex(tx["data"])
+        if gas is None:
+            gas = await self.estimate_gas(base_tx)
+        if max_fee_per_gas is None or max_priority_fee_per_gas is None:
+            max_fee_per_gas, max_priority_fee_per_gas = await self.fees()
+        if max_fee_per_gas > self.max_fee_wei:
+            raise FeeCapExceeded(f"maxFeePerGas {max_fee_per_gas} wei above cap {self.max_fee_wei}")
+        chain_id = await self.chain_id()
+        async with self._lock:
+            key = await self._key()
+            replacing = nonce is not None
+            if nonce is None:
+                nonce = await self._allocate_nonce()
+            unsigned = {
+                **{k: v for k, v in base_tx.items() if k != "from"},
+                "nonce": nonce,
+                "gas": int(gas),
+                "maxFeePerGas": int(max_fee_per_gas),
+                "maxPriorityFeePerGas": int(max_priority_fee_per_gas),
+                "chainId": chain_id,
+                "type": 2,
+            }
+            signed = self._account.sign_transaction(unsigned)
+            if not replacing:
+                self._commit_nonce(key, nonce)
+        prepared = PreparedTx(
+            tx_hash=_hex(signed.hash),
+            nonce=nonce,
+            sender=self.address,
+            tx=unsigned,
+            raw=bytes(signed.raw_transaction),
+        )
+        log.info("prepared tx %s nonce=%d gas=%d to=%s", prepared.tx_hash, nonce, gas, to)
+        return prepared
+
+    async def broadcast(self, prepared: PreparedTx) -> str:
+        """Send a prepared transaction. Idempotent: a hash the node already knows is fine."""
+        return await self.broadcast_raw(prepared.raw, prepared.tx_hash)
+
+    async def broadcast_raw(self, raw: bytes, tx_hash: str) -> str:
+        try:
+            sent = await self.w3.eth.send_raw_transaction(raw)
+        except Exception as exc:
+            known = await self.lookup(tx_hash)
+            if known.status is not TxStatus.UNKNOWN:
+                return tx_hash
+            raise map_exception(exc, tx_hash=tx_hash) from exc
+        sent_hash = _hex(sent)
+        if sent_hash.lower() != tx_hash.lower():
+            raise ChainError(f"node returned hash {sent_hash}, expected {tx_hash}")
+        log.info("broadcast tx %s", tx_hash)
+        return tx_hash
+
+    # receipts
+
+    async def _receipt(self, tx_hash: str) -> Any | None:
+        try:
+            return await self.w3.eth.get_transaction_receipt(tx_hash)  # type: ignore[arg-type]
+        except (TransactionNotFound, TimeExhausted):
+            return None
+
+    async def wait_for_receipt(
+        self, tx_hash: str, confirmations: int = 1, timeout: float = 120.0
+    ) -> Any:
+        """The receipt once the tx has ``confirmations`` blocks (its own included).
+        Raises TxTimeout after ``timeout`` seconds. Does not raise on a reverted receipt."""
+        receipt = await self._wait_any([tx_hash], confirmations, timeout)
+        if receipt is None:
+            raise TxTimeout(f"no receipt for {tx_hash} after {timeout}s", (tx_hash,))
+        return receipt
+
+    async def _wait_any(
+        self, hashes: list[str], confirmations: int, timeout: float
+    ) -> Any | None:
+        deadline = time.monotonic() + timeout
+        while True:
+            for h in hashes:
+                receipt = await self._receipt(h)
+                if receipt is not None and receipt.get("blockNumber") is not None:
+                    head = await self.w3.eth.block_number
+                    if head - receipt["blockNumber"] + 1 >= max(confirmations, 1):
+                        return receipt
+            if time.monotonic() >= deadline:
+                return None
+            await asyncio.sleep(self.poll_interval)
+
+    async def raise_for_status(self, receipt: Any, prepared: PreparedTx | None = None) -> None:
+        """Raise the mapped TxReverted for a status-0 receipt (replaying the call for a reason)."""
+        if receipt["status"] == 1:
+            return
+        tx_hash = _hex(receipt["transactionHash"])
+        tx = await self.w3.eth.get_transaction(tx_hash)  # type: ignore[arg-type]
+        call = {"from": tx["from"], "to": tx["to"], "data": _hex(tx["input"]),
+                "value": tx["value"], "gas": tx["gas"]}
+        block = max(int(receipt["blockNumber"]) - 1, 0)
+        try:
+            await self.w3.eth.call(call, block_identifier=block)  # type: ignore[arg-type]
+        except Exception as exc:
+            err = map_exception(exc, tx_hash=tx_hash)
+            if isinstance(err, TxReverted):
+                err.tx_hash = tx_hash
+            raise err from exc
+        raise TxReverted(
+            f"transaction reverted (gas used {receipt['gasUsed']} of {tx['gas']}; "
+            "the replay did not revert: out of gas or state changed)",
+            tx_hash=tx_hash,
+        )
+
+    async def replacement(self, prepared: PreparedTx) -> PreparedTx | None:
+        """Re-sign ``prepared`` with the same nonce and fees raised by replacement_bump_bps.
+        None when the cap leaves no room for a bump nodes would accept."""
+        bump = 10_000 + self.replacement_bump_bps
+        tip = -(-prepared.max_priority_fee_per_gas * bump // 10_000)
+        block = await self.w3.eth.get_block("latest")
+        base = int(block.get("baseFeePerGas") or 0)
+        max_fee = max(-(-prepared.max_fee_per_gas * bump // 10_000), 2 * base + tip)
+        max_fee = min(max_fee, self.max_fee_wei)
+        tip = min(tip, max_fee)
+        if max_fee * 10 < prepared.max_fee_per_gas * 11 or tip * 10 < prepared.max_priority_fee_per_gas * 11:
+            return None
+        return await self.prepare(
+            prepared.tx, nonce=prepared.nonce, gas=prepared.gas,
+            max_fee_per_gas=max_fee, max_priority_fee_per_gas=tip,
+        )
+
+    async def wait_or_replace(
+        self,
+        prepared: PreparedTx,
+        *,
+        confirmations: int = 1,
+        timeout: float = 120.0,
+        max_replacements: int = 3,
+        on_prepared: OnPrepared | None = None,
+        raise_on_revert: bool = True,
+    ) -> Any:
+        """Wait for ``prepared`` (assumed broadcast); each time ``timeout`` seconds pass
+        without a receipt, replace it with the same nonce and higher fees (``on_prepared`` is
+        called with the replacement before it is broadcast). Returns the receipt of whichever
+        transaction with this nonce was mined."""
+        hashes = [prepared.tx_hash]
+        current = prepared
+        attempts = 0
+        while True:
+            receipt = await self._wait_any(hashes, confirmations, timeout)
+            if receipt is not None:
+                if raise_on_revert:
+                    await self.raise_for_status(receipt, current)
+                return receipt
+            if await self.nonce_state(prepared.nonce) is NonceStatus.MINED:
+                # mined by one of ours after the last poll, or by a transaction we don't know
+                receipt = await self._wait_any(hashes, confirmations, self.poll_interval * 4 + 1)
+                if receipt is not None:
+                    if raise_on_revert:
+                        await self.raise_for_status(receipt, current)
+                    return receipt
+                raise NonceError(
+                    f"nonce {prepared.nonce} was used by a transaction other than {hashes}"
+                )
+            if attempts >= max_replacements:
+                raise TxTimeout(
+                    f"nonce {prepared.nonce}: no receipt after {attempts + 1} attempt(s) of "
+                    f"{timeout}s", tuple(hashes), prepared.nonce,
+                )
+            attempts += 1
+            nxt = await self.replacement(current)
+            if nxt is None:
+                log.warning("nonce %d: fee cap reached, waiting without replacement", prepared.nonce)
+                continue
+            if on_prepared is not None:
+                await _maybe_await(on_prepared(nxt))
+            hashes.append(nxt.tx_hash)
+            try:
+                await self.broadcast(nxt)
+            except ChainError as exc:
+                log.warning("replacement %s not accepted: %s", nxt.tx_hash, exc)
+                continue
+            log.info("nonce %d: replaced by %s", prepared.nonce, nxt.tx_hash)
+            current = nxt
+
+    async def send(
+        self,
+        tx: Mapping[str, Any],
+        *,
+        confirmations: int = 1,
+        timeout: float = 120.0,
+        max_replacements: int = 3,
+        on_prepared: OnPrepared | None = None,
+    ) -> Any:
+        """prepare → on_prepared (persist!) → broadcast → wait_or_replace. Returns the
+        receipt; a revert raises the mapped TxReverted subclass."""
+        prepared = await self.prepare(tx)
+        if on_prepared is not None:
+            await _maybe_await(on_prepared(prepared))
+        await self.broadcast(prepared)
+        return await self.wait_or_replace(
+            prepared, confirmations=confirmations, timeout=timeout,
+            max_replacements=max_replacements, on_prepared=on_prepared,
+        )
+
+    # after a crash
+
+    async def lookup(self, tx_hash: str) -> TxLookup:
+        receipt = await self._receipt(tx_hash)
+        if receipt is not None and receipt.get("blockNumber") is not None:
+            head = await self.w3.eth.block_number
+            try:
+                tx = await self.w3.eth.get_transaction(tx_hash)  # type: ignore[arg-type]
+                nonce = int(tx["nonce"])
+            except TransactionNotFound:
+                nonce = None
+            return TxLookup(
+                tx_hash=tx_hash,
+                status=TxStatus.SUCCESS if receipt["status"] == 1 else TxStatus.REVERTED,
+                nonce=nonce,
+                block_number=int(receipt["blockNumber"]),
+                gas_used=int(receipt["gasUsed"]),
+                confirmations=head - int(receipt["blockNumber"]) + 1,
+            )
+        try:
+            tx = await self.w3.eth.get_transaction(tx_hash)  # type: ignore[arg-type]
+        except (TransactionNotFound, TimeExhausted):
+            return TxLookup(tx_hash=tx_hash, status=TxStatus.UNKNOWN)
+        return TxLookup(tx_hash=tx_hash, status=TxStatus.PENDING, nonce=int(tx["nonce"]))
+
+    async def nonce_state(self, nonce: int) -> NonceStatus:
+        mined = await self.w3.eth.get_transaction_count(self.address, "latest")
+        if nonce < mined:
+            return NonceStatus.MINED
+        pending = await self.w3.eth.get_transaction_count(self.address, "pending")
+        if nonce < pending:
+            return NonceStatus.PENDING
+        return NonceStatus.FREE
+
+
+async def _maybe_await(value: Awaitable[None] | None) -> None:
+    if inspect.isawaitable(value):
+        await value
