@@ -242,3 +242,13 @@ async def test_control_endpoint_flips_modes_over_http(
         assert (await http.post(url, json={"shape": "xml"}, headers=auth)).status_code == 400
     with pytest.raises(RunPodJobFailed):
         await client.run_and_wait(build_input("x", 4), timeout_s=5, **FAST)
+
+
+async def test_bad_wait_arguments_are_rejected_before_submitting(
+    client: RunPodClient, runpod_standin: StandinServer
+) -> None:
+    with pytest.raises(ValueError):
+        await client.run_and_wait(build_input("x", 4), timeout_s=5, poll_initial_s=1, poll_max_s=0.5)
+    with pytest.raises(ValueError):
+        await client.run_and_wait(build_input("x", 4), timeout_s=0)
+    assert runpod_standin.state.stats.submitted == 0
