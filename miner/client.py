@@ -84,6 +84,9 @@ def _parse_time(value: Any) -> datetime | None:
     return dt
 
 
+_NOT_A_MINER = httpx.Response(403, json={"error": "not_a_miner", "detail": "no miner role"})
+
+
 class BackendClient:
     def __init__(
         self,
@@ -111,6 +114,7 @@ class BackendClient:
         self.miner_id: Any = None
         self.roles: list[str] = []
         self.sign_ins = 0
+        self._needs_register = False
 
     async def aclose(self) -> None:
         await self._http.aclose()
@@ -155,8 +159,12 @@ class BackendClient:
         await self.ensure_token()
         token = self._token
         r = await self._send(method, path, headers={"Authorization": f"Bearer {token}"}, **kw)
-        if r.status_code == 401:
-            # Expired or revoked: sign in again once (only one task does it) and retry.
+        if r.status_code in (401, 403):
+            # 401: expired or revoked. 403: this session lacks the miner role (e.g. a wallet that
+            # signed in as an operator before registering). Sign in again once (only one task
+            # does it; a 403 forces registration) and retry.
+            if r.status_code == 403:
+                self._needs_register = True
             self._invalidate(token)
             await self.ensure_token()
             r = await self._send(
@@ -196,10 +204,13 @@ class BackendClient:
     async def _sign_in(self) -> None:
         body = await self._signed_message()
         r = await self._send("POST", "/auth/login", json=body)
-        if r.status_code in (401, 403, 404):
+        if r.status_code == 200 and "miner" not in (r.json().get("roles") or ["miner"]):
+            r = _NOT_A_MINER  # signed in, but not as a miner (e.g. an operator wallet)
+        if self._needs_register or r.status_code in (401, 403, 404):
             # Not registered yet (or the login was refused): register, which is idempotent per
             # address and returns a fresh token. A nonce is single-use, so fetch a new one.
-            first = _error_of(r)
+            self._needs_register = False
+            first = _error_of(r) if r.status_code != 200 else ("relogin", "miner role missing")
             body = await self._signed_message()
             if self.name:
                 body["name"] = self.name

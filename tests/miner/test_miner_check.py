@@ -1,0 +1,71 @@
+"""`mia-miner --check` run as the real command: one plain sentence per problem."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+from conftest import TEST_KEY
+
+
+def run_check(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("MIA_")}
+    full_env.update(env or {})
+    return subprocess.run(
+        [sys.executable, "-m", "miner", "--check", *args],
+        capture_output=True, text=True, timeout=60, env=full_env,
+    )
+
+
+def test_check_reports_unreachable_backend_but_good_wallet_and_model(demo_model, unused_url) -> None:
+    p = run_check("--backend", unused_url, "--model-url", demo_model.url,
+                  env={"MIA_MINER_PRIVATE_KEY": TEST_KEY})
+    assert p.returncode == 1, p.stdout + p.stderr
+    out = p.stdout
+    assert f"PROBLEM  Cannot reach the backend at {unused_url}" in out
+    assert "ok       wallet: address 0x" in out
+    assert "serves mia-demo" in out and "test chat answered" in out
+    assert out.count("PROBLEM") == 1 and "1 problem(s) found." in out
+    assert TEST_KEY[2:] not in out + p.stderr
+
+
+def test_check_reports_bad_key_model_not_served_and_model_down(demo_model, unused_url) -> None:
+    p = run_check("--backend", unused_url, "--model-url", demo_model.url, "--model", "mixtral",
+                  env={"MIA_MINER_PRIVATE_KEY": "0xdeadbeef"})
+    assert p.returncode == 1
+    assert "PROBLEM  Wallet: the private key must be 32 bytes" in p.stdout
+    assert "does not serve the model 'mixtral'; it serves: mia-demo." in p.stdout
+    assert "deadbeef" not in p.stdout + p.stderr
+
+    p = run_check("--backend", unused_url, "--model-url", unused_url)
+    assert "PROBLEM  Wallet: no wallet configured" in p.stdout
+    assert f"PROBLEM  Model server: cannot reach the model server at {unused_url}/v1" in p.stdout
+    assert "3 problem(s) found." in p.stdout
+
+
+def test_check_reports_model_server_that_cannot_chat(demo_model, unused_url) -> None:
+    demo_model.control(fail_status=500)
+    p = run_check("--backend", unused_url, "--model-url", demo_model.url,
+                  env={"MIA_MINER_PRIVATE_KEY": TEST_KEY})
+    assert "PROBLEM  The model server could not answer a test chat: the model server answered HTTP 500" in p.stdout
+
+
+def test_check_reports_wrong_keystore_password(tmp_path, demo_model, unused_url) -> None:
+    from miner.wallet import Wallet
+
+    ks = tmp_path / "w.json"
+    Wallet.write_keystore(ks, "right")
+    p = run_check("--keystore", str(ks), "--backend", unused_url, "--model-url", demo_model.url,
+                  env={"MIA_MINER_KEYSTORE_PASSWORD": "wrong"})
+    assert f"PROBLEM  Wallet: the keystore password for {ks} is wrong." in p.stdout
+    p = run_check("--keystore", str(ks), "--backend", unused_url, "--model-url", demo_model.url,
+                  env={"MIA_MINER_KEYSTORE_PASSWORD": "right"})
+    assert "ok       wallet: address" in p.stdout
+
+
+def test_config_error_exits_2_with_plain_words() -> None:
+    p = subprocess.run([sys.executable, "-m", "miner", "--concurrency", "0"],
+                       capture_output=True, text=True, timeout=30)
+    assert p.returncode == 2
+    assert "mia-miner: concurrency must be between 1 and 256" in p.stderr
