@@ -62,6 +62,7 @@ class SwapResult:
     gas_used: int
     block_number: int
     deadline: int  # unix seconds
+    price_impact_bps: int  # of the quote the swap was priced from
     approve_tx_hash: str | None = None
 
 
@@ -307,6 +308,7 @@ async def swap(
         gas_used=int(receipt["gasUsed"]),
         block_number=int(receipt["blockNumber"]),
         deadline=deadline,
+        price_impact_bps=quote.price_impact_bps,
         approve_tx_hash=_hexstr(approve["transactionHash"]) if approve is not None else None,
     )
     log.info("swap %s: %d in, %d out (quoted %d, min %d)", result.tx_hash, amount_in, got,

@@ -118,7 +118,12 @@ _SELECTORS: dict[bytes, tuple[str, type[TxReverted]]] = {
 }
 _ERROR_STRING = _selector("Error(string)")
 _HEX_DATA = re.compile(r"0x[0-9a-fA-F]{8,}")
-_NO_GAS_MONEY = ("insufficient funds", "sender doesn't have enough funds", "exceeds balance")
+_NO_GAS_MONEY = (
+    "insufficient funds",
+    "sender doesn't have enough funds",
+    "cannot afford txn",
+    "exceeds balance",
+)
 
 
 def _revert_data(exc: BaseException) -> bytes | None:

@@ -37,6 +37,7 @@ from chain.errors import (
     ChainError,
     ConfigError,
     FeeCapExceeded,
+    InsufficientBalance,
     NonceError,
     TxReverted,
     TxTimeout,
@@ -317,6 +318,12 @@ class TxSender:
             max_fee_per_gas, max_priority_fee_per_gas = await self.fees()
         if max_fee_per_gas > self.max_fee_wei:
             raise FeeCapExceeded(f"maxFeePerGas {max_fee_per_gas} wei above cap {self.max_fee_wei}")
+        cost = int(gas) * int(max_fee_per_gas) + base_tx["value"]
+        balance = await self.w3.eth.get_balance(self.address)
+        if balance < cost:
+            raise InsufficientBalance(
+                f"{self.address} has {balance} wei, the transaction may cost {cost} wei"
+            )
         chain_id = await self.chain_id()
         async with self._lock:
             key = await self._key()
