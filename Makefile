@@ -5,6 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PY_STAMP := $(VENV)/.installed
 CONTRACTS_STAMP := contracts/node_modules/.installed
+DOCS_STAMP := app/static/node_modules/.installed
 
 .PHONY: install test dev clean
 
@@ -18,7 +19,12 @@ $(CONTRACTS_STAMP): contracts/package.json contracts/package-lock.json
 	cd contracts && npm ci --no-audit --no-fund --loglevel=error
 	touch $@
 
-install: $(PY_STAMP) $(CONTRACTS_STAMP)
+# Swagger UI and ReDoc, served offline at /docs and /redoc.
+$(DOCS_STAMP): app/static/package.json app/static/package-lock.json
+	cd app/static && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+install: $(PY_STAMP) $(CONTRACTS_STAMP) $(DOCS_STAMP)
 
 # pytest exits 5 when it collected no tests: that is a failure here, never a pass.
 test: install
@@ -29,4 +35,4 @@ dev: install
 	$(BIN)/mia dev
 
 clean:
-	rm -rf $(VENV) contracts/node_modules .dev
+	rm -rf $(VENV) contracts/node_modules app/static/node_modules .dev

@@ -39,6 +39,8 @@ def main(argv: list[str] | None = None) -> int:
     if rest:
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    for noisy in ("alembic", "httpx"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
     settings = Settings()
     if args.command == "migrate":
         from app.migrate import upgrade
@@ -47,7 +49,13 @@ def main(argv: list[str] | None = None) -> int:
         print("database schema is at the latest revision")
         return 0
     if args.command == "apikey":
-        key = asyncio.run(create_api_key(settings, args.business, args.scopes))
+        from app.errors import AppError
+
+        try:
+            key = asyncio.run(create_api_key(settings, args.business, args.scopes))
+        except AppError as exc:
+            print(f"mia apikey: {exc.detail}", file=sys.stderr)
+            return 2
         print(f"API key for business {args.business!r} (scopes: {args.scopes}): {key}")
         return 0
     if args.command == "serve":
