@@ -210,6 +210,9 @@ def map_exception(exc: BaseException, *, tx_hash: str | None = None) -> ChainErr
     message = _message(exc)
     if any(s in message.lower() for s in _NO_GAS_MONEY) and not is_revert(exc):
         return InsufficientBalance(f"not enough ether for gas/value: {message}")
+    lowered = message.lower()
+    if "nonce" in lowered and any(w in lowered for w in ("too low", "too high", "invalid transaction nonce", "already used")):
+        return NonceError(message)
     if is_revert(exc):
         reason = message
         for prefix in ("execution reverted:", "execution reverted"):
