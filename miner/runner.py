@@ -230,7 +230,9 @@ class Miner:
                 if not self._model_needs_probe or time.monotonic() < self._model_ready_at:
                     continue
                 try:
-                    await self.model.list_models()
+                    # A real (tiny) completion, not just /models: a server that lists models but
+                    # fails every generation would otherwise burn the jobs' delivery attempts.
+                    await self.model.chat([{"role": "user", "content": "ping"}], 1)
                 except ModelError as exc:
                     self._model_failed(exc)
                 else:

@@ -6,7 +6,7 @@ import os
 import subprocess
 import sys
 
-from conftest import TEST_KEY
+from tests.miner.support import TEST_KEY
 
 
 def run_check(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:

@@ -14,7 +14,7 @@ from miner.model import normalize_base_url
 from miner.prompt import build_messages, strict_alternation
 from miner.wallet import Wallet, WalletError, recover_result_signer, result_digest
 
-from conftest import TEST_KEY
+from tests.miner.support import TEST_KEY
 
 ADDRESS = Account.from_key(TEST_KEY).address
 
