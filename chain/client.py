@@ -42,6 +42,8 @@ async def connect(config: ChainConfig, *, request_timeout: float = 30.0) -> Asyn
 
 
 async def close(w3: AsyncWeb3) -> None:
+    if is_eth_tester(w3):
+        return  # in-process: nothing to disconnect (its provider raises NotImplementedError)
     disconnect = getattr(w3.provider, "disconnect", None)
     if disconnect is not None:
         await disconnect()
