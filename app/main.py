@@ -17,6 +17,7 @@ from starlette.responses import Response
 
 from app import __version__
 from app.auth.routes import router as auth_router
+from app.chainlink import attach_chain, detach_chain
 from app.chat.routes import router as chat_router
 from app.config import Settings
 from app.context import AppContext, open_redis
@@ -45,6 +46,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         notifier = Notifier(redis, queue.done_channel)
         ctx = AppContext(settings=settings, db=db, redis=redis, queue=queue, notifier=notifier)
         app.state.ctx = ctx
+        attach_chain(ctx)
         await notifier.start()
         tasks = []
         if settings.run_maintenance_in_api:
@@ -57,6 +59,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
             await notifier.stop()
+            await detach_chain(ctx)
             await redis.aclose()
             await db.dispose()
 

@@ -26,8 +26,10 @@ async def _redis(ctx: AppContext) -> None:
 REQUIRED: dict[str, Check] = {"database": _database, "redis": _redis}
 
 
-async def run_checks(ctx: AppContext, checks: dict[str, Check] | None = None) -> dict[str, dict]:
-    checks = checks or {**REQUIRED, **ctx.extras.get("health_checks", {})}
+async def run_checks(ctx: AppContext) -> dict[str, dict]:
+    """Every check, each with ok, latency_ms, required (and error when it failed)."""
+    required = {**REQUIRED, **ctx.extras.get("required_checks", {})}
+    checks = {**required, **ctx.extras.get("optional_checks", {})}
 
     async def one(check: Check) -> dict:
         start = time.perf_counter()
@@ -36,7 +38,8 @@ async def run_checks(ctx: AppContext, checks: dict[str, Check] | None = None) ->
             ok, error = True, None
         except Exception as exc:  # reported, not raised: health must always answer
             ok, error = False, f"{type(exc).__name__}: {exc}"[:200]
-        result: dict = {"ok": ok, "latency_ms": round((time.perf_counter() - start) * 1000, 2)}
+        result: dict = {"ok": ok, "latency_ms": round((time.perf_counter() - start) * 1000, 2),
+                        "required": check in required.values()}
         if error:
             result["error"] = error
         return result

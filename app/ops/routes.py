@@ -15,12 +15,13 @@ router = Router("ops")
 class CheckOut(ResponseBody):
     ok: bool
     latency_ms: float
+    required: bool
     error: str | None = None
 
 
 class HealthOut(ResponseBody):
     service: str = "mia-backend"
-    status: Literal["ok", "down"]
+    status: Literal["ok", "degraded", "down"]
     failing: list[str]
     checks: dict[str, CheckOut]
 
@@ -28,9 +29,11 @@ class HealthOut(ResponseBody):
 async def _health(request: Request):  # type: ignore[no-untyped-def]
     checks = await run_checks(ctx(request))
     failing = [name for name, result in checks.items() if not result["ok"]]
-    body = HealthOut(status="down" if failing else "ok", failing=failing,
+    down = any(checks[name]["required"] for name in failing)
+    status = "down" if down else "degraded" if failing else "ok"
+    body = HealthOut(status=status, failing=failing,
                      checks={k: CheckOut(**v) for k, v in checks.items()})
-    return json_response(body, 503 if failing else 200)
+    return json_response(body, 503 if down else 200)
 
 
 @router.get("/", responses={200: HealthOut, 503: HealthOut})
@@ -41,5 +44,6 @@ async def root(request: Request):  # type: ignore[no-untyped-def]
 
 @router.get("/health", responses={200: HealthOut, 503: HealthOut})
 async def health(request: Request):  # type: ignore[no-untyped-def]
-    """Health of every dependency, with latency; 503 and the failing checks when one is down."""
+    """Health of every dependency, with latency; 503 naming the failing checks when a required
+    one is down (database, Redis); an optional one (chain) failing only degrades."""
     return await _health(request)
