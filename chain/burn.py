@@ -48,6 +48,13 @@ class BurnVerification:
         return self.success and self.is_burn and self.matches_expected is not False
 
 
+def burn_tx(w3: AsyncWeb3, token: str, amount: int, burn_address: str = BURN_ADDRESS) -> dict[str, Any]:
+    """Unsigned ERC-20 transfer(burn_address, amount) call."""
+    contract = erc20(w3, token)
+    data = contract.encode_abi("transfer", [to_checksum_address(burn_address), int(amount)])
+    return {"to": contract.address, "data": data, "value": 0}
+
+
 async def burn(
     sender: TxSender,
     token: str,

@@ -232,6 +232,19 @@ async def ensure_allowance(
     )
 
 
+def approve_tx(w3: AsyncWeb3, token: str, spender: str, amount: int) -> dict[str, Any]:
+    """Unsigned ERC-20 approve(spender, amount) call."""
+    contract = erc20(w3, token)
+    return {"to": contract.address, "data": contract.encode_abi("approve", [to_checksum_address(spender), int(amount)]), "value": 0}
+
+
+async def received_by(w3: AsyncWeb3, tx_hash: str, token: str, to: str) -> int:
+    """Base units of ``token`` a mined transaction paid to ``to`` (from its Transfer logs);
+    how a resumed buyback learns what an earlier swap bought."""
+    receipt = await w3.eth.get_transaction_receipt(tx_hash)  # type: ignore[arg-type]
+    return received(receipt, token, to)
+
+
 async def deadline_in(w3: AsyncWeb3, seconds: int) -> int:
     """Unix deadline ``seconds`` from now; by the later of the wall clock and the chain head,
     so an idle dev chain with an old head block does not yield an already-past deadline."""

@@ -28,7 +28,7 @@ from typing import Any, Protocol
 
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
-from eth_utils import to_checksum_address
+from eth_utils import keccak, to_checksum_address
 from web3 import AsyncWeb3
 from web3.exceptions import TimeExhausted, TransactionNotFound
 
@@ -71,6 +71,38 @@ class PreparedTx:
     sender: str
     tx: Mapping[str, Any]
     raw: bytes = field(repr=False)
+
+    @classmethod
+    def from_raw(cls, raw: bytes | str) -> PreparedTx:
+        """Rebuild a PreparedTx from the signed bytes a caller persisted (``prepared.raw``),
+        e.g. to re-broadcast or ``wait_or_replace`` it after a restart."""
+        from eth_account.typed_transactions import TypedTransaction
+        from hexbytes import HexBytes
+
+        raw_bytes = bytes.fromhex(raw[2:] if raw.startswith("0x") else raw) if isinstance(raw, str) else bytes(raw)
+        if not raw_bytes or raw_bytes[0] != 2:
+            raise ChainError("only EIP-1559 (type 2) transactions are supported")
+        fields = TypedTransaction.from_bytes(HexBytes(raw_bytes)).as_dict()
+        tx: dict[str, Any] = {
+            "value": int(fields["value"]),
+            "nonce": int(fields["nonce"]),
+            "gas": int(fields["gas"]),
+            "maxFeePerGas": int(fields["maxFeePerGas"]),
+            "maxPriorityFeePerGas": int(fields["maxPriorityFeePerGas"]),
+            "chainId": int(fields["chainId"]),
+            "type": 2,
+        }
+        if fields.get("to"):
+            tx["to"] = to_checksum_address(bytes(fields["to"]))
+        if fields.get("data"):
+            tx["data"] = "0x" + bytes(fields["data"]).hex()
+        return cls(
+            tx_hash="0x" + keccak(raw_bytes).hex(),
+            nonce=tx["nonce"],
+            sender=to_checksum_address(Account.recover_transaction(raw_bytes)),
+            tx=tx,
+            raw=raw_bytes,
+        )
 
     @property
     def max_fee_per_gas(self) -> int:

@@ -9,7 +9,7 @@ from eth_utils import to_checksum_address
 
 from chain import devnet as devnet_mod
 from chain.burn import BURN_ADDRESS, burn, verify_burn
-from chain.dex import swap
+from chain.dex import received_by, swap
 from chain.errors import TxNotFound
 from chain.tokens import erc20
 from tests.chain.conftest import Chain, require_contracts
@@ -42,6 +42,7 @@ async def test_quote_swap_burn_verify(chain: Chain) -> None:
     assert result.received == quote.amount_out  # nobody traded in between
     assert result.amount_out_min == quote.amount_out * 9950 // 10_000
     assert await serv.functions.balanceOf(d.treasury).call() == result.received
+    assert await received_by(w3, result.tx_hash, d.serv_token, d.treasury) == result.received
 
     burn_before = await serv.functions.balanceOf(BURN_ADDRESS).call()
     burned = await burn(treasury, d.serv_token, result.received)

@@ -12,7 +12,7 @@ from chain.config import ChainConfig
 from chain.dex import ensure_allowance, swap
 from chain.errors import ConfigError, FeeCapExceeded, NonceError, TxTimeout
 from chain.tokens import erc20
-from chain.tx import FileNonceStore, NonceStatus, TxSender, TxStatus, load_account
+from chain.tx import FileNonceStore, NonceStatus, PreparedTx, TxSender, TxStatus, load_account
 from tests.chain.conftest import Chain
 
 USD = 10**6
@@ -172,3 +172,19 @@ async def test_signer_from_keystore_and_secrets_stay_out_of_repr(chain: Chain, t
         ChainConfig(router="0x1234")
     with pytest.raises(ConfigError):
         load_account(private_key="0x00")
+
+
+async def test_prepared_tx_survives_a_restart_as_raw_bytes(chain: Chain) -> None:
+    d = chain.devnet
+    sender = chain.treasury
+    usd = erc20(chain.w3, d.quote_token)
+    prepared = await sender.prepare({"to": usd.address, "data": usd.encode_abi("transfer", [d.trader, 3])})
+    persisted = "0x" + prepared.raw.hex()  # what the treasury stores next to hash and nonce
+    restored = PreparedTx.from_raw(persisted)
+    assert restored.tx_hash == prepared.tx_hash and restored.nonce == prepared.nonce
+    assert restored.sender == d.treasury and dict(restored.tx) == dict(prepared.tx)
+    restarted = chain.treasury
+    receipt = await restarted.wait_or_replace(restored, timeout=0.1, max_replacements=1)
+    # the node never saw the original: a replacement (same nonce) was mined instead
+    assert (await restarted.lookup(prepared.tx_hash)).status is TxStatus.UNKNOWN
+    assert (await chain.w3.eth.get_transaction(receipt["transactionHash"]))["nonce"] == prepared.nonce
