@@ -14,7 +14,8 @@ import redis as redis_sync
 from app.config import Settings
 from app.migrate import upgrade
 from tests.support.harness import Harness, running_app
-from tests.support.services import LocalRedis, machine_redis_url, postgres_url, reset_postgres
+from tests.support.services import (LocalRedis, create_private_database, drop_private_database,
+                                    machine_redis_url, postgres_url, reset_postgres)
 
 
 @pytest.fixture(scope="session")
@@ -45,11 +46,14 @@ def sqlite_url(sqlite_template: Path, tmp_path: Path) -> str:
 
 
 @pytest.fixture(scope="session")
-def postgres_base() -> str:
+def postgres_base() -> Iterator[str]:
     url, reason = postgres_url()
     if url is None:
         pytest.skip(f"PostgreSQL tests skipped: {reason}")
-    return url
+    private, name = create_private_database(url)
+    yield private
+    if name is not None:
+        drop_private_database(url, name)
 
 
 @pytest.fixture

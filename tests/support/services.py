@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import uuid
 from urllib.parse import urlparse
 
 from app.localredis import LocalRedis, reachable
@@ -37,11 +38,51 @@ def postgres_url() -> tuple[str | None, str]:
     return url, ""
 
 
+def _dsn(url: str) -> str:
+    return url.replace("postgresql+asyncpg://", "postgresql://")
+
+
+def create_private_database(base_url: str) -> tuple[str, str | None]:
+    """A database of this test run's own, so concurrent runs on one server never collide.
+    Returns (url, name); name is None when the server refuses CREATE DATABASE and the base
+    database is used instead."""
+    name = f"mia_test_{os.getpid()}_{uuid.uuid4().hex[:6]}"
+
+    async def create() -> None:
+        import asyncpg
+
+        conn = await asyncpg.connect(_dsn(base_url))
+        try:
+            await conn.execute(f'CREATE DATABASE "{name}"')
+        finally:
+            await conn.close()
+
+    try:
+        asyncio.run(create())
+    except Exception:
+        return base_url, None
+    base, _, _ = base_url.rpartition("/")
+    return f"{base}/{name}", name
+
+
+def drop_private_database(base_url: str, name: str) -> None:
+    async def drop() -> None:
+        import asyncpg
+
+        conn = await asyncpg.connect(_dsn(base_url))
+        try:
+            await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        finally:
+            await conn.close()
+
+    asyncio.run(drop())
+
+
 def reset_postgres(url: str) -> None:
     async def reset() -> None:
         import asyncpg
 
-        conn = await asyncpg.connect(url.replace("postgresql+asyncpg://", "postgresql://"))
+        conn = await asyncpg.connect(_dsn(url))
         try:
             await conn.execute("DROP SCHEMA IF EXISTS public CASCADE; CREATE SCHEMA public;")
         finally:
@@ -50,4 +91,5 @@ def reset_postgres(url: str) -> None:
     asyncio.run(reset())
 
 
-__all__ = ["LocalRedis", "machine_redis_url", "postgres_url", "reset_postgres"]
+__all__ = ["LocalRedis", "create_private_database", "drop_private_database", "machine_redis_url",
+           "postgres_url", "reset_postgres"]
