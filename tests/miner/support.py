@@ -201,3 +201,47 @@ class RunningMiner:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.stop()
+
+
+class MinerProcess:
+    """`python -m miner` as a real subprocess; its log goes to a file the test can read."""
+
+    def __init__(self, log_path, backend_url: str, model_url: str, key: str, *args: str) -> None:
+        import os
+        import subprocess
+        import sys
+
+        env = {k: v for k, v in os.environ.items() if not k.startswith("MIA_")}
+        env.update(MIA_MINER_PRIVATE_KEY=key, PYTHONUNBUFFERED="1")
+        self.log_path = log_path
+        self._log = open(log_path, "w")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "miner", "--backend", backend_url, "--model-url", model_url,
+             "--poll-wait", "2", "--backoff-cap", "2", *args],
+            stdout=self._log, stderr=subprocess.STDOUT, env=env,
+        )
+
+    def log(self) -> str:
+        with open(self.log_path) as fh:
+            return fh.read()
+
+    def wait_for_log(self, text: str, timeout: float = 30) -> None:
+        deadline = time.monotonic() + timeout
+        while text not in self.log():
+            if time.monotonic() > deadline or self.proc.poll() is not None:
+                raise AssertionError(f"{text!r} not logged; log:\n{self.log()}")
+            time.sleep(0.05)
+
+    def signal(self, sig: int) -> None:
+        self.proc.send_signal(sig)
+
+    def wait(self, timeout: float = 60) -> int:
+        rc = self.proc.wait(timeout=timeout)
+        self._log.close()
+        return rc
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+        self._log.close()

@@ -1,0 +1,110 @@
+"""The miner as a real process: graceful SIGTERM, second-signal abort, a frozen miner whose lease
+expires mid-generation, and the key never reaching the logs."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+
+import pytest
+
+from tests.miner.support import MinerProcess, RunningMiner, new_key
+from tests.miner.test_miner_e2e import until
+
+
+@pytest.fixture
+def miner_process(tmp_path):  # type: ignore[no-untyped-def]
+    started: list[MinerProcess] = []
+
+    def spawn(backend_url: str, model_url: str, key: str, *args: str) -> MinerProcess:
+        p = MinerProcess(tmp_path / f"miner-{len(started)}.log", backend_url, model_url, key, *args)
+        started.append(p)
+        return p
+
+    yield spawn
+    for p in started:
+        p.kill()
+
+
+def assert_no_key_in(text: str, key: str) -> None:
+    assert key[2:].lower() not in text.lower()
+
+
+async def test_sigterm_finishes_in_flight_jobs_then_exits_0(backend, demo_model, miner_process) -> None:
+    api = await backend.api_key()
+    key = new_key()
+    p = miner_process(backend.url, demo_model.url, key, "--concurrency", "3")
+    p.wait_for_log("mining as")
+    jobs = [await backend.chat(api, f"slow question {i} [demo:sleep=2]") for i in range(3)]
+    await until(lambda: all(backend.job(j["job_id"])["status"] == "assigned" for j in jobs))
+    p.signal(signal.SIGTERM)
+    extra = await backend.chat(api, "sent after SIGTERM")
+    rc = await asyncio.to_thread(p.wait, 30)
+    log = p.log()
+    assert rc == 0, log
+    for j in jobs:
+        row = backend.job(j["job_id"])
+        assert row["status"] == "completed" and row["answers"] == 1, log
+    # It took nothing new after the signal.
+    assert backend.job(extra["job_id"])["status"] == "queued"
+    assert backend.job(extra["job_id"])["attempts"] == 0
+    assert log.count("status=completed") == 3
+    assert "SIGTERM received" in log and "stopped: 3 completed" in log
+    assert_no_key_in(log, key)
+
+
+async def test_second_signal_gives_jobs_back_and_exits_0(backend, demo_model, miner_process) -> None:
+    api = await backend.api_key()
+    p = miner_process(backend.url, demo_model.url, new_key(), "--concurrency", "2")
+    p.wait_for_log("mining as")
+    jobs = [await backend.chat(api, f"very slow {i} [demo:sleep=30]") for i in range(2)]
+    await until(lambda: all(backend.job(j["job_id"])["status"] == "assigned" for j in jobs))
+    p.signal(signal.SIGINT)
+    p.wait_for_log("SIGINT received")
+    p.signal(signal.SIGINT)
+    rc = await asyncio.to_thread(p.wait, 20)
+    assert rc == 0, p.log()
+    for j in jobs:  # released: back in the queue at once, not left to expire
+        row = backend.job(j["job_id"])
+        assert row["status"] == "queued" and row["attempts"] == 1, p.log()
+    assert p.log().count("status=released") == 2
+
+
+async def test_frozen_miner_lease_expires_mid_generation_no_double_answer(
+    backend_factory, demo_model, miner_process
+) -> None:
+    backend = backend_factory(lease_seconds=2)
+    api = await backend.api_key()
+    a = miner_process(backend.url, demo_model.url, new_key())
+    a.wait_for_log("mining as")
+    job = await backend.chat(api, "a long answer please [demo:sleep=3]")
+    await until(lambda: backend.job(job["job_id"])["status"] == "assigned")
+    a.signal(signal.SIGSTOP)  # the miner's host freezes mid-generation; its lease runs out
+    try:
+        await until(lambda: backend.job(job["job_id"])["status"] == "queued", timeout=15)
+        async with RunningMiner(backend.url, demo_model.url) as b:
+            answer = await backend.answer(api, job["job_id"], timeout=30)
+            assert answer["status"] == "completed"
+    finally:
+        a.signal(signal.SIGCONT)
+    # Miner A wakes up with a stale lease: it must drop the job, not answer it a second time.
+    await asyncio.to_thread(a.wait_for_log, "status=lost", 30)
+    a.signal(signal.SIGTERM)
+    assert await asyncio.to_thread(a.wait, 30) == 0
+    row = backend.job(job["job_id"])
+    assert row["answers"] == 1 and row["miner"] == b.address and row["attempts"] == 2
+    assert "status=completed" not in a.log()
+
+
+async def test_logs_never_contain_the_key_even_at_debug(backend, demo_model, miner_process) -> None:
+    api = await backend.api_key()
+    key = new_key()
+    p = miner_process(backend.url, demo_model.url, key, "--log-level", "DEBUG")
+    p.wait_for_log("mining as")
+    job = await backend.chat(api, "hello")
+    assert (await backend.answer(api, job["job_id"]))["status"] == "completed"
+    p.signal(signal.SIGTERM)
+    assert await asyncio.to_thread(p.wait, 30) == 0
+    log = p.log()
+    assert "status=completed" in log
+    assert_no_key_in(log, key)
