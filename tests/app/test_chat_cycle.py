@@ -62,3 +62,22 @@ async def test_full_cycle(any_db, settings_factory):  # type: ignore[no-untyped-
         assert row.job_count == 2
         assert row.tokens_generated == 5 + 3
         assert row.last_active is not None
+
+
+async def test_post_chat_with_wait_returns_the_answer(api):  # type: ignore[no-untyped-def]
+    key = await api.api_key()
+    miner = await api.miner()
+
+    async def answer() -> None:
+        job = await miner.next_job(wait=5)
+        assert (await miner.post_result(job, "pong")).status_code == 200
+
+    task = asyncio.create_task(answer())
+    r = await api.chat(key, "ping", wait=10)
+    await task
+    assert r.status_code == 200 and r.json()["response"] == "pong"
+    assert r.json()["status"] == "completed" and r.json()["completed_at"]
+
+    # nobody answers: after `wait` seconds the client gets 202 and the job stays queued
+    r = await api.chat(key, "anyone?", wait=0.3)
+    assert r.status_code == 202 and r.json()["status"] == "queued"
