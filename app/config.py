@@ -54,6 +54,18 @@ class Settings(BaseSettings):
     token_ttl_s: int = 24 * 3600
     operator_addresses: Annotated[list[str], NoDecode] = []
 
+    # --- idle jobs, RunPod and the worker (seconds unless named otherwise) -------------------------
+    price_per_1k_tokens_usd: Decimal = Decimal("0.002")  # what clients pay per 1000 output tokens
+    idle_to_runpod_after_s: float = 30.0  # a queued idle job no miner took goes to RunPod after this
+    runpod_base_url: str = "https://api.runpod.ai"
+    runpod_timeout_s: float = 300.0  # whole RunPod run; the job is cancelled at RunPod after it
+    runpod_request_timeout_s: float = 10.0  # one HTTP request to RunPod
+    runpod_cost_per_second_usd: Decimal = Decimal("0.00044")  # our cost of RunPod execution time
+    runpod_max_tries: int = 3  # worker runs per job before it fails with the last reason
+    runpod_retry_base_s: float = 2.0  # backoff after a transient error: base * 2**(try-1)
+    runpod_hold_s: float = 30.0  # a worker's claim on a job, renewed while it waits on RunPod
+    worker_max_jobs: int = 50  # concurrent arq jobs per worker process
+
     # --- chain (used for ERC-1271 contract wallets now; buybacks later) ---------------------------
     chain_rpc_url: str | None = None
 
@@ -84,6 +96,10 @@ class Settings(BaseSettings):
         if self.siwe_domain:
             return self.siwe_domain
         return self.base_url.split("://", 1)[1].split("/", 1)[0]
+
+    @cached_property
+    def runpod_configured(self) -> bool:
+        return self.runpod_api_key is not None and bool(self.runpod_endpoint_id)
 
     @cached_property
     def operators(self) -> frozenset[str]:

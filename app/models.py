@@ -8,7 +8,7 @@ from decimal import Decimal
 
 from sqlalchemy import (BigInteger, DateTime, ForeignKey, Index, Integer, Numeric, String, Text,
                         TypeDecorator)
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, synonym
 
 
 def utcnow() -> datetime:
@@ -44,6 +44,7 @@ class Base(DeclarativeBase):
 class JobStatus(enum.StrEnum):
     queued = "queued"
     assigned = "assigned"
+    processing = "processing"  # idle jobs only: claimed by the worker for RunPod
     completed = "completed"
     failed = "failed"
 
@@ -144,19 +145,71 @@ class ChatLog(Base):
 
 
 class IdleJob(Base):
+    """Inference sold to outside clients, run by a miner (lease, like chat) or on RunPod.
+
+    Status, stored: queued -> assigned (leased to a miner) -> completed | failed, or
+    queued -> processing (claimed by the worker for RunPod) -> completed | failed.
+    The seed's names map as: "pending" = queued; "processing" = assigned or processing.
+    Miners can only lease a queued job (app/leasing.py), so a job the worker has claimed is
+    never also given to a miner, and vice versa.
+
+    usd_earned is computed by the server (output tokens x PRICE_PER_1K_TOKENS_USD) and written
+    in the same transaction as the job's one RevenueEvent; a client-supplied value is ignored.
+    """
+
     __tablename__ = "idle_jobs"
+    __table_args__ = (
+        Index("ix_idle_jobs_status_lease", "status", "lease_expires_at"),
+        Index("ix_idle_jobs_status_created", "status", "created_at"),
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     prompt: Mapped[str] = mapped_column(Text)
-    status: Mapped[str] = mapped_column(String(16), default="pending")
-    submitted_by: Mapped[str | None] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(16), default=JobStatus.queued)
+    submitted_by: Mapped[str | None] = mapped_column(String(64))  # the API key's prefix, never the key
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     completed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
-    output_tokens: Mapped[int | None] = mapped_column(Integer)
+    output_tokens: Mapped[int | None] = mapped_column(Integer)  # the billed count
     usd_earned: Mapped[Decimal | None] = mapped_column(USD)
     result: Mapped[str | None] = mapped_column(Text)
     runpod_job_id: Mapped[str | None] = mapped_column(String(100))
-    error_message: Mapped[str | None] = mapped_column(String(1000))
+    # The seed's error_message column, under the name app/leasing.py writes.
+    failure_reason: Mapped[str | None] = mapped_column("error_message", String(1000))
+    error_message = synonym("failure_reason")
+
+    max_tokens: Mapped[int] = mapped_column(Integer, default=256)
+    business_id: Mapped[int | None] = mapped_column(ForeignKey("businesses.id"), index=True)
+    api_key_id: Mapped[int | None] = mapped_column(ForeignKey("api_keys.id"))
+    # leases (app/leasing.py); for RunPod, lease_id/lease_expires_at hold the worker's claim
+    attempts: Mapped[int] = mapped_column(Integer, default=0)  # miner deliveries so far
+    lease_id: Mapped[str | None] = mapped_column(String(36))
+    lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    miner_id: Mapped[int | None] = mapped_column(ForeignKey("miners.id"))
+    assigned_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    signature: Mapped[str | None] = mapped_column(String(140))  # miner's EIP-191 sig, 0x-hex
+    processed_by: Mapped[str | None] = mapped_column(String(16))  # miner | runpod
+    input_tokens: Mapped[int | None] = mapped_column(Integer)
+    runpod_attempts: Mapped[int] = mapped_column(Integer, default=0)  # worker runs so far
+    runpod_submitted_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    runpod_execution_ms: Mapped[int | None] = mapped_column(Integer)
+    runpod_cost_usd: Mapped[Decimal | None] = mapped_column(USD)  # what RunPod charges us
+
+
+class RevenueEvent(Base):
+    """The revenue ledger: one row per completed idle job, written in the completing transaction.
+
+    buyback_id is set by the treasury when a buyback claims the event (each USD at most once).
+    """
+
+    __tablename__ = "revenue_events"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    idle_job_id: Mapped[int] = mapped_column(ForeignKey("idle_jobs.id"), unique=True)
+    amount_usd: Mapped[Decimal] = mapped_column(USD)
+    source: Mapped[str] = mapped_column(String(16))  # miner | runpod
+    output_tokens: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    buyback_id: Mapped[int | None] = mapped_column(Integer, index=True)
 
 
 class SystemMetrics(Base):
