@@ -49,10 +49,11 @@ def main(argv: list[str] | None = None) -> int:
         print("database schema is at the latest revision")
         return 0
     if args.command == "apikey":
+        from app.auth.apikeys import issue_api_key
         from app.errors import AppError
 
         try:
-            key = asyncio.run(create_api_key(settings, args.business, args.scopes))
+            key = asyncio.run(issue_api_key(settings.database_url, args.business, args.scopes))
         except AppError as exc:
             print(f"mia apikey: {exc.detail}", file=sys.stderr)
             return 2
@@ -65,19 +66,6 @@ def main(argv: list[str] | None = None) -> int:
 
         return run_dev()
     return 2
-
-
-async def create_api_key(settings: Settings, business: str, scopes: str) -> str:
-    from app.auth.apikeys import create_api_key as create
-    from app.db import Database
-
-    db = Database(settings.database_url)
-    try:
-        async with db.transaction() as session:
-            _, plaintext = await create(session, business, scopes)
-        return plaintext
-    finally:
-        await db.dispose()
 
 
 def serve_api(settings: Settings, *, host: str | None = None, port: int | None = None,

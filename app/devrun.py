@@ -76,12 +76,11 @@ def run_dev() -> int:
     api_url = f"http://127.0.0.1:{env['PORT']}"
     env.setdefault("PUBLIC_URL", api_url)
 
-    from app.cli import create_api_key
+    from app.auth.apikeys import issue_api_key
     from app.migrate import upgrade
 
     upgrade(env["DATABASE_URL"])
-    api_key = asyncio.run(create_api_key(Settings(database_url=env["DATABASE_URL"]), "demo",
-                                         "chat,idle"))
+    api_key = asyncio.run(issue_api_key(env["DATABASE_URL"], "demo", "chat,idle"))
     model_port = free_port()
     py = sys.executable
     children = [

@@ -65,3 +65,16 @@ async def revoke(session: AsyncSession, key_id: int, now: datetime) -> ApiKey | 
         key.revoked_at = now
         await session.flush()
     return key
+
+
+async def issue_api_key(database_url: str, business_name: str, scopes: Iterable[str] | str) -> str:
+    """Create a key in its own transaction on its own engine (for the CLI); returns the plaintext."""
+    from app.db import Database
+
+    db = Database(database_url)
+    try:
+        async with db.transaction() as session:
+            _, plaintext = await create_api_key(session, business_name, scopes)
+        return plaintext
+    finally:
+        await db.dispose()
