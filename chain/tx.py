@@ -295,7 +295,8 @@ class TxSender:
             estimate = await self.w3.eth.estimate_gas(call)  # type: ignore[arg-type]
         except Exception as exc:
             raise map_exception(exc) from exc
-        return estimate + estimate * self.gas_margin_bps // 10_000
+        block = await self.w3.eth.get_block("latest")
+        return min(estimate + estimate * self.gas_margin_bps // 10_000, int(block["gasLimit"]))
 
     # nonces
 
