@@ -43,3 +43,15 @@ async def test_apikey_create_prints_a_working_key_once(tmp_path, settings_factor
 
     bad = mia("apikey", "create", "--business", "x", "--scopes", "root", db=db)
     assert bad.returncode == 2 and "scopes" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_mia_devnet_deploys_and_prints_addresses(tmp_path):  # type: ignore[no-untyped-def]
+    out = tmp_path / "devnet.json"
+    r = subprocess.run([sys.executable, "-m", "app.cli", "devnet", "--out", str(out)],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    import json
+    addresses = json.loads(out.read_text())
+    for name in ("serv_token", "quote_token", "router", "treasury"):
+        assert addresses[name] in r.stdout, name
+    assert "SERV_TOKEN_ADDRESS=" in r.stdout
