@@ -23,6 +23,7 @@ from app.config import Settings
 from app.context import AppContext, open_redis
 from app.db import Database
 from app.errors import AppError, ServiceUnavailable
+from app.idle.routes import router as idle_router
 from app.miners.routes import router as miners_router
 from app.notify import Notifier
 from app.openapi import build_openapi, doc_routes
@@ -32,7 +33,7 @@ from app.queue import JobQueue
 from app.web import all_endpoints, build_routes, error_response
 
 log = logging.getLogger("app")
-ROUTERS = [ops_router, chat_router, auth_router, miners_router]
+ROUTERS = [ops_router, chat_router, auth_router, miners_router, idle_router]
 
 
 def create_app(settings: Settings | None = None) -> Starlette:

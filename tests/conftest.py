@@ -110,3 +110,26 @@ def settings_factory(redis_url: str, sqlite_url: str) -> Iterator:
 async def api(settings_factory) -> AsyncIterator[Harness]:  # type: ignore[no-untyped-def]
     async with running_app(settings_factory()) as harness:
         yield harness
+
+
+# --- the local RunPod stand-in (app/runpod/standin.py), shared by tests/runpod, idle, jobs ------
+# `runpod_standin` yields app.runpod.standin.StandinServer: .base_url, .api_key, .endpoint_id,
+# .set_mode(**switches), .state.stats. One uvicorn server per session on 127.0.0.1 (free port),
+# reset before and after each test (no jobs, initial mode, zeroed stats).
+
+from app.runpod.standin import StandinServer  # noqa: E402
+
+STANDIN_API_KEY = "rp-test-key-5f3c9a1e7d"
+
+
+@pytest.fixture(scope="session")
+def _runpod_standin_server() -> Iterator[StandinServer]:
+    with StandinServer(STANDIN_API_KEY, mode={"processing_s": 0.1}) as server:
+        yield server
+
+
+@pytest.fixture
+def runpod_standin(_runpod_standin_server: StandinServer) -> Iterator[StandinServer]:
+    _runpod_standin_server.reset()
+    yield _runpod_standin_server
+    _runpod_standin_server.reset()

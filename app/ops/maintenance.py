@@ -15,10 +15,10 @@ from datetime import timedelta
 from app import leasing
 from app.context import AppContext
 from app.miners.service import requeue
-from app.models import ChatJob, utcnow
+from app.models import ChatJob, IdleJob, utcnow
 
 log = logging.getLogger(__name__)
-JOB_MODELS = {"chat": ChatJob}
+JOB_MODELS = {"chat": ChatJob, "idle": IdleJob}
 
 
 async def reap_leases(ctx: AppContext) -> dict[str, int]:

@@ -1,12 +1,17 @@
 from __future__ import annotations
 
+from datetime import datetime
+from decimal import Decimal
 from typing import Literal
 
+from pydantic import Field
 from starlette.requests import Request
+from starlette.responses import PlainTextResponse, Response
 
 from app.context import ctx
+from app.ops import metrics
 from app.ops.health import run_checks
-from app.schemas import ResponseBody
+from app.schemas import QueryParams, ResponseBody
 from app.web import Router, json_response
 
 router = Router("ops")
@@ -47,3 +52,32 @@ async def health(request: Request):  # type: ignore[no-untyped-def]
     """Health of every dependency, with latency; 503 naming the failing checks when a required
     one is down (database, Redis); an optional one (chain) failing only degrades."""
     return await _health(request)
+
+
+class MetricsOut(ResponseBody):
+    runpod_income_usd: Decimal = Field(description="all idle-job revenue (seed name), USD")
+    idle_revenue_usd_by_source: dict[str, Decimal]
+    unallocated_revenue_usd: Decimal
+    total_idle_jobs_processed: int
+    total_buyback_usd: Decimal
+    last_buyback_timestamp: datetime | None
+    queue_depth: dict[str, int | None]
+    active_miners: int
+    jobs: dict[str, dict[str, int]]
+
+
+class MetricsQuery(QueryParams):
+    format: Literal["json", "prometheus"] | None = None
+
+
+@router.get("/metrics", query=MetricsQuery, responses={200: MetricsOut})
+async def get_metrics(request: Request, query: MetricsQuery) -> Response:
+    """Revenue, buybacks, queue depths, active miners and jobs by status. JSON (money as
+    strings); Prometheus text with `Accept: text/plain` or `?format=prometheus`."""
+    values = await metrics.collect(ctx(request))
+    wants_text = query.format == "prometheus" or (
+        query.format is None and "text/plain" in request.headers.get("accept", ""))
+    if wants_text:
+        return PlainTextResponse(metrics.as_prometheus(values),
+                                 media_type="text/plain; version=0.0.4; charset=utf-8")
+    return json_response(metrics.as_json(values))

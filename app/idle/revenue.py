@@ -1,0 +1,67 @@
+"""The revenue ledger: what an idle job earns, recorded once, in the completing transaction.
+
+Money is Decimal USD with six places (ROUND_HALF_UP). Totals are SQL aggregates over the
+ledger; nothing here keeps a running counter.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import ROUND_HALF_UP, Decimal
+
+from sqlalchemy import BigInteger, cast, func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.models import RevenueEvent
+
+MICRO = Decimal("0.000001")
+
+
+def _micro_sum():  # type: ignore[no-untyped-def]
+    # Summed as integer micro-dollars: exact on SQLite too, which stores NUMERIC as REAL.
+    return func.coalesce(func.sum(cast(func.round(RevenueEvent.amount_usd * 1_000_000),
+                                       BigInteger)), 0)
+
+
+def from_micro(total: int | Decimal) -> Decimal:
+    return usd(Decimal(int(total)) * MICRO)
+
+
+def usd(value: Decimal) -> Decimal:
+    return value.quantize(MICRO, rounding=ROUND_HALF_UP)
+
+
+def revenue_for(output_tokens: int, price_per_1k_usd: Decimal) -> Decimal:
+    """USD earned for `output_tokens` tokens at `price_per_1k_usd` per 1000 tokens."""
+    if isinstance(output_tokens, bool) or not isinstance(output_tokens, int) or output_tokens < 0:
+        raise ValueError("output_tokens must be a non-negative int")
+    return usd(Decimal(output_tokens) * price_per_1k_usd / 1000)
+
+
+def runpod_cost(execution_ms: int | None, cost_per_second_usd: Decimal) -> Decimal | None:
+    if execution_ms is None:
+        return None
+    return usd(Decimal(execution_ms) * cost_per_second_usd / 1000)
+
+
+async def record(session: AsyncSession, *, idle_job_id: int, amount_usd: Decimal, source: str,
+                 output_tokens: int, now: datetime) -> None:
+    """Call only after the conditional UPDATE that completed the job won, in that transaction.
+    The unique idle_job_id is the backstop: a second event for a job fails the transaction."""
+    session.add(RevenueEvent(idle_job_id=idle_job_id, amount_usd=amount_usd, source=source,
+                             output_tokens=output_tokens, created_at=now))
+    await session.flush()
+
+
+async def by_source(session: AsyncSession) -> dict[str, tuple[Decimal, int]]:
+    """{source: (total USD, events)} in one aggregate query."""
+    rows = await session.execute(
+        select(RevenueEvent.source, _micro_sum(), func.count()).group_by(RevenueEvent.source))
+    return {source: (from_micro(total), int(n)) for source, total, n in rows}
+
+
+async def unallocated(session: AsyncSession) -> tuple[Decimal, int]:
+    """Revenue no buyback has claimed yet: (USD, events)."""
+    total, n = (await session.execute(
+        select(_micro_sum(), func.count()).where(RevenueEvent.buyback_id.is_(None)))).one()
+    return from_micro(total), int(n)

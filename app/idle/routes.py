@@ -1,0 +1,110 @@
+from __future__ import annotations
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from app.auth.guards import require_client, require_wallet
+from app.context import ctx
+from app.errors import AppError, NotFound
+from app.idle import runpod_flow, service
+from app.idle.schemas import (IdleAssignment, IdleJobCreated, IdleJobIn, IdleJobOut, IdleResultIn,
+                              IdleResultOut, LeaseIn, LeaseOut, ProcessOut, ReleaseIn, ReleaseOut,
+                              WaitQuery)
+from app.miners.schemas import NextQuery
+from app.models import IdleJob
+from app.web import Router, json_response
+
+router = Router("idle")
+
+
+def _out(job: IdleJob) -> IdleJobOut:
+    return IdleJobOut(job_id=str(job.id), status=job.status, max_tokens=job.max_tokens,
+                      result=job.result, output_tokens=job.output_tokens,
+                      usd_earned=job.usd_earned, processed_by=job.processed_by,
+                      created_at=job.created_at, completed_at=job.completed_at,
+                      failure_reason=job.failure_reason)
+
+
+@router.post("/idle-job", body=IdleJobIn, responses={202: IdleJobCreated},
+             errors=(401, 403), auth=("ApiKey",))
+async def create_idle_job(request: Request, body: IdleJobIn) -> Response:
+    """Queue inference for a miner (or RunPod, when no miner takes it in time). Needs an API
+    key with the `idle` scope in the Authorization header; the client pays output tokens x
+    PRICE_PER_1K_TOKENS_USD / 1000, computed by the server."""
+    c = ctx(request)
+    client = await require_client(request, "idle")
+    job = await service.submit(c, client, body.prompt, body.max_tokens)
+    out = IdleJobCreated(job_id=str(job.id), status=job.status,
+                         estimated_cost_usd=service.estimated_cost(c, body.max_tokens))
+    return json_response(out, 202)
+
+
+# Before /idle-job/{job_id}, so that "next" is not taken for a job id.
+@router.get("/idle-job/next", query=NextQuery, responses={200: IdleAssignment, 204: None},
+            errors=(403, 503), auth=("MinerToken",))
+async def next_idle_job(request: Request, query: NextQuery) -> Response | IdleAssignment:
+    """Lease the next idle job, long-polling up to `wait` seconds; 204 if none came, and at
+    once while any chat job is waiting (chat comes first)."""
+    who = await require_wallet(request, "miner")
+    job = await service.next_idle_job(ctx(request), who, query.wait)
+    return Response(status_code=204) if job is None else job
+
+
+@router.post("/idle-job/result", body=IdleResultIn, responses={200: IdleResultOut},
+             errors=(403, 404, 409), auth=("MinerToken",))
+async def post_idle_result(request: Request, body: IdleResultIn) -> IdleResultOut:
+    """Complete a leased idle job with the output and the wallet's signature over
+    keccak256(utf8(job_id) || utf8(output)) (EIP-191 personal_sign of those 32 bytes).
+    Revenue is computed here; a `usd_earned` in the body is ignored."""
+    who = await require_wallet(request, "miner")
+    return await service.submit_result(ctx(request), who, body.job_id, body.lease_id,
+                                       body.output, body.output_tokens, body.signature)
+
+
+@router.post("/idle-job/process/{job_id}", responses={202: ProcessOut}, errors=(403, 404, 409, 503),
+             auth=("MinerToken",))
+async def process_idle_job(request: Request) -> Response:
+    """Operator: send a queued idle job to RunPod now (the worker runs it)."""
+    await require_wallet(request, "operator")
+    job_id = service.parse_job_id(request.path_params["job_id"])
+    if job_id is None:
+        raise NotFound("no such idle job", code="job_not_found")
+    await runpod_flow.claim_now(ctx(request), job_id)
+    return json_response(ProcessOut(job_id=str(job_id), status="processing",
+                                    detail="sent to the worker for RunPod"), 202)
+
+
+@router.get("/idle-job/process/{job_id}", responses={}, errors=(405,))
+async def process_idle_job_get(request: Request) -> Response:
+    """The seed's GET alias: answers 405 and points to POST (operator only)."""
+    raise AppError(f"use POST /idle-job/process/{request.path_params['job_id']} with an "
+                   "operator session token", code="method_not_allowed", status=405,
+                   headers={"Allow": "POST"})
+
+
+@router.get("/idle-job/{job_id}", query=WaitQuery, responses={200: IdleJobOut},
+            errors=(401, 403, 404), auth=("ApiKey",))
+async def get_idle_job(request: Request, query: WaitQuery) -> IdleJobOut:
+    """An idle job's status and result, visible only to the business that sent it."""
+    c = ctx(request)
+    client = await require_client(request, "idle")
+    job = await service.get_owned(c, client, request.path_params["job_id"])
+    return _out(await service.wait_for(c, client, job, query.wait))
+
+
+@router.post("/idle-job/{job_id}/extend", body=LeaseIn, responses={200: LeaseOut},
+             errors=(403, 404, 409), auth=("MinerToken",))
+async def extend_idle_lease(request: Request, body: LeaseIn) -> LeaseOut:
+    """Extend the current lease on an idle job (for long generations)."""
+    who = await require_wallet(request, "miner")
+    return await service.extend_lease(ctx(request), who, request.path_params["job_id"],
+                                      body.lease_id, body.seconds)
+
+
+@router.post("/idle-job/{job_id}/release", body=ReleaseIn, responses={200: ReleaseOut},
+             errors=(403, 404, 409), auth=("MinerToken",))
+async def release_idle_lease(request: Request, body: ReleaseIn) -> ReleaseOut:
+    """Give a leased idle job back (it is redelivered, or failed after the last attempt)."""
+    who = await require_wallet(request, "miner")
+    return await service.release_lease(ctx(request), who, request.path_params["job_id"],
+                                       body.lease_id, body.reason)

@@ -1,0 +1,317 @@
+"""Idle jobs on RunPod serverless: claim (queued -> processing), run, complete or fail.
+
+The worker (jobs/worker.py) says WHEN; this module says WHAT. Crash safety:
+- Claims are conditional UPDATEs, so a job is either leased to a miner or claimed for RunPod.
+- A run holds the job with lease_id/lease_expires_at (renewed while it waits). A run that
+  finds a live holder does nothing; a dead holder's claim expires and the dispatcher
+  re-enqueues the job, which then resumes.
+- The RunPod job id is committed BEFORE waiting; a resumed run waits on that id instead of
+  submitting again. (A crash between RunPod accepting /run and that commit can leave one
+  orphan RunPod job: a cost, never a second completion.)
+- Completion is one transaction: the conditional UPDATE that completes the job, then its one
+  RevenueEvent. Failure never writes revenue.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import logging
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import or_, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.config import Settings
+from app.context import AppContext
+from app.errors import Conflict, NotFound, ServiceUnavailable
+from app.idle import revenue
+from app.idle.dispatch import enqueue_runpod
+from app.idle.service import announce
+from app.models import IdleJob, JobStatus, utcnow
+from app.runpod import (RunPodClient, RunPodError, RunPodJobFailed, RunPodNotFound, RunPodResult,
+                        RunPodTimeout, RunPodTransientError, build_input)
+
+log = logging.getLogger(__name__)
+P = JobStatus.processing
+CLAIM_BATCH = 200
+POLL_INITIAL_S = 0.1
+POLL_MAX_S = 2.0
+
+
+class Outcome(enum.StrEnum):
+    completed = "completed"
+    failed = "failed"
+    retry = "retry"  # transient error: run again after `defer_s`
+    skipped = "skipped"  # not ours to run (finished, or another run holds it)
+
+
+@dataclass(frozen=True)
+class RunResult:
+    outcome: Outcome
+    reason: str | None = None
+    defer_s: float = 0.0
+
+
+def make_client(settings: Settings) -> RunPodClient | None:
+    if not settings.runpod_configured:
+        return None
+    assert settings.runpod_api_key is not None and settings.runpod_endpoint_id is not None
+    return RunPodClient(settings.runpod_base_url, settings.runpod_api_key.get_secret_value(),
+                        settings.runpod_endpoint_id,
+                        request_timeout_s=settings.runpod_request_timeout_s)
+
+
+def backoff_s(settings: Settings, run: int) -> float:
+    return float(settings.runpod_retry_base_s * 2 ** max(run - 1, 0))
+
+
+# ------------------------------------------------------------------ claiming
+
+
+def _claim_values(settings: Settings, now: datetime) -> dict[str, Any]:
+    # lease_expires_at here means "a run should have started by then"; lease_id stays empty.
+    return dict(status=P, processed_by="runpod", lease_id=None, miner_id=None, assigned_at=now,
+                lease_expires_at=now + timedelta(seconds=settings.runpod_hold_s))
+
+
+async def claim_stale(session: AsyncSession, settings: Settings, now: datetime) -> list[int]:
+    """Queued jobs no miner took within IDLE_TO_RUNPOD_AFTER_S: claimed for RunPod."""
+    cutoff = now - timedelta(seconds=settings.idle_to_runpod_after_s)
+    oldest = (select(IdleJob.id).where(IdleJob.status == JobStatus.queued,
+                                       IdleJob.created_at <= cutoff)
+              .order_by(IdleJob.created_at).limit(CLAIM_BATCH).scalar_subquery())
+    rows = await session.execute(
+        update(IdleJob).where(IdleJob.id.in_(oldest), IdleJob.status == JobStatus.queued)
+        .values(**_claim_values(settings, now)).returning(IdleJob.id)
+        .execution_options(synchronize_session=False))
+    return [r[0] for r in rows]
+
+
+async def unattended(session: AsyncSession, now: datetime) -> list[tuple[int, int]]:
+    """Claimed jobs whose run never started or whose holder died: (id, runs so far)."""
+    rows = await session.execute(
+        select(IdleJob.id, IdleJob.runpod_attempts).where(
+            IdleJob.status == P,
+            or_(IdleJob.lease_expires_at.is_(None), IdleJob.lease_expires_at <= now))
+        .limit(CLAIM_BATCH))
+    return [(r[0], r[1]) for r in rows]
+
+
+async def dispatch_stale(ctx: AppContext) -> int:
+    """Claim stale queued jobs and re-enqueue unattended ones. Returns arq jobs enqueued."""
+    if not ctx.settings.runpod_configured:
+        return 0
+    now = utcnow()
+    async with ctx.db.transaction() as session:
+        claimed = await claim_stale(session, ctx.settings, now)
+    async with ctx.db.sessions() as session:
+        todo = await unattended(session, now)
+    todo += [(job_id, 0) for job_id in claimed if (job_id, 0) not in todo]
+    if not todo:
+        return 0
+    new = await enqueue_runpod(ctx, todo)  # only after the claim committed
+    if claimed:
+        log.info("sent %d idle job(s) no miner took to RunPod", len(claimed))
+    return new
+
+
+async def claim_now(ctx: AppContext, job_id: int) -> None:
+    """An operator sends a queued job to RunPod now."""
+    if not ctx.settings.runpod_configured:
+        raise ServiceUnavailable("RunPod is not configured (RUNPOD_API_KEY, RUNPOD_ENDPOINT_ID)",
+                                 code="runpod_not_configured")
+    async with ctx.db.transaction() as session:
+        won = (await session.execute(
+            update(IdleJob).where(IdleJob.id == job_id, IdleJob.status == JobStatus.queued)
+            .values(**_claim_values(ctx.settings, utcnow())).returning(IdleJob.id)
+            .execution_options(synchronize_session=False))).first()
+        if won is None:
+            status = (await session.execute(
+                select(IdleJob.status).where(IdleJob.id == job_id))).scalar()
+            if status is None:
+                raise NotFound("no such idle job", code="job_not_found")
+            raise Conflict(f"only a queued job can be sent to RunPod; this one is {status}",
+                           code="not_queued")
+    await enqueue_runpod(ctx, [(job_id, 0)])
+
+
+# ------------------------------------------------------------------ running
+
+
+@dataclass
+class _Run:
+    job_id: int
+    run_id: str
+    run: int
+    prompt: str
+    max_tokens: int
+    runpod_job_id: str | None
+    submitted_at: datetime | None
+    last_reason: str | None
+
+    def mine(self) -> list[Any]:
+        return [IdleJob.id == self.job_id, IdleJob.status == P, IdleJob.lease_id == self.run_id]
+
+
+async def run(ctx: AppContext, client: RunPodClient, job_id: int) -> RunResult:
+    """One worker run of a claimed job. Never raises for RunPod's answers (they are outcomes);
+    database or Redis errors propagate, and the claim's expiry brings the job back."""
+    s = ctx.settings
+    r = await _start(ctx, job_id)
+    if r is None:
+        return RunResult(Outcome.skipped)
+    if r.run > s.runpod_max_tries:
+        return await _fail(ctx, r, f"gave up after {s.runpod_max_tries} RunPod tries; last: "
+                                   f"{r.last_reason or 'the worker stopped mid-run'}")
+    keeper = asyncio.create_task(_keep_claim(ctx, r))
+    try:
+        return await _drive(ctx, client, r)
+    finally:
+        keeper.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await keeper
+
+
+async def _start(ctx: AppContext, job_id: int) -> _Run | None:
+    now = utcnow()
+    run_id = str(uuid.uuid4())
+    async with ctx.db.transaction() as session:
+        row = (await session.execute(
+            update(IdleJob).where(
+                IdleJob.id == job_id, IdleJob.status == P,
+                or_(IdleJob.lease_id.is_(None), IdleJob.lease_expires_at.is_(None),
+                    IdleJob.lease_expires_at <= now))
+            .values(lease_id=run_id, runpod_attempts=IdleJob.runpod_attempts + 1,
+                    lease_expires_at=now + timedelta(seconds=ctx.settings.runpod_hold_s))
+            .returning(IdleJob.runpod_attempts, IdleJob.prompt, IdleJob.max_tokens,
+                       IdleJob.runpod_job_id, IdleJob.runpod_submitted_at,
+                       IdleJob.failure_reason)
+            .execution_options(synchronize_session=False))).first()
+    if row is None:
+        return None
+    return _Run(job_id, run_id, row[0], row[1], row[2], row[3], row[4], row[5])
+
+
+async def _keep_claim(ctx: AppContext, r: _Run) -> None:
+    hold = ctx.settings.runpod_hold_s
+    while True:
+        await asyncio.sleep(hold / 3)
+        try:
+            async with ctx.db.transaction() as session:
+                await session.execute(
+                    update(IdleJob).where(*r.mine())
+                    .values(lease_expires_at=utcnow() + timedelta(seconds=hold))
+                    .execution_options(synchronize_session=False))
+        except Exception as exc:  # the next beat may work; expiry is the worst case
+            log.warning("could not renew the claim on idle job %d: %s", r.job_id,
+                        type(exc).__name__)
+
+
+async def _drive(ctx: AppContext, client: RunPodClient, r: _Run) -> RunResult:
+    s = ctx.settings
+    try:
+        if r.runpod_job_id is None:
+            rp_id = await client.submit(build_input(r.prompt, r.max_tokens),
+                                        execution_timeout_ms=int(s.runpod_timeout_s * 1000))
+            if not await _remember(ctx, r, rp_id):
+                with contextlib.suppress(RunPodError):
+                    await client.cancel(rp_id)
+                return RunResult(Outcome.skipped)
+        assert r.runpod_job_id is not None and r.submitted_at is not None
+        elapsed = (utcnow() - r.submitted_at).total_seconds()
+        remaining = max(s.runpod_timeout_s - elapsed, 0.5)
+        result = await client.wait(r.runpod_job_id, timeout_s=remaining,
+                                   poll_initial_s=POLL_INITIAL_S, poll_max_s=POLL_MAX_S)
+    except RunPodTransientError as exc:
+        return await _retry_or_fail(ctx, r, exc.reason)
+    except RunPodNotFound as exc:
+        if r.runpod_job_id is None:
+            return await _fail(ctx, r, exc.reason)  # the endpoint itself is unknown
+        # RunPod forgot the job (results expire): run it afresh on the next try.
+        return await _retry_or_fail(ctx, r, exc.reason, forget_runpod_job=True)
+    except RunPodTimeout as exc:
+        return await _fail(ctx, r, f"RunPod did not finish within {s.runpod_timeout_s:g}s; "
+                                   f"{'cancelled' if exc.cancelled else 'cancel failed'}")
+    except RunPodJobFailed as exc:
+        return await _fail(ctx, r, exc.reason)
+    except RunPodError as exc:  # malformed output, auth, protocol: retrying will not help
+        return await _fail(ctx, r, exc.reason)
+    return await _complete(ctx, r, result)
+
+
+async def _remember(ctx: AppContext, r: _Run, rp_id: str) -> bool:
+    now = utcnow()
+    async with ctx.db.transaction() as session:
+        won = (await session.execute(
+            update(IdleJob).where(*r.mine(), IdleJob.runpod_job_id.is_(None))
+            .values(runpod_job_id=rp_id, runpod_submitted_at=now).returning(IdleJob.id)
+            .execution_options(synchronize_session=False))).first()
+    if won is not None:
+        r.runpod_job_id, r.submitted_at = rp_id, now
+    return won is not None
+
+
+async def _complete(ctx: AppContext, r: _Run, result: RunPodResult) -> RunResult:
+    s = ctx.settings
+    if result.output_tokens is None:
+        return await _fail(ctx, r, "malformed output: RunPod reported no output token count")
+    now = utcnow()
+    tokens = min(result.output_tokens, r.max_tokens)
+    earned = revenue.revenue_for(tokens, s.price_per_1k_tokens_usd)
+    async with ctx.db.transaction() as session:
+        won = (await session.execute(
+            update(IdleJob).where(*r.mine())
+            .values(status=JobStatus.completed, completed_at=now, lease_expires_at=None,
+                    result=result.text, output_tokens=tokens, input_tokens=result.input_tokens,
+                    usd_earned=earned, runpod_execution_ms=result.execution_ms,
+                    runpod_cost_usd=revenue.runpod_cost(result.execution_ms,
+                                                        s.runpod_cost_per_second_usd),
+                    failure_reason=None)
+            .returning(IdleJob.id).execution_options(synchronize_session=False))).first()
+        if won is not None:
+            await revenue.record(session, idle_job_id=r.job_id, amount_usd=earned,
+                                 source="runpod", output_tokens=tokens, now=now)
+    if won is None:
+        return RunResult(Outcome.skipped, "another run finished this job first")
+    await announce(ctx, r.job_id)
+    log.info("idle job %d completed on RunPod: %d tokens, %s USD", r.job_id, tokens, earned)
+    return RunResult(Outcome.completed)
+
+
+async def _fail(ctx: AppContext, r: _Run, reason: str) -> RunResult:
+    reason = reason[:1000]
+    async with ctx.db.transaction() as session:
+        won = (await session.execute(
+            update(IdleJob).where(*r.mine())
+            .values(status=JobStatus.failed, completed_at=utcnow(), lease_expires_at=None,
+                    failure_reason=reason)
+            .returning(IdleJob.id).execution_options(synchronize_session=False))).first()
+    if won is None:
+        return RunResult(Outcome.skipped)
+    await announce(ctx, r.job_id)
+    log.warning("idle job %d failed on RunPod: %s", r.job_id, reason)
+    return RunResult(Outcome.failed, reason)
+
+
+async def _retry_or_fail(ctx: AppContext, r: _Run, reason: str, *,
+                         forget_runpod_job: bool = False) -> RunResult:
+    s = ctx.settings
+    if r.run >= s.runpod_max_tries:
+        return await _fail(ctx, r, f"RunPod unavailable after {r.run} tries: {reason}")
+    defer = backoff_s(s, r.run)
+    values: dict[str, Any] = dict(
+        lease_id=None, failure_reason=f"try {r.run} of {s.runpod_max_tries}: {reason}"[:1000],
+        # the arq retry comes after `defer`; only if it never does, the dispatcher takes over
+        lease_expires_at=utcnow() + timedelta(seconds=defer + s.runpod_hold_s))
+    if forget_runpod_job:
+        values.update(runpod_job_id=None, runpod_submitted_at=None)
+    async with ctx.db.transaction() as session:
+        await session.execute(update(IdleJob).where(*r.mine()).values(**values)
+                              .execution_options(synchronize_session=False))
+    log.info("idle job %d: transient RunPod error, retry in %.1fs: %s", r.job_id, defer, reason)
+    return RunResult(Outcome.retry, reason, defer)

@@ -1,0 +1,83 @@
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal
+from typing import Literal
+
+from pydantic import Field
+
+from app.auth.schemas import SIGNATURE
+from app.miners.schemas import LeaseIn, LeaseOut, ReleaseIn, ReleaseOut  # the same for both kinds
+from app.schemas import QueryParams, RequestBody, ResponseBody
+
+__all__ = ["IdleAssignment", "IdleJobCreated", "IdleJobIn", "IdleJobOut", "IdleResultIn",
+           "IdleResultOut", "LeaseIn", "LeaseOut", "ProcessOut", "ReleaseIn", "ReleaseOut",
+           "Status", "WaitQuery"]
+
+Status = Literal["queued", "assigned", "processing", "completed", "failed"]
+
+
+class IdleJobIn(RequestBody):
+    prompt: str = Field(min_length=1, max_length=32_000)
+    max_tokens: int = Field(default=256, ge=1, le=4096)
+    # The seed took the API key and a usd_earned in the body; both are ignored now.
+
+
+class IdleJobCreated(ResponseBody):
+    job_id: str
+    status: Status
+    estimated_cost_usd: Decimal = Field(description="upper bound: max_tokens at the current price")
+
+
+class IdleJobOut(ResponseBody):
+    job_id: str
+    status: Status
+    max_tokens: int
+    result: str | None = None
+    output_tokens: int | None = None
+    usd_earned: Decimal | None = Field(default=None, description="what this job cost the client")
+    processed_by: Literal["miner", "runpod"] | None = None
+    created_at: datetime
+    completed_at: datetime | None = None
+    failure_reason: str | None = None
+
+
+class WaitQuery(QueryParams):
+    wait: float = Field(default=0, ge=0, le=60, description="seconds to wait for the result")
+
+
+class IdleAssignment(ResponseBody):
+    job_id: str
+    lease_id: str
+    lease_expires_at: datetime
+    kind: Literal["idle"] = "idle"
+    prompt: str
+    max_tokens: int
+    attempt: int
+
+
+class IdleResultIn(RequestBody):
+    job_id: str = Field(min_length=1, max_length=64)
+    lease_id: str = Field(min_length=1, max_length=64)
+    output: str = Field(min_length=1, max_length=100_000)
+    output_tokens: int | None = Field(
+        default=None, ge=0, le=1_000_000,
+        description="tokens generated; billed up to the job's max_tokens. When missing, the "
+                    "whitespace-separated words of the output are counted instead")
+    signature: str = SIGNATURE
+    # usd_earned, sent by seed miners, is ignored: revenue is computed by the server.
+
+
+class IdleResultOut(ResponseBody):
+    job_id: str
+    status: Literal["completed"]
+    output_tokens: int
+    usd_earned: Decimal
+    completed_at: datetime
+
+
+class ProcessOut(ResponseBody):
+    job_id: str
+    status: Literal["processing"]
+    detail: str
+

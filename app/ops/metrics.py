@@ -1,0 +1,111 @@
+"""GET /metrics: the seed's revenue metrics plus queue and job gauges, from aggregate SQL only.
+
+Every value is derived: revenue from the RevenueEvent ledger, counts from GROUP BY queries,
+queue depths from Redis. The seed's SystemMetrics rows are refreshed from the same ledger
+with one UPDATE ... SET value = (SELECT ...) each, never incremented in Python.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from datetime import timedelta
+from decimal import Decimal
+from typing import Any
+
+from redis.exceptions import RedisError
+from sqlalchemy import BigInteger, cast, func, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.context import AppContext
+from app.idle import revenue
+from app.models import ChatJob, IdleJob, Miner, RevenueEvent, SystemMetrics, utcnow
+from app.queue import KINDS
+
+ACTIVE_MINER_WINDOW_S = 300
+SOURCES = ("miner", "runpod")
+
+
+async def refresh_system_metrics(session: AsyncSession) -> None:
+    micro = func.coalesce(func.sum(cast(func.round(RevenueEvent.amount_usd * 1_000_000),
+                                        BigInteger)), 0)
+    derived = {
+        "runpod_income_usd": select(micro * revenue.MICRO).scalar_subquery(),
+        "total_idle_jobs_processed": select(func.count(RevenueEvent.id)).scalar_subquery(),
+        # the treasury issue points this at its buybacks; until then nothing was bought back
+    }
+    for name, value in derived.items():
+        await session.execute(update(SystemMetrics).where(SystemMetrics.metric_name == name)
+                              .values(value=value, updated_at=utcnow())
+                              .execution_options(synchronize_session=False))
+
+
+async def collect(ctx: AppContext) -> dict[str, Any]:
+    now = utcnow()
+    async with ctx.db.sessions() as session:
+        sources = await revenue.by_source(session)
+        unallocated, _ = await revenue.unallocated(session)
+        jobs: dict[str, dict[str, int]] = {}
+        for kind, model in (("chat", ChatJob), ("idle", IdleJob)):
+            rows = await session.execute(select(model.status, func.count()).group_by(model.status))
+            jobs[kind] = {status: int(n) for status, n in rows}
+        active = (await session.execute(select(func.count()).select_from(Miner).where(
+            Miner.last_active >= now - timedelta(seconds=ACTIVE_MINER_WINDOW_S)))).scalar_one()
+    depths: dict[str, int | None] = {}
+    for kind in KINDS:
+        depths[kind] = None
+        with contextlib.suppress(RedisError, OSError):
+            depths[kind] = await ctx.queue.depth(kind)
+    total = revenue.usd(sum((usd for usd, _ in sources.values()), Decimal(0)))
+    return {
+        # the seed's name: all idle-job revenue, whether a miner or RunPod did the work
+        "runpod_income_usd": total,
+        "idle_revenue_usd_by_source": {s: sources.get(s, (Decimal("0.000000"), 0))[0]
+                                       for s in SOURCES},
+        "unallocated_revenue_usd": unallocated,
+        "total_idle_jobs_processed": sum(n for _, n in sources.values()),
+        "total_buyback_usd": Decimal("0.000000"),  # filled by the treasury issue
+        "last_buyback_timestamp": None,
+        "queue_depth": depths,
+        "active_miners": int(active),
+        "jobs": jobs,
+    }
+
+
+def as_json(m: dict[str, Any]) -> dict[str, Any]:
+    """Decimal money is sent as a string, so no client parses it into a float by accident."""
+    def conv(v: Any) -> Any:
+        if isinstance(v, Decimal):
+            return str(v)
+        if isinstance(v, dict):
+            return {k: conv(x) for k, x in v.items()}
+        return v
+    return conv(m)  # type: ignore[no-any-return]
+
+
+def as_prometheus(m: dict[str, Any]) -> str:
+    lines: list[str] = []
+
+    def metric(name: str, kind: str, help_: str, samples: list[tuple[str, Any]]) -> None:
+        lines.append(f"# HELP {name} {help_}")
+        lines.append(f"# TYPE {name} {kind}")
+        for labels, value in samples:
+            lines.append(f"{name}{labels} {value}")
+
+    metric("mia_runpod_income_usd", "counter", "All idle-job revenue in USD (seed name).",
+           [("", m["runpod_income_usd"])])
+    metric("mia_idle_revenue_usd", "counter", "Idle-job revenue in USD by who did the work.",
+           [(f'{{source="{s}"}}', v) for s, v in m["idle_revenue_usd_by_source"].items()])
+    metric("mia_unallocated_revenue_usd", "gauge", "Revenue no buyback has claimed yet, USD.",
+           [("", m["unallocated_revenue_usd"])])
+    metric("mia_idle_jobs_processed_total", "counter", "Completed idle jobs (ledger events).",
+           [("", m["total_idle_jobs_processed"])])
+    metric("mia_buyback_usd_total", "counter", "USD spent on $SERV buybacks.",
+           [("", m["total_buyback_usd"])])
+    metric("mia_queue_depth", "gauge", "Job ids waiting in the Redis queue.",
+           [(f'{{kind="{k}"}}', v) for k, v in m["queue_depth"].items() if v is not None])
+    metric("mia_active_miners", "gauge",
+           f"Miners active in the last {ACTIVE_MINER_WINDOW_S} s.", [("", m["active_miners"])])
+    metric("mia_jobs", "gauge", "Jobs by kind and status.",
+           [(f'{{kind="{k}",status="{s}"}}', n) for k, by in m["jobs"].items()
+            for s, n in sorted(by.items())])
+    return "\n".join(lines) + "\n"
