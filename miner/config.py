@@ -36,7 +36,7 @@ class MinerConfig:
     concurrency: int = 1
     max_tokens: int = 512
     accept_idle: bool = False
-    poll_wait: int = 25  # seconds of long-poll, 0..30
+    poll_wait: int = 10  # seconds of long-poll, 0..30; also the longest an idle miner takes to stop
     drain_timeout: float = 120.0  # seconds to finish in-flight jobs after SIGTERM
     backoff_cap: float = 30.0  # seconds
     log_level: str = "INFO"
@@ -96,7 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
     g = p.add_mutually_exclusive_group()
     g.add_argument("--accept-idle", dest="accept_idle", action="store_true", default=None, help="also serve idle jobs [MIA_MINER_ACCEPT_IDLE=yes]")
     g.add_argument("--no-accept-idle", dest="accept_idle", action="store_false", help="serve chat jobs only (default)")
-    a("--poll-wait", metavar="S", help="long-poll seconds, 0..30 [MIA_MINER_POLL_WAIT, default 25]")
+    a("--poll-wait", metavar="S", help="long-poll seconds, 0..30; an idle miner takes up to this long to stop [MIA_MINER_POLL_WAIT, default 10]")
     a("--drain-timeout", metavar="S", help="seconds to finish in-flight jobs after SIGTERM [MIA_MINER_DRAIN_TIMEOUT, default 120]")
     a("--backoff-cap", metavar="S", help="longest wait between retries [MIA_MINER_BACKOFF_CAP, default 30]")
     a("--log-level", metavar="LEVEL", help="DEBUG, INFO, WARNING [MIA_MINER_LOG_LEVEL, default INFO]")

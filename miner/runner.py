@@ -8,7 +8,7 @@ import contextlib
 import logging
 import time
 from dataclasses import dataclass
-from typing import Any, Awaitable, TypeVar
+from typing import Any
 
 from miner.backoff import Backoff
 from miner.client import (
@@ -25,7 +25,6 @@ from miner.model import Completion, ModelClient, ModelError
 from miner.prompt import build_messages, strict_alternation
 
 log = logging.getLogger("miner")
-T = TypeVar("T")
 
 # Never extend more often than this (seconds), however short the lease.
 MIN_EXTEND_INTERVAL = 0.25
@@ -70,9 +69,11 @@ class Miner:
     def request_stop(self) -> None:
         if not self._stop.is_set():
             log.info(
-                "stopping: taking no new jobs, finishing %d in flight (up to %.0fs)",
+                "stopping: taking no new jobs, finishing %d in flight (up to %.0fs); open "
+                "long-polls return within %ds; signal again to give jobs back and exit now",
                 len(self.in_flight),
                 self.cfg.drain_timeout,
+                self.cfg.poll_wait,
             )
             self._stop.set()
 
@@ -157,21 +158,6 @@ class Miner:
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(self._stop.wait(), timeout=max(0.0, seconds))
 
-    async def _unless_stopped(self, aw: Awaitable[T]) -> T | None:
-        """Await `aw` unless a stop is requested first; then cancel it and return None."""
-        task = asyncio.ensure_future(aw)
-        stop = asyncio.ensure_future(self._stop.wait())
-        try:
-            await asyncio.wait({task, stop}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            stop.cancel()
-            if not task.done():
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await task
-                return None
-        return task.result()
-
     # ---- the worker --------------------------------------------------------------------
 
     async def _worker(self, n: int) -> None:
@@ -181,7 +167,10 @@ class Miner:
             if self.stopping:
                 break
             try:
-                lease = await self._unless_stopped(self._poll())
+                # Not cancelled on stop: a long-poll the backend is still serving may lease a job
+                # to us after we hung up, and that lease would sit unused until it expired. The
+                # poll returns within poll_wait seconds.
+                lease = await self._poll()
             except BackendError as exc:
                 delay = backoff.fail()
                 log.warning("backend: %s; retrying in %.1fs", exc, delay)
@@ -190,10 +179,9 @@ class Miner:
             backoff.reset()
             if lease is None:
                 continue
-            if self.stopping:
-                # Leased in the same instant the stop came: hand it straight back.
-                await self._release(lease, "miner shutting down", count=True)
-                break
+            # A job brought by a poll that was open when the stop came is in flight like any
+            # other and is finished. Releasing it instead would cost it a delivery attempt,
+            # and our other open polls could take it straight back (and release it again).
             await self._handle(lease)
 
     async def _poll(self) -> Lease | None:

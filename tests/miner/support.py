@@ -107,14 +107,14 @@ class Backend:
         finally:
             con.close()
 
-    async def api_key(self, business: str = "acme") -> str:
+    async def api_key(self, business: str = "acme", scopes: str = "chat") -> str:
         from app.auth.apikeys import create_api_key
         from app.db import Database
 
         db = Database(self.settings.database_url)
         try:
             async with db.transaction() as session:
-                _, key = await create_api_key(session, business, "chat")
+                _, key = await create_api_key(session, business, scopes)
         finally:
             await db.dispose()
         return key

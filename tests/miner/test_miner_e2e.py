@@ -91,14 +91,29 @@ async def test_token_refresh_and_revoked_token(backend_factory, demo_model) -> N
     assert m.miner.stats.completed == 4 and m.miner.stats.lost == 0
 
 
-async def test_idle_polling_disabled_when_backend_has_no_idle_endpoints(backend, demo_model, caplog) -> None:
-    caplog.set_level(logging.INFO, logger="miner")
-    key = await backend.api_key()
-    async with RunningMiner(backend.url, demo_model.url, accept_idle=True) as m:
-        await until(lambda: not m.miner.idle_enabled, timeout=20)
-        job = await backend.chat(key, "still serving chat?")
-        assert (await backend.answer(key, job["job_id"]))["status"] == "completed"
-    assert any("idle polling disabled" in r.getMessage() for r in caplog.records)
+async def test_idle_jobs_answered_when_accepted_and_chat_comes_first(backend, demo_model) -> None:
+    key = await backend.api_key(scopes="chat,idle")
+    headers = {"Authorization": f"Bearer {key}"}
+    async with httpx.AsyncClient(base_url=backend.url, headers=headers, timeout=60) as c:
+        r = await c.post("/idle-job", json={"prompt": "Summarise the plot of Hamlet.", "max_tokens": 5})
+        assert r.status_code == 202, r.text
+        idle_id = r.json()["job_id"]
+        async with RunningMiner(backend.url, demo_model.url, accept_idle=True) as m:
+            chat = await backend.chat(key, "a chat job too")
+            assert (await backend.answer(key, chat["job_id"]))["status"] == "completed"
+            r = await c.get(f"/idle-job/{idle_id}", params={"wait": 30})
+            done = r.json()
+            assert done["status"] == "completed", done
+            assert done["processed_by"] == "miner"
+            assert done["result"].startswith(LABEL)
+            assert done["output_tokens"] == 5 == len(done["result"].split())  # the job's max_tokens
+        async with RunningMiner(backend.url, demo_model.url, accept_idle=False) as chat_only:
+            r = await c.post("/idle-job", json={"prompt": "not for a chat-only miner"})
+            other = r.json()["job_id"]
+            chat = await backend.chat(key, "only chat here")
+            assert (await backend.answer(key, chat["job_id"]))["status"] == "completed"
+            assert (await c.get(f"/idle-job/{other}")).json()["status"] == "queued"
+    assert m.miner.stats.completed == 2 and chat_only.miner.stats.completed == 1
 
 
 async def test_model_server_failing_then_recovers(backend, demo_model, caplog) -> None:

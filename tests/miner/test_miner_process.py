@@ -53,6 +53,24 @@ async def test_sigterm_finishes_in_flight_jobs_then_exits_0(backend, demo_model,
     assert_no_key_in(log, key)
 
 
+async def test_sigterm_while_idle_leaves_no_orphaned_lease(backend, demo_model, miner_process) -> None:
+    api = await backend.api_key()
+    p = miner_process(backend.url, demo_model.url, new_key(), "--concurrency", "4")
+    p.wait_for_log("mining as")
+    await asyncio.sleep(0.5)  # all four workers are inside a long-poll (2 s)
+    p.signal(signal.SIGTERM)
+    job = await backend.chat(api, "arrives while the miner is stopping")
+    assert await asyncio.to_thread(p.wait, 30) == 0, p.log()
+    await asyncio.sleep(2.5)  # longer than any poll the backend could still be serving
+    row = backend.job(job["job_id"])
+    # Either taken by a poll that was still open (and then answered before exiting), or never
+    # taken; never leased to a miner that has gone away.
+    if row["status"] == "completed":
+        assert row["answers"] == 1 and row["attempts"] == 1 and "status=completed" in p.log()
+    else:
+        assert row["status"] == "queued" and row["attempts"] == 0, (row, p.log())
+
+
 async def test_second_signal_gives_jobs_back_and_exits_0(backend, demo_model, miner_process) -> None:
     api = await backend.api_key()
     p = miner_process(backend.url, demo_model.url, new_key(), "--concurrency", "2")
