@@ -444,14 +444,20 @@ class TxSender:
         tx = await self.w3.eth.get_transaction(tx_hash)  # type: ignore[arg-type]
         call = {"from": tx["from"], "to": tx["to"], "data": _hex(tx["input"]),
                 "value": tx["value"], "gas": tx["gas"]}
-        block = max(int(receipt["blockNumber"]) - 1, 0)
-        try:
-            await self.w3.eth.call(call, block_identifier=block)  # type: ignore[arg-type]
-        except Exception as exc:
-            err = map_exception(exc, tx_hash=tx_hash)
-            if isinstance(err, TxReverted):
+        mined_in = int(receipt["blockNumber"])
+        # Replay on the state before the block first, then on the block itself: a trade earlier
+        # in the same block (a front-run) or the block's own timestamp (an expired deadline) is
+        # only visible in the latter.
+        for block in dict.fromkeys((max(mined_in - 1, 0), mined_in)):
+            try:
+                await self.w3.eth.call(call, block_identifier=block)  # type: ignore[arg-type]
+            except Exception as exc:
+                err = map_exception(exc, tx_hash=tx_hash)
+                if not isinstance(err, TxReverted):
+                    # the replay failed in some other way; the mined tx still reverted
+                    err = TxReverted(f"transaction reverted ({err})", tx_hash=tx_hash)
                 err.tx_hash = tx_hash
-            raise err from exc
+                raise err from exc
         raise TxReverted(
             f"transaction reverted (gas used {receipt['gasUsed']} of {tx['gas']}; "
             "the replay did not revert: out of gas or state changed)",
