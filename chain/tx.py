@@ -494,7 +494,9 @@ class TxSender:
         """Wait for ``prepared`` (assumed broadcast); each time ``timeout`` seconds pass
         without a receipt, replace it with the same nonce and higher fees (``on_prepared`` is
         called with the replacement before it is broadcast). Returns the receipt of whichever
-        transaction with this nonce was mined."""
+        transaction with this nonce was mined. TxTimeout (with every hash tried) when none has
+        ``confirmations`` in time, also when one is mined but not yet confirmed enough;
+        NonceError only when a transaction not in this list took the nonce."""
         hashes = [prepared.tx_hash]
         current = prepared
         attempts = 0
@@ -505,22 +507,34 @@ class TxSender:
                     await self.raise_for_status(receipt, current)
                 return receipt
             if await self.nonce_state(prepared.nonce) is NonceStatus.MINED:
-                # mined by one of ours after the last poll, or by a transaction we don't know
-                receipt = await self._wait_any(hashes, confirmations, self.poll_interval * 4 + 1)
-                if receipt is not None:
-                    if raise_on_revert:
-                        await self.raise_for_status(receipt, current)
-                    return receipt
-                raise NonceError(
-                    f"nonce {prepared.nonce} was used by a transaction other than {hashes}"
-                )
+                # Mined by one of ours (maybe still short of confirmations, maybe after the
+                # last poll), or by a transaction we don't know.
+                mined = await self._wait_any(hashes, 1, self.poll_interval * 4 + 1)
+                if mined is None:
+                    raise NonceError(
+                        f"nonce {prepared.nonce} was used by a transaction other than {hashes}"
+                    )
+                if attempts >= max_replacements:
+                    raise TxTimeout(
+                        f"nonce {prepared.nonce}: {_hex(mined['transactionHash'])} is mined but "
+                        f"has fewer than {confirmations} confirmations after {attempts + 1} "
+                        f"wait(s) of {timeout}s", tuple(hashes), prepared.nonce,
+                    )
+                attempts += 1
+                continue  # nothing to replace: wait for the confirmations
             if attempts >= max_replacements:
                 raise TxTimeout(
                     f"nonce {prepared.nonce}: no receipt after {attempts + 1} attempt(s) of "
                     f"{timeout}s", tuple(hashes), prepared.nonce,
                 )
             attempts += 1
-            nxt = await self.replacement(current)
+            try:
+                nxt = await self.replacement(current)
+            except (InsufficientBalance, FeeCapExceeded) as exc:
+                # the earlier attempts are still out there: keep waiting for them
+                log.warning("nonce %d: cannot replace (%s), waiting without replacement",
+                            prepared.nonce, exc)
+                continue
             if nxt is None:
                 log.warning("nonce %d: fee cap reached, waiting without replacement", prepared.nonce)
                 continue
@@ -545,11 +559,25 @@ class TxSender:
         on_prepared: OnPrepared | None = None,
     ) -> Any:
         """prepare → on_prepared (persist!) → broadcast → wait_or_replace. Returns the
-        receipt; a revert raises the mapped TxReverted subclass."""
+        receipt; a revert raises the mapped TxReverted subclass. When on_prepared or the
+        broadcast fails, the nonce is released if the node holds nothing with it."""
         prepared = await self.prepare(tx)
-        if on_prepared is not None:
-            await _maybe_await(on_prepared(prepared))
-        await self.broadcast(prepared)
+        try:
+            if on_prepared is not None:
+                await _maybe_await(on_prepared(prepared))
+            await self.broadcast(prepared)
+        except Exception:
+            # Not persisted, or not accepted by the node: give the nonce back (when it is the
+            # latest reservation and the node holds nothing with it), or every later
+            # transaction of this sender would wait behind a gap.
+            try:
+                released = await self.release(prepared)
+            except Exception as exc:  # the node may be what failed; keep the first error
+                log.warning("nonce %d: could not release after a failed send: %s", prepared.nonce, exc)
+            else:
+                if released:
+                    log.info("nonce %d: released after a failed send", prepared.nonce)
+            raise
         return await self.wait_or_replace(
             prepared, confirmations=confirmations, timeout=timeout,
             max_replacements=max_replacements, on_prepared=on_prepared,

@@ -1,0 +1,76 @@
+"""What a sender does when a step between signing and the receipt goes wrong."""
+
+from __future__ import annotations
+
+import pytest
+
+from chain.errors import ChainError, TxTimeout
+from chain.tx import NonceStatus, TxStatus
+from tests.chain.conftest import Chain
+
+GWEI = 10**9
+
+
+async def test_mined_but_not_yet_confirmed_is_a_timeout_not_a_foreign_nonce(chain: Chain) -> None:
+    """Our own transaction is in a block but lacks confirmations when the wait ends: that is no
+    'nonce used by another transaction' (which a caller may read as 'my swap never happened')."""
+    d = chain.devnet
+    sender = chain.treasury
+    p = await sender.prepare({"to": d.trader, "value": 1})
+    await sender.broadcast(p)  # mined at once; nobody mines the two blocks more it waits for
+    with pytest.raises(TxTimeout) as info:
+        await sender.wait_or_replace(p, confirmations=3, timeout=0.1, max_replacements=1)
+    assert p.tx_hash in info.value.tx_hashes and info.value.nonce == p.nonce
+    assert (await sender.lookup(p.tx_hash)).status is TxStatus.SUCCESS
+
+
+async def test_replacement_the_balance_cannot_pay_keeps_waiting_for_the_original(chain: Chain) -> None:
+    """A replacement costs more than the original; when the balance cannot pay it, the original
+    is still out there: the caller must get a TxTimeout with its hash, not InsufficientBalance
+    (which means 'nothing was sent')."""
+    d = chain.devnet
+    poor = chain.sender("0x" + "66" * 32)
+    accounts = await chain.w3.eth.accounts
+    await chain.w3.eth.send_transaction({"from": accounts[0], "to": poor.address, "value": 10**18})
+    max_fee, tip = await poor.fees()
+    gas = 21_000
+    value = 10**18 - gas * max_fee  # the original takes every wei the bump would need
+    lost = await poor.prepare({"to": d.trader, "value": value}, gas=gas,
+                              max_fee_per_gas=max_fee, max_priority_fee_per_gas=tip)
+    with pytest.raises(TxTimeout) as info:
+        await poor.wait_or_replace(lost, timeout=0.1, max_replacements=2)
+    assert info.value.tx_hashes[0] == lost.tx_hash and info.value.nonce == lost.nonce
+
+
+async def test_failed_broadcast_in_send_leaves_no_nonce_gap(chain: Chain, monkeypatch: pytest.MonkeyPatch) -> None:
+    d = chain.devnet
+    sender = chain.treasury
+    real = chain.w3.eth.send_raw_transaction
+
+    async def refuse(raw):  # noqa: ANN001, ANN202
+        raise ConnectionError("connection reset by peer")
+
+    monkeypatch.setattr(chain.w3.eth, "send_raw_transaction", refuse)
+    seen = []
+    with pytest.raises(ChainError):
+        await sender.send({"to": d.trader, "value": 1}, on_prepared=seen.append)
+    assert await sender.nonce_state(seen[0].nonce) is NonceStatus.FREE
+    monkeypatch.setattr(chain.w3.eth, "send_raw_transaction", real)
+    receipt = await sender.send({"to": d.trader, "value": 2}, timeout=2)
+    assert (await chain.w3.eth.get_transaction(receipt["transactionHash"]))["nonce"] == seen[0].nonce
+
+
+async def test_failing_on_prepared_leaves_no_nonce_gap(chain: Chain) -> None:
+    d = chain.devnet
+    sender = chain.treasury
+    seen = []
+
+    def persist_fails(p):  # noqa: ANN001, ANN202
+        seen.append(p)
+        raise OSError("database is gone")
+
+    with pytest.raises(OSError):
+        await sender.send({"to": d.trader, "value": 1}, on_prepared=persist_fails)
+    assert (await sender.lookup(seen[0].tx_hash)).status is TxStatus.UNKNOWN
+    receipt = await sender.send({"to": d.trader, "value": 2}, timeout=2)
+    assert (await chain.w3.eth.get_transaction(receipt["transactionHash"]))["nonce"] == seen[0].nonce
