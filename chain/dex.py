@@ -15,6 +15,7 @@ from typing import Any
 
 from eth_utils import to_checksum_address
 from web3 import AsyncWeb3
+from web3.exceptions import TransactionNotFound
 
 from chain import artifacts
 from chain.errors import (
@@ -25,6 +26,7 @@ from chain.errors import (
     InsufficientBalance,
     InsufficientLiquidity,
     PriceImpactTooHigh,
+    TxNotFound,
     map_exception,
 )
 from chain.tokens import erc20, received
@@ -240,8 +242,12 @@ def approve_tx(w3: AsyncWeb3, token: str, spender: str, amount: int) -> dict[str
 
 async def received_by(w3: AsyncWeb3, tx_hash: str, token: str, to: str) -> int:
     """Base units of ``token`` a mined transaction paid to ``to`` (from its Transfer logs);
-    how a resumed buyback learns what an earlier swap bought."""
-    receipt = await w3.eth.get_transaction_receipt(tx_hash)  # type: ignore[arg-type]
+    how a resumed buyback learns what an earlier swap bought. Raises TxNotFound for a hash
+    that is unknown or not mined yet; a reverted transaction paid 0."""
+    try:
+        receipt = await w3.eth.get_transaction_receipt(tx_hash)  # type: ignore[arg-type]
+    except TransactionNotFound:
+        raise TxNotFound(f"no mined transaction {tx_hash}") from None
     return received(receipt, token, to)
 
 

@@ -94,3 +94,9 @@ def test_devnet_main_prints_addresses(tmp_path: Path, capsys: pytest.CaptureFixt
 def test_dev_keys_are_deterministic() -> None:
     assert devnet_mod.dev_key("treasury") == devnet_mod.dev_key("treasury")
     assert devnet_mod.dev_key("treasury") != devnet_mod.dev_key("deployer")
+
+
+async def test_received_by_an_unknown_hash_is_a_chain_error(chain: Chain) -> None:
+    # a resumed buyback catches ChainError; web3's own TransactionNotFound must not leak
+    with pytest.raises(TxNotFound):
+        await received_by(chain.w3, "0x" + "ab" * 32, chain.devnet.serv_token, chain.devnet.treasury)
