@@ -69,3 +69,39 @@ def test_config_error_exits_2_with_plain_words() -> None:
                        capture_output=True, text=True, timeout=30)
     assert p.returncode == 2
     assert "mia-miner: concurrency must be between 1 and 256" in p.stderr
+
+
+async def test_check_against_the_real_backend(backend, demo_model) -> None:
+    import asyncio
+
+    from miner.client import BackendClient
+    from miner.wallet import Wallet
+    from tests.miner.support import new_key
+
+    key = new_key()
+    env = {"MIA_MINER_PRIVATE_KEY": key}
+    p = await asyncio.to_thread(run_check, "--backend", backend.url, "--model-url", demo_model.url, env=env)
+    assert p.returncode == 0, p.stdout
+    assert f"ok       backend: {backend.url} is healthy" in p.stdout
+    assert "note     this wallet is not registered yet" in p.stdout
+    assert "All checks passed." in p.stdout
+    assert backend.query("SELECT COUNT(*) FROM miners")[0][0] == 0  # --check registers nothing
+
+    client = BackendClient(backend.url, Wallet.from_private_key(key))
+    await client.ensure_token()  # first run: registers
+    await client.aclose()
+    p = await asyncio.to_thread(run_check, "--backend", backend.url, "--model-url", demo_model.url, env=env)
+    assert p.returncode == 0 and "ok       backend: this wallet signs in" in p.stdout
+    assert key[2:] not in p.stdout + p.stderr
+
+
+async def test_check_reports_an_unhealthy_backend(backend_factory, demo_model, unused_url) -> None:
+    import asyncio
+
+    from tests.miner.support import new_key
+
+    sick = backend_factory(redis_url=unused_url.replace("http://", "redis://") + "/0")
+    p = await asyncio.to_thread(run_check, "--backend", sick.url, "--model-url", demo_model.url,
+                                env={"MIA_MINER_PRIVATE_KEY": new_key()})
+    assert p.returncode == 1
+    assert f"PROBLEM  The backend at {sick.url} is running but reports itself unhealthy (HTTP 503" in p.stdout
