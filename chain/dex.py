@@ -275,7 +275,8 @@ async def swap(
 ) -> SwapResult:
     """Quote, refuse if the impact is too high, approve if short, then swapExactTokensForTokens
     with amountOutMin = quote * (1 - slippage) and ``to`` = the treasury (default: sender).
-    Nothing is sent when the balance is short or the quote fails."""
+    Nothing is sent when the balance is short or the quote fails. When an approve was needed,
+    quote, impact check and deadline are taken again after it is mined."""
     path = _path(path)
     to = to_checksum_address(to or sender.address)
     token_in = erc20(sender.w3, path[0])
@@ -284,24 +285,34 @@ async def swap(
         raise InsufficientBalance(
             f"{sender.address} holds {balance} of {path[0]}, needs {amount_in} (base units)"
         )
-    quote = await router.quote(amount_in, path)
-    if quote.price_impact_bps > max_price_impact_bps:
-        raise PriceImpactTooHigh(
-            f"price impact {quote.price_impact_bps} bps > limit {max_price_impact_bps} bps "
-            f"for {amount_in} in; split the buyback"
-        )
-    min_out = quote.amount_out_min(max_slippage_bps)
-    if min_out <= 0:
-        raise InsufficientLiquidity(f"quote for {amount_in} pays nothing")
-    if deadline is None:
-        deadline = await deadline_in(sender.w3, deadline_seconds)
-    head = await sender.w3.eth.get_block("latest")
-    if deadline <= int(head["timestamp"]):
-        raise DeadlineExpired(f"deadline {deadline} is not after the chain head {head['timestamp']}")
+    fixed_deadline = deadline
+
+    async def price() -> tuple[Quote, int, int]:
+        quote = await router.quote(amount_in, path)
+        if quote.price_impact_bps > max_price_impact_bps:
+            raise PriceImpactTooHigh(
+                f"price impact {quote.price_impact_bps} bps > limit {max_price_impact_bps} bps "
+                f"for {amount_in} in; split the buyback"
+            )
+        min_out = quote.amount_out_min(max_slippage_bps)
+        if min_out <= 0:
+            raise InsufficientLiquidity(f"quote for {amount_in} pays nothing")
+        deadline = fixed_deadline
+        if deadline is None:
+            deadline = await deadline_in(sender.w3, deadline_seconds)
+        head = await sender.w3.eth.get_block("latest")
+        if deadline <= int(head["timestamp"]):
+            raise DeadlineExpired(f"deadline {deadline} is not after the chain head {head['timestamp']}")
+        return quote, min_out, deadline
+
+    quote, min_out, deadline = await price()  # refuse before approving anything
     approve = await ensure_allowance(
         sender, path[0], router.address, amount_in,
         confirmations=confirmations, timeout=timeout, on_prepared=on_prepared,
     )
+    if approve is not None:
+        # the approve took blocks (and maybe replacements): price the swap as it is now
+        quote, min_out, deadline = await price()
     tx = router.swap_tx(amount_in, min_out, path, to, deadline)
     prepared_box: list[Any] = []
 
