@@ -66,8 +66,25 @@ class Settings(BaseSettings):
     runpod_hold_s: float = 30.0  # a worker's claim on a job, renewed while it waits on RunPod
     worker_max_jobs: int = 50  # concurrent arq jobs per worker process
 
-    # --- chain (used for ERC-1271 contract wallets now; buybacks later) ---------------------------
+    # --- chain (ERC-1271 contract wallets and the treasury's buybacks) -----------------------------
     chain_rpc_url: str | None = None
+
+    # --- treasury: buybacks of $SERV with revenue, and burns (app/treasury) -----------------------
+    treasury_private_key: SecretStr | None = None  # or a keystore; never logged or returned
+    treasury_keystore: str | None = None  # path of an encrypted JSON keystore
+    treasury_keystore_password: SecretStr | None = None
+    treasury_address: str | None = None  # read-only nodes (public /burns) without the key
+    serv_token_address: str | None = None
+    quote_token_address: str | None = None  # the USD stablecoin revenue is swapped from
+    dex_router_address: str | None = None  # Uniswap V2-compatible router
+    max_slippage_bps: int = 100  # amountOutMin = quote x (1 - this / 10000)
+    max_price_impact_bps: int = 200  # larger buybacks are split into chunks under this
+    confirmations: int = 1  # blocks (its own included) before a transaction counts
+    max_fee_gwei: Decimal = Decimal("200")  # cap of maxFeePerGas; nothing is sent above it
+    tx_timeout_s: float = 120.0  # per attempt, before a same-nonce fee-bumped replacement
+    swap_deadline_s: int = 300  # the router's deadline, from the chain head
+    explorer_tx_url: str = ""  # e.g. https://etherscan.io/tx/{tx_hash}; empty: no links
+    buyback_check_interval_s: int = 60  # how often the worker compares revenue to the threshold
 
     @field_validator("cors_origins", "operator_addresses", mode="before")
     @classmethod

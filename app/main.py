@@ -30,10 +30,11 @@ from app.openapi import build_openapi, doc_routes
 from app.ops import maintenance
 from app.ops.routes import router as ops_router
 from app.queue import JobQueue
+from app.treasury.routes import router as treasury_router
 from app.web import all_endpoints, build_routes, error_response
 
 log = logging.getLogger("app")
-ROUTERS = [ops_router, chat_router, auth_router, miners_router, idle_router]
+ROUTERS = [ops_router, chat_router, auth_router, miners_router, idle_router, treasury_router]
 
 
 def create_app(settings: Settings | None = None) -> Starlette:

@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 
 from sqlalchemy import (BigInteger, DateTime, ForeignKey, Index, Integer, Numeric, String, Text,
-                        TypeDecorator)
+                        TypeDecorator, UniqueConstraint)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, synonym
 
 
@@ -219,3 +219,90 @@ class SystemMetrics(Base):
     metric_name: Mapped[str] = mapped_column(String(100), unique=True)
     value: Mapped[Decimal] = mapped_column(USD, default=Decimal(0))
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+
+class TokenAmount(TypeDecorator[int]):
+    """Integer token base units (wei-like), stored as exact decimal digits: 18-decimal amounts
+    overflow BIGINT and SQLite's NUMERIC is a float. Sum these in Python, never in SQL."""
+
+    impl = String(80)
+    cache_ok = True
+
+    def process_bind_param(self, value, dialect):  # type: ignore[no-untyped-def]
+        if value is None:
+            return None
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise TypeError(f"token amounts are int base units, got {type(value).__name__}")
+        return str(value)
+
+    def process_result_value(self, value, dialect):  # type: ignore[no-untyped-def]
+        return None if value is None else int(value)
+
+
+class BuybackStatus(enum.StrEnum):
+    planned = "planned"
+    swapping = "swapping"
+    swapped = "swapped"
+    burning = "burning"
+    burned = "burned"
+    failed = "failed"
+
+
+ACTIVE_BUYBACK_STATUSES = frozenset({BuybackStatus.planned, BuybackStatus.swapping,
+                                     BuybackStatus.swapped, BuybackStatus.burning})
+
+
+class Buyback(Base):
+    """Revenue turned into burned $SERV. planned -> swapping -> swapped -> burning -> burned,
+    or failed (failure_reason says why).
+
+    active_slot is 1 while the buyback is active and NULL once it is burned or failed; its
+    UNIQUE constraint (NULLs are distinct on SQLite and PostgreSQL) lets the database, not a
+    lock, guarantee at most one active buyback. Token amounts are integer base units.
+    """
+
+    __tablename__ = "buybacks"
+    __table_args__ = (UniqueConstraint("active_slot", name="uq_buybacks_active_slot"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    status: Mapped[str] = mapped_column(String(16), default=BuybackStatus.planned)
+    active_slot: Mapped[int | None] = mapped_column(Integer)
+    usd_amount: Mapped[Decimal] = mapped_column(USD)  # sum of the RevenueEvents it claimed
+    quote_amount_in: Mapped[int | None] = mapped_column(TokenAmount)  # stablecoin to swap
+    amount_out_min_total: Mapped[int | None] = mapped_column(TokenAmount)  # over mined swaps
+    serv_received: Mapped[int | None] = mapped_column(TokenAmount)  # from the swaps' logs
+    serv_burned: Mapped[int | None] = mapped_column(TokenAmount)  # from the burn's logs
+    quote_unspent: Mapped[int | None] = mapped_column(TokenAmount)  # left when swaps stopped early
+    triggered_by: Mapped[str] = mapped_column(String(42))  # "auto" or the operator's address
+    failure_reason: Mapped[str | None] = mapped_column(String(1000))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+    completed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class BuybackTx(Base):
+    """One signed transaction of a buyback, stored (hash, nonce, raw bytes) BEFORE broadcast.
+
+    kind: approve | swap | burn. status: prepared -> mined | reverted, or superseded (another
+    transaction with the same nonce, e.g. a fee-bumped replacement, was mined instead).
+    """
+
+    __tablename__ = "buyback_txs"
+    __table_args__ = (UniqueConstraint("tx_hash", name="uq_buyback_txs_tx_hash"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    buyback_id: Mapped[int] = mapped_column(ForeignKey("buybacks.id", name="fk_buyback_txs_buyback_id"),
+                                            index=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    seq: Mapped[int] = mapped_column(Integer)  # order within the buyback
+    tx_hash: Mapped[str] = mapped_column(String(66))
+    nonce: Mapped[int] = mapped_column(BigInteger)
+    raw_tx: Mapped[str] = mapped_column(Text)  # 0x-hex of the signed bytes, to re-broadcast
+    status: Mapped[str] = mapped_column(String(16), default="prepared")
+    amount_in: Mapped[int | None] = mapped_column(TokenAmount)  # swap: stablecoin in; burn: $SERV
+    amount_out_min: Mapped[int | None] = mapped_column(TokenAmount)  # swap only
+    amount_out: Mapped[int | None] = mapped_column(TokenAmount)  # swap: $SERV received; burn: burned
+    block_number: Mapped[int | None] = mapped_column(BigInteger)
+    gas_used: Mapped[int | None] = mapped_column(BigInteger)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    mined_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

@@ -1,0 +1,1 @@
+"""The treasury: revenue -> buyback of $SERV on a DEX -> burn, each step recorded and verifiable."""

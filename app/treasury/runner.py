@@ -1,0 +1,357 @@
+"""Drive one buyback to the end: planned -> swapping -> swapped -> burning -> burned | failed.
+
+Resumable: every signed transaction is committed as a BuybackTx row (hash, nonce, raw bytes)
+BEFORE it is broadcast, and each run first resolves the rows whose outcome is not recorded yet
+by asking the chain (receipt by hash; else whether the nonce was used), re-broadcasting the
+stored bytes when the nonce is still free. A stored transaction can only ever be mined once, and
+new work is planned only from recorded outcomes, so a crash at any point never leads to a
+second swap of the same stablecoin or a second burn.
+
+Failures:
+- definitive (slippage, deadline, price impact, empty treasury, wrong contract, a revert)
+  BEFORE any swap was mined: the buyback fails with the reason and its revenue becomes
+  unallocated again, in one transaction.
+- definitive AFTER some swap chunks were mined: what was bought is burned; quote_unspent holds
+  the stablecoin that was not swapped (it stays in the treasury, and the revenue events stay
+  with this buyback); failure_reason starts with "partial:".
+- transient (RPC down, receipt timeout, fee cap, nonce trouble): raised; the worker retries
+  later and the next run resumes from the records.
+- the chain contradicts the records (our nonce used by a transaction we never stored):
+  BuybackStuck is raised and nothing more is sent; an operator must look.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from decimal import ROUND_FLOOR, Decimal
+from typing import Any
+
+from eth_utils import to_checksum_address
+from sqlalchemy import select, update
+
+from app.context import AppContext
+from app.models import ACTIVE_BUYBACK_STATUSES, Buyback, BuybackStatus, BuybackTx, utcnow
+from app.treasury import service
+from app.treasury.onchain import Treasury, get_treasury
+from chain.dex import ensure_allowance, plan_chunks, swap
+from chain.burn import burn
+from chain.errors import (ConfigError, ContractNotFound, InsufficientBalance, PriceImpactTooHigh,
+                          TxReverted)
+from chain.tokens import erc20, received, transfers
+from chain.tx import NonceStatus, PreparedTx, TxSender, TxStatus
+
+log = logging.getLogger(__name__)
+
+Checkpoint = Callable[[str], Awaitable[None]]
+DEFINITIVE = (TxReverted, InsufficientBalance, PriceImpactTooHigh, ContractNotFound, ConfigError)
+MAX_BURN_REVERTS = 3
+
+
+class BuybackStuck(Exception):
+    """The chain contradicts the buyback's records; nothing more is sent until someone looks."""
+
+
+async def run_buyback(ctx: AppContext, buyback_id: int, *, treasury: Treasury | None = None,
+                      checkpoint: Checkpoint | None = None) -> str:
+    """Run (or resume) a buyback until it is burned or failed; returns the final status.
+
+    ``checkpoint(name)`` is awaited at named points (tests crash there): "<kind>:prepared"
+    (row committed, not yet broadcast; kind = approve | swap | burn), "swap:sent" (swap mined,
+    result not recorded), "swapped" (before the burn starts), "burn:sent" (burn mined, not
+    recorded).
+    """
+    t = treasury or await get_treasury(ctx, signer=True)
+    async with t.lock:
+        started = time.perf_counter()
+        status = await _Run(ctx, t, buyback_id, checkpoint).run()
+        log.info("buyback %d: %s after %.2fs in this run", buyback_id, status,
+                 time.perf_counter() - started)
+        return status
+
+
+class _Run:
+    def __init__(self, ctx: AppContext, t: Treasury, buyback_id: int,
+                 checkpoint: Checkpoint | None) -> None:
+        self.ctx = ctx
+        self.db = ctx.db
+        self.t = t
+        self.id = buyback_id
+        self.checkpoint = checkpoint
+        self.sender: TxSender = t.new_sender()
+        self.s = ctx.settings
+
+    async def _cp(self, name: str) -> None:
+        if self.checkpoint is not None:
+            await self.checkpoint(name)
+
+    async def run(self) -> str:
+        bb = await self._load()
+        if bb.status not in ACTIVE_BUYBACK_STATUSES:
+            return bb.status
+        await self._resolve_stored()
+        while True:
+            bb = await self._load()
+            if bb.status == BuybackStatus.planned:
+                await self._plan(bb)
+            elif bb.status == BuybackStatus.swapping:
+                await self._swap_step(bb)
+            elif bb.status == BuybackStatus.swapped:
+                await self._cp("swapped")
+                await self._set_status(bb, BuybackStatus.swapped, status=BuybackStatus.burning)
+            elif bb.status == BuybackStatus.burning:
+                await self._burn_step(bb)
+            else:
+                return bb.status
+
+    # --- records ----------------------------------------------------------------------------
+
+    async def _load(self) -> Buyback:
+        async with self.db.transaction() as session:
+            return await service.get_buyback(session, self.id)
+
+    async def _txs(self) -> list[BuybackTx]:
+        async with self.db.transaction() as session:
+            return (await service.txs_of(session, [self.id]))[self.id]
+
+    async def _set_status(self, bb: Buyback, expected: str, **values: Any) -> None:
+        """Conditional update: only from ``expected``, so two runs can never both advance."""
+        async with self.db.transaction() as session:
+            done = await session.execute(
+                update(Buyback).where(Buyback.id == bb.id, Buyback.status == expected)
+                .values(updated_at=utcnow(), **values)
+                .execution_options(synchronize_session=False))
+            if done.rowcount != 1:
+                raise BuybackStuck(f"buyback {bb.id} left status {expected} under us")
+
+    async def _persist(self, prepared: PreparedTx) -> None:
+        """on_prepared for every transaction (replacements too): commit the row, THEN the
+        toolkit broadcasts."""
+        kind, amount_in, amount_out_min = self._describe(prepared)
+        async with self.db.transaction() as session:
+            seq = len((await service.txs_of(session, [self.id]))[self.id]) + 1
+            session.add(BuybackTx(buyback_id=self.id, kind=kind, seq=seq,
+                                  tx_hash=prepared.tx_hash.lower(), nonce=prepared.nonce,
+                                  raw_tx="0x" + prepared.raw.hex(), status="prepared",
+                                  amount_in=amount_in, amount_out_min=amount_out_min,
+                                  created_at=utcnow()))
+        await self._cp(f"{kind}:prepared")
+
+    def _describe(self, prepared: PreparedTx) -> tuple[str, int | None, int | None]:
+        to = to_checksum_address(prepared.tx.get("to") or "0x" + "00" * 20)
+        data = prepared.tx.get("data") or "0x"
+        if to == self.t.router.address:
+            _, args = self.t.router.contract.decode_function_input(data)
+            return "swap", int(args["amountIn"]), int(args["amountOutMin"])
+        if to == self.t.quote:
+            fn, args = erc20(self.t.w3, to).decode_function_input(data)
+            return "approve", int(args.get("value", args.get("amount", 0))), None
+        if to == self.t.serv:
+            fn, args = erc20(self.t.w3, to).decode_function_input(data)
+            return "burn", int(args.get("value", args.get("amount", 0))), None
+        raise BuybackStuck(f"refusing to record an unexpected transaction to {to}")
+
+    async def _record_outcome(self, row: BuybackTx, receipt: Any) -> str:
+        """Record what the chain says about ``row`` (mined or reverted, from its receipt);
+        other rows with its nonce are superseded. Returns the row's new status."""
+        ok = receipt["status"] == 1
+        amount_out = None
+        if ok and row.kind == "swap":
+            amount_out = received(receipt, self.t.serv, self.t.address)
+        elif ok and row.kind == "burn":
+            amount_out = sum(x.amount for x in transfers(receipt)
+                             if x.token == self.t.serv and x.from_address == self.t.address
+                             and x.to_address == self.t.burn_address)
+        status = "mined" if ok else "reverted"
+        async with self.db.transaction() as session:
+            await session.execute(
+                update(BuybackTx).where(BuybackTx.id == row.id).values(
+                    status=status, amount_out=amount_out,
+                    block_number=int(receipt["blockNumber"]), gas_used=int(receipt["gasUsed"]),
+                    mined_at=utcnow()).execution_options(synchronize_session=False))
+            await session.execute(
+                update(BuybackTx).where(BuybackTx.buyback_id == self.id,
+                                        BuybackTx.nonce == row.nonce, BuybackTx.id != row.id,
+                                        BuybackTx.status == "prepared")
+                .values(status="superseded").execution_options(synchronize_session=False))
+        row.status, row.amount_out = status, amount_out
+        return status
+
+    async def _record_by_hash(self, tx_hash: str) -> BuybackTx:
+        async with self.db.transaction() as session:
+            row = (await session.execute(select(BuybackTx).where(
+                BuybackTx.tx_hash == tx_hash.lower()))).scalar_one()
+        receipt = await self.t.w3.eth.get_transaction_receipt(tx_hash)  # type: ignore[arg-type]
+        await self._record_outcome(row, receipt)
+        return row
+
+    # --- resume -------------------------------------------------------------------------------
+
+    async def _resolve_stored(self) -> None:
+        """Settle every row whose outcome is not recorded, oldest nonce first, BEFORE any new
+        nonce is taken (a re-broadcast closes the gap a crash before broadcast left)."""
+        rows = [r for r in await self._txs() if r.status == "prepared"]
+        by_nonce: dict[int, list[BuybackTx]] = {}
+        for r in rows:
+            by_nonce.setdefault(r.nonce, []).append(r)
+        for nonce in sorted(by_nonce):
+            await self._resolve_nonce(nonce, by_nonce[nonce])
+
+    async def _resolve_nonce(self, nonce: int, rows: list[BuybackTx]) -> None:
+        pending: list[BuybackTx] = []
+        for row in rows:
+            found = await self.sender.lookup(row.tx_hash)
+            if found.status in (TxStatus.SUCCESS, TxStatus.REVERTED):
+                receipt = await self.t.w3.eth.get_transaction_receipt(row.tx_hash)  # type: ignore[arg-type]
+                status = await self._record_outcome(row, receipt)
+                log.info("buyback %d: stored %s %s was %s", self.id, row.kind, row.tx_hash, status)
+                if status == "reverted":
+                    await self._after_revert(row)
+                return
+            if found.status is TxStatus.PENDING:
+                pending.append(row)
+        if not pending:
+            state = await self.sender.nonce_state(nonce)
+            if state is not NonceStatus.FREE:
+                raise BuybackStuck(
+                    f"buyback {self.id}: nonce {nonce} is {state.value} on chain, but by none of "
+                    f"the stored transactions {[r.tx_hash for r in rows]}")
+            latest = rows[-1]  # the highest-fee replacement we stored last
+            log.info("buyback %d: re-broadcasting stored %s %s (nonce %d)", self.id, latest.kind,
+                     latest.tx_hash, nonce)
+            await self.sender.broadcast_raw(bytes.fromhex(latest.raw_tx[2:]), latest.tx_hash)
+            pending = [latest]
+        prepared = PreparedTx.from_raw(pending[-1].raw_tx)
+        receipt = await self.sender.wait_or_replace(
+            prepared, confirmations=self.s.confirmations, timeout=self.s.tx_timeout_s,
+            on_prepared=self._persist, raise_on_revert=False)
+        mined_hash = "0x" + bytes(receipt["transactionHash"]).hex()
+        row = await self._record_by_hash(mined_hash)
+        if row.status == "reverted":
+            await self._after_revert(row)
+
+    async def _after_revert(self, row: BuybackTx) -> None:
+        if row.kind == "burn":
+            return  # nothing moved; _burn_step tries again (up to MAX_BURN_REVERTS)
+        reason = f"{row.kind} transaction {row.tx_hash} reverted"
+        try:
+            receipt = await self.t.w3.eth.get_transaction_receipt(row.tx_hash)  # type: ignore[arg-type]
+            await self.sender.raise_for_status(receipt)
+        except TxReverted as exc:
+            reason = f"{type(exc).__name__}: {exc} ({row.kind} {row.tx_hash})"
+        bb = await self._load()
+        if bb.status == BuybackStatus.swapping:
+            await self._swap_failed(bb, reason)
+
+    # --- steps --------------------------------------------------------------------------------
+
+    async def _plan(self, bb: Buyback) -> None:
+        decimals = await self.t.decimals(self.t.quote)
+        amount = int((Decimal(bb.usd_amount) * 10**decimals).to_integral_value(ROUND_FLOOR))
+        if amount <= 0:
+            await self._fail(bb, BuybackStatus.planned,
+                             f"{bb.usd_amount} USD is less than one base unit of the stablecoin")
+            return
+        await self._set_status(bb, BuybackStatus.planned, status=BuybackStatus.swapping,
+                               quote_amount_in=amount)
+
+    async def _swap_step(self, bb: Buyback) -> None:
+        swaps = [r for r in await self._txs() if r.kind == "swap" and r.status == "mined"]
+        spent = sum(r.amount_in or 0 for r in swaps)
+        total = int(bb.quote_amount_in or 0)
+        remaining = total - spent
+        if remaining <= 0:
+            await self._set_status(bb, BuybackStatus.swapping, status=BuybackStatus.swapped,
+                                   serv_received=sum(r.amount_out or 0 for r in swaps),
+                                   amount_out_min_total=sum(r.amount_out_min or 0 for r in swaps),
+                                   quote_unspent=0)
+            return
+        t, s = self.t, self.s
+        try:
+            approved = await ensure_allowance(self.sender, t.quote, t.router.address, remaining,
+                                              confirmations=s.confirmations,
+                                              timeout=s.tx_timeout_s, on_prepared=self._persist)
+            if approved is not None:
+                await self._record_by_hash("0x" + bytes(approved["transactionHash"]).hex())
+            chunk = plan_chunks(remaining, await t.router.reserves(t.path),
+                                s.max_price_impact_bps)[0]
+            result = await swap(self.sender, t.router, chunk, t.path, to=t.address,
+                                max_slippage_bps=s.max_slippage_bps,
+                                max_price_impact_bps=s.max_price_impact_bps,
+                                deadline_seconds=s.swap_deadline_s, confirmations=s.confirmations,
+                                timeout=s.tx_timeout_s, on_prepared=self._persist)
+        except DEFINITIVE as exc:
+            tx_hash = getattr(exc, "tx_hash", None)
+            if tx_hash:
+                await self._record_by_hash(tx_hash)
+            await self._swap_failed(bb, f"{type(exc).__name__}: {exc}")
+            return
+        await self._cp("swap:sent")
+        await self._record_by_hash(result.tx_hash)
+
+    async def _swap_failed(self, bb: Buyback, reason: str) -> None:
+        swaps = [r for r in await self._txs() if r.kind == "swap" and r.status == "mined"]
+        if not swaps:
+            log.warning("buyback %d failed before any swap: %s", bb.id, reason)
+            await self._fail(bb, BuybackStatus.swapping, reason)
+            return
+        spent = sum(r.amount_in or 0 for r in swaps)
+        unspent = int(bb.quote_amount_in or 0) - spent
+        note = (f"partial: swaps stopped after {len(swaps)} chunk(s) ({reason}); {unspent} base "
+                "units of the stablecoin were not swapped and stay in the treasury")
+        log.warning("buyback %d: %s", bb.id, note)
+        await self._set_status(bb, BuybackStatus.swapping, status=BuybackStatus.swapped,
+                               serv_received=sum(r.amount_out or 0 for r in swaps),
+                               amount_out_min_total=sum(r.amount_out_min or 0 for r in swaps),
+                               quote_unspent=unspent, failure_reason=note[:1000])
+
+    async def _fail(self, bb: Buyback, expected: str, reason: str) -> None:
+        """Failed, no longer active, and its revenue unallocated again: one transaction."""
+        now = utcnow()
+        async with self.db.transaction() as session:
+            done = await session.execute(
+                update(Buyback).where(Buyback.id == bb.id, Buyback.status == expected)
+                .values(status=BuybackStatus.failed, active_slot=None, failure_reason=reason[:1000],
+                        updated_at=now, completed_at=now)
+                .execution_options(synchronize_session=False))
+            if done.rowcount != 1:
+                raise BuybackStuck(f"buyback {bb.id} left status {expected} under us")
+            released = await service.release_revenue(session, bb.id)
+        log.info("buyback %d failed (%s); %d revenue event(s) unallocated again", bb.id, reason,
+                 released)
+
+    async def _burn_step(self, bb: Buyback) -> None:
+        burns = [r for r in await self._txs() if r.kind == "burn"]
+        mined = [r for r in burns if r.status == "mined"]
+        if mined:
+            await self._finish(bb, mined[0])
+            return
+        if sum(r.status == "reverted" for r in burns) >= MAX_BURN_REVERTS:
+            raise BuybackStuck(f"buyback {bb.id}: {MAX_BURN_REVERTS} burn transactions reverted")
+        amount = int(bb.serv_received or 0)
+        if amount <= 0:
+            raise BuybackStuck(f"buyback {bb.id}: nothing to burn (serv_received={amount})")
+        s = self.s
+        try:
+            result = await burn(self.sender, self.t.serv, amount, burn_address=self.t.burn_address,
+                                confirmations=s.confirmations, timeout=s.tx_timeout_s,
+                                on_prepared=self._persist)
+        except TxReverted as exc:
+            if exc.tx_hash:
+                await self._record_by_hash(exc.tx_hash)
+            log.warning("buyback %d: burn reverted: %s", bb.id, exc)
+            return
+        except InsufficientBalance as exc:
+            raise BuybackStuck(f"buyback {bb.id}: the treasury cannot burn what it bought: {exc}") from exc
+        await self._cp("burn:sent")
+        row = await self._record_by_hash(result.tx_hash)
+        await self._finish(bb, row)
+
+    async def _finish(self, bb: Buyback, burn_row: BuybackTx) -> None:
+        now = utcnow()
+        await self._set_status(bb, BuybackStatus.burning, status=BuybackStatus.burned,
+                               serv_burned=int(burn_row.amount_out or 0), active_slot=None,
+                               completed_at=now)
+        log.info("buyback %d burned %s $SERV base units in %s", bb.id, burn_row.amount_out,
+                 burn_row.tx_hash)

@@ -1,0 +1,154 @@
+"""Treasury request and response bodies. Token amounts are strings of integer base units
+(JSON numbers lose precision past 2**53); USD amounts are decimal strings. Never floats."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal
+from typing import Annotated
+
+from pydantic import Field, PlainSerializer
+
+from app.schemas import QueryParams, RequestBody, ResponseBody
+
+Units = Annotated[int, PlainSerializer(str, return_type=str, when_used="json")]
+USDStr = Annotated[Decimal, PlainSerializer(lambda d: format(d, "f"), return_type=str,
+                                            when_used="json")]
+
+
+class TriggerIn(RequestBody):
+    amount_usd: Annotated[Decimal, Field(strict=False, gt=0, max_digits=20, decimal_places=6)] | None = None
+    dry_run: bool = False
+
+
+class TriggerOut(ResponseBody):
+    buyback_id: int
+    status: str
+    usd_amount: USDStr
+    revenue_events: int
+
+
+class ChunkOut(ResponseBody):
+    amount_in: Units
+    expected_out: Units
+    amount_out_min: Units
+    price_impact_bps: int
+
+
+class DryRunOut(ResponseBody):
+    dry_run: bool = True
+    usd_amount: USDStr
+    revenue_events: int
+    quote_token: str
+    serv_token: str
+    quote_amount_in: Units
+    expected_serv: Units
+    expected_serv_decimal: str
+    amount_out_min_total: Units
+    price_impact_bps: int  # of the whole amount in one swap, LP fee included
+    chunks: list[ChunkOut]
+    treasury_quote_balance: Units
+
+
+class TxOut(ResponseBody):
+    kind: str
+    seq: int
+    tx_hash: str
+    nonce: int
+    status: str
+    amount_in: Units | None
+    amount_out_min: Units | None
+    amount_out: Units | None
+    block_number: int | None
+    gas_used: int | None
+    created_at: datetime
+    mined_at: datetime | None
+    explorer_url: str | None
+
+
+class BuybackOut(ResponseBody):
+    id: int
+    status: str
+    active: bool
+    usd_amount: USDStr
+    revenue_events: int
+    quote_amount_in: Units | None
+    amount_out_min_total: Units | None
+    serv_received: Units | None
+    serv_burned: Units | None
+    quote_unspent: Units | None
+    triggered_by: str
+    failure_reason: str | None
+    gas_used_total: int
+    created_at: datetime
+    updated_at: datetime
+    completed_at: datetime | None
+    transactions: list[TxOut]
+
+
+class BuybackList(ResponseBody):
+    items: list[BuybackOut]
+    total: int
+    limit: int
+    offset: int
+
+
+class PageQuery(QueryParams):
+    limit: int = Field(50, ge=1, le=200)
+    offset: int = Field(0, ge=0)
+
+
+class BuybackQuery(PageQuery):
+    status: str | None = None
+
+
+class BurnOut(ResponseBody):
+    buyback_id: int
+    serv_burned: Units
+    serv_burned_decimal: str
+    usd_amount: USDStr
+    swap_tx_hashes: list[str]
+    swap_blocks: list[int]
+    burn_tx_hash: str
+    burn_block: int | None
+    burned_at: datetime | None
+    swap_explorer_urls: list[str]
+    burn_explorer_url: str | None
+    verify_url: str
+
+
+class BurnList(ResponseBody):
+    items: list[BurnOut]
+    total: int
+    limit: int
+    offset: int
+
+
+class SummaryOut(ResponseBody):
+    token: str
+    serv_token: str
+    burn_address: str
+    decimals: int
+    burns: int
+    total_usd: USDStr
+    recorded_burned: Units
+    recorded_burned_decimal: str
+    chain_burn_address_balance: Units
+    chain_burn_address_balance_decimal: str
+    difference: Units  # chain balance - recorded (others may also send to the burn address)
+    difference_decimal: str
+    block_number: int
+
+
+class CheckOut(ResponseBody):
+    name: str
+    ok: bool
+    detail: str
+
+
+class VerifyOut(ResponseBody):
+    buyback_id: int
+    burn_tx_hash: str | None
+    verified: bool
+    checks: list[CheckOut]
+    block_number: int

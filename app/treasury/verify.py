@@ -1,0 +1,148 @@
+"""Reading the chain for the public endpoints and the dry run: verify a recorded burn, compare
+totals with the burn address's balance, and price a buyback without sending anything."""
+
+from __future__ import annotations
+
+from decimal import ROUND_FLOOR, Decimal
+from typing import Any
+
+from app.config import Settings
+from app.context import AppContext
+from app.errors import AppError, ServiceUnavailable
+from app.models import Buyback, BuybackStatus, BuybackTx
+from app.treasury.onchain import Treasury, get_treasury
+from app.treasury.schemas import CheckOut, ChunkOut, SummaryOut, VerifyOut
+from app.treasury.service import Totals
+from chain.burn import verify_burn
+from chain.dex import amount_out, plan_chunks, simulate_impact_bps
+from chain.errors import ChainError, TxNotFound
+from chain.tokens import received
+
+
+def human(units: int, decimals: int) -> str:
+    """Base units as an exact decimal string of whole tokens."""
+    return format(Decimal(units).scaleb(-decimals), "f")
+
+
+async def serv_decimals(ctx: AppContext) -> int:
+    try:
+        t = await get_treasury(ctx)
+        return await t.decimals(t.serv)
+    except (AppError, ChainError, OSError):
+        return 18  # records stay readable without a chain; $SERV has 18 decimals
+
+
+def _unavailable(exc: BaseException) -> ServiceUnavailable:
+    return ServiceUnavailable(f"the chain is unavailable: {type(exc).__name__}: {exc}",
+                              code="chain_unavailable")
+
+
+async def summary(ctx: AppContext, t: Treasury, totals: Totals) -> SummaryOut:
+    try:
+        decimals = await t.decimals(t.serv)
+        block = await t.w3.eth.block_number
+        on_chain = await t.balance(t.serv, t.burn_address)
+    except (ChainError, OSError) as exc:
+        raise _unavailable(exc) from exc
+    diff = on_chain - totals.total_serv_burned
+    return SummaryOut(
+        token=ctx.settings.token_symbol, serv_token=t.serv, burn_address=t.burn_address,
+        decimals=decimals, burns=totals.buybacks_burned, total_usd=totals.total_buyback_usd,
+        recorded_burned=totals.total_serv_burned,
+        recorded_burned_decimal=human(totals.total_serv_burned, decimals),
+        chain_burn_address_balance=on_chain,
+        chain_burn_address_balance_decimal=human(on_chain, decimals),
+        difference=diff, difference_decimal=human(diff, decimals), block_number=block)
+
+
+async def verify(t: Treasury, settings: Settings, bb: Buyback, txs: list[BuybackTx]) -> VerifyOut:
+    """Each check with ok + detail; verified only when all pass. Reads only the chain, comparing
+    it with what we recorded."""
+    checks: list[CheckOut] = []
+
+    def check(name: str, ok: bool, detail: str) -> bool:
+        checks.append(CheckOut(name=name, ok=ok, detail=detail))
+        return ok
+
+    burn = next((x for x in txs if x.kind == "burn" and x.status == "mined"), None)
+    swaps = [x for x in txs if x.kind == "swap" and x.status == "mined"]
+    try:
+        head = await t.w3.eth.block_number
+        recorded = check("burn_recorded", bb.status == BuybackStatus.burned and burn is not None,
+                         f"buyback status {bb.status}" + (f", burn tx {burn.tx_hash}" if burn else
+                                                          ", no mined burn transaction recorded"))
+        if burn is None or not recorded:
+            return VerifyOut(buyback_id=bb.id, burn_tx_hash=None, verified=False, checks=checks,
+                             block_number=head)
+        try:
+            v = await verify_burn(t.w3, burn.tx_hash, token=t.serv, burn_address=t.burn_address,
+                                  expected_amount=bb.serv_burned, expected_from=t.address)
+        except TxNotFound:
+            check("receipt_success", False, f"the chain knows no mined transaction {burn.tx_hash}")
+            return VerifyOut(buyback_id=bb.id, burn_tx_hash=burn.tx_hash, verified=False,
+                             checks=checks, block_number=head)
+        check("receipt_success", v.success, f"receipt status {'1' if v.success else '0'} in "
+              f"block {v.block_number}")
+        check("transfer_to_burn_address", v.is_burn,
+              f"Transfer of {v.amount} $SERV base units from {t.address} to {t.burn_address}"
+              if v.is_burn else f"no Transfer of $SERV ({t.serv}) from the treasury {t.address} "
+              f"to {t.burn_address} in {burn.tx_hash}")
+        check("amount_matches_record", v.amount == bb.serv_burned,
+              f"on chain {v.amount}, recorded {bb.serv_burned} (base units)")
+        bought, problems = 0, []
+        for s in swaps:
+            try:
+                receipt = await t.w3.eth.get_transaction_receipt(s.tx_hash)  # type: ignore[arg-type]
+            except Exception:
+                problems.append(f"swap {s.tx_hash} not found")
+                continue
+            if receipt["status"] != 1:
+                problems.append(f"swap {s.tx_hash} reverted")
+                continue
+            bought += received(receipt, t.serv, t.address)
+        ok = bool(swaps) and not problems and bought == v.amount
+        check("swap_output_equals_burn_input", ok,
+              "; ".join(problems) if problems else
+              f"{len(swaps)} swap(s) paid the treasury {bought} base units on chain; the burn "
+              f"moved {v.amount}; recorded received {bb.serv_received}")
+        check("confirmations", v.confirmations >= max(settings.confirmations, 1),
+              f"{v.confirmations} confirmation(s), {max(settings.confirmations, 1)} required")
+    except (ChainError, OSError) as exc:
+        raise _unavailable(exc) from exc
+    return VerifyOut(buyback_id=bb.id, burn_tx_hash=burn.tx_hash,
+                     verified=all(c.ok for c in checks), checks=checks, block_number=head)
+
+
+async def dry_run(t: Treasury, settings: Settings, usd: Decimal) -> dict[str, Any]:
+    """What a buyback of ``usd`` would do now: chunks, expected $SERV, price impact. Sends
+    nothing (pure arithmetic on the pool's current reserves, as Uniswap V2 computes it)."""
+    try:
+        decimals = await t.decimals(t.quote)
+        serv_decimals_ = await t.decimals(t.serv)
+        amount = int((usd * 10**decimals).to_integral_value(ROUND_FLOOR))
+        if amount <= 0:
+            raise AppError(f"{usd} USD is less than one base unit of the stablecoin",
+                           code="amount_too_small", status=422)
+        reserves = await t.router.reserves(t.path)
+        balance = await t.balance(t.quote, t.address)
+    except (ChainError, OSError) as exc:
+        raise _unavailable(exc) from exc
+    try:
+        plan = plan_chunks(amount, reserves, settings.max_price_impact_bps)
+    except ChainError as exc:
+        raise AppError(str(exc), code="cannot_plan", status=409) from exc
+    r_in, r_out = reserves[0]
+    chunks, total_out, total_min = [], 0, 0
+    for chunk in plan:
+        impact = simulate_impact_bps(chunk, [(r_in, r_out)])
+        out = amount_out(chunk, r_in, r_out)
+        min_out = out * (10_000 - settings.max_slippage_bps) // 10_000
+        chunks.append(ChunkOut(amount_in=chunk, expected_out=out, amount_out_min=min_out,
+                               price_impact_bps=impact))
+        total_out, total_min = total_out + out, total_min + min_out
+        r_in, r_out = r_in + chunk, r_out - out
+    return dict(quote_token=t.quote, serv_token=t.serv, quote_amount_in=amount,
+                expected_serv=total_out, expected_serv_decimal=human(total_out, serv_decimals_),
+                amount_out_min_total=total_min,
+                price_impact_bps=simulate_impact_bps(amount, reserves), chunks=chunks,
+                treasury_quote_balance=balance)
