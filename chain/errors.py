@@ -99,6 +99,10 @@ _REASONS: tuple[tuple[str, type[TxReverted]], ...] = (
     ("INSUFFICIENT_INPUT_AMOUNT", InsufficientLiquidity),
     ("TRANSFER_FROM_FAILED", InsufficientBalanceReverted),
     ("TRANSFER_FAILED", InsufficientBalanceReverted),
+    ("transferFrom failed", InsufficientBalanceReverted),  # @uniswap/lib >= 2, PancakeSwap
+    # OpenZeppelin 5 custom errors named in a message (providers that drop the revert data)
+    ("ERC20InsufficientBalance", InsufficientBalanceReverted),
+    ("ERC20InsufficientAllowance", InsufficientBalanceReverted),
     ("transfer amount exceeds balance", InsufficientBalanceReverted),
     ("transfer amount exceeds allowance", InsufficientBalanceReverted),
     ("insufficient allowance", InsufficientBalanceReverted),
@@ -154,9 +158,11 @@ def _revert_data(exc: BaseException) -> bytes | None:
                     value = None
                 if isinstance(value, bytes):
                     return value
-            match = _HEX_DATA.search(arg)
-            if match and len(match.group(0)) % 2 == 0:
-                return bytes.fromhex(match.group(0)[2:])
+            for match in _HEX_DATA.finditer(arg):
+                # ABI revert data is a selector plus 32-byte words; an address (20 bytes) or a
+                # hash (32 bytes) quoted in a message is not
+                if (len(match.group(0)) - 2) % 64 == 8:
+                    return bytes.fromhex(match.group(0)[2:])
     return None
 
 

@@ -60,3 +60,23 @@ def test_non_revert_errors() -> None:
     assert type(unknown) is ChainError
     reverted = map_exception(TransactionFailed("execution reverted: something else"))
     assert type(reverted) is TxReverted and reverted.reason == "something else"
+
+
+def test_message_only_custom_error_and_fork_strings() -> None:
+    # some providers drop the revert data and keep only a message naming the custom error;
+    # the address inside it is no revert data
+    owner = "0x" + "11" * 20
+    exc = Web3RPCError(
+        "{'code': -32603, 'message': \"Error: VM Exception while processing transaction: reverted with "
+        f"custom error 'ERC20InsufficientBalance(\\\"{owner}\\\", 0, 10)'\"}}"
+    )
+    err = map_exception(exc)
+    assert isinstance(err, InsufficientBalance) and isinstance(err, TxReverted)
+    assert err.data is None
+    allowance = map_exception(TransactionFailed("execution reverted: ERC20InsufficientAllowance"))
+    assert isinstance(allowance, InsufficientBalance)
+    # @uniswap/lib >= 2 and the PancakeSwap router word it differently
+    newer = map_exception(TransactionFailed("execution reverted: TransferHelper::transferFrom: transferFrom failed"))
+    assert isinstance(newer, InsufficientBalance)
+    pancake = map_exception(TransactionFailed("execution reverted: PancakeRouter: EXPIRED"))
+    assert isinstance(pancake, DeadlineExpired)
