@@ -7,6 +7,7 @@ from typing import Callable
 from miner.client import BackendClient, BackendError, BackendUnavailable
 from miner.config import MinerConfig
 from miner.model import ModelClient, ModelError
+from miner.prompt import strict_alternation
 from miner.wallet import Wallet, WalletError
 
 
@@ -86,27 +87,47 @@ async def run_check(
                         f"The model server at {model.base_url} serves "
                         f"{', '.join(served) if served else 'no models'}; choose one with --model."
                     )
-            elif cfg.model in served:
+            elif cfg.model in served or f"{cfg.model}:latest" in served:  # Ollama's tags
                 ok(f"model server: {model.base_url} serves {cfg.model}")
             else:
                 bad(
                     f"The model server at {model.base_url} does not serve the model {cfg.model!r}; "
                     f"it serves: {', '.join(served) if served else 'nothing'}."
                 )
-        if model.model is not None and served is not None and (cfg.model is None or cfg.model in served):
-            try:
-                c = await model.chat([{"role": "user", "content": "Reply with the word OK."}], 8)
-            except ModelError as exc:
-                bad(f"The model server could not answer a test chat: {exc}.")
-            else:
-                ok(f"model server: test chat answered ({c.completion_tokens if c.completion_tokens is not None else '?'} tokens)")
-                if c.completion_tokens is None:
-                    note("the model server reports no token usage; results will be posted without token counts")
+        usable = served is not None and (
+            cfg.model is None or cfg.model in served or f"{cfg.model}:latest" in served
+        )
+        if model.model is not None and usable:
+            await _test_chat(model, cfg.no_system_role, ok, note, bad)
     finally:
         await model.aclose()
 
     out("All checks passed." if problems == 0 else f"{problems} problem(s) found.")
     return 0 if problems == 0 else 1
+
+
+async def _test_chat(model: ModelClient, no_system_role: bool, ok, note, bad) -> None:  # type: ignore[no-untyped-def]
+    # Shaped like a real job: business context as a system message, then the user's turn.
+    messages = [{"role": "system", "content": "You are a support assistant."},
+                {"role": "user", "content": "Reply with the word OK."}]
+    try:
+        c = await model.chat(strict_alternation(messages) if no_system_role else messages, 8)
+    except ModelError as exc:
+        if not no_system_role and "HTTP 4" in str(exc):
+            try:
+                await model.chat(strict_alternation(messages), 8)
+            except ModelError:
+                pass
+            else:
+                bad(f"The model's chat template rejects a system message ({exc}); "
+                    "run with --no-system-role (MIA_MODEL_NO_SYSTEM_ROLE=yes).")
+                return
+        bad(f"The model server could not answer a test chat: {exc}.")
+        return
+    tokens = "?" if c.completion_tokens is None else c.completion_tokens
+    ok(f"model server: test chat answered ({tokens} tokens)")
+    if c.completion_tokens is None:
+        note("the model server reports no token usage; results will be posted without token counts")
 
 
 def _placeholder_wallet() -> Wallet:

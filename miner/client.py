@@ -29,6 +29,10 @@ class BackendError(Exception):
 class BackendUnavailable(BackendError):
     """Connection failure, timeout or 5xx: transient, retry with backoff."""
 
+    def __init__(self, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after  # seconds, from a Retry-After header
+
 
 class LeaseLost(BackendError):
     """409 (or 404 for the job): the lease is not ours any more. Drop the job, never retry it."""
@@ -70,6 +74,14 @@ def _error_of(r: httpx.Response) -> tuple[str, str]:
     except Exception:
         pass
     return "http_" + str(r.status_code), " ".join((r.text or "").split())[:200]
+
+
+def _retry_after(r: httpx.Response) -> float | None:
+    try:
+        v = float(r.headers.get("retry-after", ""))
+    except ValueError:
+        return None
+    return v if 0 <= v <= 3600 else None
 
 
 def _parse_time(value: Any) -> datetime | None:
@@ -130,7 +142,10 @@ class BackendClient:
             raise BackendUnavailable(f"{method} {path}: {type(exc).__name__}") from None
         if r.status_code >= 500:
             code, detail = _error_of(r)
-            raise BackendUnavailable(f"{method} {path}: HTTP {r.status_code} {code} {detail}".rstrip())
+            raise BackendUnavailable(
+                f"{method} {path}: HTTP {r.status_code} {code} {detail}".rstrip(),
+                retry_after=_retry_after(r),
+            )
         return r
 
     @staticmethod

@@ -38,6 +38,7 @@ class DemoState:
     delay: float = 0.0  # seconds added to every chat completion
     fail_status: int | None = None  # every chat completion answers this status
     fail_next: int = 0  # the next N chat completions answer 500
+    strict_roles: bool = False  # reject a system role / non-alternating turns, like Mixtral-Instruct's template
     requests: int = 0
     completed: int = 0
     in_flight: int = 0
@@ -70,6 +71,11 @@ def demo_answer(messages: list[dict[str, Any]], max_tokens: int) -> tuple[str, i
     if len(words) > max_tokens:
         return " ".join(words[:max_tokens]), max_tokens, True
     return text, len(words), False
+
+
+def _alternates(messages: list[dict[str, Any]]) -> bool:
+    expected = ("user", "assistant")
+    return all(m.get("role") == expected[i % 2] for i, m in enumerate(messages))
 
 
 def _oai_error(status: int, message: str, kind: str = "invalid_request_error") -> JSONResponse:
@@ -107,6 +113,8 @@ def create_demo_app(state: DemoState | None = None) -> Starlette:
                 st.fail_status = None if body["fail_status"] is None else int(body["fail_status"])
             if "fail_next" in body:
                 st.fail_next = max(0, int(body["fail_next"]))
+            if "strict_roles" in body:
+                st.strict_roles = bool(body["strict_roles"])
         return JSONResponse(asdict(st))
 
     async def chat(request: Request) -> Response:
@@ -121,12 +129,14 @@ def create_demo_app(state: DemoState | None = None) -> Starlette:
         if body.get("stream"):
             return _oai_error(400, "the demo model does not stream")
         requested = body.get("model")
-        if requested not in (None, st.model):
+        if requested not in (None, st.model, st.model.removesuffix(":latest")):  # as Ollama does
             return _oai_error(404, f"The model `{requested}` does not exist.", "NotFoundError")
         max_tokens = body.get("max_tokens") or 256
         if not isinstance(max_tokens, int) or max_tokens < 1:
             return _oai_error(400, "max_tokens must be a positive integer")
 
+        if st.strict_roles and not _alternates(messages):
+            return _oai_error(400, "Conversation roles must alternate user/assistant/user/assistant/...")
         last_user = next((str(m.get("content") or "") for m in reversed(messages) if m.get("role") == "user"), "")
         sleep, fail = st.delay, st.fail_status
         for key, value in _DIRECTIVE.findall(last_user):
@@ -191,8 +201,10 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--model", default=DEMO_MODEL_NAME, help="name served at /v1/models")
     p.add_argument("--delay", type=float, default=0.0, help="seconds added to every completion")
     p.add_argument("--fail-status", type=int, default=None, help="answer every completion with this HTTP status")
+    p.add_argument("--strict-roles", action="store_true", help="reject system messages, like Mixtral-Instruct's chat template")
     ns = p.parse_args(argv)
-    app = create_demo_app(DemoState(model=ns.model, delay=ns.delay, fail_status=ns.fail_status))
+    app = create_demo_app(DemoState(model=ns.model, delay=ns.delay, fail_status=ns.fail_status,
+                                    strict_roles=ns.strict_roles))
     print(f"MIA demo model (NOT a real LLM) serving {ns.model!r} on http://{ns.host}:{ns.port}/v1", flush=True)
     uvicorn.run(app, host=ns.host, port=ns.port, log_level="warning", access_log=False)
 

@@ -173,6 +173,8 @@ class Miner:
                 lease = await self._poll()
             except BackendError as exc:
                 delay = backoff.fail()
+                if isinstance(exc, BackendUnavailable) and exc.retry_after:
+                    delay = max(delay, min(exc.retry_after, self.cfg.backoff_cap))
                 log.warning("backend: %s; retrying in %.1fs", exc, delay)
                 await self._sleep(delay)
                 continue

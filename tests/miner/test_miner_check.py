@@ -105,3 +105,23 @@ async def test_check_reports_an_unhealthy_backend(backend_factory, demo_model, u
                                 env={"MIA_MINER_PRIVATE_KEY": new_key()})
     assert p.returncode == 1
     assert f"PROBLEM  The backend at {sick.url} is running but reports itself unhealthy (HTTP 503" in p.stdout
+
+
+def test_check_spots_a_chat_template_without_system_role(demo_model, unused_url) -> None:
+    demo_model.control(strict_roles=True)
+    env = {"MIA_MINER_PRIVATE_KEY": TEST_KEY}
+    p = run_check("--backend", unused_url, "--model-url", demo_model.url, env=env)
+    assert "PROBLEM  The model's chat template rejects a system message" in p.stdout
+    assert "run with --no-system-role" in p.stdout
+    p = run_check("--backend", unused_url, "--model-url", demo_model.url, "--no-system-role", env=env)
+    assert "test chat answered" in p.stdout and "1 problem(s) found." in p.stdout  # the backend only
+
+
+def test_check_accepts_ollama_latest_tag(tmp_path, unused_url) -> None:
+    from miner.demo_model import DemoState, create_demo_app
+    from tests.miner.support import UvicornThread
+
+    with UvicornThread(create_demo_app(DemoState(model="mixtral:latest"))) as srv:
+        p = run_check("--backend", unused_url, "--model-url", srv.url, "--model", "mixtral",
+                      env={"MIA_MINER_PRIVATE_KEY": TEST_KEY})
+    assert "serves mixtral" in p.stdout and "test chat answered" in p.stdout

@@ -191,3 +191,17 @@ async def test_backend_restart_mid_job_and_while_polling(backend, demo_model, ca
     for job_id in (job["job_id"], later["job_id"], last["job_id"]):
         j = backend.job(job_id)
         assert j["answers"] == 1 and j["miner"] == m.address
+
+
+async def test_no_system_role_for_strict_chat_templates(backend, demo_model) -> None:
+    demo_model.control(strict_roles=True)  # like Mixtral-Instruct: no system role, strict turns
+    key = await backend.api_key()
+    async with RunningMiner(backend.url, demo_model.url, no_system_role=True) as m:
+        first = await backend.chat(key, "Do you ship to Norway?", context="Shop: Acme Bikes")
+        a1 = await backend.answer(key, first["job_id"])
+        second = await backend.chat(key, "How long?", session_id=first["session_id"],
+                                    context="Shop: Acme Bikes")
+        a2 = await backend.answer(key, second["job_id"])
+    assert a1["status"] == a2["status"] == "completed"
+    assert "Conversation turns: 3;" in a2["response"] and "business context: no" in a2["response"]
+    assert m.miner.stats.released == 0
