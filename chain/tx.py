@@ -464,9 +464,18 @@ class TxSender:
             tx_hash=tx_hash,
         )
 
+    def _check_ours(self, prepared: PreparedTx) -> None:
+        # Re-signing another account's transaction with our key would not replace it: it would
+        # be a second, independent transaction with the same effect.
+        if to_checksum_address(prepared.sender) != self.address:
+            raise ConfigError(
+                f"transaction {prepared.tx_hash} was signed by {prepared.sender}, not by {self.address}"
+            )
+
     async def replacement(self, prepared: PreparedTx) -> PreparedTx | None:
         """Re-sign ``prepared`` with the same nonce and fees raised by replacement_bump_bps.
         None when the cap leaves no room for a bump nodes would accept."""
+        self._check_ours(prepared)
         bump = 10_000 + self.replacement_bump_bps
         tip = -(-prepared.max_priority_fee_per_gas * bump // 10_000)
         block = await self.w3.eth.get_block("latest")
@@ -497,6 +506,7 @@ class TxSender:
         transaction with this nonce was mined. TxTimeout (with every hash tried) when none has
         ``confirmations`` in time, also when one is mined but not yet confirmed enough;
         NonceError only when a transaction not in this list took the nonce."""
+        self._check_ours(prepared)
         hashes = [prepared.tx_hash]
         current = prepared
         attempts = 0

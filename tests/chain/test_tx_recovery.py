@@ -74,3 +74,18 @@ async def test_failing_on_prepared_leaves_no_nonce_gap(chain: Chain) -> None:
     assert (await sender.lookup(seen[0].tx_hash)).status is TxStatus.UNKNOWN
     receipt = await sender.send({"to": d.trader, "value": 2}, timeout=2)
     assert (await chain.w3.eth.get_transaction(receipt["transactionHash"]))["nonce"] == seen[0].nonce
+
+
+async def test_another_accounts_transaction_is_never_re_signed(chain: Chain) -> None:
+    """After a key change the persisted transactions belong to the old account: replacing one
+    with the new key would be a second, independent transaction (a second swap), not a
+    replacement."""
+    from chain.errors import ConfigError
+    from chain.tx import PreparedTx
+
+    d = chain.devnet
+    old = await chain.trader.prepare({"to": d.treasury, "value": 1})
+    restored = PreparedTx.from_raw(old.raw)
+    with pytest.raises(ConfigError):
+        await chain.treasury.wait_or_replace(restored, timeout=0.1, max_replacements=1)
+    assert await chain.w3.eth.get_transaction_count(d.treasury, "pending") == 0
