@@ -508,7 +508,7 @@ class TxSender:
         NonceError only when a transaction not in this list took the nonce."""
         self._check_ours(prepared)
         hashes = [prepared.tx_hash]
-        current = prepared
+        current = last_signed = prepared
         attempts = 0
         while True:
             receipt = await self._wait_any(hashes, confirmations, timeout)
@@ -539,7 +539,9 @@ class TxSender:
                 )
             attempts += 1
             try:
-                nxt = await self.replacement(current)
+                # bump from the last one signed: if a node refused it as underpriced, signing
+                # the same fees again would only be refused again
+                nxt = await self.replacement(last_signed)
             except (InsufficientBalance, FeeCapExceeded) as exc:
                 # the earlier attempts are still out there: keep waiting for them
                 log.warning("nonce %d: cannot replace (%s), waiting without replacement",
@@ -551,6 +553,7 @@ class TxSender:
             if on_prepared is not None:
                 await _maybe_await(on_prepared(nxt))
             hashes.append(nxt.tx_hash)
+            last_signed = nxt
             try:
                 await self.broadcast(nxt)
             except ChainError as exc:

@@ -89,3 +89,24 @@ async def test_another_accounts_transaction_is_never_re_signed(chain: Chain) -> 
     with pytest.raises(ConfigError):
         await chain.treasury.wait_or_replace(restored, timeout=0.1, max_replacements=1)
     assert await chain.w3.eth.get_transaction_count(d.treasury, "pending") == 0
+
+
+async def test_a_replacement_refused_as_underpriced_is_bumped_again(chain: Chain, monkeypatch: pytest.MonkeyPatch) -> None:
+    d = chain.devnet
+    sender = chain.treasury
+    lost = await sender.prepare({"to": d.trader, "value": 1})  # never reaches the node
+    real = chain.w3.eth.send_raw_transaction
+    refused = []
+
+    async def picky_node(raw):  # noqa: ANN001, ANN202
+        if not refused:  # this node wants more than a 10% bump, once
+            refused.append(raw)
+            raise ValueError("replacement transaction underpriced")
+        return await real(raw)
+
+    monkeypatch.setattr(chain.w3.eth, "send_raw_transaction", picky_node)
+    signed = []
+    receipt = await sender.wait_or_replace(lost, timeout=0.1, max_replacements=3, on_prepared=signed.append)
+    assert len(signed) == 2 and signed[0].tx_hash != signed[1].tx_hash
+    assert signed[1].max_fee_per_gas * 10 >= signed[0].max_fee_per_gas * 11
+    assert "0x" + bytes(receipt["transactionHash"]).hex() == signed[1].tx_hash
