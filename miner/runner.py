@@ -110,8 +110,10 @@ class Miner:
             for t in pending:
                 t.cancel()
             await asyncio.wait(pending, timeout=CLEANUP_TIMEOUT * 2)
+        crashed = 0
         for t in self._workers:
             if t.done() and not t.cancelled() and t.exception() is not None:
+                crashed += 1
                 log.error("worker crashed: %r", t.exception())
         log.info(
             "stopped: %d completed, %d released, %d lost, %d output tokens",
@@ -120,7 +122,7 @@ class Miner:
             self.stats.lost,
             self.stats.output_tokens,
         )
-        return 0
+        return 1 if crashed else 0
 
     async def _start(self) -> bool:
         """Resolve the model name and sign in, retrying transient failures until stopped."""
@@ -171,7 +173,7 @@ class Miner:
                 # to us after we hung up, and that lease would sit unused until it expired. The
                 # poll returns within poll_wait seconds.
                 lease = await self._poll()
-            except BackendError as exc:
+            except (BackendError, ValueError) as exc:  # ValueError: a 200 that is not JSON
                 delay = backoff.fail()
                 if isinstance(exc, BackendUnavailable) and exc.retry_after:
                     delay = max(delay, min(exc.retry_after, self.cfg.backoff_cap))
@@ -261,6 +263,10 @@ class Miner:
             await self._release(lease, "miner shutting down", count=True)
             self._job_line(lease, "released", None, started)
             raise
+        except Exception as exc:  # a bug or a malformed answer: never leave the lease dangling
+            log.exception("job %s: unexpected error", lease.job_id)
+            await self._release(lease, f"miner error: {type(exc).__name__}", count=True)
+            self._job_line(lease, "released", None, started, f"miner error: {type(exc).__name__}")
         finally:
             keeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
