@@ -28,7 +28,11 @@ def ctx(request: Request) -> AppContext:
     return request.app.state.ctx  # type: ignore[no-any-return]
 
 
-def open_redis(url: str) -> Redis:
-    # No socket timeout: long-polls block in BRPOP for up to the miner's wait.
-    return Redis.from_url(url, socket_connect_timeout=2.0, health_check_interval=30,
-                          max_connections=10_000)
+def open_redis(url: str, *, command_timeout_s: float = 5.0,
+               blocking_for_s: float | None = 0.0) -> Redis:
+    """A command client answers within command_timeout_s or raises (so a hung Redis becomes a
+    503, not a hung request). A blocking client (BRPOP) waits up to blocking_for_s more than
+    that; blocking_for_s=None (a pub/sub listener) never times out a read."""
+    timeout = None if blocking_for_s is None else command_timeout_s + blocking_for_s
+    return Redis.from_url(url, socket_connect_timeout=2.0, socket_timeout=timeout,
+                          health_check_interval=30, max_connections=10_000)

@@ -28,8 +28,9 @@ def create_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
 
 def _make_sqlite_serializable(engine: AsyncEngine) -> None:
     """SQLite upgrades a read transaction to a write lock lazily and fails with SQLITE_BUSY when
-    another writer got there first. Taking the write lock at BEGIN (IMMEDIATE) makes writers queue
-    on busy_timeout instead, and WAL lets readers run beside them."""
+    another writer got there first. Units of work (Database.transaction) therefore take the
+    write lock at BEGIN (IMMEDIATE) and queue on busy_timeout instead; plain reads BEGIN
+    DEFERRED, and WAL lets them run beside a writer."""
 
     @event.listens_for(engine.sync_engine, "connect")
     def _on_connect(dbapi_conn, _record):  # type: ignore[no-untyped-def]
@@ -43,7 +44,11 @@ def _make_sqlite_serializable(engine: AsyncEngine) -> None:
 
     @event.listens_for(engine.sync_engine, "begin")
     def _on_begin(conn):  # type: ignore[no-untyped-def]
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        writes = conn.get_execution_options().get(WRITE_OPTION, False)
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if writes else "BEGIN")
+
+
+WRITE_OPTION = "mia_unit_of_work"
 
 
 class Database:
@@ -51,11 +56,14 @@ class Database:
         self.url = url
         self.engine = create_engine(url, pool_size=pool_size)
         self.sessions = async_sessionmaker(self.engine, expire_on_commit=False)
+        """For reads. Anything that writes goes through transaction()."""
+        self._units = async_sessionmaker(self.engine.execution_options(**{WRITE_OPTION: True}),
+                                         expire_on_commit=False)
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[AsyncSession]:
         """One unit of work: commits on success, rolls back on any exception."""
-        async with self.sessions() as session, session.begin():
+        async with self._units() as session, session.begin():
             yield session
 
     async def dispose(self) -> None:

@@ -36,9 +36,9 @@ class Child:
     proc: subprocess.Popen[bytes] | None = None
 
     def start(self, base_env: dict[str, str]) -> None:
-        log = open(DEV_DIR / f"{self.name}.log", "ab")
-        self.proc = subprocess.Popen(self.argv, env={**base_env, **self.env}, stdout=log,
-                                     stderr=subprocess.STDOUT)
+        with open(DEV_DIR / f"{self.name}.log", "ab") as log:  # the child keeps its own copy
+            self.proc = subprocess.Popen(self.argv, env={**base_env, **self.env}, stdout=log,
+                                         stderr=subprocess.STDOUT)
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
@@ -47,6 +47,7 @@ class Child:
                 self.proc.wait(15)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
+                self.proc.wait()
 
 
 def wait_http(url: str, timeout: float = 30.0, child: Child | None = None) -> None:

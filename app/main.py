@@ -43,17 +43,22 @@ def create_app(settings: Settings | None = None) -> Starlette:
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         db = Database(settings.database_url)
-        redis = open_redis(settings.redis_url)
-        queue = JobQueue(redis, settings.redis_prefix)
-        notifier = Notifier(redis, queue.done_channel)
+        timeout = settings.redis_command_timeout_s
+        redis = open_redis(settings.redis_url, command_timeout_s=timeout)
+        blocking = open_redis(settings.redis_url, command_timeout_s=timeout,
+                              blocking_for_s=settings.miner_max_wait_s)
+        listener = open_redis(settings.redis_url, blocking_for_s=None)
+        queue = JobQueue(redis, settings.redis_prefix, blocking=blocking)
+        notifier = Notifier(listener, queue.done_channel)
         ctx = AppContext(settings=settings, db=db, redis=redis, queue=queue, notifier=notifier)
         app.state.ctx = ctx
-        attach_chain(ctx)
-        await notifier.start()
-        tasks = []
-        if settings.run_maintenance_in_api:
-            tasks.append(asyncio.create_task(maintenance.run_forever(ctx), name="mia-maintenance"))
-        try:
+        tasks: list[asyncio.Task[None]] = []
+        try:  # everything opened above is closed below, even if start-up fails half-way
+            attach_chain(ctx)
+            await notifier.start()
+            if settings.run_maintenance_in_api:
+                tasks.append(asyncio.create_task(maintenance.run_forever(ctx),
+                                                 name="mia-maintenance"))
             yield
         finally:
             for task in tasks:
@@ -62,7 +67,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
                     await task
             await notifier.stop()
             await detach_chain(ctx)
-            await redis.aclose()
+            for client in (redis, blocking, listener):
+                await client.aclose()
             await db.dispose()
 
     endpoints = all_endpoints(ROUTERS)
@@ -98,7 +104,7 @@ async def _redis_down(_: Request, exc: Exception) -> Response:
 
 
 async def _unexpected(request: Request, exc: Exception) -> Response:
-    log.exception("unhandled error on %s %s", request.method, request.url.path)
+    # No logging here: Starlette re-raises after this response and the server logs it once.
     return error_response(AppError("internal error; it has been logged", code="internal_error",
                                    status=500))
 

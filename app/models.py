@@ -124,11 +124,22 @@ class ChatJob(Base):
     miner_id: Mapped[int | None] = mapped_column(ForeignKey("miners.id"))
     response: Mapped[str | None] = mapped_column(Text)
     output_tokens: Mapped[int | None] = mapped_column(Integer)
-    signature: Mapped[str | None] = mapped_column(String(140))  # miner's EIP-191 sig, 0x-hex
+    signature: Mapped[str | None] = mapped_column(Text)  # miner's wallet signature, 0x-hex
     failure_reason: Mapped[str | None] = mapped_column(String(500))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     assigned_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     completed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class ChatSession(Base):
+    """Who owns a session id. Claimed by the first message's INSERT, so two clients racing for
+    one new id cannot both write into it (the loser gets 403)."""
+
+    __tablename__ = "chat_sessions"
+
+    session_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    business_id: Mapped[int | None] = mapped_column(ForeignKey("businesses.id"))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
 class ChatLog(Base):
@@ -186,7 +197,7 @@ class IdleJob(Base):
     lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     miner_id: Mapped[int | None] = mapped_column(ForeignKey("miners.id"))
     assigned_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
-    signature: Mapped[str | None] = mapped_column(String(140))  # miner's EIP-191 sig, 0x-hex
+    signature: Mapped[str | None] = mapped_column(Text)  # miner's wallet signature, 0x-hex
     processed_by: Mapped[str | None] = mapped_column(String(16))  # miner | runpod
     input_tokens: Mapped[int | None] = mapped_column(Integer)
     runpod_attempts: Mapped[int] = mapped_column(Integer, default=0)  # worker runs so far

@@ -75,7 +75,7 @@ def build_openapi(endpoints: list[Endpoint], *, title: str, version: str) -> dic
             if model is not None:
                 entry["content"] = {"application/json": {"schema": ref(model)}}
             responses[str(status)] = entry
-        errors = set(ep.errors)
+        errors = set(ep.errors) | {503}  # every endpoint needs the database or Redis
         if ep.body is not None or ep.query is not None:
             errors |= {400, 422} if ep.body is not None else {422}
         if ep.body is not None:
@@ -87,7 +87,10 @@ def build_openapi(endpoints: list[Endpoint], *, title: str, version: str) -> dic
                                       "content": {"application/json": {"schema": ref(ErrorBody)}}}
         op["responses"] = responses
         if ep.auth:
-            op["security"] = [{name: []} for name in ep.auth]
+            op["security"] = [{name: []} for name in ep.auth] + ([{}] if ep.optional_auth else [])
+        if not ep.safe:
+            op["description"] = (op.get("description", "") + "\n\nHEAD is refused (405): GET has "
+                                 "side effects here.").strip()
         paths.setdefault(_openapi_path(ep.path), {})[ep.method.lower()] = op
     return {
         "openapi": "3.1.0",

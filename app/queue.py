@@ -16,8 +16,9 @@ KINDS = ("chat", "idle")
 
 
 class JobQueue:
-    def __init__(self, redis: Redis, prefix: str = "mia"):
+    def __init__(self, redis: Redis, prefix: str = "mia", *, blocking: Redis | None = None):
         self.redis = redis
+        self.blocking = blocking or redis  # for BRPOP: its socket timeout outlasts the wait
         self.prefix = prefix
         self.done_channel = f"{prefix}:events:done"
 
@@ -43,7 +44,7 @@ class JobQueue:
                 if job_id is not None:
                     return kind, _text(job_id)
             return None
-        item = await self.redis.brpop(keys, timeout=timeout_s)
+        item = await self.blocking.brpop(keys, timeout=timeout_s)
         if item is None:
             return None
         key, job_id = item

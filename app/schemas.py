@@ -2,7 +2,16 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, field_validator
+
+
+def _no_nul(value: Any) -> Any:
+    # PostgreSQL text cannot hold NUL; refuse it at the door (422) for every string field.
+    if isinstance(value, str) and "\x00" in value:
+        raise ValueError("NUL characters are not allowed")
+    return value
 
 
 class RequestBody(BaseModel):
@@ -10,11 +19,15 @@ class RequestBody(BaseModel):
 
     model_config = ConfigDict(strict=True, extra="ignore")
 
+    _nul = field_validator("*", mode="after")(_no_nul)
+
 
 class QueryParams(BaseModel):
     """Query strings arrive as text, so these coerce; unknown parameters are ignored."""
 
     model_config = ConfigDict(extra="ignore")
+
+    _nul = field_validator("*", mode="after")(_no_nul)
 
 
 class ResponseBody(BaseModel):

@@ -14,13 +14,14 @@ from typing import Any
 
 import orjson
 from pydantic import BaseModel, ValidationError
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route
 
 from app.errors import AppError, BadRequest, PayloadTooLarge, ValidationFailed
 
 Handler = Callable[..., Awaitable[Any]]
+Guard = Callable[[Request], Awaitable[Any]]  # authenticates; returns the principal or raises
 _PATH_PARAM = re.compile(r"{([a-zA-Z_][a-zA-Z0-9_]*)(?::[a-z]+)?}")
 
 
@@ -68,11 +69,15 @@ async def read_json(request: Request, limit: int) -> Any:
             raise PayloadTooLarge(f"request body exceeds {limit} bytes")
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise PayloadTooLarge(f"request body exceeds {limit} bytes")
-        chunks.append(chunk)
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise PayloadTooLarge(f"request body exceeds {limit} bytes")
+            chunks.append(chunk)
+    except ClientDisconnect:
+        raise BadRequest("the client went away before sending the whole body",
+                         code="client_disconnected") from None
     raw = b"".join(chunks)
     if not raw.strip():
         raise BadRequest("a JSON object body is required", code="body_required")
@@ -97,6 +102,9 @@ class Endpoint:
     responses: dict[int, type[BaseModel] | None] = field(default_factory=dict)
     errors: tuple[int, ...] = ()
     auth: tuple[str, ...] = ()  # security scheme names; empty means public
+    optional_auth: bool = False  # documented as also callable without credentials
+    guard: Guard | None = None  # runs before the body is read; its result is passed as `who`
+    safe: bool = True  # no side effects, so HEAD may run it (a long-poll that leases is not)
     description: str = ""
 
     @property
@@ -104,7 +112,12 @@ class Endpoint:
         return _PATH_PARAM.findall(self.path)
 
     async def __call__(self, request: Request) -> Response:
+        for name, value in request.path_params.items():
+            if isinstance(value, str) and "\x00" in value:
+                raise ValidationFailed(f"{name}: NUL characters are not allowed")
         kwargs: dict[str, Any] = {}
+        if self.guard is not None:  # before the body: strangers get 401, not a parsed 256 KiB
+            kwargs["who"] = await self.guard(request)
         if self.query is not None:
             kwargs["query"] = validate(self.query, dict(request.query_params))
         if self.body is not None:
@@ -159,8 +172,14 @@ def build_routes(routers: list[Router]) -> list[Route]:
 
 def _dispatcher(methods: dict[str, Endpoint]) -> Callable[[Request], Awaitable[Response]]:
     async def dispatch(request: Request) -> Response:
-        method = "GET" if request.method == "HEAD" else request.method
-        return await methods[method](request)
+        if request.method == "HEAD":
+            endpoint = methods["GET"]
+            if not endpoint.safe:
+                raise AppError("HEAD is not allowed here: GET has side effects",
+                               code="method_not_allowed", status=405,
+                               headers={"Allow": ", ".join(sorted(methods))})
+            return await endpoint(request)
+        return await methods[request.method](request)
     return dispatch
 
 

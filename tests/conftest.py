@@ -51,9 +51,10 @@ def postgres_base() -> Iterator[str]:
     if url is None:
         pytest.skip(f"PostgreSQL tests skipped: {reason}")
     private, name = create_private_database(url)
+    if private is None:
+        pytest.skip(f"PostgreSQL tests skipped: {name}")
     yield private
-    if name is not None:
-        drop_private_database(url, name)
+    drop_private_database(url, name)
 
 
 @pytest.fixture

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+
 from starlette.requests import Request
 
 from app.auth import apikeys, sessions
@@ -12,8 +14,24 @@ from app.errors import Forbidden, RateLimited, Unauthorized
 from app.models import utcnow
 
 
-async def require_client(request: Request, scope: str) -> Client:
-    """A business API key with `scope`, or (when allowed) an anonymous, rate-limited caller."""
+def client_guard(scope: str, *, submits: bool = False) -> Callable[[Request], Awaitable[Client]]:
+    """Endpoint guard: an API key with `scope` (anonymous callers too where allowed; only
+    submissions count against the anonymous rate limit)."""
+
+    async def guard(request: Request) -> Client:
+        return await require_client(request, scope, submits=submits)
+    return guard
+
+
+def wallet_guard(role: str) -> Callable[[Request], Awaitable[Wallet]]:
+    async def guard(request: Request) -> Wallet:
+        return await require_wallet(request, role)
+    return guard
+
+
+async def require_client(request: Request, scope: str, *, submits: bool = False) -> Client:
+    """A business API key with `scope`, or (when allowed) an anonymous caller, rate-limited on
+    submissions."""
     c = ctx(request)
     token = bearer(request.headers.get("authorization"))
     if token is not None:
@@ -21,7 +39,8 @@ async def require_client(request: Request, scope: str) -> Client:
             key = await apikeys.authenticate(session, token, scope)
         return Client(business_id=key.business_id, api_key_id=key.id, scopes=key.scope_set)
     if scope == "chat" and c.settings.chat_allow_anonymous:
-        await _anonymous_rate_limit(request)
+        if submits:
+            await _anonymous_rate_limit(request)
         return Client(business_id=None, api_key_id=None, scopes=frozenset({"chat"}))
     raise Unauthorized("an API key is required: Authorization: Bearer <key>",
                        code="missing_api_key")

@@ -7,7 +7,8 @@ from pydantic import Field
 from app.schemas import QueryParams, RequestBody, ResponseBody
 
 MAX_MESSAGE = 4096
-SIGNATURE = Field(min_length=2, max_length=1024, description="0x-hex EIP-191 signature")
+SIGNATURE = Field(min_length=2, max_length=2050, pattern=r"^(0x)?[0-9a-fA-F]+$",
+                  description="hex wallet signature (EIP-191; longer for ERC-1271 wallets)")
 
 
 class NonceQuery(QueryParams):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from urllib.parse import urlsplit
 
 from eth_utils import is_address, to_checksum_address
 
@@ -31,6 +32,10 @@ def checksum(address: str) -> str:
     return to_checksum_address(address)
 
 
+def _scheme(url: str) -> str:
+    return urlsplit(url).scheme or "https"
+
+
 def _nonce_key(ctx: AppContext, nonce: str) -> str:
     return f"{ctx.settings.redis_prefix}:siwe:nonce:{nonce}"
 
@@ -40,10 +45,13 @@ async def issue_nonce(ctx: AppContext, address: str, now: datetime) -> NonceGran
     address = checksum(address)
     nonce = siwe.new_nonce()
     issued = now.replace(microsecond=(now.microsecond // 1000) * 1000)
-    expires = issued + timedelta(seconds=s.siwe_message_ttl_s)
+    # The message must not outlive its nonce, or a valid-looking message fails on the nonce.
+    expires = issued + timedelta(seconds=min(s.siwe_message_ttl_s, s.siwe_nonce_ttl_s))
+    scheme = _scheme(s.base_url)
     msg = siwe.SiweMessage(domain=s.siwe_expected_domain, address=address, statement=STATEMENT,
                            uri=s.base_url, version="1", chain_id=s.chain_id, nonce=nonce,
-                           issued_at=issued, expiration_time=expires)
+                           issued_at=issued, expiration_time=expires,
+                           scheme=None if scheme == "https" else scheme)
     await ctx.redis.set(_nonce_key(ctx, nonce), address, ex=s.siwe_nonce_ttl_s)
     return NonceGrant(nonce, msg.domain, msg.uri, msg.chain_id, issued, expires, msg.to_text())
 
@@ -54,7 +62,8 @@ async def verify(ctx: AppContext, text: str, signature: str, now: datetime) -> s
     try:
         msg = siwe.parse_message(text)
         siwe.check_message(msg, domain=s.siwe_expected_domain, uri=s.base_url,
-                           chain_id=s.chain_id, now=now, clock_skew_s=s.siwe_clock_skew_s)
+                           chain_id=s.chain_id, now=now, clock_skew_s=s.siwe_clock_skew_s,
+                           scheme=_scheme(s.base_url))
     except siwe.SiweError as exc:
         raise Unauthorized(exc.reason, code=f"siwe_{exc.code}") from None
     verifier = ctx.extras.get("erc1271")

@@ -3,14 +3,16 @@ from __future__ import annotations
 from starlette.requests import Request
 from starlette.responses import Response
 
-from app.auth.guards import require_client
+from app.auth.guards import client_guard
+from app.auth.principals import Client
 from app.chat import service
 from app.chat.schemas import ChatIn, ChatJobOut, ChatMessageOut, SessionMessagesOut, WaitQuery
 from app.context import ctx
-from app.models import ChatJob, JobStatus
+from app.models import ChatJob
 from app.web import Router, json_response
 
 router = Router("chat")
+CHAT = dict(auth=("ApiKey",), optional_auth=True)  # keyless only with CHAT_ALLOW_ANONYMOUS
 
 
 def _out(job: ChatJob) -> ChatJobOut:
@@ -20,35 +22,32 @@ def _out(job: ChatJob) -> ChatJobOut:
 
 
 @router.post("/chat", body=ChatIn, query=WaitQuery, responses={202: ChatJobOut, 200: ChatJobOut},
-             errors=(401, 403, 429, 503), auth=("ApiKey",))
-async def create_chat(request: Request, body: ChatIn, query: WaitQuery) -> Response:
-    """Queue a chat message for a miner. 202 while queued; 200 with `response` if answered
-    within `wait` seconds. The business comes from the API key, never from the body."""
+             errors=(401, 403, 429), guard=client_guard("chat", submits=True), **CHAT)
+async def create_chat(request: Request, who: Client, body: ChatIn, query: WaitQuery) -> Response:
+    """Queue a chat message for a miner. 202 while queued; 200 once finished (answered or
+    failed) within `wait` seconds. The business comes from the API key, never from the body."""
     c = ctx(request)
-    client = await require_client(request, "chat")
-    job = await service.submit(c, client, body.message, body.session_id, body.context)
-    job = await service.wait_for(c, client, job, query.wait)
-    status = 200 if job.status == JobStatus.completed else 202
-    return json_response(_out(job), status)
+    job = await service.submit(c, who, body.message, body.session_id, body.context)
+    job = await service.wait_for(c, who, job, min(query.wait, c.settings.chat_max_wait_s))
+    return json_response(_out(job), 200 if job.status in service.TERMINAL else 202)
 
 
-@router.get("/chat/{job_id}", query=WaitQuery, responses={200: ChatJobOut}, errors=(401, 403, 404),
-            auth=("ApiKey",))
-async def get_chat(request: Request, query: WaitQuery) -> ChatJobOut:
-    """A chat job's status and answer, visible only to the business that sent it."""
+@router.get("/chat/{job_id}", query=WaitQuery, responses={200: ChatJobOut}, errors=(403, 404, 429),
+            guard=client_guard("chat"), **CHAT)
+async def get_chat(request: Request, who: Client, query: WaitQuery) -> ChatJobOut:
+    """A chat job's status and answer, visible only to the business that sent it; `wait`
+    seconds for it to finish."""
     c = ctx(request)
-    client = await require_client(request, "chat")
-    job = await service.get_owned(c, client, request.path_params["job_id"])
-    return _out(await service.wait_for(c, client, job, query.wait))
+    job = await service.get_owned(c, who, request.path_params["job_id"])
+    return _out(await service.wait_for(c, who, job, min(query.wait, c.settings.chat_max_wait_s)))
 
 
 @router.get("/chat/sessions/{session_id}/messages", responses={200: SessionMessagesOut},
-            errors=(401, 403, 404), auth=("ApiKey",))
-async def session_messages(request: Request) -> SessionMessagesOut:
+            errors=(403, 404, 429), guard=client_guard("chat"), **CHAT)
+async def session_messages(request: Request, who: Client) -> SessionMessagesOut:
     """The session's history, oldest first (user and assistant turns)."""
-    client = await require_client(request, "chat")
     session_id = request.path_params["session_id"]
-    rows = await service.session_messages(ctx(request), client, session_id)
+    rows = await service.session_messages(ctx(request), who, session_id)
     return SessionMessagesOut(session_id=session_id, messages=[
         ChatMessageOut(role=r.role, message=r.message, timestamp=r.timestamp, job_id=r.job_id)
         for r in rows])

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import time
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 
 from sqlalchemy import select, update
@@ -17,6 +19,7 @@ from app.errors import Conflict, NotFound, Unauthorized
 from app.miners.schemas import ChatAssignment, HistoryItem, LeaseOut, ReleaseOut, ResultOut
 from app.models import ChatJob, ChatLog, JobStatus, Miner, utcnow
 
+log = logging.getLogger(__name__)
 MIN_BLOCK_S = 0.01  # below this a blocking pop is pointless; take what is there
 
 
@@ -43,7 +46,10 @@ async def find_miner(session: AsyncSession, address: str) -> Miner | None:
     return (await session.execute(select(Miner).where(Miner.address == address))).scalar()
 
 
-async def next_chat_job(ctx: AppContext, who: Wallet, wait_s: float) -> ChatAssignment | None:
+async def next_chat_job(ctx: AppContext, who: Wallet, wait_s: float,
+                        gone: Callable[[], Awaitable[bool]] | None = None) -> ChatAssignment | None:
+    """Pops job ids (blocking up to wait_s) until one can be leased. If the miner hung up
+    while waiting, the id goes back to the front untouched: no lease, no attempt spent."""
     miner_id = _miner_id(who)
     deadline = time.monotonic() + wait_s
     while True:
@@ -52,8 +58,11 @@ async def next_chat_job(ctx: AppContext, who: Wallet, wait_s: float) -> ChatAssi
         if item is None:
             return None
         _, job_id = item
-        now = utcnow()
+        if gone is not None and await gone():
+            await requeue(ctx, "chat", [job_id])
+            return None
         async with ctx.db.transaction() as session:
+            now = utcnow()  # after BEGIN: a wait for the SQLite lock must not shorten the lease
             lease = await leasing.acquire(session, ChatJob, job_id, miner_id,
                                           ctx.settings.lease_seconds, now)
             if lease is None:
@@ -81,6 +90,7 @@ async def _history(session: AsyncSession, job: ChatJob, limit: int) -> list[Hist
 async def submit_result(ctx: AppContext, who: Wallet, job_id: str, lease_id: str, output: str,
                         output_tokens: int | None, signature: str) -> ResultOut:
     miner_id = _miner_id(who)
+    signature = "0x" + signature.removeprefix("0x").lower()  # one canonical form is stored
     digest = wallet_sig.result_digest(job_id, output)
     if not await wallet_sig.verify(who.address, digest, signature, ctx.extras.get("erc1271")):
         raise Unauthorized("the result signature does not recover to your wallet; sign "
@@ -173,8 +183,9 @@ async def requeue(ctx: AppContext, kind: str, job_ids: list[str]) -> None:
     """Redeliveries go to the front. If Redis is down, the reconciler pushes them later."""
     try:
         await ctx.queue.push_front(kind, *job_ids)
-    except Exception:
-        pass
+    except Exception as exc:
+        log.warning("could not requeue %d %s job(s) (%s); the reconciler will",
+                    len(job_ids), kind, type(exc).__name__)
 
 
 async def _require_job(ctx: AppContext, job_id: str) -> None:

@@ -53,7 +53,8 @@ async def reconcile_queue(ctx: AppContext) -> int:
         present = await ctx.queue.members(kind)
         missing = [job_id for job_id in queued if job_id not in present]
         if missing:
-            await ctx.queue.push_front(kind, *missing)
+            # RPUSH puts each id at the consuming end, so push newest first: oldest comes out first
+            await ctx.queue.push_front(kind, *reversed(missing))
             log.warning("reconciler: re-enqueued %d %s job(s) Redis had lost", len(missing), kind)
             pushed += len(missing)
     return pushed
@@ -64,15 +65,21 @@ async def run_forever(ctx: AppContext) -> None:
     s = ctx.settings
     loop = asyncio.get_running_loop()
     next_reconcile = loop.time()
+    failing = False
     while True:
         try:
             await reap_leases(ctx)
             if loop.time() >= next_reconcile:
                 await reconcile_queue(ctx)
                 next_reconcile = loop.time() + s.reconcile_interval_s
+            if failing:
+                log.info("maintenance recovered")
+                failing = False
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # Redis or the DB is down: try again next round
-            log.warning("maintenance round failed: %s: %s", type(exc).__name__, exc)
+            if not failing:  # once per outage, not once per round
+                log.warning("maintenance failing: %s: %s", type(exc).__name__, exc)
+                failing = True
             next_reconcile = loop.time()  # reconcile as soon as things are back
         await asyncio.sleep(s.reaper_interval_s)

@@ -42,10 +42,9 @@ def _dsn(url: str) -> str:
     return url.replace("postgresql+asyncpg://", "postgresql://")
 
 
-def create_private_database(base_url: str) -> tuple[str, str | None]:
+def create_private_database(base_url: str) -> tuple[str | None, str]:
     """A database of this test run's own, so concurrent runs on one server never collide.
-    Returns (url, name); name is None when the server refuses CREATE DATABASE and the base
-    database is used instead."""
+    Returns (url, name), or (None, why) when the server refuses CREATE DATABASE."""
     name = f"mia_test_{os.getpid()}_{uuid.uuid4().hex[:6]}"
 
     async def create() -> None:
@@ -59,8 +58,9 @@ def create_private_database(base_url: str) -> tuple[str, str | None]:
 
     try:
         asyncio.run(create())
-    except Exception:
-        return base_url, None
+    except Exception as exc:
+        # Never fall back to wiping the shared database: without our own, skip.
+        return None, f"cannot CREATE DATABASE on {base_url} ({type(exc).__name__})"
     base, _, _ = base_url.rpartition("/")
     return f"{base}/{name}", name
 

@@ -107,7 +107,7 @@ def upgrade() -> None:
     sa.Column('miner_id', sa.Integer(), nullable=True),
     sa.Column('response', sa.Text(), nullable=True),
     sa.Column('output_tokens', sa.Integer(), nullable=True),
-    sa.Column('signature', sa.String(length=140), nullable=True),
+    sa.Column('signature', sa.Text(), nullable=True),
     sa.Column('failure_reason', sa.String(length=500), nullable=True),
     sa.Column('created_at', app.models.UTCDateTime(), nullable=False),
     sa.Column('assigned_at', app.models.UTCDateTime(), nullable=True),
@@ -122,6 +122,13 @@ def upgrade() -> None:
         batch_op.create_index('ix_chat_jobs_status_created', ['status', 'created_at'], unique=False)
         batch_op.create_index('ix_chat_jobs_status_lease', ['status', 'lease_expires_at'], unique=False)
 
+    op.create_table('chat_sessions',
+    sa.Column('session_id', sa.String(length=128), nullable=False),
+    sa.Column('business_id', sa.Integer(), nullable=True),
+    sa.Column('created_at', app.models.UTCDateTime(), nullable=False),
+    sa.ForeignKeyConstraint(['business_id'], ['businesses.id'], ),
+    sa.PrimaryKeyConstraint('session_id')
+    )
     op.create_table('chat_logs',
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('session_id', sa.String(length=128), nullable=False),
@@ -148,6 +155,7 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f('ix_chat_logs_job_id'))
 
     op.drop_table('chat_logs')
+    op.drop_table('chat_sessions')
     with op.batch_alter_table('chat_jobs', schema=None) as batch_op:
         batch_op.drop_index('ix_chat_jobs_status_lease')
         batch_op.drop_index('ix_chat_jobs_status_created')

@@ -53,7 +53,7 @@ def upgrade() -> None:
         batch_op.add_column(sa.Column('lease_expires_at', app.models.UTCDateTime(), nullable=True))
         batch_op.add_column(sa.Column('miner_id', sa.Integer(), nullable=True))
         batch_op.add_column(sa.Column('assigned_at', app.models.UTCDateTime(), nullable=True))
-        batch_op.add_column(sa.Column('signature', sa.String(length=140), nullable=True))
+        batch_op.add_column(sa.Column('signature', sa.Text(), nullable=True))
         batch_op.add_column(sa.Column('processed_by', sa.String(length=16), nullable=True))
         batch_op.add_column(sa.Column('input_tokens', sa.Integer(), nullable=True))
         batch_op.add_column(sa.Column('runpod_attempts', sa.Integer(), nullable=False,
