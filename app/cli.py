@@ -1,4 +1,4 @@
-"""The `mia` command: serve, dev, migrate, apikey, devnet."""
+"""The `mia` command: serve, dev, worker, migrate, apikey, devnet."""
 
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--workers", type=int, default=1)
 
     sub.add_parser("dev", help="run the whole system locally on embedded defaults")
+    sub.add_parser("worker", help="run the arq worker (RunPod idle jobs, lease reaper, reconciler)")
     sub.add_parser("migrate", help="upgrade the database schema to the latest revision")
 
     apikey = sub.add_parser("apikey", help="manage business API keys")
@@ -27,6 +28,11 @@ def main(argv: list[str] | None = None) -> int:
     create = apikey_sub.add_parser("create", help="create a key (printed once)")
     create.add_argument("--business", required=True)
     create.add_argument("--scopes", default="chat", help="comma-separated: chat,idle")
+    revoke = apikey_sub.add_parser("revoke", help="revoke a key by id or by its prefix")
+    which = revoke.add_mutually_exclusive_group(required=True)
+    which.add_argument("--id", type=int)
+    which.add_argument("--prefix", help="the key's first 10 characters, as listed")
+    apikey_sub.add_parser("list", help="list keys (prefixes only; keys are never shown again)")
 
     sub.add_parser("devnet", help="deploy the local chain contracts (see `mia devnet --help`)",
                    add_help=False)
@@ -48,6 +54,15 @@ def main(argv: list[str] | None = None) -> int:
         upgrade(settings.database_url)
         print("database schema is at the latest revision")
         return 0
+    if args.command == "apikey" and args.apikey_command == "revoke":
+        return asyncio.run(revoke_api_key(settings, args.id, args.prefix))
+    if args.command == "apikey" and args.apikey_command == "list":
+        return asyncio.run(list_api_keys(settings))
+    if args.command == "worker":
+        from jobs.worker import create_worker
+
+        create_worker(settings).run()
+        return 0
     if args.command == "apikey":
         from app.auth.apikeys import issue_api_key
         from app.errors import AppError
@@ -66,6 +81,44 @@ def main(argv: list[str] | None = None) -> int:
 
         return run_dev()
     return 2
+
+
+async def revoke_api_key(settings: Settings, key_id: int | None, prefix: str | None) -> int:
+    from app.auth import apikeys
+    from app.db import Database
+    from app.errors import AppError
+    from app.models import utcnow
+
+    db = Database(settings.database_url)
+    try:
+        async with db.transaction() as session:
+            key = await apikeys.revoke(session, key_id, utcnow(), prefix=prefix)
+    except AppError as exc:
+        print(f"mia apikey: {exc.detail}", file=sys.stderr)
+        return 2
+    finally:
+        await db.dispose()
+    if key is None:
+        print("no such API key", file=sys.stderr)
+        return 1
+    print(f"API key {key.id} ({key.prefix}...) revoked at {key.revoked_at:%Y-%m-%d %H:%M:%S}Z")
+    return 0
+
+
+async def list_api_keys(settings: Settings) -> int:
+    from app.auth import apikeys
+    from app.db import Database
+
+    db = Database(settings.database_url)
+    try:
+        async with db.sessions() as session:
+            rows = await apikeys.list_keys(session)
+    finally:
+        await db.dispose()
+    for key, business in rows:
+        state = f"revoked {key.revoked_at:%Y-%m-%d}" if key.revoked_at else "active"
+        print(f"{key.id:>5}  {key.prefix}...  {business:<30} {key.scopes:<10} {state}")
+    return 0
 
 
 def serve_api(settings: Settings, *, host: str | None = None, port: int | None = None,

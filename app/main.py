@@ -16,6 +16,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from app import __version__
+from app.auth.apikey_routes import router as apikey_router
 from app.auth.routes import router as auth_router
 from app.chainlink import attach_chain, detach_chain
 from app.chat.routes import router as chat_router
@@ -34,7 +35,8 @@ from app.treasury.routes import router as treasury_router
 from app.web import all_endpoints, build_routes, error_response
 
 log = logging.getLogger("app")
-ROUTERS = [ops_router, chat_router, auth_router, miners_router, idle_router, treasury_router]
+ROUTERS = [ops_router, chat_router, auth_router, miners_router, idle_router, treasury_router,
+           apikey_router]
 
 
 def create_app(settings: Settings | None = None) -> Starlette:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from datetime import datetime
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.auth.secrets import API_KEY_PREFIX, hash_secret, new_secret
@@ -59,12 +59,34 @@ async def authenticate(session: AsyncSession, plaintext: str, scope: str) -> Api
     return key
 
 
-async def revoke(session: AsyncSession, key_id: int, now: datetime) -> ApiKey | None:
-    key = await session.get(ApiKey, key_id)
-    if key is not None and key.revoked_at is None:
-        key.revoked_at = now
-        await session.flush()
-    return key
+async def revoke(session: AsyncSession, key_id: int | None, now: datetime, *,
+                 prefix: str | None = None) -> ApiKey | None:
+    """Revoke by id (or by a prefix that names exactly one key). Idempotent: an already
+    revoked key keeps its first revocation time. None if no such key."""
+    if key_id is None:
+        if not prefix:
+            return None
+        ids = (await session.execute(
+            select(ApiKey.id).where(ApiKey.prefix == prefix).limit(2))).scalars().all()
+        if len(ids) > 1:
+            raise BadRequest("several keys share this prefix; revoke by id",
+                             code="ambiguous_prefix")
+        if not ids:
+            return None
+        key_id = ids[0]
+    await session.execute(update(ApiKey).where(ApiKey.id == key_id, ApiKey.revoked_at.is_(None))
+                          .values(revoked_at=now).execution_options(synchronize_session=False))
+    return (await session.execute(
+        select(ApiKey).where(ApiKey.id == key_id).execution_options(populate_existing=True)
+    )).scalar()
+
+
+async def list_keys(session: AsyncSession) -> list[tuple[ApiKey, str]]:
+    """Every key with its business name, newest first. Only hashes and prefixes are stored."""
+    rows = await session.execute(
+        select(ApiKey, Business.name).join(Business, Business.id == ApiKey.business_id)
+        .order_by(ApiKey.id.desc()))
+    return [(key, name) for key, name in rows.tuples()]
 
 
 async def issue_api_key(database_url: str, business_name: str, scopes: Iterable[str] | str) -> str:

@@ -41,6 +41,7 @@ P = JobStatus.processing
 CLAIM_BATCH = 200
 POLL_INITIAL_S = 0.1
 POLL_MAX_S = 2.0
+EXECUTION_TIMEOUT_SLACK_S = 5.0
 
 
 class Outcome(enum.StrEnum):
@@ -216,8 +217,9 @@ async def _drive(ctx: AppContext, client: RunPodClient, r: _Run) -> RunResult:
     s = ctx.settings
     try:
         if r.runpod_job_id is None:
-            rp_id = await client.submit(build_input(r.prompt, r.max_tokens),
-                                        execution_timeout_ms=int(s.runpod_timeout_s * 1000))
+            # RunPod's own limit is a backstop for a worker that died: ours cancels first.
+            rp_id = await client.submit(build_input(r.prompt, r.max_tokens), execution_timeout_ms=int(
+                (s.runpod_timeout_s + EXECUTION_TIMEOUT_SLACK_S) * 1000))
             if not await _remember(ctx, r, rp_id):
                 with contextlib.suppress(RunPodError):
                     await client.cancel(rp_id)

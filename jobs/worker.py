@@ -1,0 +1,145 @@
+"""The arq worker: WHEN and HOW OFTEN. What each task does lives in app services.
+
+Tasks take ids only; resources are opened once in `startup` and kept in ctx["app"] (an
+AppContext, as in the API) and ctx["runpod"]. Run it with `mia worker` or
+`python -m jobs.worker` (or `arq jobs.worker.WorkerSettings`); settings come from the
+environment like everywhere else (app/config.py).
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Any
+
+from arq import Retry, cron, func
+from arq.connections import RedisSettings
+from arq.worker import Worker
+
+from app.config import Settings
+from app.context import AppContext, open_redis
+from app.db import Database
+from app.idle import revenue, runpod_flow
+from app.idle.dispatch import PROCESS_IDLE_JOB, arq_queue_name
+from app.notify import Notifier
+from app.ops import maintenance, metrics
+from app.queue import JobQueue
+
+log = logging.getLogger("jobs.worker")
+EVERY_SECOND = set(range(60))
+EVERY_2S = set(range(0, 60, 2))
+EVERY_10S = set(range(0, 60, 10))
+ARQ_MAX_TRIES = 20  # a backstop only: RUNPOD_MAX_TRIES, counted in the DB, decides
+
+
+async def startup(ctx: dict[str, Any]) -> None:
+    settings: Settings = ctx.get("settings") or Settings()
+    redis = open_redis(settings.redis_url)
+    queue = JobQueue(redis, settings.redis_prefix)
+    ctx["app"] = AppContext(settings=settings, db=Database(settings.database_url), redis=redis,
+                            queue=queue, notifier=Notifier(redis, queue.done_channel))
+    ctx["runpod"] = runpod_flow.make_client(settings)
+    log.info("worker ready: queue=%s runpod=%s", arq_queue_name(settings),
+             "configured" if ctx["runpod"] is not None else "not configured")
+
+
+async def shutdown(ctx: dict[str, Any]) -> None:
+    app: AppContext | None = ctx.get("app")
+    if ctx.get("runpod") is not None:
+        await ctx["runpod"].aclose()
+    if app is not None:
+        await app.redis.aclose()
+        await app.db.dispose()
+
+
+# ------------------------------------------------------------------ tasks
+
+
+async def process_idle_job(ctx: dict[str, Any], job_id: int) -> str:
+    """Run a claimed idle job on RunPod; transient errors come back via arq's retry."""
+    client = ctx["runpod"]
+    if client is None:
+        raise RuntimeError("RunPod is not configured (RUNPOD_API_KEY, RUNPOD_ENDPOINT_ID)")
+    result = await runpod_flow.run(ctx["app"], client, job_id)
+    if result.outcome is runpod_flow.Outcome.retry:
+        raise Retry(defer=result.defer_s)
+    return result.outcome.value
+
+
+async def reap_leases(ctx: dict[str, Any]) -> dict[str, int]:
+    return await maintenance.reap_leases(ctx["app"])
+
+
+async def reconcile_queue(ctx: dict[str, Any]) -> int:
+    return await maintenance.reconcile_queue(ctx["app"])
+
+
+async def dispatch_stale_idle_jobs(ctx: dict[str, Any]) -> int:
+    """Idle jobs no miner took within IDLE_TO_RUNPOD_AFTER_S go to RunPod; claims whose worker
+    died are picked up again."""
+    return await runpod_flow.dispatch_stale(ctx["app"])
+
+
+async def check_revenue(ctx: dict[str, Any]) -> str:
+    """Extension point for the buyback issue (the treasury fills it in): today it refreshes
+    the seed's SystemMetrics from the ledger and logs the revenue no buyback has claimed."""
+    app: AppContext = ctx["app"]
+    async with app.db.transaction() as session:
+        await metrics.refresh_system_metrics(session)
+    async with app.db.sessions() as session:
+        amount, events = await revenue.unallocated(session)
+    log.info("unallocated idle revenue: %s USD in %d event(s) (threshold %s USD)", amount,
+             events, app.settings.buyback_threshold_usd)
+    return str(amount)
+
+
+# (coroutine, cron schedule); cron job names get the Redis prefix in create_worker
+CRONS: list[tuple[Any, dict[str, Any]]] = [
+    (reap_leases, dict(second=EVERY_2S, run_at_startup=True)),
+    (reconcile_queue, dict(second=EVERY_10S, run_at_startup=True)),
+    (dispatch_stale_idle_jobs, dict(second=EVERY_SECOND, run_at_startup=True)),
+    (check_revenue, dict(second={0})),
+]
+
+
+class WorkerSettings:
+    """For `arq jobs.worker.WorkerSettings`; `mia worker` uses create_worker(Settings())."""
+
+    functions = [func(process_idle_job, name=PROCESS_IDLE_JOB, keep_result=0,
+                      max_tries=ARQ_MAX_TRIES)]
+    cron_jobs = [cron(f, **schedule) for f, schedule in CRONS]
+    on_startup = startup
+    on_shutdown = shutdown
+
+
+def create_worker(settings: Settings, **overrides: Any) -> Worker:
+    prefix = settings.redis_prefix
+    options: dict[str, Any] = dict(
+        functions=WorkerSettings.functions,
+        cron_jobs=[cron(f, name=f"{prefix}:cron:{f.__name__}", **schedule)
+                   for f, schedule in CRONS],
+        on_startup=startup, on_shutdown=shutdown,
+        redis_settings=RedisSettings.from_dsn(settings.redis_url),
+        queue_name=arq_queue_name(settings),
+        ctx={"settings": settings},
+        max_jobs=settings.worker_max_jobs,
+        # keep a run alive past RunPod's whole timeout, plus polling and DB slack
+        job_timeout=settings.runpod_timeout_s + 60,
+        keep_result=0,
+        poll_delay=0.2,
+    )
+    options.update(overrides)
+    return Worker(**options)
+
+
+def main() -> int:
+    settings = Settings()
+    logging.basicConfig(level=settings.log_level,
+                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per RunPod status poll
+    create_worker(settings).run()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
