@@ -524,6 +524,11 @@ class TxSender:
                     raise NonceError(
                         f"nonce {prepared.nonce} was used by a transaction other than {hashes}"
                     )
+                receipt = await self._wait_any(hashes, confirmations, 0)
+                if receipt is not None:  # confirmed while we looked
+                    if raise_on_revert:
+                        await self.raise_for_status(receipt, current)
+                    return receipt
                 if attempts >= max_replacements:
                     raise TxTimeout(
                         f"nonce {prepared.nonce}: {_hex(mined['transactionHash'])} is mined but "

@@ -110,3 +110,19 @@ async def test_a_replacement_refused_as_underpriced_is_bumped_again(chain: Chain
     assert len(signed) == 2 and signed[0].tx_hash != signed[1].tx_hash
     assert signed[1].max_fee_per_gas * 10 >= signed[0].max_fee_per_gas * 11
     assert "0x" + bytes(receipt["transactionHash"]).hex() == signed[1].tx_hash
+
+
+async def test_confirmed_while_checking_the_nonce_is_returned(chain: Chain, monkeypatch: pytest.MonkeyPatch) -> None:
+    d = chain.devnet
+    sender = chain.treasury
+    p = await sender.prepare({"to": d.trader, "value": 1})
+    await sender.broadcast(p)
+    real = sender.nonce_state
+
+    async def block_arrives(nonce: int) -> NonceStatus:
+        chain.tester.mine_blocks(1)  # the second confirmation lands just as the wait ended
+        return await real(nonce)
+
+    monkeypatch.setattr(sender, "nonce_state", block_arrives)
+    receipt = await sender.wait_or_replace(p, confirmations=2, timeout=0.1, max_replacements=0)
+    assert "0x" + bytes(receipt["transactionHash"]).hex() == p.tx_hash
