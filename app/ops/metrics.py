@@ -20,6 +20,7 @@ from app.context import AppContext
 from app.idle import revenue
 from app.models import ChatJob, IdleJob, Miner, RevenueEvent, SystemMetrics, utcnow
 from app.queue import KINDS
+from app.treasury import service as treasury
 
 ACTIVE_MINER_WINDOW_S = 300
 SOURCES = ("miner", "runpod")
@@ -31,7 +32,7 @@ async def refresh_system_metrics(session: AsyncSession) -> None:
     derived = {
         "runpod_income_usd": select(micro * revenue.MICRO).scalar_subquery(),
         "total_idle_jobs_processed": select(func.count(RevenueEvent.id)).scalar_subquery(),
-        # the treasury issue points this at its buybacks; until then nothing was bought back
+        "total_buyback_usd": treasury.burned_usd_subquery(),
     }
     for name, value in derived.items():
         await session.execute(update(SystemMetrics).where(SystemMetrics.metric_name == name)
@@ -48,6 +49,7 @@ async def collect(ctx: AppContext) -> dict[str, Any]:
         for kind, model in (("chat", ChatJob), ("idle", IdleJob)):
             rows = await session.execute(select(model.status, func.count()).group_by(model.status))
             jobs[kind] = {status: int(n) for status, n in rows}
+        buybacks = await treasury.totals(session)
         active = (await session.execute(select(func.count()).select_from(Miner).where(
             Miner.last_active >= now - timedelta(seconds=ACTIVE_MINER_WINDOW_S)))).scalar_one()
     depths: dict[str, int | None] = {}
@@ -63,8 +65,11 @@ async def collect(ctx: AppContext) -> dict[str, Any]:
                                        for s in SOURCES},
         "unallocated_revenue_usd": unallocated,
         "total_idle_jobs_processed": sum(n for _, n in sources.values()),
-        "total_buyback_usd": Decimal("0.000000"),  # filled by the treasury issue
-        "last_buyback_timestamp": None,
+        "total_buyback_usd": buybacks.total_buyback_usd,  # USD of burned buybacks
+        "last_buyback_timestamp": buybacks.last_buyback_at,
+        "total_serv_burned": str(buybacks.total_serv_burned),  # base units, per our records
+        "active_buyback": None if buybacks.active_buyback_id is None else {
+            "id": buybacks.active_buyback_id, "status": buybacks.active_buyback_status},
         "queue_depth": depths,
         "active_miners": int(active),
         "jobs": jobs,
@@ -101,6 +106,13 @@ def as_prometheus(m: dict[str, Any]) -> str:
            [("", m["total_idle_jobs_processed"])])
     metric("mia_buyback_usd_total", "counter", "USD spent on $SERV buybacks.",
            [("", m["total_buyback_usd"])])
+    metric("mia_serv_burned_total", "counter", "$SERV burned by buybacks, base units.",
+           [("", m["total_serv_burned"])])
+    last = m["last_buyback_timestamp"]
+    metric("mia_last_buyback_timestamp_seconds", "gauge", "When the last buyback burned.",
+           [("", int(last.timestamp()) if last is not None else 0)])
+    metric("mia_buyback_active", "gauge", "1 while a buyback is in progress.",
+           [("", int(m["active_buyback"] is not None))])
     metric("mia_queue_depth", "gauge", "Job ids waiting in the Redis queue.",
            [(f'{{kind="{k}"}}', v) for k, v in m["queue_depth"].items() if v is not None])
     metric("mia_active_miners", "gauge",

@@ -253,6 +253,12 @@ class _Run:
             await self._fail(bb, BuybackStatus.planned,
                              f"{bb.usd_amount} USD is less than one base unit of the stablecoin")
             return
+        held = await self.t.balance(self.t.quote, self.t.address)
+        if held < amount:  # an empty treasury: fail now rather than buy back part of it
+            await self._fail(bb, BuybackStatus.planned,
+                             f"InsufficientBalance: the treasury {self.t.address} holds {held} "
+                             f"base units of the stablecoin, this buyback needs {amount}")
+            return
         await self._set_status(bb, BuybackStatus.planned, status=BuybackStatus.swapping,
                                quote_amount_in=amount)
 

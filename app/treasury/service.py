@@ -146,6 +146,12 @@ async def list_buybacks(session: AsyncSession, *, status: str | None = None, lim
     return list(rows.scalars()), int((await session.execute(count)).scalar_one())
 
 
+def burned_usd_subquery():  # type: ignore[no-untyped-def]
+    """USD of burned buybacks, for the seed's SystemMetrics row (an UPDATE ... SET = (SELECT))."""
+    return (select(func.coalesce(func.sum(Buyback.usd_amount), 0))
+            .where(Buyback.status == BuybackStatus.burned).scalar_subquery())
+
+
 @dataclass(frozen=True)
 class Totals:
     buybacks_burned: int

@@ -7,8 +7,11 @@ import logging
 from decimal import Decimal
 
 import pytest
+from sqlalchemy import select
 
-from app.treasury.onchain import get_treasury
+from app.models import SystemMetrics
+from app.ops.metrics import refresh_system_metrics
+
 from jobs.treasury_tasks import check_buyback_threshold
 from tests.treasury.conftest import USD6, Stopwatch, TApp, treasury_app
 
@@ -77,6 +80,23 @@ async def test_threshold_buyback_burns_and_verifies(tapp: TApp) -> None:
     assert summary["recorded_burned"] == summary["chain_burn_address_balance"] == str(bb.serv_burned)
     assert summary["difference"] == "0" and summary["burns"] == 1
     assert summary["total_usd"] == "100.000001"
+
+    m = (await t.api.client.get("/metrics")).json()
+    assert m["total_buyback_usd"] == "100.000001" and m["total_serv_burned"] == str(bb.serv_burned)
+    assert m["last_buyback_timestamp"] is not None and m["active_buyback"] is None
+    text = (await t.api.client.get("/metrics", params={"format": "prometheus"})).text
+    assert f"mia_serv_burned_total {bb.serv_burned}" in text and "mia_buyback_active 0" in text
+    async with t.ctx.db.transaction() as session:
+        await refresh_system_metrics(session)
+    async with t.ctx.db.sessions() as session:
+        row = (await session.execute(select(SystemMetrics.value).where(
+            SystemMetrics.metric_name == "total_buyback_usd"))).scalar_one()
+    assert row == Decimal("100.000001")
+    await t.add_revenue("1")
+    nxt = (await t.api.client.post("/trigger-buyback", json={},
+                                   headers=await t.operator_auth())).json()["buyback_id"]
+    m = (await t.api.client.get("/metrics")).json()
+    assert m["active_buyback"] == {"id": nxt, "status": "planned"}
 
 
 async def test_chunked_buyback_reconciles_to_the_wei(treasury_settings, devnet_layout, operator) -> None:
