@@ -17,7 +17,7 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from eth_abi import encode
+from eth_abi import decode, encode
 from web3 import EthereumTesterProvider, Web3
 
 from chain.errors import _revert_data
@@ -86,6 +86,14 @@ class EthTesterNode:
             if reason and reason != message:
                 data = _ERROR_SELECTOR + encode(["string"], [reason])
                 message = f"execution reverted: {reason}"
+        elif data[:4] == _ERROR_SELECTOR:
+            try:
+                (reason,) = decode(["string"], data[4:])
+                message = f"execution reverted: {reason}"
+            except Exception:  # malformed Error(string): keep eth-tester's text
+                pass
+        else:
+            message = "execution reverted"  # like geth: a custom error is only in "data"
         error: dict[str, Any] = {"code": 3, "message": message}
         if data is not None:
             error["data"] = "0x" + data.hex()

@@ -167,3 +167,25 @@ def hardhat_node() -> Iterator[str]:
 
 async def test_buyback_over_http_against_hardhat(hardhat_node: str) -> None:
     await buyback_over_http(hardhat_node)
+
+
+def test_chain_node_answers_reverts_like_geth() -> None:
+    """code 3; Error(string) reasons in the message and the data; custom errors only in the
+    data (no Python bytes repr in the message)."""
+    from eth_abi import encode as abi_encode
+
+    from chain import artifacts
+    from chain.node import EthTesterNode
+
+    require_contracts()
+    node = EthTesterNode()
+    accounts = node.w3.eth.accounts
+    art = artifacts.load("SERVToken")
+    tx_hash = node.w3.eth.send_transaction(
+        {"from": accounts[0], "data": art.bytecode + abi_encode(["uint256"], [10]).hex()})
+    token = node.w3.eth.contract(address=node.w3.eth.get_transaction_receipt(tx_hash)["contractAddress"],
+                                 abi=art.abi)
+    call = {"from": accounts[1], "to": token.address, "data": token.encode_abi("transfer", [accounts[2], 100])}
+    error = node.handle({"jsonrpc": "2.0", "id": 1, "method": "eth_estimateGas", "params": [call]})["error"]
+    assert error["code"] == 3 and error["message"] == "execution reverted"
+    assert error["data"].startswith("0xe450d38c")  # ERC20InsufficientBalance(address,uint256,uint256)
