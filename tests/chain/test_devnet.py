@@ -100,3 +100,19 @@ async def test_received_by_an_unknown_hash_is_a_chain_error(chain: Chain) -> Non
     # a resumed buyback catches ChainError; web3's own TransactionNotFound must not leak
     with pytest.raises(TxNotFound):
         await received_by(chain.w3, "0x" + "ab" * 32, chain.devnet.serv_token, chain.devnet.treasury)
+
+
+async def test_verify_burn_of_a_reverted_transfer(chain: Chain) -> None:
+    from chain.burn import burn_tx
+
+    d = chain.devnet
+    treasury = chain.treasury
+    # more SERV than the treasury holds, with a fixed gas limit so estimation does not stop it
+    p = await treasury.prepare(burn_tx(chain.w3, d.serv_token, 10**18), gas=100_000)
+    await treasury.broadcast(p)
+    receipt = await treasury.wait_for_receipt(p.tx_hash, timeout=5)
+    assert receipt["status"] == 0
+    v = await verify_burn(chain.w3, p.tx_hash, token=d.serv_token, expected_amount=10**18,
+                          expected_from=d.treasury)
+    assert not v.success and not v.is_burn and not v.verified and v.amount == 0
+    assert v.matches_expected is False
