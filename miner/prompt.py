@@ -25,7 +25,19 @@ def build_messages(job: dict[str, Any]) -> list[Message]:
     last = messages[-1] if messages else None
     if not (last and last["role"] == "user" and last["content"] == prompt):
         messages.append({"role": "user", "content": prompt})
-    return messages
+    return merge_consecutive(messages)
+
+
+def merge_consecutive(messages: list[Message]) -> list[Message]:
+    """Join back-to-back turns of the same role (e.g. an earlier question that was never
+    answered, then the current one): many chat templates require user/assistant alternation."""
+    out: list[Message] = []
+    for m in messages:
+        if out and out[-1]["role"] == m["role"] and m["role"] != "system":
+            out[-1] = {"role": m["role"], "content": out[-1]["content"] + "\n\n" + m["content"]}
+        else:
+            out.append(dict(m))
+    return out
 
 
 def strict_alternation(messages: list[Message]) -> list[Message]:
@@ -33,14 +45,7 @@ def strict_alternation(messages: list[Message]) -> list[Message]:
     starting with user (Mixtral-Instruct's does): fold the system text into the first user turn
     and merge consecutive turns of the same role."""
     system = "\n\n".join(m["content"] for m in messages if m["role"] == "system")
-    out: list[Message] = []
-    for m in messages:
-        if m["role"] == "system":
-            continue
-        if out and out[-1]["role"] == m["role"]:
-            out[-1] = {"role": m["role"], "content": out[-1]["content"] + "\n\n" + m["content"]}
-        else:
-            out.append(dict(m))
+    out = merge_consecutive([m for m in messages if m["role"] != "system"])
     if not out or out[0]["role"] != "user":
         out.insert(0, {"role": "user", "content": ""})
     if system:

@@ -49,6 +49,16 @@ def test_prompt_not_repeated_when_history_already_ends_with_it() -> None:
     ]
 
 
+def test_prompt_merges_an_unanswered_earlier_question() -> None:
+    job = {"prompt": "Hello??", "history": [{"role": "user", "content": "Q1"},
+                                            {"role": "assistant", "content": "A1"},
+                                            {"role": "user", "content": "Hello?"}]}
+    assert build_messages(job)[-2:] == [
+        {"role": "assistant", "content": "A1"},
+        {"role": "user", "content": "Hello?\n\nHello??"},
+    ]
+
+
 def test_prompt_blank_context_and_missing_history() -> None:
     assert build_messages({"prompt": "hello", "context": "   "}) == [{"role": "user", "content": "hello"}]
     assert build_messages({"prompt": "hello", "history": None}) == [{"role": "user", "content": "hello"}]
