@@ -11,7 +11,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from app.auth import apikeys
-from app.auth.guards import require_wallet
+from app.auth.guards import wallet_guard
+from app.auth.principals import Wallet
 from app.context import ctx
 from app.errors import NotFound
 from app.models import ApiKey, Business, utcnow
@@ -20,6 +21,7 @@ from app.web import Router, json_response
 
 log = logging.getLogger(__name__)
 router = Router("api-keys")
+OPERATOR = dict(auth=("MinerToken",), guard=wallet_guard("operator"))
 
 
 class ApiKeyIn(RequestBody):
@@ -51,10 +53,9 @@ def _out(key: ApiKey, business: str) -> ApiKeyOut:
 
 
 @router.post("/api-keys", body=ApiKeyIn, responses={201: ApiKeyCreated}, errors=(403,),
-             auth=("MinerToken",))
-async def create_key(request: Request, body: ApiKeyIn) -> Response:
+             **OPERATOR)
+async def create_key(request: Request, who: Wallet, body: ApiKeyIn) -> Response:
     """Operator: create a business API key (the business is created if new)."""
-    who = await require_wallet(request, "operator")
     async with ctx(request).db.transaction() as session:
         key, plaintext = await apikeys.create_api_key(session, body.business, body.scopes)
     log.info("API key %d (%s...) created for %r by %s", key.id, key.prefix, body.business,
@@ -63,20 +64,18 @@ async def create_key(request: Request, body: ApiKeyIn) -> Response:
     return json_response(out, 201)
 
 
-@router.get("/api-keys", responses={200: ApiKeyList}, errors=(403,), auth=("MinerToken",))
-async def list_keys(request: Request) -> ApiKeyList:
+@router.get("/api-keys", responses={200: ApiKeyList}, errors=(403,), **OPERATOR)
+async def list_keys(request: Request, who: Wallet) -> ApiKeyList:
     """Operator: every key, newest first, by prefix (keys are never shown again)."""
-    await require_wallet(request, "operator")
     async with ctx(request).db.sessions() as session:
         rows = await apikeys.list_keys(session)
     return ApiKeyList(keys=[_out(key, business) for key, business in rows])
 
 
 @router.delete("/api-keys/{key_id}", responses={200: ApiKeyOut}, errors=(403, 404),
-               auth=("MinerToken",))
-async def revoke_key(request: Request) -> ApiKeyOut:
+               **OPERATOR)
+async def revoke_key(request: Request, who: Wallet) -> ApiKeyOut:
     """Operator: revoke a key; requests with it get 401 from now on. Idempotent."""
-    who = await require_wallet(request, "operator")
     raw = request.path_params["key_id"]
     key_id = int(raw) if raw.isascii() and raw.isdigit() and len(raw) <= 9 else None
     async with ctx(request).db.transaction() as session:

@@ -86,7 +86,7 @@ async def list_keys(session: AsyncSession) -> list[tuple[ApiKey, str]]:
     rows = await session.execute(
         select(ApiKey, Business.name).join(Business, Business.id == ApiKey.business_id)
         .order_by(ApiKey.id.desc()))
-    return [(key, name) for key, name in rows.tuples()]
+    return [(key, name) for key, name in rows]
 
 
 async def issue_api_key(database_url: str, business_name: str, scopes: Iterable[str] | str) -> str:

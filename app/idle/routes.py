@@ -3,7 +3,8 @@ from __future__ import annotations
 from starlette.requests import Request
 from starlette.responses import Response
 
-from app.auth.guards import require_client, require_wallet
+from app.auth.guards import client_guard, wallet_guard
+from app.auth.principals import Client, Wallet
 from app.context import ctx
 from app.errors import AppError, NotFound
 from app.idle import runpod_flow, service
@@ -15,6 +16,9 @@ from app.models import IdleJob
 from app.web import Router, json_response
 
 router = Router("idle")
+CLIENT = dict(auth=("ApiKey",), guard=client_guard("idle"))
+MINER = dict(auth=("MinerToken",), guard=wallet_guard("miner"))
+OPERATOR = dict(auth=("MinerToken",), guard=wallet_guard("operator"))
 
 
 def _out(job: IdleJob) -> IdleJobOut:
@@ -25,15 +29,14 @@ def _out(job: IdleJob) -> IdleJobOut:
                       failure_reason=job.failure_reason)
 
 
-@router.post("/idle-job", body=IdleJobIn, responses={202: IdleJobCreated},
-             errors=(401, 403), auth=("ApiKey",))
-async def create_idle_job(request: Request, body: IdleJobIn) -> Response:
+@router.post("/idle-job", body=IdleJobIn, responses={202: IdleJobCreated}, errors=(403,),
+             **CLIENT)
+async def create_idle_job(request: Request, who: Client, body: IdleJobIn) -> Response:
     """Queue inference for a miner (or RunPod, when no miner takes it in time). Needs an API
     key with the `idle` scope in the Authorization header; the client pays output tokens x
     PRICE_PER_1K_TOKENS_USD / 1000, computed by the server."""
     c = ctx(request)
-    client = await require_client(request, "idle")
-    job = await service.submit(c, client, body.prompt, body.max_tokens)
+    job = await service.submit(c, who, body.prompt, body.max_tokens)
     out = IdleJobCreated(job_id=str(job.id), status=job.status,
                          estimated_cost_usd=service.estimated_cost(c, body.max_tokens))
     return json_response(out, 202)
@@ -41,31 +44,31 @@ async def create_idle_job(request: Request, body: IdleJobIn) -> Response:
 
 # Before /idle-job/{job_id}, so that "next" is not taken for a job id.
 @router.get("/idle-job/next", query=NextQuery, responses={200: IdleAssignment, 204: None},
-            errors=(403, 503), auth=("MinerToken",))
-async def next_idle_job(request: Request, query: NextQuery) -> Response | IdleAssignment:
+            errors=(403,), safe=False, **MINER)
+async def next_idle_job(request: Request, who: Wallet,
+                        query: NextQuery) -> Response | IdleAssignment:
     """Lease the next idle job, long-polling up to `wait` seconds; 204 if none came, and at
     once while any chat job is waiting (chat comes first)."""
-    who = await require_wallet(request, "miner")
-    job = await service.next_idle_job(ctx(request), who, query.wait)
+    c = ctx(request)
+    job = await service.next_idle_job(c, who, min(query.wait, c.settings.miner_max_wait_s),
+                                      request.is_disconnected)
     return Response(status_code=204) if job is None else job
 
 
 @router.post("/idle-job/result", body=IdleResultIn, responses={200: IdleResultOut},
-             errors=(403, 404, 409), auth=("MinerToken",))
-async def post_idle_result(request: Request, body: IdleResultIn) -> IdleResultOut:
+             errors=(403, 404, 409), **MINER)
+async def post_idle_result(request: Request, who: Wallet, body: IdleResultIn) -> IdleResultOut:
     """Complete a leased idle job with the output and the wallet's signature over
     keccak256(utf8(job_id) || utf8(output)) (EIP-191 personal_sign of those 32 bytes).
     Revenue is computed here; a `usd_earned` in the body is ignored."""
-    who = await require_wallet(request, "miner")
     return await service.submit_result(ctx(request), who, body.job_id, body.lease_id,
                                        body.output, body.output_tokens, body.signature)
 
 
-@router.post("/idle-job/process/{job_id}", responses={202: ProcessOut}, errors=(403, 404, 409, 503),
-             auth=("MinerToken",))
-async def process_idle_job(request: Request) -> Response:
+@router.post("/idle-job/process/{job_id}", responses={202: ProcessOut},
+             errors=(403, 404, 409, 503), **OPERATOR)
+async def process_idle_job(request: Request, who: Wallet) -> Response:
     """Operator: send a queued idle job to RunPod now (the worker runs it)."""
-    await require_wallet(request, "operator")
     job_id = service.parse_job_id(request.path_params["job_id"])
     if job_id is None:
         raise NotFound("no such idle job", code="job_not_found")
@@ -83,28 +86,25 @@ async def process_idle_job_get(request: Request) -> Response:
 
 
 @router.get("/idle-job/{job_id}", query=WaitQuery, responses={200: IdleJobOut},
-            errors=(401, 403, 404), auth=("ApiKey",))
-async def get_idle_job(request: Request, query: WaitQuery) -> IdleJobOut:
+            errors=(403, 404), **CLIENT)
+async def get_idle_job(request: Request, who: Client, query: WaitQuery) -> IdleJobOut:
     """An idle job's status and result, visible only to the business that sent it."""
     c = ctx(request)
-    client = await require_client(request, "idle")
-    job = await service.get_owned(c, client, request.path_params["job_id"])
-    return _out(await service.wait_for(c, client, job, query.wait))
+    job = await service.get_owned(c, who, request.path_params["job_id"])
+    return _out(await service.wait_for(c, who, job, min(query.wait, c.settings.chat_max_wait_s)))
 
 
 @router.post("/idle-job/{job_id}/extend", body=LeaseIn, responses={200: LeaseOut},
-             errors=(403, 404, 409), auth=("MinerToken",))
-async def extend_idle_lease(request: Request, body: LeaseIn) -> LeaseOut:
+             errors=(403, 404, 409), **MINER)
+async def extend_idle_lease(request: Request, who: Wallet, body: LeaseIn) -> LeaseOut:
     """Extend the current lease on an idle job (for long generations)."""
-    who = await require_wallet(request, "miner")
     return await service.extend_lease(ctx(request), who, request.path_params["job_id"],
                                       body.lease_id, body.seconds)
 
 
 @router.post("/idle-job/{job_id}/release", body=ReleaseIn, responses={200: ReleaseOut},
-             errors=(403, 404, 409), auth=("MinerToken",))
-async def release_idle_lease(request: Request, body: ReleaseIn) -> ReleaseOut:
+             errors=(403, 404, 409), **MINER)
+async def release_idle_lease(request: Request, who: Wallet, body: ReleaseIn) -> ReleaseOut:
     """Give a leased idle job back (it is redelivered, or failed after the last attempt)."""
-    who = await require_wallet(request, "miner")
     return await service.release_lease(ctx(request), who, request.path_params["job_id"],
                                        body.lease_id, body.reason)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 from decimal import Decimal
 
@@ -89,8 +90,10 @@ async def wait_for(ctx: AppContext, client: Client, job: IdleJob, wait_s: float)
 # ------------------------------------------------------------------ miners
 
 
-async def next_idle_job(ctx: AppContext, who: Wallet, wait_s: float) -> IdleAssignment | None:
-    """Lease the next idle job, but only while no chat job is waiting: chat comes first."""
+async def next_idle_job(ctx: AppContext, who: Wallet, wait_s: float,
+                        gone: Callable[[], Awaitable[bool]] | None = None) -> IdleAssignment | None:
+    """Lease the next idle job, but only while no chat job is waiting: chat comes first. If the
+    miner hung up while waiting, the id goes back to the front untouched."""
     miner_id = _miner_id(who)
     deadline = time.monotonic() + wait_s
     while True:
@@ -103,8 +106,11 @@ async def next_idle_job(ctx: AppContext, who: Wallet, wait_s: float) -> IdleAssi
         job_id = parse_job_id(item[1])
         if job_id is None:
             continue
-        now = utcnow()
+        if gone is not None and await gone():
+            await requeue(ctx, "idle", [item[1]])
+            return None
         async with ctx.db.transaction() as session:
+            now = utcnow()  # after BEGIN: a wait for the SQLite lock must not shorten the lease
             lease = await leasing.acquire(session, IdleJob, job_id, miner_id,
                                           ctx.settings.lease_seconds, now)
             if lease is None:
@@ -124,6 +130,7 @@ async def submit_result(ctx: AppContext, who: Wallet, job_id: str, lease_id: str
     key = parse_job_id(job_id)
     if key is None:
         raise NotFound("no such idle job", code="job_not_found")
+    signature = "0x" + signature.removeprefix("0x").lower()  # one canonical form is stored
     digest = wallet_sig.result_digest(job_id, output)
     if not await wallet_sig.verify(who.address, digest, signature, ctx.extras.get("erc1271")):
         raise Unauthorized("the result signature does not recover to your wallet; sign "
