@@ -1,10 +1,8 @@
 """Treasury tasks for the arq worker: WHEN buybacks start and run. WHAT they do is app/treasury.
 
-Register in jobs/worker.py:
-    functions: func(run_buyback, name="run_buyback", keep_result=0, max_tries=BUYBACK_MAX_TRIES)
-    cron:      (check_buyback_threshold, dict(second=<every BUYBACK_CHECK_INTERVAL_S>, run_at_startup=True))
-    startup:   await treasury_startup(ctx)   (after ctx["app"] exists)
-    shutdown:  await treasury_shutdown(ctx)  (before the AppContext is closed)
+Registered in jobs/worker.py: run_buyback (job id {REDIS_PREFIX}:buyback:{id}), the
+check_buyback_threshold cron (every second, throttled to BUYBACK_CHECK_INTERVAL_S), and
+treasury_startup / treasury_shutdown around the worker's AppContext.
 
 ctx["app"] is the worker's AppContext; with CHAIN_RPC_URL set, startup attaches the chain to
 it (app/chainlink.py), so the runner finds the web3 client and the treasury there.
@@ -13,6 +11,7 @@ it (app/chainlink.py), so the runner finds the web3 client and the treasury ther
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 from arq import Retry
@@ -23,17 +22,12 @@ from app.context import AppContext
 from app.errors import AppError
 from app.treasury import runner, service
 from app.treasury.dispatch import enqueue_buyback
+from app.treasury.onchain import get_treasury
 
 log = logging.getLogger("jobs.treasury")
 BUYBACK_MAX_TRIES = 50  # transient chain trouble only; definitive failures end the buyback
 RETRY_BASE_S = 2.0
 RETRY_MAX_S = 300.0
-
-
-def every_s(interval_s: int) -> set[int]:
-    """Cron seconds for a check every ``interval_s`` seconds (1..60)."""
-    step = min(max(int(interval_s), 1), 60)
-    return set(range(0, 60, step))
 
 
 async def treasury_startup(ctx: dict[str, Any]) -> None:
@@ -70,8 +64,14 @@ async def run_buyback(ctx: dict[str, Any], buyback_id: int) -> str:
 async def check_buyback_threshold(ctx: dict[str, Any]) -> int | None:
     """Start a buyback when unallocated revenue >= BUYBACK_THRESHOLD_USD (the same claim as
     POST /trigger-buyback, so they race safely), and re-enqueue an active buyback whose arq job
-    is gone (Redis lost it, or the API could not enqueue). Returns the buyback id it enqueued."""
+    is gone (Redis lost it, or the API could not enqueue). Returns the buyback id it enqueued.
+
+    Scheduled every second; does its work at most every BUYBACK_CHECK_INTERVAL_S per worker."""
     app: AppContext = ctx["app"]
+    now = time.monotonic()
+    if now < ctx.get("treasury_next_check", 0.0):
+        return None
+    ctx["treasury_next_check"] = now + app.settings.buyback_check_interval_s
     async with app.db.sessions() as session:
         active = await service.active_buyback(session)
         if active is None:
@@ -80,6 +80,11 @@ async def check_buyback_threshold(ctx: dict[str, Any]) -> int | None:
         await _enqueue(app, active.id)
         return active.id
     if usd < app.settings.buyback_threshold_usd or usd <= 0:
+        return None
+    try:  # a buyback this worker cannot run would hold the active slot: start none
+        await get_treasury(app, signer=True)
+    except AppError as exc:
+        log.warning("%s USD unallocated, but no buyback starts: %s", usd, exc.detail)
         return None
     try:
         async with app.db.transaction() as session:

@@ -24,6 +24,8 @@ from app.idle.dispatch import PROCESS_IDLE_JOB, arq_queue_name
 from app.notify import Notifier
 from app.ops import maintenance, metrics
 from app.queue import JobQueue
+from app.treasury.dispatch import RUN_BUYBACK
+from jobs import treasury_tasks
 
 log = logging.getLogger("jobs.worker")
 EVERY_SECOND = set(range(60))
@@ -39,12 +41,14 @@ async def startup(ctx: dict[str, Any]) -> None:
     ctx["app"] = AppContext(settings=settings, db=Database(settings.database_url), redis=redis,
                             queue=queue, notifier=Notifier(redis, queue.done_channel))
     ctx["runpod"] = runpod_flow.make_client(settings)
+    await treasury_tasks.treasury_startup(ctx)  # the chain, when CHAIN_RPC_URL is set
     log.info("worker ready: queue=%s runpod=%s", arq_queue_name(settings),
              "configured" if ctx["runpod"] is not None else "not configured")
 
 
 async def shutdown(ctx: dict[str, Any]) -> None:
     app: AppContext | None = ctx.get("app")
+    await treasury_tasks.treasury_shutdown(ctx)
     if ctx.get("runpod") is not None:
         await ctx["runpod"].aclose()
     if app is not None:
@@ -99,6 +103,7 @@ CRONS: list[tuple[Any, dict[str, Any]]] = [
     (reconcile_queue, dict(second=EVERY_10S, run_at_startup=True)),
     (dispatch_stale_idle_jobs, dict(second=EVERY_SECOND, run_at_startup=True)),
     (check_revenue, dict(second={0})),
+    (treasury_tasks.check_buyback_threshold, dict(second=EVERY_SECOND, run_at_startup=True)),
 ]
 
 
@@ -106,7 +111,9 @@ class WorkerSettings:
     """For `arq jobs.worker.WorkerSettings`; `mia worker` uses create_worker(Settings())."""
 
     functions = [func(process_idle_job, name=PROCESS_IDLE_JOB, keep_result=0,
-                      max_tries=ARQ_MAX_TRIES)]
+                      max_tries=ARQ_MAX_TRIES),
+                 func(treasury_tasks.run_buyback, name=RUN_BUYBACK, keep_result=0,
+                      max_tries=treasury_tasks.BUYBACK_MAX_TRIES)]
     cron_jobs = [cron(f, **schedule) for f, schedule in CRONS]
     on_startup = startup
     on_shutdown = shutdown

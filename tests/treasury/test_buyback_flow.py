@@ -49,7 +49,8 @@ async def _full_cycle(t: TApp, amounts: list[str]) -> int:
     gas = sum(x["gas_used"] for x in on_chain)
     log.warning("buyback %d: %s USD, %d tx (%s), gas %d, wall %.3fs", bid, usd, len(on_chain),
                 ",".join(x.kind for x in txs), gas, seconds)
-    print(f"\nMEASURE buyback usd={usd} txs={len(on_chain)} gas={gas} wall_s={seconds:.3f}")
+    per_kind = {k: [x["gas_used"] for x in on_chain if x["kind"] == k] for k in ("approve", "swap", "burn")}
+    print(f"\nMEASURE buyback usd={usd} txs={len(on_chain)} gas={gas} {per_kind} wall_s={seconds:.3f}")
     return bid
 
 

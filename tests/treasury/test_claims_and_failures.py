@@ -47,8 +47,8 @@ async def test_50_triggers_and_the_cron_at_once_start_one_buyback(any_db, treasu
         assert busy.status_code == 409 and busy.json()["buyback_id"] == bb.id
 
 
-async def test_revenue_arriving_during_a_buyback_goes_into_the_next(tapp: TApp) -> None:
-    t = tapp
+async def test_revenue_arriving_during_a_buyback_goes_into_the_next(tapp_any: TApp) -> None:
+    t = tapp_any
     first = await t.add_revenue("60", "50")
     bid = await check_buyback_threshold({"app": t.ctx})
     late: list[int] = []
@@ -69,10 +69,10 @@ async def test_revenue_arriving_during_a_buyback_goes_into_the_next(tapp: TApp) 
     assert all(e.buyback_id is not None for e in await t.events())
 
 
-async def test_slippage_fails_the_buyback_and_returns_its_revenue(tapp: TApp) -> None:
+async def test_slippage_fails_the_buyback_and_returns_its_revenue(tapp_any: TApp) -> None:
     """Quoted, signed, then someone else's big buy lands first: our swap reverts on chain with
     INSUFFICIENT_OUTPUT_AMOUNT; the buyback fails, its revenue is unallocated, nothing burned."""
-    t = tapp
+    t = tapp_any
     d = t.devnet
     await t.add_revenue("500")
     bid = await check_buyback_threshold({"app": t.ctx})

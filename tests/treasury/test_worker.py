@@ -3,6 +3,8 @@ worker runs it to the burn; enqueueing the same buyback again is a no-op."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from decimal import Decimal
 
 from arq import func
@@ -11,6 +13,7 @@ from arq.worker import Worker
 
 from app.treasury.dispatch import RUN_BUYBACK, arq_queue_name, buyback_job_id, enqueue_buyback
 from jobs import treasury_tasks
+from jobs.worker import create_worker
 from tests.treasury.conftest import Stopwatch, treasury_app
 
 
@@ -41,3 +44,32 @@ async def test_cron_enqueues_and_the_worker_burns(treasury_settings, devnet_layo
         # the cron finds nothing to do now, and the job id is free again for a later buyback
         assert await treasury_tasks.check_buyback_threshold(ctx) is None
         assert await pool.exists(f"arq:job:{buyback_job_id(t.ctx, bid)}") == 0
+
+
+async def test_the_mia_worker_runs_the_loop_on_a_json_rpc_chain(node_url, treasury_settings,
+                                                                 devnet_layout, operator) -> None:
+    """`mia worker` as make dev runs it, against chain.node over HTTP: revenue crosses the
+    threshold, the cron starts a buyback, the worker swaps and burns, /burns shows it."""
+    settings = treasury_settings(chain_rpc_url=node_url, buyback_threshold_usd=Decimal("0.05"),
+                                 buyback_check_interval_s=1)
+    async with treasury_app(settings, devnet_layout, operator) as t:
+        await t.add_revenue("0.03", "0.03")
+        clock = Stopwatch()
+        worker = create_worker(settings, handle_signals=False, poll_delay=0.05)
+        task = asyncio.create_task(worker.async_run())
+        try:
+            for _ in range(300):
+                items = (await t.api.client.get("/burns")).json()["items"]
+                if items:
+                    break
+                await asyncio.sleep(0.1)
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            await worker.close()
+        assert items, "no burn within 30 s"
+        print(f"\nMEASURE mia worker: threshold crossed -> burn listed in {clock.seconds:.2f}s")
+        assert items[0]["usd_amount"] == "0.060000"
+        body = (await t.api.client.get(f"/burns/{items[0]['buyback_id']}/verify")).json()
+        assert body["verified"] is True, body
