@@ -172,6 +172,12 @@ async def run(ctx: AppContext, client: RunPodClient, job_id: int) -> RunResult:
     keeper = asyncio.create_task(_keep_claim(ctx, r))
     try:
         return await _drive(ctx, client, r)
+    except asyncio.CancelledError:
+        # The worker is stopping: hand the claim back so the next run resumes at once. The
+        # RunPod job is left running; its id is stored, so nothing is submitted twice.
+        with contextlib.suppress(Exception):
+            await asyncio.shield(_let_go(ctx, r))
+        raise
     finally:
         keeper.cancel()
         with contextlib.suppress(asyncio.CancelledError):
@@ -196,6 +202,13 @@ async def _start(ctx: AppContext, job_id: int) -> _Run | None:
     if row is None:
         return None
     return _Run(job_id, run_id, row[0], row[1], row[2], row[3], row[4], row[5])
+
+
+async def _let_go(ctx: AppContext, r: _Run) -> None:
+    async with ctx.db.transaction() as session:
+        await session.execute(update(IdleJob).where(*r.mine())
+                              .values(lease_id=None, lease_expires_at=utcnow())
+                              .execution_options(synchronize_session=False))
 
 
 async def _keep_claim(ctx: AppContext, r: _Run) -> None:

@@ -193,3 +193,21 @@ async def test_1000_results_from_20_miners_ledger_to_the_cent(any_db, settings_f
         assert r.json()["total_idle_jobs_processed"] == 1000
         print(f"\n1000 idle results by 20 miners on {any_db.split(':')[0]}: {elapsed:.2f} s, "
               f"{1000 / elapsed:.0f} jobs/s (lease + signed result); ledger {total} USD")
+
+
+async def test_idle_ids_lost_from_redis_come_back(api):  # type: ignore[no-untyped-def]
+    """The DB is the truth: the reconciler re-pushes queued idle jobs Redis lost."""
+    key = await api.api_key("outside-co", "idle")
+    miner = await api.miner()
+    ids = {(await submit(api, key, f"p{i}"))["job_id"] for i in range(5)}
+    await api.ctx.redis.delete(api.ctx.queue.key("idle"))
+    assert await next_idle(miner, wait=0) is None
+    got = set()
+    deadline = time.monotonic() + 15
+    while got != ids and time.monotonic() < deadline:
+        job = await next_idle(miner, wait=1)
+        if job is not None:
+            assert (await post_idle_result(miner, job, "ok", tokens=1)).status_code == 200
+            got.add(job["job_id"])
+    assert got == ids
+    assert (await ledger(api))[1] == 5

@@ -105,3 +105,43 @@ async def test_worker_killed_mid_job_then_restarted(settings_factory, runpod_sta
     text = log.read_text()
     assert "process_idle_job" in text
     assert runpod_standin.api_key not in text  # secrets never logged
+
+
+@pytest.mark.timeout(120)
+async def test_worker_stopped_mid_job_hands_it_back(settings_factory, runpod_standin, tmp_path):  # type: ignore[no-untyped-def]
+    """SIGTERM (a deploy): the run gives its claim back and the next worker resumes at once."""
+    runpod_standin.set_mode(processing_s=3.0)
+    settings = settings_factory(**runpod_settings(runpod_standin, idle_to_runpod_after_s=0,
+                                                  runpod_timeout_s=30, runpod_hold_s=30),
+                                run_maintenance_in_api=False)
+    log = tmp_path / "worker.log"
+    first = start_worker(settings, log)
+    second = None
+    try:
+        async with running_app(settings) as api:
+            key = await api.api_key("outside-co", "idle")
+            created = await submit(api, key, "a deploy in the middle", max_tokens=8)
+            job_id = int(created["job_id"])
+
+            async def in_runpod() -> bool:
+                async with api.ctx.db.sessions() as s:
+                    return (await s.execute(select(IdleJob.runpod_job_id).where(
+                        IdleJob.id == job_id))).scalar() is not None
+            await until(in_runpod, 30, 0.02)
+            stop(first)  # SIGTERM
+            assert first.returncode == 0
+            async with api.ctx.db.sessions() as s:
+                row = await s.get(IdleJob, job_id)
+            assert row.status == "processing" and row.lease_id is None  # handed back
+
+            second = start_worker(settings, log)
+            body = await get_job(api, key, created["job_id"], wait=20)
+            # well within RUNPOD_HOLD_S=30: the new worker did not wait for a claim to expire
+            assert body["status"] == "completed", (body, log.read_text()[-3000:])
+            assert len(await events_for(api, created["job_id"])) == 1
+            assert runpod_standin.state.stats.submitted == 1
+    finally:
+        stop(first, signal.SIGKILL)
+        if second is not None:
+            stop(second)
+        clear_arq_keys(settings)
