@@ -10,8 +10,12 @@ it (app/chainlink.py), so the runner finds the web3 client and the treasury ther
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import time
+import uuid
+from collections.abc import AsyncIterator
 from typing import Any
 
 from arq import Retry
@@ -28,6 +32,8 @@ log = logging.getLogger("jobs.treasury")
 BUYBACK_MAX_TRIES = 50  # transient chain trouble only; definitive failures end the buyback
 RETRY_BASE_S = 2.0
 RETRY_MAX_S = 300.0
+LOCK_TTL_S = 60
+LOCK_BUSY_RETRY_S = 5
 
 
 async def treasury_startup(ctx: dict[str, Any]) -> None:
@@ -42,10 +48,52 @@ async def treasury_shutdown(ctx: dict[str, Any]) -> None:
         await detach_chain(app)
 
 
+@contextlib.asynccontextmanager
+async def runner_lock(app: AppContext) -> AsyncIterator[bool]:
+    """One buyback runner at a time across worker processes: the treasury is one account and
+    one nonce sequence. A Redis lock with a token, renewed while held. (The records make a
+    second runner harmless for mined transactions; this keeps two from signing at once.)"""
+    key = f"{app.settings.redis_prefix}:treasury:runner"
+    token = uuid.uuid4().hex
+    if not await app.redis.set(key, token, nx=True, ex=LOCK_TTL_S):
+        yield False
+        return
+
+    async def renew() -> None:
+        while True:
+            await asyncio.sleep(LOCK_TTL_S / 3)
+            if await app.redis.get(key) != token.encode():
+                log.error("treasury runner lock %s lost", key)
+                return
+            await app.redis.expire(key, LOCK_TTL_S)
+
+    renewer = asyncio.create_task(renew())
+    try:
+        yield True
+    finally:
+        renewer.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await renewer
+        with contextlib.suppress(RedisError, OSError):
+            await app.redis.eval(_RELEASE, 1, key, token)
+
+
+_RELEASE = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end return 0"
+
+
 async def run_buyback(ctx: dict[str, Any], buyback_id: int) -> str:
     """Run or resume one buyback. Transient chain errors are retried with backoff; the records
     let the next try resume where this one stopped."""
     app: AppContext = ctx["app"]
+    async with runner_lock(app) as held:
+        if not held:
+            log.info("buyback %d: another runner holds the treasury; retry in %ss", buyback_id,
+                     LOCK_BUSY_RETRY_S)
+            raise Retry(defer=LOCK_BUSY_RETRY_S)
+        return await _run(ctx, app, buyback_id)
+
+
+async def _run(ctx: dict[str, Any], app: AppContext, buyback_id: int) -> str:
     try:
         return await runner.run_buyback(app, buyback_id)
     except runner.BuybackStuck:

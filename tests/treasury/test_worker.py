@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 from decimal import Decimal
 
-from arq import func
+import pytest
+from arq import Retry, func
 from arq.connections import RedisSettings
 from arq.worker import Worker
 
@@ -73,3 +75,39 @@ async def test_the_mia_worker_runs_the_loop_on_a_json_rpc_chain(node_url, treasu
         assert items[0]["usd_amount"] == "0.060000"
         body = (await t.api.client.get(f"/burns/{items[0]['buyback_id']}/verify")).json()
         assert body["verified"] is True, body
+
+
+async def test_a_second_runner_waits_for_the_first(tapp) -> None:  # type: ignore[no-untyped-def]
+    """The treasury is one account: while one worker holds the runner lock, another's
+    run_buyback is deferred (arq Retry) and sends nothing."""
+    t = tapp
+    await t.add_revenue("100")
+    ctx = {"app": t.ctx}
+    bid = await treasury_tasks.check_buyback_threshold(ctx)
+    async with treasury_tasks.runner_lock(t.ctx) as held:
+        assert held
+        with pytest.raises(Retry):
+            await treasury_tasks.run_buyback({"app": t.ctx, "job_try": 1}, bid)
+        assert (await t.buyback(bid)).status == "planned"
+    assert await treasury_tasks.run_buyback({"app": t.ctx, "job_try": 1}, bid) == "burned"
+    async with treasury_tasks.runner_lock(t.ctx) as held:
+        assert held  # released after the run
+
+
+async def test_transient_chain_trouble_is_retried_and_resumes(treasury_settings, devnet_layout,
+                                                              operator) -> None:
+    """Gas above MAX_FEE_GWEI: nothing is signed, the job asks arq to retry with backoff, the
+    buyback stays active; once fees fit, the next try finishes it."""
+    settings = treasury_settings(max_fee_gwei=Decimal("0.000000001"))  # a 1 wei cap
+    async with treasury_app(settings, devnet_layout, operator) as t:
+        await t.add_revenue("100")
+        ctx = {"app": t.ctx, "job_try": 3}
+        bid = await treasury_tasks.check_buyback_threshold(ctx)
+        with pytest.raises(Retry) as info:
+            await treasury_tasks.run_buyback(ctx, bid)
+        assert info.value.defer_score == 8000  # 2 s * 2**(3-1)
+        bb = await t.buyback(bid)
+        assert bb.status == "swapping" and bb.active_slot == 1 and await t.txs(bid) == []
+        treasury = t.ctx.extras["treasury"]
+        treasury.config = dataclasses.replace(treasury.config, max_fee_gwei=Decimal(1000))
+        assert await treasury_tasks.run_buyback(ctx, bid) == "burned"
