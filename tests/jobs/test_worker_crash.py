@@ -35,9 +35,11 @@ def worker_env(settings: Settings) -> dict[str, str]:
     return env
 
 
-def start_worker(settings: Settings, log: Path) -> subprocess.Popen[bytes]:
+def start_worker(settings: Settings, log: Path, *, via_cli: bool = False) -> subprocess.Popen[bytes]:
+    """`python -m jobs.worker`, or the same through `mia worker` (app/cli.py)."""
     out = log.open("ab")
-    return subprocess.Popen([sys.executable, "-m", "jobs.worker"], cwd=ROOT,
+    command = ["-m", "app.cli", "worker"] if via_cli else ["-m", "jobs.worker"]
+    return subprocess.Popen([sys.executable, *command], cwd=ROOT,
                             env=worker_env(settings), stdout=out, stderr=subprocess.STDOUT)
 
 
@@ -77,7 +79,7 @@ async def test_worker_killed_mid_job_then_restarted(settings_factory, runpod_sta
             body = await get_job(api, key, created["job_id"])
             assert body["status"] == "processing"
 
-            second = start_worker(settings, log)
+            second = start_worker(settings, log, via_cli=True)
             body = await get_job(api, key, created["job_id"], wait=1)
 
             async def done() -> bool:
