@@ -95,6 +95,8 @@ async def test_slippage_fails_the_buyback_and_returns_its_revenue(tapp_any: TApp
     assert after["burned"] == before["burned"] and after["treasury_usd"] == before["treasury_usd"]
     rows = await t.txs(bid)
     assert [r.status for r in rows if r.kind == "swap"] == ["reverted"]
+    body = (await t.api.client.get(f"/burns/{bid}/verify")).json()
+    assert body["verified"] is False and [c["name"] for c in body["checks"]] == ["burn_recorded"]
     # the revenue is back: the next check starts a new buyback with it, which succeeds
     nxt = await check_buyback_threshold({"app": t.ctx})
     assert nxt is not None and nxt != bid and await t.run(nxt) == "burned"

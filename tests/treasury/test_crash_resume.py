@@ -120,3 +120,28 @@ async def test_crash_and_resume_on_postgresql(treasury_settings, devnet_layout, 
         await _restart(t)
         assert await t.run(bid) == "burned"
         await _assert_exactly_once(t, bid, start_block, before, chunks=3)
+
+
+async def test_a_swap_signed_before_a_long_outage_expires_and_the_revenue_comes_back(
+        tapp) -> None:  # type: ignore[no-untyped-def]
+    """Crash after the swap was stored, restart after its deadline: the stored bytes are
+    re-broadcast (never re-signed), revert with EXPIRED, the buyback fails and its revenue is
+    unallocated again for the next one. Nothing was swapped or burned."""
+    t = tapp
+    await t.add_revenue("100")
+    bid = await check_buyback_threshold({"app": t.ctx})
+    before = await t.balances()
+    with pytest.raises(SimulatedCrash):
+        await t.run(bid, checkpoint=crash_at("swap:prepared"))
+    head = await t.w3.eth.get_block("latest")
+    t.tester.time_travel(int(head["timestamp"]) + 3600)
+    await _restart(t)
+    assert await t.run(bid) == "failed"
+    bb = await t.buyback(bid)
+    assert "DeadlineExpired" in (bb.failure_reason or ""), bb.failure_reason
+    assert [r.status for r in await t.txs(bid) if r.kind == "swap"] == ["reverted"]
+    assert all(e.buyback_id is None for e in await t.events())
+    after = await t.balances()
+    assert after == before
+    nxt = await check_buyback_threshold({"app": t.ctx})
+    assert nxt is not None and await t.run(nxt) == "burned"
