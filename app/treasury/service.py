@@ -20,6 +20,7 @@ from app.errors import Conflict, NotFound, ValidationFailed
 from app.models import Buyback, BuybackStatus, BuybackTx, RevenueEvent, utcnow
 
 ACTIVE_SLOT = 1
+ZERO_USD = Decimal("0.000000")  # how the USD column reads zero back
 
 
 class BuybackActive(Conflict):
@@ -40,7 +41,7 @@ async def unallocated_usd(session: AsyncSession) -> tuple[Decimal, int]:
     total, n = (await session.execute(
         select(func.sum(RevenueEvent.amount_usd), func.count())
         .where(RevenueEvent.buyback_id.is_(None)))).one()
-    return (Decimal(0) if total is None else Decimal(total)), int(n)
+    return (ZERO_USD if total is None else Decimal(total)), int(n)
 
 
 async def start_buyback(session: AsyncSession, triggered_by: str,
@@ -132,7 +133,7 @@ async def txs_of(session: AsyncSession, buyback_ids: list[int]) -> dict[int, lis
 async def revenue_of(session: AsyncSession, buyback_id: int) -> tuple[Decimal, int]:
     total, n = (await session.execute(select(func.sum(RevenueEvent.amount_usd), func.count())
                                       .where(RevenueEvent.buyback_id == buyback_id))).one()
-    return (Decimal(0) if total is None else Decimal(total)), int(n)
+    return (ZERO_USD if total is None else Decimal(total)), int(n)
 
 
 async def list_buybacks(session: AsyncSession, *, status: str | None = None, limit: int = 50,
@@ -172,7 +173,7 @@ async def totals(session: AsyncSession) -> Totals:
                                      .where(Buyback.status == burned))).scalars()
     active = await active_buyback(session)
     return Totals(
-        buybacks_burned=int(n), total_buyback_usd=Decimal(0) if usd is None else Decimal(usd),
+        buybacks_burned=int(n), total_buyback_usd=ZERO_USD if usd is None else Decimal(usd),
         total_serv_burned=sum(a or 0 for a in amounts),
         last_buyback_at=last,
         active_buyback_id=active.id if active else None,
