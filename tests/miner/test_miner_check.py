@@ -125,3 +125,46 @@ def test_check_accepts_ollama_latest_tag(tmp_path, unused_url) -> None:
         p = run_check("--backend", unused_url, "--model-url", srv.url, "--model", "mixtral",
                       env={"MIA_MINER_PRIVATE_KEY": TEST_KEY})
     assert "serves mixtral" in p.stdout and "test chat answered" in p.stdout
+
+
+def test_new_keystore_command(tmp_path) -> None:
+    path = tmp_path / "w.json"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MIA_")}
+    env["MIA_MINER_KEYSTORE_PASSWORD"] = "pw-for-test"
+    p = subprocess.run([sys.executable, "-m", "miner", "--new-keystore", str(path)],
+                       capture_output=True, text=True, timeout=60, env=env)
+    assert p.returncode == 0, p.stderr
+    address = p.stdout.strip().rsplit(" ", 1)[1]
+    from miner.wallet import Wallet
+
+    assert Wallet.from_keystore(path, "pw-for-test").address == address
+    again = subprocess.run([sys.executable, "-m", "miner", "--new-keystore", str(path)],
+                           capture_output=True, text=True, timeout=60, env=env)
+    assert again.returncode == 2 and "refusing to overwrite" in again.stderr
+
+
+def test_demo_model_runs_as_a_module() -> None:
+    import time
+
+    import httpx
+
+    from tests.miner.support import free_port
+
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "miner.demo_model", "--port", str(port)],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                r = httpx.get(f"http://127.0.0.1:{port}/v1/models", timeout=1)
+                break
+            except httpx.HTTPError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
+        assert r.json()["data"][0]["id"] == "mia-demo"
+    finally:
+        proc.terminate()
+        out, _ = proc.communicate(timeout=10)
+    assert "NOT a real LLM" in out

@@ -216,3 +216,19 @@ def test_password_file(tmp_path) -> None:
 def test_model_url_normalization() -> None:
     for u in ("http://h:8000", "http://h:8000/", "http://h:8000/v1", "http://h:8000/v1/"):
         assert normalize_base_url(u) == "http://h:8000/v1"
+
+
+def test_log_filter_masks_secrets_that_reach_a_log_line() -> None:
+    import logging
+
+    from miner.cli import _Redact, _secrets
+    from miner.config import MinerConfig
+
+    cfg = MinerConfig(private_key=TEST_KEY, model_api_key="sk-model-secret-123")
+    f = _Redact(_secrets(cfg))
+    for msg, args in ((f"oops {TEST_KEY}", ()), ("oops %s", (TEST_KEY[2:],)),
+                      ("key=%s", ("sk-model-secret-123",))):
+        rec = logging.LogRecord("miner", logging.INFO, __file__, 1, msg, args, None)
+        assert f.filter(rec)
+        out = rec.getMessage()
+        assert TEST_KEY[2:] not in out and "sk-model-secret-123" not in out and "***" in out
