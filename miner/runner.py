@@ -149,7 +149,7 @@ class Miner:
             try:
                 await self.backend.ensure_token()
                 return True
-            except BackendError as exc:
+            except (BackendError, ValueError) as exc:  # ValueError: a 200 that is not JSON
                 delay = backoff.fail()
                 log.warning("cannot sign in (%s); retrying in %.1fs", exc, delay)
                 await self._sleep(delay)
@@ -312,7 +312,7 @@ class Miner:
                 log.warning("job %s: lease lost (%s)", lease.job_id, exc)
                 lost.set()
                 return
-            except BackendError as exc:
+            except (BackendError, ValueError) as exc:
                 delay = min(backoff.fail(), max(MIN_EXTEND_INTERVAL, lease.remaining() / 2))
                 log.warning("job %s: cannot extend lease (%s); retrying in %.1fs", lease.job_id, exc, delay)
                 continue
