@@ -5,14 +5,12 @@ from __future__ import annotations
 import socket
 import threading
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 
 import httpx
-import pytest
 import uvicorn
 
-from miner.demo_model import DemoState, create_demo_app
+from miner.demo_model import DemoState
 
 TEST_KEY = "0x" + "4c0883a69102937d6231471b5dbb6204fe5129617082792ae468d01a3f362318"
 

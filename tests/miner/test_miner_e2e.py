@@ -8,7 +8,6 @@ import logging
 import time
 
 import httpx
-import pytest
 
 from miner.demo_model import LABEL
 from miner.wallet import recover_result_signer
