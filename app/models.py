@@ -6,7 +6,7 @@ import enum
 from datetime import UTC, datetime
 from decimal import Decimal
 
-from sqlalchemy import (BigInteger, DateTime, ForeignKey, Index, Integer, Numeric, String, Text,
+from sqlalchemy import (BigInteger, DateTime, ForeignKey, Index, Integer, String, Text,
                         TypeDecorator, UniqueConstraint)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, synonym
 
@@ -34,7 +34,35 @@ class UTCDateTime(TypeDecorator[datetime]):
         return value.replace(tzinfo=UTC)
 
 
-USD = Numeric(20, 6)  # Decimal dollars; six places so per-token prices stay exact
+class USDAmount(TypeDecorator[Decimal]):
+    """Decimal dollars with six places, stored as integer micro-dollars (BIGINT).
+
+    Exact on every database (SQLite's NUMERIC is a float) and SUM() stays exact, in SQL, on
+    both. Floats and more than six places are refused rather than rounded.
+    """
+
+    impl = BigInteger
+    cache_ok = True
+
+    def process_bind_param(self, value, dialect):  # type: ignore[no-untyped-def]
+        if value is None:
+            return None
+        if isinstance(value, bool) or not isinstance(value, Decimal | int):
+            raise TypeError(f"USD amounts are Decimal, not {type(value).__name__}")
+        micro = Decimal(value) * MICRO_PER_USD
+        if micro != micro.to_integral_value():
+            raise ValueError(f"USD amount {value} has more than six decimal places")
+        return int(micro)
+
+    def process_result_value(self, value, dialect):  # type: ignore[no-untyped-def]
+        if value is None:
+            return None
+        return (Decimal(int(value)) / MICRO_PER_USD).quantize(USD_PLACES)
+
+
+MICRO_PER_USD = Decimal(1_000_000)
+USD_PLACES = Decimal("0.000001")
+USD = USDAmount()
 
 
 class Base(DeclarativeBase):

@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import datetime
 from decimal import ROUND_HALF_UP, Decimal
 
-from sqlalchemy import BigInteger, cast, func, select
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.models import RevenueEvent
@@ -17,14 +17,9 @@ from app.models import RevenueEvent
 MICRO = Decimal("0.000001")
 
 
-def _micro_sum():  # type: ignore[no-untyped-def]
-    # Summed as integer micro-dollars: exact on SQLite too, which stores NUMERIC as REAL.
-    return func.coalesce(func.sum(cast(func.round(RevenueEvent.amount_usd * 1_000_000),
-                                       BigInteger)), 0)
-
-
-def from_micro(total: int | Decimal) -> Decimal:
-    return usd(Decimal(int(total)) * MICRO)
+def _sum():  # type: ignore[no-untyped-def]
+    # The USD column stores integer micro-dollars, so SUM is exact in SQL and reads back Decimal.
+    return func.coalesce(func.sum(RevenueEvent.amount_usd), Decimal(0))
 
 
 def usd(value: Decimal) -> Decimal:
@@ -56,12 +51,12 @@ async def record(session: AsyncSession, *, idle_job_id: int, amount_usd: Decimal
 async def by_source(session: AsyncSession) -> dict[str, tuple[Decimal, int]]:
     """{source: (total USD, events)} in one aggregate query."""
     rows = await session.execute(
-        select(RevenueEvent.source, _micro_sum(), func.count()).group_by(RevenueEvent.source))
-    return {source: (from_micro(total), int(n)) for source, total, n in rows}
+        select(RevenueEvent.source, _sum(), func.count()).group_by(RevenueEvent.source))
+    return {source: (usd(total), int(n)) for source, total, n in rows}
 
 
 async def unallocated(session: AsyncSession) -> tuple[Decimal, int]:
     """Revenue no buyback has claimed yet: (USD, events)."""
     total, n = (await session.execute(
-        select(_micro_sum(), func.count()).where(RevenueEvent.buyback_id.is_(None)))).one()
-    return from_micro(total), int(n)
+        select(_sum(), func.count()).where(RevenueEvent.buyback_id.is_(None)))).one()
+    return usd(total), int(n)

@@ -13,12 +13,13 @@ from decimal import Decimal
 from typing import Any
 
 from redis.exceptions import RedisError
-from sqlalchemy import BigInteger, cast, func, select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.context import AppContext
 from app.idle import revenue
-from app.models import ChatJob, IdleJob, Miner, RevenueEvent, SystemMetrics, utcnow
+from app.models import (MICRO_PER_USD, ChatJob, IdleJob, Miner, RevenueEvent, SystemMetrics,
+                        utcnow)
 from app.queue import KINDS
 from app.treasury import service as treasury
 
@@ -27,11 +28,13 @@ SOURCES = ("miner", "runpod")
 
 
 async def refresh_system_metrics(session: AsyncSession) -> None:
-    micro = func.coalesce(func.sum(cast(func.round(RevenueEvent.amount_usd * 1_000_000),
-                                        BigInteger)), 0)
+    # SystemMetrics.value is the USD type (integer micro-units in SQL): sums of USD columns
+    # go in as they are, a count is scaled to micro-units so it reads back as itself.
     derived = {
-        "runpod_income_usd": select(micro * revenue.MICRO).scalar_subquery(),
-        "total_idle_jobs_processed": select(func.count(RevenueEvent.id)).scalar_subquery(),
+        "runpod_income_usd": select(func.coalesce(func.sum(RevenueEvent.amount_usd), 0))
+        .scalar_subquery(),
+        "total_idle_jobs_processed": select(func.count(RevenueEvent.id) * int(MICRO_PER_USD))
+        .scalar_subquery(),
         "total_buyback_usd": treasury.burned_usd_subquery(),
     }
     for name, value in derived.items():

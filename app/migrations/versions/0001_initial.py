@@ -37,7 +37,7 @@ def upgrade() -> None:
     sa.Column('created_at', app.models.UTCDateTime(), nullable=False),
     sa.Column('completed_at', app.models.UTCDateTime(), nullable=True),
     sa.Column('output_tokens', sa.Integer(), nullable=True),
-    sa.Column('usd_earned', sa.Numeric(precision=20, scale=6), nullable=True),
+    sa.Column('usd_earned', sa.BigInteger(), nullable=True),
     sa.Column('result', sa.Text(), nullable=True),
     sa.Column('runpod_job_id', sa.String(length=100), nullable=True),
     sa.Column('error_message', sa.String(length=1000), nullable=True),
@@ -58,7 +58,7 @@ def upgrade() -> None:
     op.create_table('system_metrics',
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('metric_name', sa.String(length=100), nullable=False),
-    sa.Column('value', sa.Numeric(precision=20, scale=6), nullable=False),
+    sa.Column('value', sa.BigInteger(), nullable=False),
     sa.Column('updated_at', app.models.UTCDateTime(), nullable=False),
     sa.PrimaryKeyConstraint('id'),
     sa.UniqueConstraint('metric_name')

@@ -30,7 +30,7 @@ def upgrade() -> None:
     op.create_table('revenue_events',
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('idle_job_id', sa.Integer(), nullable=False),
-    sa.Column('amount_usd', sa.Numeric(precision=20, scale=6), nullable=False),
+    sa.Column('amount_usd', sa.BigInteger(), nullable=False),
     sa.Column('source', sa.String(length=16), nullable=False),
     sa.Column('output_tokens', sa.Integer(), nullable=False),
     sa.Column('created_at', app.models.UTCDateTime(), nullable=False),
@@ -60,7 +60,7 @@ def upgrade() -> None:
                                       server_default='0'))
         batch_op.add_column(sa.Column('runpod_submitted_at', app.models.UTCDateTime(), nullable=True))
         batch_op.add_column(sa.Column('runpod_execution_ms', sa.Integer(), nullable=True))
-        batch_op.add_column(sa.Column('runpod_cost_usd', sa.Numeric(precision=20, scale=6), nullable=True))
+        batch_op.add_column(sa.Column('runpod_cost_usd', sa.BigInteger(), nullable=True))
         batch_op.create_index(batch_op.f('ix_idle_jobs_business_id'), ['business_id'], unique=False)
         batch_op.create_index('ix_idle_jobs_status_created', ['status', 'created_at'], unique=False)
         batch_op.create_index('ix_idle_jobs_status_lease', ['status', 'lease_expires_at'], unique=False)
@@ -69,7 +69,7 @@ def upgrade() -> None:
 
     op.execute("UPDATE idle_jobs SET status = 'queued' WHERE status = 'pending'")
     metrics = sa.table('system_metrics', sa.column('metric_name', sa.String),
-                       sa.column('value', sa.Numeric(20, 6)),
+                       sa.column('value', sa.BigInteger()),
                        sa.column('updated_at', app.models.UTCDateTime()))
     for name in METRICS:
         # Derived values (app/ops/metrics.py refreshes them from the ledger); rows must exist.

@@ -26,7 +26,7 @@ def upgrade() -> None:
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('status', sa.String(length=16), nullable=False),
     sa.Column('active_slot', sa.Integer(), nullable=True),
-    sa.Column('usd_amount', sa.Numeric(precision=20, scale=6), nullable=False),
+    sa.Column('usd_amount', sa.BigInteger(), nullable=False),
     sa.Column('quote_amount_in', sa.String(length=80), nullable=True),
     sa.Column('amount_out_min_total', sa.String(length=80), nullable=True),
     sa.Column('serv_received', sa.String(length=80), nullable=True),
