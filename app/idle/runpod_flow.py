@@ -31,7 +31,7 @@ from app.context import AppContext
 from app.errors import Conflict, NotFound, ServiceUnavailable
 from app.idle import revenue
 from app.idle.dispatch import enqueue_runpod
-from app.idle.service import announce
+from app.miners.flow import announce
 from app.models import IdleJob, JobStatus, utcnow
 from app.runpod import (RunPodClient, RunPodError, RunPodJobFailed, RunPodNotFound, RunPodResult,
                         RunPodTimeout, RunPodTransientError, build_input)
@@ -293,7 +293,7 @@ async def _complete(ctx: AppContext, r: _Run, result: RunPodResult) -> RunResult
                                  source="runpod", output_tokens=tokens, now=now)
     if won is None:
         return RunResult(Outcome.skipped, "another run finished this job first")
-    await announce(ctx, r.job_id)
+    await announce(ctx, str(r.job_id))
     log.info("idle job %d completed on RunPod: %d tokens, %s USD", r.job_id, tokens, earned)
     return RunResult(Outcome.completed)
 
@@ -308,7 +308,7 @@ async def _fail(ctx: AppContext, r: _Run, reason: str) -> RunResult:
             .returning(IdleJob.id).execution_options(synchronize_session=False))).first()
     if won is None:
         return RunResult(Outcome.skipped)
-    await announce(ctx, r.job_id)
+    await announce(ctx, str(r.job_id))
     log.warning("idle job %d failed on RunPod: %s", r.job_id, reason)
     return RunResult(Outcome.failed, reason)
 

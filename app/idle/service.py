@@ -7,23 +7,21 @@ conditional UPDATE of the job and, only if it won, inserts the job's one Revenue
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Awaitable, Callable
-from datetime import datetime
 from decimal import Decimal
 
 from redis.exceptions import RedisError
-from sqlalchemy import select, update
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from app import leasing
-from app.auth import wallet as wallet_sig
 from app.auth.principals import Client, Wallet
 from app.context import AppContext
-from app.errors import Conflict, NotFound, Unauthorized
+from app.errors import Conflict, NotFound
 from app.idle import revenue
 from app.idle.schemas import IdleAssignment, IdleResultOut, LeaseOut, ReleaseOut
-from app.miners.service import MIN_BLOCK_S, requeue
-from app.models import ApiKey, IdleJob, JobStatus, Miner, utcnow
+from app.miners import flow
+from app.models import ApiKey, IdleJob, JobStatus, utcnow
 
 log = logging.getLogger(__name__)
 TERMINAL = (JobStatus.completed, JobStatus.failed)
@@ -36,6 +34,9 @@ def parse_job_id(job_id: str) -> int | None:
         return None
     value = int(job_id)
     return value if 0 < value <= MAX_DB_ID else None
+
+
+IDLE = flow.JobKind(name="idle", model=IdleJob, parse_id=parse_job_id, output_column="result")
 
 
 # ------------------------------------------------------------------ clients
@@ -92,50 +93,29 @@ async def wait_for(ctx: AppContext, client: Client, job: IdleJob, wait_s: float)
 
 async def next_idle_job(ctx: AppContext, who: Wallet, wait_s: float,
                         gone: Callable[[], Awaitable[bool]] | None = None) -> IdleAssignment | None:
-    """Lease the next idle job, but only while no chat job is waiting: chat comes first. If the
-    miner hung up while waiting, the id goes back to the front untouched."""
-    miner_id = _miner_id(who)
-    deadline = time.monotonic() + wait_s
-    while True:
-        if await ctx.queue.depth("chat") > 0:
-            return None
-        remaining = deadline - time.monotonic()
-        item = await ctx.queue.pop(("idle",), remaining if remaining >= MIN_BLOCK_S else 0)
-        if item is None:
-            return None
-        job_id = parse_job_id(item[1])
-        if job_id is None:
-            continue
-        if gone is not None and await gone():
-            await requeue(ctx, "idle", [item[1]])
-            return None
-        async with ctx.db.transaction() as session:
-            now = utcnow()  # after BEGIN: a wait for the SQLite lock must not shorten the lease
-            lease = await leasing.acquire(session, IdleJob, job_id, miner_id,
-                                          ctx.settings.lease_seconds, now)
-            if lease is None:
-                continue  # taken, claimed for RunPod, finished or gone: the next one
-            prompt, max_tokens = (await session.execute(
-                select(IdleJob.prompt, IdleJob.max_tokens).where(IdleJob.id == job_id))).one()
-            await session.execute(update(Miner).where(Miner.id == miner_id)
-                                  .values(last_active=now))
-        return IdleAssignment(job_id=str(job_id), lease_id=lease.lease_id,
+    """Lease the next idle job, but only while no chat job is waiting: chat comes first."""
+
+    async def chat_waiting() -> bool:
+        return await ctx.queue.depth("chat") > 0
+
+    async def describe(session: AsyncSession, key: int, lease: leasing.Lease) -> IdleAssignment:
+        prompt, max_tokens = (await session.execute(
+            select(IdleJob.prompt, IdleJob.max_tokens).where(IdleJob.id == key))).one()
+        return IdleAssignment(job_id=str(key), lease_id=lease.lease_id,
                               lease_expires_at=lease.expires_at, prompt=prompt,
                               max_tokens=max_tokens, attempt=lease.attempt)
+
+    return await flow.leased(ctx, IDLE, who, wait_s, describe, gone=gone,  # type: ignore[no-any-return]
+                             yield_to=chat_waiting)
 
 
 async def submit_result(ctx: AppContext, who: Wallet, job_id: str, lease_id: str, output: str,
                         output_tokens: int | None, signature: str) -> IdleResultOut:
-    miner_id = _miner_id(who)
+    miner_id = flow.miner_id_of(who)
     key = parse_job_id(job_id)
     if key is None:
         raise NotFound("no such idle job", code="job_not_found")
-    signature = "0x" + signature.removeprefix("0x").lower()  # one canonical form is stored
-    digest = wallet_sig.result_digest(job_id, output)
-    if not await wallet_sig.verify(who.address, digest, signature, ctx.extras.get("erc1271")):
-        raise Unauthorized("the result signature does not recover to your wallet; sign "
-                           "keccak256(utf8(job_id) || utf8(output)) with personal_sign",
-                           code="invalid_result_signature")
+    signature = await flow.check_result_signature(ctx, who, job_id, output, signature)
     now = utcnow()
     price = ctx.settings.price_per_1k_tokens_usd
     async with ctx.db.transaction() as session:
@@ -154,87 +134,24 @@ async def submit_result(ctx: AppContext, who: Wallet, job_id: str, lease_id: str
         if won:
             await revenue.record(session, idle_job_id=key, amount_usd=earned, source="miner",
                                  output_tokens=tokens, now=now)
-            await session.execute(
-                update(Miner).where(Miner.id == miner_id)
-                .values(job_count=Miner.job_count + 1,
-                        tokens_generated=Miner.tokens_generated + tokens, last_active=now))
+            await flow.credit_miner(session, miner_id, tokens, now)
     if won:
-        await announce(ctx, key)
+        await flow.announce(ctx, job_id)
         return IdleResultOut(job_id=job_id, status="completed", output_tokens=tokens,
                              usd_earned=earned, completed_at=now)
-    return await _explain_lost(ctx, key, lease_id, miner_id, output, now)
-
-
-async def announce(ctx: AppContext, job_id: int) -> None:
-    try:
-        await ctx.queue.publish_done(str(job_id))
-    except Exception:  # waiters re-check the DB on a timer; the result is already committed
-        pass
-
-
-async def _explain_lost(ctx: AppContext, job_id: int, lease_id: str, miner_id: int, output: str,
-                        now: datetime) -> IdleResultOut:
-    """Not completed by this call: the same result again (idempotent 200), or why not (409)."""
-    async with ctx.db.sessions() as session:
-        job = await session.get(IdleJob, job_id)
-    if job is None:
-        raise NotFound("no such idle job", code="job_not_found")
-    if job.lease_id == lease_id and job.miner_id == miner_id and job.processed_by != "runpod":
-        if job.status == JobStatus.completed and job.result == output:
-            return IdleResultOut(job_id=str(job.id), status="completed",
-                                 output_tokens=job.output_tokens or 0,
-                                 usd_earned=job.usd_earned or 0, completed_at=job.completed_at)
-        if job.status == JobStatus.completed:
-            raise Conflict("this job was already completed with a different output",
-                           code="already_completed")
-        if job.status == JobStatus.failed:
-            raise Conflict(f"this job has failed: {job.failure_reason}", code="job_failed")
-        if job.status == JobStatus.assigned and job.lease_expires_at and job.lease_expires_at <= now:
-            raise Conflict("your lease has expired", code="lease_expired")
-    raise Conflict("this lease is not current (expired, reassigned or not yours)",
-                   code="lease_not_current")
+    job = await IDLE.get(ctx, job_id)
+    if job.processed_by == "runpod":  # RunPod finished it: this miner's lease is history
+        raise Conflict(flow.NOT_CURRENT, code="lease_not_current")
+    flow.is_repeat(IDLE, job, lease_id, miner_id, output, now)
+    return IdleResultOut(job_id=job_id, status="completed", output_tokens=job.output_tokens or 0,
+                         usd_earned=job.usd_earned or Decimal(0), completed_at=job.completed_at)
 
 
 async def extend_lease(ctx: AppContext, who: Wallet, job_id: str, lease_id: str,
                        seconds: int | None) -> LeaseOut:
-    s = ctx.settings
-    key = await _require_job(ctx, job_id)
-    length = min(seconds or s.lease_seconds, s.lease_max_extend_s)
-    async with ctx.db.transaction() as session:
-        expires = await leasing.extend(session, IdleJob, key, lease_id, _miner_id(who),
-                                       utcnow(), length)
-    if expires is None:
-        raise Conflict("this lease is not current (expired, reassigned or not yours)",
-                       code="lease_not_current")
-    return LeaseOut(job_id=job_id, lease_id=lease_id, lease_expires_at=expires)
+    return await flow.extend(ctx, IDLE, who, job_id, lease_id, seconds)
 
 
 async def release_lease(ctx: AppContext, who: Wallet, job_id: str, lease_id: str,
                         reason: str) -> ReleaseOut:
-    key = await _require_job(ctx, job_id)
-    async with ctx.db.transaction() as session:
-        status = await leasing.release(session, IdleJob, key, lease_id, _miner_id(who),
-                                       utcnow(), ctx.settings.max_attempts, reason)
-    if status is None:
-        raise Conflict("this lease is not current (expired, reassigned or not yours)",
-                       code="lease_not_current")
-    if status == JobStatus.queued:
-        await requeue(ctx, "idle", [job_id])
-    else:
-        await announce(ctx, key)
-    return ReleaseOut(job_id=job_id, status=status)
-
-
-async def _require_job(ctx: AppContext, job_id: str) -> int:
-    key = parse_job_id(job_id)
-    async with ctx.db.sessions() as session:
-        if key is None or await session.get(IdleJob, key) is None:
-            raise NotFound("no such idle job", code="job_not_found")
-    return key
-
-
-def _miner_id(who: Wallet) -> int:
-    if who.miner_id is None:
-        raise Unauthorized("this session is not a registered miner's; POST /register_miner",
-                           code="not_a_miner")
-    return who.miner_id
+    return await flow.release(ctx, IDLE, who, job_id, lease_id, reason)

@@ -14,7 +14,7 @@ from datetime import timedelta
 
 from app import leasing
 from app.context import AppContext
-from app.miners.service import requeue
+from app.miners.flow import requeue
 from app.models import ChatJob, IdleJob, utcnow
 
 log = logging.getLogger(__name__)
