@@ -1,13 +1,17 @@
 """`mia dev`: the whole network on one machine, on embedded defaults.
 
-Starts what is missing (a private redis-server unless REDIS_URL is set), migrates the SQLite
-database, makes a demo API key, then runs the API and a demo miner (with a deterministic demo
-model, not an LLM) as child processes until Ctrl-C.
+Starts what is missing (a private redis-server unless REDIS_URL is set), a local chain
+(eth-tester behind JSON-RPC) with $SERV, a stablecoin and Uniswap V2 deployed, the local RunPod
+stand-in, the API, the worker, and a demo miner whose model is a deterministic demo (not an
+LLM). Revenue from idle jobs crosses a low dev threshold, the worker buys $SERV and burns it,
+and the burn shows in /burns. Ctrl-C stops everything.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
+import logging
 import os
 import signal
 import subprocess
@@ -26,6 +30,10 @@ from app.localredis import LocalRedis, free_port
 DEV_DIR = Path(".dev")
 # Dev-only wallet for the demo miner, derived from a public phrase: never hold real funds with it.
 DEMO_MINER_KEY = "0x" + keccak(b"mia dev demo miner (public, dev only)").hex()
+RUNPOD_DEV_KEY = "dev-standin-key"  # the local stand-in's key, not a RunPod key
+# Dev economics: a visible loop within a minute. Production defaults are in .env.example.
+DEV_DEFAULTS = {"PRICE_PER_1K_TOKENS_USD": "1.00", "BUYBACK_THRESHOLD_USD": "0.10",
+                "BUYBACK_CHECK_INTERVAL_S": "5", "IDLE_TO_RUNPOD_AFTER_S": "20"}
 
 
 @dataclass
@@ -37,11 +45,17 @@ class Child:
 
     def start(self, base_env: dict[str, str]) -> None:
         with open(DEV_DIR / f"{self.name}.log", "ab") as log:  # the child keeps its own copy
+            # Own session: Ctrl-C reaches `mia dev` only, which then stops each child once, in
+            # order (a miner that got SIGINT and then SIGTERM would give its jobs back).
             self.proc = subprocess.Popen(self.argv, env={**base_env, **self.env}, stdout=log,
-                                         stderr=subprocess.STDOUT)
+                                         stderr=subprocess.STDOUT, start_new_session=True)
+
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
+        if self.running():
+            assert self.proc is not None
             self.proc.send_signal(signal.SIGTERM)
             try:
                 self.proc.wait(15)
@@ -50,10 +64,10 @@ class Child:
                 self.proc.wait()
 
 
-def wait_http(url: str, timeout: float = 30.0, child: Child | None = None) -> None:
+def wait_http(url: str, child: Child, timeout: float = 60.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if child is not None and child.proc is not None and child.proc.poll() is not None:
+        if not child.running():
             raise RuntimeError(f"{child.name} exited early; see {DEV_DIR / (child.name + '.log')}")
         try:
             if httpx.get(url, timeout=1.0).status_code < 500:
@@ -64,49 +78,89 @@ def wait_http(url: str, timeout: float = 30.0, child: Child | None = None) -> No
     raise RuntimeError(f"{url} did not come up within {timeout:.0f} s")
 
 
+def wait_rpc(url: str, child: Child, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    body = {"jsonrpc": "2.0", "id": 1, "method": "eth_chainId", "params": []}
+    while time.monotonic() < deadline:
+        if not child.running():
+            raise RuntimeError(f"{child.name} exited early; see {DEV_DIR / (child.name + '.log')}")
+        try:
+            if httpx.post(url, json=body, timeout=1.0).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    raise RuntimeError(f"the local chain at {url} did not come up within {timeout:.0f} s")
+
+
 def run_dev() -> int:
     DEV_DIR.mkdir(exist_ok=True)
+    logging.getLogger("chain").setLevel(logging.WARNING)  # the deploy's own lines go to its log
     env = dict(os.environ)
+    for name, value in DEV_DEFAULTS.items():
+        env.setdefault(name, value)
     redis_server = None
     if "REDIS_URL" not in env:
         redis_server = LocalRedis(workdir=DEV_DIR / "redis").start()
         env["REDIS_URL"] = redis_server.url
     settings = Settings(redis_url=env["REDIS_URL"])
-    env.setdefault("DATABASE_URL", settings.database_url)
+    if "DATABASE_URL" not in env:
+        # The local chain is new every run, so the records of its burns start afresh too.
+        db = DEV_DIR / "mia.db"
+        for leftover in (db, db.with_name("mia.db-wal"), db.with_name("mia.db-shm")):
+            leftover.unlink(missing_ok=True)
+        env["DATABASE_URL"] = f"sqlite+aiosqlite:///{db}"
     env.setdefault("PORT", str(settings.port))
     api_url = f"http://127.0.0.1:{env['PORT']}"
     env.setdefault("PUBLIC_URL", api_url)
-
-    from app.auth.apikeys import issue_api_key
-    from app.migrate import upgrade
-
-    upgrade(env["DATABASE_URL"])
-    api_key = asyncio.run(issue_api_key(env["DATABASE_URL"], "demo", "chat,idle"))
-    model_port = free_port()
     py = sys.executable
-    children = [
-        Child("api", [py, "-m", "app.cli", "serve", "--host", "127.0.0.1", "--port", env["PORT"]]),
-        Child("demo-model", [py, "-m", "miner.demo_model", "--port", str(model_port)]),
-        Child("demo-miner", [py, "-m", "miner", "--backend", api_url, "--name", "demo-miner",
-                             "--model-url", f"http://127.0.0.1:{model_port}", "--concurrency", "4"],
-              env={"MIA_MINER_PRIVATE_KEY": DEMO_MINER_KEY}),
-    ]
+    chain_port, runpod_port, model_port = free_port(), free_port(), free_port()
+    rpc_url = f"http://127.0.0.1:{chain_port}"
+    runpod_url = f"http://127.0.0.1:{runpod_port}"
+    env.update(RUNPOD_BASE_URL=runpod_url, RUNPOD_API_KEY=RUNPOD_DEV_KEY,
+               RUNPOD_ENDPOINT_ID="standin-endpoint")
+
+    chain = Child("chain", [py, "-m", "chain.node", "--port", str(chain_port), "--block-time", "1"])
+    runpod = Child("runpod-standin", [py, "-m", "app.runpod.standin", "--port", str(runpod_port),
+                                      "--api-key", RUNPOD_DEV_KEY])
+    api = Child("api", [py, "-m", "app.cli", "serve", "--host", "127.0.0.1", "--port", env["PORT"]])
+    worker = Child("worker", [py, "-m", "app.cli", "worker"])
+    model = Child("demo-model", [py, "-m", "miner.demo_model", "--port", str(model_port)])
+    miner = Child("demo-miner", [py, "-m", "miner", "--backend", api_url, "--name", "demo-miner",
+                                 "--model-url", f"http://127.0.0.1:{model_port}",
+                                 "--concurrency", "4", "--accept-idle"],
+                  env={"MIA_MINER_PRIVATE_KEY": DEMO_MINER_KEY})
+    children = [chain, runpod, api, worker, model, miner]
     try:
-        for child in children:
-            child.start(env)
-            if child.name == "api":
-                wait_http(f"{api_url}/health", child=child)
-            elif child.name == "demo-model":
-                wait_http(f"http://127.0.0.1:{model_port}/v1/models", child=child)
-        print_summary(env, api_url, model_port, api_key, redis_server is not None)
-        while all(c.proc is not None and c.proc.poll() is None for c in children):
+        chain.start(env)
+        wait_rpc(rpc_url, chain)
+        env.update(deploy_devnet(rpc_url))
+        from app.auth.apikeys import issue_api_key
+        from app.migrate import upgrade
+
+        upgrade(env["DATABASE_URL"])
+        api_key = asyncio.run(issue_api_key(env["DATABASE_URL"], "demo", "chat,idle"))
+        runpod.start(env)
+        wait_http(f"{runpod_url}/v2/standin-endpoint/health", runpod)
+        api.start(env)
+        wait_http(f"{api_url}/health", api)
+        worker.start(env)
+        model.start(env)
+        wait_http(f"http://127.0.0.1:{model_port}/v1/models", model)
+        miner.start(env)
+        print_summary(env, api_url, rpc_url, runpod_url, model_port, api_key,
+                      redis_server is not None)
+        while all(c.running() for c in children):
             time.sleep(0.5)
-        dead = [c.name for c in children if c.proc is not None and c.proc.poll() is not None]
+        dead = [c.name for c in children if not c.running()]
         print(f"stopped: {', '.join(dead)} exited; logs are in {DEV_DIR}/", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("\nstopping...")
         return 0
+    except RuntimeError as exc:
+        print(f"mia dev: {exc}", file=sys.stderr)
+        return 1
     finally:
         for child in reversed(children):
             child.stop()
@@ -114,22 +168,52 @@ def run_dev() -> int:
             redis_server.stop()
 
 
-def print_summary(env: dict[str, str], api_url: str, model_port: int, api_key: str,
-                  own_redis: bool) -> None:
+def deploy_devnet(rpc_url: str) -> dict[str, str]:
+    """Deploys the contracts to the fresh local chain; returns the env the API and worker need."""
+    from chain.devnet import main as devnet_main
+
+    out = DEV_DIR / "devnet.json"
+    with open(DEV_DIR / "devnet.log", "a") as log:
+        stdout = sys.stdout
+        sys.stdout = log  # the addresses are in devnet.json and in the summary
+        try:
+            code = devnet_main(["--rpc-url", rpc_url, "--out", str(out)])
+        finally:
+            sys.stdout = stdout
+    if code != 0:
+        raise RuntimeError(f"deploying the local contracts failed; see {DEV_DIR / 'devnet.log'}")
+    d = json.loads(out.read_text())
+    return {"CHAIN_RPC_URL": rpc_url, "CHAIN_ID": str(d["chain_id"]),
+            "SERV_TOKEN_ADDRESS": d["serv_token"], "QUOTE_TOKEN_ADDRESS": d["quote_token"],
+            "DEX_ROUTER_ADDRESS": d["router"], "BURN_ADDRESS": d["burn_address"],
+            "TREASURY_ADDRESS": d["treasury"], "TREASURY_PRIVATE_KEY": d["treasury_key"]}
+
+
+def print_summary(env: dict[str, str], api_url: str, rpc_url: str, runpod_url: str,
+                  model_port: int, api_key: str, own_redis: bool) -> None:
     miner = Account.from_key(DEMO_MINER_KEY).address
     redis_note = " (private, started by mia dev)" if own_redis else ""
     print(f"""
 MIA is running locally. Ctrl-C stops everything; logs are in {DEV_DIR}/.
-  API:         {api_url}
-  API docs:    {api_url}/docs   (ReDoc: {api_url}/redoc)
-  Health:      {api_url}/health
-  Database:    {env['DATABASE_URL']}
-  Redis:       {env['REDIS_URL']}{redis_note}
-  Demo miner:  {miner}, answering with the DEMO model at http://127.0.0.1:{model_port} (not an LLM)
+  API:          {api_url}
+  API docs:     {api_url}/docs   (ReDoc: {api_url}/redoc)
+  Health:       {api_url}/health      Metrics: {api_url}/metrics
+  Burns:        {api_url}/burns       (public; verify one at /burns/<id>/verify)
+  Database:     {env['DATABASE_URL']}
+  Redis:        {env['REDIS_URL']}{redis_note}
+  Local chain:  {rpc_url} (eth-tester, chain id {env['CHAIN_ID']}); $SERV {env['SERV_TOKEN_ADDRESS']}
+  RunPod:       {runpod_url} (a LOCAL STAND-IN for RunPod serverless)
+  Demo miner:   {miner}, answering with the DEMO model on port {model_port} (not an LLM)
+  Dev economics: {env['PRICE_PER_1K_TOKENS_USD']} USD per 1k tokens, buyback at {env['BUYBACK_THRESHOLD_USD']} USD
 
 Ask something (the demo miner answers within seconds):
   curl -s -X POST '{api_url}/chat?wait=10' -H "Authorization: Bearer {api_key}" \\
        -H 'Content-Type: application/json' -d '{{"message": "What are your opening hours?"}}'
+
+Buy some inference (idle jobs); a few of them cross the threshold, and a burn shows in /burns:
+  for i in 1 2 3 4; do curl -s -X POST '{api_url}/idle-job' -H "Authorization: Bearer {api_key}" \\
+       -H 'Content-Type: application/json' -d '{{"prompt": "Summarise our refund policy", "max_tokens": 64}}'; echo; done
+  sleep 15; curl -s {api_url}/burns
 
 API key: {api_key}
 """, flush=True)
