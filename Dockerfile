@@ -35,7 +35,7 @@ COPY contracts/build ./contracts/build
 COPY --from=assets /src/app/static/node_modules ./app/static/node_modules
 COPY --from=assets /src/contracts/node_modules ./contracts/node_modules
 # Installed in place (editable), so the code finds contracts/ and app/static/ beside it.
-RUN pip install --no-cache-dir --find-links /wheels -e . && rm -rf /wheels
+RUN pip install --no-cache-dir --find-links /wheels -e . && rm -rf /wheels && chown mia:mia /app
 USER mia
 EXPOSE 8000
 HEALTHCHECK --interval=30s --timeout=5s --start-period=20s --retries=3 \
