@@ -75,21 +75,10 @@ async def burn(
     if balance < amount:
         raise InsufficientBalance(f"{sender.address} holds {balance} of {token}, cannot burn {amount}")
     data = contract.encode_abi("transfer", [burn_address, int(amount)])
-    prepared_box: list[Any] = []
-
-    async def remember(p: Any) -> None:
-        prepared_box.append(p)
-        if on_prepared is not None:
-            res = on_prepared(p)
-            if hasattr(res, "__await__"):
-                await res
-
-    receipt = await sender.send(
+    receipt, final = await sender.send_tracked(
         {"to": contract.address, "data": data},
-        confirmations=confirmations, timeout=timeout, on_prepared=remember,
+        confirmations=confirmations, timeout=timeout, on_prepared=on_prepared,
     )
-    mined_hash = "0x" + bytes(receipt["transactionHash"]).hex()
-    final = next(p for p in prepared_box if p.tx_hash.lower() == mined_hash.lower())
     moved = sum(
         t.amount for t in transfers(receipt)
         if t.token == contract.address and t.to_address == burn_address

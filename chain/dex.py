@@ -314,20 +314,10 @@ async def swap(
         # the approve took blocks (and maybe replacements): price the swap as it is now
         quote, min_out, deadline = await price()
     tx = router.swap_tx(amount_in, min_out, path, to, deadline)
-    prepared_box: list[Any] = []
-
-    async def remember(p: Any) -> None:
-        prepared_box.append(p)
-        if on_prepared is not None:
-            res = on_prepared(p)
-            if hasattr(res, "__await__"):
-                await res
-
-    receipt = await sender.send(
-        tx, confirmations=confirmations, timeout=timeout, on_prepared=remember
+    receipt, final = await sender.send_tracked(
+        tx, confirmations=confirmations, timeout=timeout, on_prepared=on_prepared
     )
     got = received(receipt, path[-1], to)
-    final = next(p for p in prepared_box if p.tx_hash.lower() == _hexstr(receipt["transactionHash"]).lower())
     result = SwapResult(
         tx_hash=final.tx_hash,
         nonce=final.nonce,

@@ -601,6 +601,27 @@ class TxSender:
             max_replacements=max_replacements, on_prepared=on_prepared,
         )
 
+    async def send_tracked(
+        self,
+        tx: Mapping[str, Any],
+        *,
+        confirmations: int = 1,
+        timeout: float = 120.0,
+        on_prepared: OnPrepared | None = None,
+    ) -> tuple[Any, PreparedTx]:
+        """send(), also returning which attempt (the original or a replacement) was mined."""
+        attempts: list[PreparedTx] = []
+
+        async def remember(prepared: PreparedTx) -> None:
+            attempts.append(prepared)
+            if on_prepared is not None:
+                await _maybe_await(on_prepared(prepared))
+
+        receipt = await self.send(tx, confirmations=confirmations, timeout=timeout,
+                                  on_prepared=remember)
+        mined = _hex(receipt["transactionHash"]).lower()
+        return receipt, next(p for p in attempts if p.tx_hash.lower() == mined)
+
     # after a crash
 
     async def lookup(self, tx_hash: str) -> TxLookup:
