@@ -11,8 +11,11 @@ import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
 from redis.asyncio import Redis
+
+T = TypeVar("T")
 
 log = logging.getLogger(__name__)
 RECHECK_S = 2.0
@@ -84,3 +87,18 @@ class Notifier:
                 waiters.discard(event)
                 if not waiters:
                     del self._waiters[job_id]
+
+    async def wait_for(self, job_id: str, timeout_s: float, current: T,
+                       reload: Callable[[], Awaitable[T]], done: Callable[[T], bool]) -> T:
+        """`current` once done(current), else the freshest reload() within timeout_s seconds."""
+        if timeout_s <= 0 or done(current):
+            return current
+        latest = current
+
+        async def finished() -> bool:
+            nonlocal latest
+            latest = await reload()
+            return done(latest)
+
+        await self.wait_until(job_id, timeout_s, finished)
+        return latest

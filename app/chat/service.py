@@ -75,17 +75,9 @@ async def get_owned(ctx: AppContext, client: Client, job_id: str) -> ChatJob:
 
 
 async def wait_for(ctx: AppContext, client: Client, job: ChatJob, wait_s: float) -> ChatJob:
-    if wait_s <= 0 or job.status in TERMINAL:
-        return job
-    latest = job
-
-    async def finished() -> bool:
-        nonlocal latest
-        latest = await get_owned(ctx, client, job.id)
-        return latest.status in TERMINAL
-
-    await ctx.notifier.wait_until(job.id, wait_s, finished)
-    return latest
+    return await ctx.notifier.wait_for(job.id, wait_s, job,
+                                       lambda: get_owned(ctx, client, job.id),
+                                       lambda j: j.status in TERMINAL)
 
 
 async def session_messages(ctx: AppContext, client: Client, session_id: str) -> Sequence[ChatLog]:

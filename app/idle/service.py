@@ -75,17 +75,9 @@ async def get_owned(ctx: AppContext, client: Client, job_id: str) -> IdleJob:
 
 
 async def wait_for(ctx: AppContext, client: Client, job: IdleJob, wait_s: float) -> IdleJob:
-    if wait_s <= 0 or job.status in TERMINAL:
-        return job
-    latest = job
-
-    async def finished() -> bool:
-        nonlocal latest
-        latest = await get_owned(ctx, client, str(job.id))
-        return latest.status in TERMINAL
-
-    await ctx.notifier.wait_until(str(job.id), wait_s, finished)
-    return latest
+    return await ctx.notifier.wait_for(str(job.id), wait_s, job,
+                                       lambda: get_owned(ctx, client, str(job.id)),
+                                       lambda j: j.status in TERMINAL)
 
 
 # ------------------------------------------------------------------ miners
