@@ -19,6 +19,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 
 import httpx
 from eth_account import Account
@@ -58,14 +59,37 @@ async def run(base_url: str, key: str, cycles: int) -> list[float]:
         return [await one_cycle(client, key, auth, account) for _ in range(cycles)]
 
 
+def private_postgres(url: str) -> tuple[str, Callable[[], None]]:
+    """A fresh database beside the one named, so a run starts empty and leaves nothing behind."""
+    import asyncpg
+
+    name = f"mia_bench_{uuid.uuid4().hex[:8]}"
+    dsn = url.replace("postgresql+asyncpg://", "postgresql://")
+
+    async def admin(sql: str) -> None:
+        conn = await asyncpg.connect(dsn)
+        try:
+            await conn.execute(sql)
+        finally:
+            await conn.close()
+
+    asyncio.run(admin(f'CREATE DATABASE "{name}"'))
+    drop = lambda: asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))  # noqa: E731
+    return f"{url.rpartition('/')[0]}/{name}", drop
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--cycles", type=int, default=200)
-    parser.add_argument("--database-url")
+    parser.add_argument("--database-url", help="PostgreSQL server URL; a fresh database is made beside it")
     parser.add_argument("--redis-url", default=os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"))
     args = parser.parse_args()
     tmp = tempfile.mkdtemp(prefix="mia-bench-")
-    db = args.database_url or f"sqlite+aiosqlite:///{tmp}/bench.db"
+    cleanup: Callable[[], None] = lambda: None  # noqa: E731
+    if args.database_url:
+        db, cleanup = private_postgres(args.database_url)
+    else:
+        db = f"sqlite+aiosqlite:///{tmp}/bench.db"
     port = free_port()
     env = {**os.environ, "DATABASE_URL": db, "REDIS_URL": args.redis_url, "PORT": str(port),
            "REDIS_PREFIX": f"bench-{uuid.uuid4().hex[:8]}", "LOG_LEVEL": "WARNING",
@@ -89,6 +113,7 @@ def main() -> int:
     finally:
         server.terminate()
         server.wait()
+        cleanup()
     ms = sorted(t * 1000 for t in times)
     result = {"database": db.split(":")[0], "cycles": len(ms), "cores": os.cpu_count(),
               "median_ms": round(statistics.median(ms), 2),
