@@ -93,7 +93,12 @@ def wait_rpc(url: str, child: Child, timeout: float = 60.0) -> None:
     raise RuntimeError(f"the local chain at {url} did not come up within {timeout:.0f} s")
 
 
+def _interrupt(signum: int, _frame: object) -> None:
+    raise KeyboardInterrupt  # SIGTERM stops the children as Ctrl-C does, instead of orphaning them
+
+
 def run_dev() -> int:
+    signal.signal(signal.SIGTERM, _interrupt)
     DEV_DIR.mkdir(exist_ok=True)
     logging.getLogger("chain").setLevel(logging.WARNING)  # the deploy's own lines go to its log
     env = dict(os.environ)

@@ -1,0 +1,59 @@
+"""`mia dev` as a newcomer runs it: a chat answered by the demo miner, idle revenue turned into a
+verified burn, and everything gone again after SIGTERM."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+
+import httpx
+
+from app.localredis import free_port
+
+
+def test_mia_dev_runs_the_whole_loop_and_stops_cleanly(tmp_path):  # type: ignore[no-untyped-def]
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "DATABASE_URL")}
+    env.update(PORT=str(port), PYTHONPATH=os.getcwd())
+    out = tmp_path / "dev.out"
+    with open(out, "wb") as sink:
+        proc = subprocess.Popen([sys.executable, "-m", "app.cli", "dev"], cwd=tmp_path, env=env,
+                                stdout=sink, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 120
+        while "API key:" not in out.read_text():
+            assert proc.poll() is None, out.read_text()
+            assert time.monotonic() < deadline, out.read_text()
+            time.sleep(0.3)
+        text = out.read_text()
+        key = re.search(r"^API key: (\S+)$", text, re.M).group(1)  # type: ignore[union-attr]
+        urls = re.findall(r"http://127\.0\.0\.1:\d+", text)
+        api = f"http://127.0.0.1:{port}"
+        auth = {"Authorization": f"Bearer {key}"}
+        with httpx.Client(base_url=api, timeout=30) as client:
+            r = client.post("/chat", params={"wait": 20}, json={"message": "Opening hours?"},
+                            headers=auth)
+            assert r.status_code == 200 and "demo" in r.json()["response"].lower(), r.text
+            for _ in range(4):
+                r = client.post("/idle-job", json={"prompt": "Summarise our refund policy",
+                                                   "max_tokens": 64}, headers=auth)
+                assert r.status_code == 202, r.text
+            deadline = time.monotonic() + 60
+            while not client.get("/burns").json()["items"]:
+                assert time.monotonic() < deadline, client.get("/metrics").text
+                time.sleep(0.5)
+            burn = client.get("/burns").json()["items"][0]
+            assert client.get(f"/burns/{burn['buyback_id']}/verify").json()["verified"] is True
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(60) == 0
+    for url in set(urls):  # the API, the chain, RunPod stand-in: all stopped with it
+        try:
+            httpx.get(url, timeout=1)
+            raise AssertionError(f"{url} still answers after mia dev stopped")
+        except httpx.ConnectError:
+            pass
