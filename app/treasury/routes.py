@@ -32,10 +32,14 @@ def _explorer(request: Request, tx_hash: str | None) -> str | None:
     return template.replace("{tx_hash}", tx_hash) if "{tx_hash}" in template else template + tx_hash
 
 
+MAX_ID = 2**31 - 1  # buybacks.id is INTEGER: a larger bind is an error on PostgreSQL
+
+
 def _buyback_id(request: Request) -> int:
     raw = request.path_params["buyback_id"]
-    if not raw.isdigit() or len(raw) > 18:
-        raise NotFound(f"no buyback {raw!r}", code="buyback_not_found")
+    # ASCII only: "²".isdigit() is True but int("²") raises
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > 10 or int(raw) > MAX_ID:
+        raise NotFound(f"no buyback {raw[:40]!r}", code="buyback_not_found")
     return int(raw)
 
 

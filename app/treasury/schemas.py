@@ -9,6 +9,7 @@ from typing import Annotated
 
 from pydantic import Field, PlainSerializer
 
+from app.models import BuybackStatus
 from app.schemas import QueryParams, RequestBody, ResponseBody
 
 Units = Annotated[int, PlainSerializer(str, return_type=str, when_used="json")]
@@ -95,11 +96,11 @@ class BuybackList(ResponseBody):
 
 class PageQuery(QueryParams):
     limit: int = Field(50, ge=1, le=200)
-    offset: int = Field(0, ge=0)
+    offset: int = Field(0, ge=0, le=2**31 - 1)  # larger binds overflow the databases (a 500)
 
 
 class BuybackQuery(PageQuery):
-    status: str | None = None
+    status: BuybackStatus | None = None  # an enum: free text could carry NUL (a 500 on PostgreSQL)
 
 
 class BurnOut(ResponseBody):
