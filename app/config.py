@@ -86,6 +86,8 @@ class Settings(BaseSettings):
     swap_deadline_s: int = 300  # the router's deadline, from the chain head
     explorer_tx_url: str = ""  # e.g. https://etherscan.io/tx/{tx_hash}; empty: no links
     buyback_check_interval_s: int = 60  # how often the worker compares revenue to the threshold
+    buyback_chunk_interval_s: float = 60.0  # seconds between a chunked buyback's swaps, so that
+    # arbitrage can restore the pool price; the worker is not held meanwhile (0: back to back)
 
     @field_validator("cors_origins", "operator_addresses", mode="before")
     @classmethod

@@ -96,6 +96,12 @@ async def run_buyback(ctx: dict[str, Any], buyback_id: int) -> str:
 async def _run(ctx: dict[str, Any], app: AppContext, buyback_id: int) -> str:
     try:
         return await runner.run_buyback(app, buyback_id)
+    except runner.ChunkPause as pause:
+        # Not a failure: the next chunk waits for the pool price to recover, without holding
+        # this worker (or the runner lock). The job keeps its deterministic id while deferred,
+        # so the cron's re-enqueue is a no-op meanwhile; the runner checks the interval too.
+        log.info("%s", pause)
+        raise Retry(defer=pause.seconds) from None
     except runner.BuybackStuck:
         log.exception("buyback %d needs an operator", buyback_id)
         raise

@@ -53,6 +53,17 @@ class BuybackStuck(Exception):
     """The chain contradicts the buyback's records; nothing more is sent until someone looks."""
 
 
+class ChunkPause(Exception):
+    """A chunk was mined and more remains, but BUYBACK_CHUNK_INTERVAL_S has not passed since:
+    the run ends here (the worker is not held) and the caller runs the buyback again after
+    ``seconds``. The next run resumes from the records and quotes at the pool's price then."""
+
+    def __init__(self, buyback_id: int, seconds: float) -> None:
+        super().__init__(f"buyback {buyback_id}: next chunk in {seconds:.1f}s")
+        self.buyback_id = buyback_id
+        self.seconds = seconds
+
+
 async def run_buyback(ctx: AppContext, buyback_id: int, *, treasury: Treasury | None = None,
                       checkpoint: Checkpoint | None = None) -> str:
     """Run (or resume) a buyback until it is burned or failed; returns the final status.
@@ -273,6 +284,7 @@ class _Run:
                                    amount_out_min_total=sum(r.amount_out_min or 0 for r in swaps),
                                    quote_unspent=0)
             return
+        self._pause_between_chunks(swaps)
         t, s = self.t, self.s
         try:
             approved = await ensure_allowance(self.sender, t.quote, t.router.address, remaining,
@@ -295,6 +307,18 @@ class _Run:
             return
         await self._cp("swap:sent")
         await self._record_by_hash(result.tx_hash)
+
+    def _pause_between_chunks(self, mined_swaps: list[BuybackTx]) -> None:
+        """Chunking only lowers the total price impact if arbitrage restores the price between
+        chunks: the next chunk waits BUYBACK_CHUNK_INTERVAL_S after the last mined one. Checked
+        from the records, so an early re-run (a cron re-enqueue, a retry) waits too."""
+        interval = float(self.s.buyback_chunk_interval_s)
+        if interval <= 0 or not mined_swaps:
+            return
+        last = max(r.mined_at or r.created_at for r in mined_swaps)
+        wait = interval - (utcnow() - last).total_seconds()
+        if wait > 0:
+            raise ChunkPause(self.id, wait)
 
     async def _swap_failed(self, bb: Buyback, reason: str) -> None:
         swaps = [r for r in await self._txs() if r.kind == "swap" and r.status == "mined"]
