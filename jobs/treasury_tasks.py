@@ -48,36 +48,65 @@ async def treasury_shutdown(ctx: dict[str, Any]) -> None:
         await detach_chain(app)
 
 
+class RunnerLockLost(Exception):
+    """The Redis runner lock expired or was taken while this run held it."""
+
+
 @contextlib.asynccontextmanager
 async def runner_lock(app: AppContext) -> AsyncIterator[bool]:
     """One buyback runner at a time across worker processes: the treasury is one account and
     one nonce sequence. A Redis lock with a token, renewed while held. (The records make a
-    second runner harmless for mined transactions; this keeps two from signing at once.)"""
+    second runner harmless for mined transactions; this keeps two from signing at once.)
+
+    If the lock is lost (taken by another token, or not renewable before it expires) the body
+    is cancelled and RunnerLockLost raised: running on without the lock would let a second
+    runner plan and sign the same remaining chunk with another nonce (a double swap)."""
     key = f"{app.settings.redis_prefix}:treasury:runner"
     token = uuid.uuid4().hex
-    if not await app.redis.set(key, token, nx=True, ex=LOCK_TTL_S):
+    if not await app.redis.set(key, token, nx=True, px=int(LOCK_TTL_S * 1000)):
         yield False
         return
+    body = asyncio.current_task()
+    lost: list[str] = []
 
     async def renew() -> None:
+        held_until = time.monotonic() + LOCK_TTL_S
         while True:
             await asyncio.sleep(LOCK_TTL_S / 3)
-            if await app.redis.get(key) != token.encode():
-                log.error("treasury runner lock %s lost", key)
-                return
-            await app.redis.expire(key, LOCK_TTL_S)
+            try:
+                if await app.redis.eval(_RENEW, 1, key, token, int(LOCK_TTL_S * 1000)):
+                    held_until = time.monotonic() + LOCK_TTL_S
+                    continue
+                lost.append(f"treasury runner lock {key} was taken or expired")
+            except (RedisError, OSError) as exc:
+                if time.monotonic() + LOCK_TTL_S / 3 < held_until:
+                    log.warning("treasury runner lock %s: renewal failed (%s); retrying", key,
+                                type(exc).__name__)
+                    continue
+                lost.append(f"treasury runner lock {key} could not be renewed before expiry")
+            log.error("%s; stopping this run", lost[-1])
+            if body is not None:
+                body.cancel()
+            return
 
     renewer = asyncio.create_task(renew())
     try:
         yield True
+    except asyncio.CancelledError:
+        if lost and body is not None and body.uncancel() == 0:
+            raise RunnerLockLost(lost[-1]) from None
+        raise
     finally:
         renewer.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await renewer
-        with contextlib.suppress(RedisError, OSError):
-            await app.redis.eval(_RELEASE, 1, key, token)
+        if not lost:
+            with contextlib.suppress(RedisError, OSError):
+                await app.redis.eval(_RELEASE, 1, key, token)
 
 
+_RENEW = ("if redis.call('get', KEYS[1]) == ARGV[1] then "
+          "return redis.call('pexpire', KEYS[1], ARGV[2]) end return 0")
 _RELEASE = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end return 0"
 
 
@@ -85,12 +114,16 @@ async def run_buyback(ctx: dict[str, Any], buyback_id: int) -> str:
     """Run or resume one buyback. Transient chain errors are retried with backoff; the records
     let the next try resume where this one stopped."""
     app: AppContext = ctx["app"]
-    async with runner_lock(app) as held:
-        if not held:
-            log.info("buyback %d: another runner holds the treasury; retry in %ss", buyback_id,
-                     LOCK_BUSY_RETRY_S)
-            raise Retry(defer=LOCK_BUSY_RETRY_S)
-        return await _run(ctx, app, buyback_id)
+    try:
+        async with runner_lock(app) as held:
+            if not held:
+                log.info("buyback %d: another runner holds the treasury; retry in %ss", buyback_id,
+                         LOCK_BUSY_RETRY_S)
+                raise Retry(defer=LOCK_BUSY_RETRY_S)
+            return await _run(ctx, app, buyback_id)
+    except RunnerLockLost as exc:  # stopped mid-run: the next try resumes from the records
+        log.warning("buyback %d: %s; retry in %ss", buyback_id, exc, LOCK_BUSY_RETRY_S)
+        raise Retry(defer=LOCK_BUSY_RETRY_S) from None
 
 
 async def _run(ctx: dict[str, Any], app: AppContext, buyback_id: int) -> str:
