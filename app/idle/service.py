@@ -29,11 +29,12 @@ MAX_DB_ID = 2**31 - 1
 
 
 def parse_job_id(job_id: str) -> int | None:
-    """Idle job ids are positive ints; in URLs and the queue they travel as decimal text."""
-    if not job_id.isascii() or not job_id.isdigit() or len(job_id) > 10:
+    """Idle job ids are positive ints; in URLs and the queue they travel as decimal text, in
+    one spelling only (no leading zeros): results are signed over that text."""
+    if not job_id.isascii() or not job_id.isdigit() or len(job_id) > 10 or job_id[0] == "0":
         return None
     value = int(job_id)
-    return value if 0 < value <= MAX_DB_ID else None
+    return value if value <= MAX_DB_ID else None
 
 
 IDLE = flow.JobKind(name="idle", model=IdleJob, parse_id=parse_job_id, output_column="result")

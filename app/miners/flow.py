@@ -75,7 +75,9 @@ async def leased(ctx: AppContext, kind: JobKind, who: Wallet, wait_s: float,
         if key is None:
             log.warning("dropped a malformed %s id from the queue: %r", kind.name, item[1][:80])
             continue
-        if gone is not None and await gone():
+        # Checked again after the pop: work of the other kind may have arrived while we were
+        # blocked, and the id goes back to the front untouched.
+        if (gone is not None and await gone()) or (yield_to is not None and await yield_to()):
             await requeue(ctx, kind.name, [item[1]])
             return None
         async with ctx.db.transaction() as session:
