@@ -31,9 +31,9 @@ from app.context import AppContext
 from app.errors import Conflict, NotFound, ServiceUnavailable
 from app.idle import revenue
 from app.idle.dispatch import enqueue_runpod
-from app.miners.flow import announce
+from app.miners.flow import announce, requeue
 from app.models import IdleJob, JobStatus, utcnow
-from app.runpod import (RunPodClient, RunPodError, RunPodJobFailed, RunPodNotFound, RunPodResult,
+from app.runpod import (RunPodClient, RunPodError, RunPodNotFound, RunPodResult,
                         RunPodTimeout, RunPodTransientError, build_input)
 
 log = logging.getLogger(__name__)
@@ -104,8 +104,10 @@ async def unattended(session: AsyncSession, now: datetime) -> list[tuple[int, in
 
 
 async def dispatch_stale(ctx: AppContext) -> int:
-    """Claim stale queued jobs and re-enqueue unattended ones. Returns arq jobs enqueued."""
+    """Claim stale queued jobs and re-enqueue unattended ones. Returns arq jobs enqueued.
+    Without RunPod, unattended claims go back to the miners instead."""
     if not ctx.settings.runpod_configured:
+        await hand_back_unattended(ctx)
         return 0
     now = utcnow()
     async with ctx.db.transaction() as session:
@@ -119,6 +121,28 @@ async def dispatch_stale(ctx: AppContext) -> int:
     if claimed:
         log.info("sent %d idle job(s) no miner took to RunPod", len(claimed))
     return new
+
+
+async def hand_back_unattended(ctx: AppContext) -> list[int]:
+    """Claims nobody can run (RunPod is not configured here) are queued for miners again.
+    A run still going elsewhere cannot complete it after this: completion needs its claim."""
+    now = utcnow()
+    async with ctx.db.transaction() as session:
+        rows = await session.execute(
+            update(IdleJob).where(
+                IdleJob.status == P,
+                or_(IdleJob.lease_expires_at.is_(None), IdleJob.lease_expires_at <= now))
+            # A later claim starts afresh: a new RunPod job (the old one may be gone), all tries.
+            .values(status=JobStatus.queued, processed_by=None, lease_id=None,
+                    lease_expires_at=None, miner_id=None, runpod_job_id=None,
+                    runpod_submitted_at=None, runpod_attempts=0)
+            .returning(IdleJob.id).execution_options(synchronize_session=False))
+        ids = [r[0] for r in rows]
+    if ids:
+        await requeue(ctx, "idle", [str(i) for i in ids])
+        log.warning("RunPod is not configured: %d claimed idle job(s) handed back to miners",
+                    len(ids))
+    return ids
 
 
 async def claim_now(ctx: AppContext, job_id: int) -> None:
@@ -167,8 +191,13 @@ async def run(ctx: AppContext, client: RunPodClient, job_id: int) -> RunResult:
     if r is None:
         return RunResult(Outcome.skipped)
     if r.run > s.runpod_max_tries:
-        return await _fail(ctx, r, f"gave up after {s.runpod_max_tries} RunPod tries; last: "
-                                   f"{r.last_reason or 'the worker stopped mid-run'}")
+        gave_up = await _fail(ctx, r, f"gave up after {s.runpod_max_tries} RunPod tries; last: "
+                                      f"{r.last_reason or 'the worker stopped mid-run'}")
+        if gave_up.outcome is Outcome.failed and r.runpod_job_id is not None:
+            # Nobody will wait on it any more: stop it rather than let it run on and bill.
+            with contextlib.suppress(RunPodError):
+                await client.cancel(r.runpod_job_id)
+        return gave_up
     keeper = asyncio.create_task(_keep_claim(ctx, r))
     try:
         return await _drive(ctx, client, r)
@@ -199,9 +228,17 @@ async def _start(ctx: AppContext, job_id: int) -> _Run | None:
                        IdleJob.runpod_job_id, IdleJob.runpod_submitted_at,
                        IdleJob.failure_reason)
             .execution_options(synchronize_session=False))).first()
-    if row is None:
-        return None
-    return _Run(job_id, run_id, row[0], row[1], row[2], row[3], row[4], row[5])
+        if row is None:
+            return None
+        submitted_at = row[4]
+        if row[3] is not None and submitted_at is None:
+            # A seed row (or one written before runpod_submitted_at existed): the RunPod job's
+            # start is unknown, so its time budget starts now.
+            submitted_at = now
+            await session.execute(
+                update(IdleJob).where(IdleJob.id == job_id, IdleJob.lease_id == run_id)
+                .values(runpod_submitted_at=now).execution_options(synchronize_session=False))
+    return _Run(job_id, run_id, row[0], row[1], row[2], row[3], submitted_at, row[5])
 
 
 async def _let_go(ctx: AppContext, r: _Run) -> None:
@@ -252,10 +289,8 @@ async def _drive(ctx: AppContext, client: RunPodClient, r: _Run) -> RunResult:
     except RunPodTimeout as exc:
         return await _fail(ctx, r, f"RunPod did not finish within {s.runpod_timeout_s:g}s; "
                                    f"{'cancelled' if exc.cancelled else 'cancel failed'}")
-    except RunPodJobFailed as exc:
-        return await _fail(ctx, r, exc.reason)
-    except RunPodError as exc:  # malformed output, auth, protocol: retrying will not help
-        return await _fail(ctx, r, exc.reason)
+    except RunPodError as exc:  # failed, malformed output, auth, protocol: retrying will not help
+        return await _fail(ctx, r, exc.reason, execution_ms=exc.execution_ms)
     return await _complete(ctx, r, result)
 
 
@@ -274,7 +309,8 @@ async def _remember(ctx: AppContext, r: _Run, rp_id: str) -> bool:
 async def _complete(ctx: AppContext, r: _Run, result: RunPodResult) -> RunResult:
     s = ctx.settings
     if result.output_tokens is None:
-        return await _fail(ctx, r, "malformed output: RunPod reported no output token count")
+        return await _fail(ctx, r, "malformed output: RunPod reported no output token count",
+                           execution_ms=result.execution_ms)
     now = utcnow()
     tokens = min(result.output_tokens, r.max_tokens)
     earned = revenue.revenue_for(tokens, s.price_per_1k_tokens_usd)
@@ -298,13 +334,19 @@ async def _complete(ctx: AppContext, r: _Run, result: RunPodResult) -> RunResult
     return RunResult(Outcome.completed)
 
 
-async def _fail(ctx: AppContext, r: _Run, reason: str) -> RunResult:
+async def _fail(ctx: AppContext, r: _Run, reason: str, *,
+                execution_ms: int | None = None) -> RunResult:
+    """Fail the job (never any revenue). `execution_ms`, when RunPod reported it for a job
+    that ran, is recorded with its cost: RunPod bills failed jobs too."""
     reason = reason[:1000]
+    values: dict[str, Any] = dict(status=JobStatus.failed, completed_at=utcnow(),
+                                  lease_expires_at=None, failure_reason=reason)
+    if execution_ms is not None:
+        values.update(runpod_execution_ms=execution_ms, runpod_cost_usd=revenue.runpod_cost(
+            execution_ms, ctx.settings.runpod_cost_per_second_usd))
     async with ctx.db.transaction() as session:
         won = (await session.execute(
-            update(IdleJob).where(*r.mine())
-            .values(status=JobStatus.failed, completed_at=utcnow(), lease_expires_at=None,
-                    failure_reason=reason)
+            update(IdleJob).where(*r.mine()).values(**values)
             .returning(IdleJob.id).execution_options(synchronize_session=False))).first()
     if won is None:
         return RunResult(Outcome.skipped)

@@ -334,9 +334,9 @@ class RunPodClient:
         try:
             text, input_tokens, output_tokens = parse_output(st.output)
         except RunPodMalformedOutput as exc:
-            raise RunPodMalformedOutput(
-                f"RunPod job {job_id}: {exc.reason}", runpod_job_id=job_id
-            ) from None
+            error = RunPodMalformedOutput(f"RunPod job {job_id}: {exc.reason}", runpod_job_id=job_id)
+            error.execution_ms = st.execution_ms  # it ran, and is billed, all the same
+            raise error from None
         return RunPodResult(
             runpod_job_id=job_id,
             text=text,
@@ -395,12 +395,14 @@ class RunPodClient:
                     return self._result(job_id, st)
                 if st.status in FAILED_STATUSES:
                     detail = f": {st.error}" if st.error else ""
-                    raise RunPodJobFailed(
+                    failed = RunPodJobFailed(
                         f"RunPod job {job_id} {st.status.value}{detail}",
                         runpod_job_id=job_id,
                         status=st.status.value,
                         error=st.error,
                     )
+                    failed.execution_ms = st.execution_ms
+                    raise failed
             remaining = deadline - loop.time()
             if remaining <= 0:
                 break

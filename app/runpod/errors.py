@@ -15,7 +15,10 @@ def _short(text: str) -> str:
 
 
 class RunPodError(Exception):
-    """Base class. ``runpod_job_id`` is set whenever a RunPod job is known to exist."""
+    """Base class. ``runpod_job_id`` is set whenever a RunPod job is known to exist;
+    ``execution_ms`` when RunPod reported how long a job that ended ran (what it bills)."""
+
+    execution_ms: int | None = None
 
     def __init__(self, reason: str, *, runpod_job_id: str | None = None) -> None:
         self.reason = _short(reason)
