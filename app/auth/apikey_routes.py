@@ -7,6 +7,7 @@ from datetime import datetime
 
 from pydantic import Field
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -14,7 +15,7 @@ from app.auth import apikeys
 from app.auth.guards import wallet_guard
 from app.auth.principals import Wallet
 from app.context import ctx
-from app.errors import NotFound
+from app.errors import Conflict, NotFound
 from app.models import ApiKey, Business, utcnow
 from app.schemas import RequestBody, ResponseBody
 from app.web import Router, json_response
@@ -52,12 +53,20 @@ def _out(key: ApiKey, business: str) -> ApiKeyOut:
                      prefix=key.prefix, created_at=key.created_at, revoked_at=key.revoked_at)
 
 
-@router.post("/api-keys", body=ApiKeyIn, responses={201: ApiKeyCreated}, errors=(403,),
+@router.post("/api-keys", body=ApiKeyIn, responses={201: ApiKeyCreated}, errors=(403, 409),
              **OPERATOR)
 async def create_key(request: Request, who: Wallet, body: ApiKeyIn) -> Response:
     """Operator: create a business API key (the business is created if new)."""
-    async with ctx(request).db.transaction() as session:
-        key, plaintext = await apikeys.create_api_key(session, body.business, body.scopes)
+    for attempt in range(2):
+        try:
+            async with ctx(request).db.transaction() as session:
+                key, plaintext = await apikeys.create_api_key(session, body.business, body.scopes)
+            break
+        except IntegrityError:
+            # A concurrent request created the business first: once more finds it.
+            if attempt:
+                raise Conflict("concurrent changes to this business; retry",
+                               code="api_key_conflict") from None
     log.info("API key %d (%s...) created for %r by %s", key.id, key.prefix, body.business,
              who.address)
     out = ApiKeyCreated(**_out(key, body.business).model_dump(), key=plaintext)

@@ -90,6 +90,11 @@ def as_json(m: dict[str, Any]) -> dict[str, Any]:
     return conv(m)  # type: ignore[no-any-return]
 
 
+def _label(value: Any) -> str:
+    """A label value in the text format: backslash, double quote and newline escaped."""
+    return str(value).replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
 def as_prometheus(m: dict[str, Any]) -> str:
     lines: list[str] = []
 
@@ -102,7 +107,7 @@ def as_prometheus(m: dict[str, Any]) -> str:
     metric("mia_runpod_income_usd", "counter", "All idle-job revenue in USD (seed name).",
            [("", m["runpod_income_usd"])])
     metric("mia_idle_revenue_usd", "counter", "Idle-job revenue in USD by who did the work.",
-           [(f'{{source="{s}"}}', v) for s, v in m["idle_revenue_usd_by_source"].items()])
+           [(f'{{source="{_label(s)}"}}', v) for s, v in m["idle_revenue_usd_by_source"].items()])
     metric("mia_unallocated_revenue_usd", "gauge", "Revenue no buyback has claimed yet, USD.",
            [("", m["unallocated_revenue_usd"])])
     metric("mia_idle_jobs_processed_total", "counter", "Completed idle jobs (ledger events).",
@@ -117,10 +122,10 @@ def as_prometheus(m: dict[str, Any]) -> str:
     metric("mia_buyback_active", "gauge", "1 while a buyback is in progress.",
            [("", int(m["active_buyback"] is not None))])
     metric("mia_queue_depth", "gauge", "Job ids waiting in the Redis queue.",
-           [(f'{{kind="{k}"}}', v) for k, v in m["queue_depth"].items() if v is not None])
+           [(f'{{kind="{_label(k)}"}}', v) for k, v in m["queue_depth"].items() if v is not None])
     metric("mia_active_miners", "gauge",
            f"Miners active in the last {ACTIVE_MINER_WINDOW_S} s.", [("", m["active_miners"])])
     metric("mia_jobs", "gauge", "Jobs by kind and status.",
-           [(f'{{kind="{k}",status="{s}"}}', n) for k, by in m["jobs"].items()
+           [(f'{{kind="{_label(k)}",status="{_label(s)}"}}', n) for k, by in m["jobs"].items()
             for s, n in sorted(by.items())])
     return "\n".join(lines) + "\n"
