@@ -144,8 +144,16 @@ async def _run(ctx: dict[str, Any], app: AppContext, buyback_id: int) -> str:
         tries = int(ctx.get("job_try") or 1)
         defer = min(RETRY_BASE_S * 2 ** (tries - 1), RETRY_MAX_S)
         log.warning("buyback %d: %s: %s; retry %d in %.0fs", buyback_id, type(exc).__name__,
-                    exc, tries, defer)
+                    _redacted(app, exc), tries, defer)
         raise Retry(defer=defer) from exc
+
+
+def _redacted(app: AppContext, exc: BaseException) -> str:
+    """The exception's message without the RPC URL (provider errors quote it; it often carries
+    an API key)."""
+    text = str(exc)
+    url = app.settings.chain_rpc_url
+    return text.replace(url, "<CHAIN_RPC_URL>") if url else text
 
 
 async def check_buyback_threshold(ctx: dict[str, Any]) -> int | None:

@@ -20,7 +20,7 @@ from app.context import AppContext
 from app.errors import ServiceUnavailable
 from chain.config import ChainConfig
 from chain.dex import UniswapV2Router
-from chain.errors import ChainError, ConfigError
+from chain.errors import ConfigError
 from chain.tokens import erc20
 from chain.tx import TxSender, load_account
 
@@ -129,9 +129,8 @@ async def _build(ctx: AppContext) -> Treasury:
         chain_id = await w3.eth.chain_id
     except ConfigError as exc:
         raise _unconfigured(f"the treasury is misconfigured: {exc}") from None
-    except ChainError as exc:
-        raise ServiceUnavailable(f"the chain is unavailable: {exc}", code="chain_unavailable") from None
-    except OSError as exc:
+    except Exception as exc:  # ChainError, OSError, aiohttp, web3: their messages may quote
+        # the RPC URL (often with an API key), so only the type is shown
         raise ServiceUnavailable(f"the chain is unavailable: {type(exc).__name__}",
                                  code="chain_unavailable") from None
     if chain_id != s.chain_id:

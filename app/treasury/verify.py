@@ -6,6 +6,9 @@ from __future__ import annotations
 from decimal import ROUND_FLOOR, Decimal
 from typing import Any
 
+from eth_utils import to_checksum_address
+from web3.exceptions import TransactionNotFound
+
 from app.config import Settings
 from app.context import AppContext
 from app.errors import AppError, ServiceUnavailable
@@ -16,7 +19,7 @@ from app.treasury.service import Totals
 from chain.burn import verify_burn
 from chain.dex import amount_out, plan_chunks, simulate_impact_bps
 from chain.errors import ChainError, TxNotFound
-from chain.tokens import received
+from chain.tokens import received, transfers
 
 
 def human(units: int, decimals: int) -> str:
@@ -28,12 +31,13 @@ async def serv_decimals(ctx: AppContext) -> int:
     try:
         t = await get_treasury(ctx)
         return await t.decimals(t.serv)
-    except (AppError, ChainError, OSError):
+    except Exception:  # any provider error (aiohttp's are not OSError)
         return 18  # records stay readable without a chain; $SERV has 18 decimals
 
 
 def _unavailable(exc: BaseException) -> ServiceUnavailable:
-    return ServiceUnavailable(f"the chain is unavailable: {type(exc).__name__}: {exc}",
+    # The type only: provider messages quote the RPC URL, which often carries an API key.
+    return ServiceUnavailable(f"the chain is unavailable: {type(exc).__name__}",
                               code="chain_unavailable")
 
 
@@ -42,7 +46,7 @@ async def summary(ctx: AppContext, t: Treasury, totals: Totals) -> SummaryOut:
         decimals = await t.decimals(t.serv)
         block = await t.w3.eth.block_number
         on_chain = await t.balance(t.serv, t.burn_address)
-    except (ChainError, OSError) as exc:
+    except Exception as exc:  # provider errors of any kind (aiohttp, web3, ChainError)
         raise _unavailable(exc) from exc
     diff = on_chain - totals.total_serv_burned
     return SummaryOut(
@@ -77,7 +81,7 @@ async def verify(t: Treasury, settings: Settings, bb: Buyback, txs: list[Buyback
         try:
             v = await verify_burn(t.w3, burn.tx_hash, token=t.serv, burn_address=t.burn_address,
                                   expected_amount=bb.serv_burned, expected_from=t.address)
-        except TxNotFound:
+        except (TxNotFound, ValueError):  # unknown, or a stored hash that is no hash
             check("receipt_success", False, f"the chain knows no mined transaction {burn.tx_hash}")
             return VerifyOut(buyback_id=bb.id, burn_tx_hash=burn.tx_hash, verified=False,
                              checks=checks, block_number=head)
@@ -93,11 +97,24 @@ async def verify(t: Treasury, settings: Settings, bb: Buyback, txs: list[Buyback
         for s in swaps:
             try:
                 receipt = await t.w3.eth.get_transaction_receipt(s.tx_hash)  # type: ignore[arg-type]
-            except Exception:
+            except (TransactionNotFound, ValueError):  # unknown, or not a hash at all
                 problems.append(f"swap {s.tx_hash} not found")
                 continue
             if receipt["status"] != 1:
                 problems.append(f"swap {s.tx_hash} reverted")
+                continue
+            # A swap of the treasury's own stablecoin on the router: not merely $SERV arriving
+            # at the treasury (anyone can send that).
+            sent_by = to_checksum_address(receipt["from"])
+            sent_to = to_checksum_address(receipt["to"]) if receipt["to"] else None
+            paid = sum(x.amount for x in transfers(receipt)
+                       if x.token == t.quote and x.from_address == t.address)
+            if sent_by != t.address or sent_to != t.router.address:
+                problems.append(f"{s.tx_hash} is not a transaction of the treasury to the router")
+                continue
+            if paid != s.amount_in:
+                problems.append(f"swap {s.tx_hash} took {paid} stablecoin base units from the "
+                                f"treasury, recorded {s.amount_in}")
                 continue
             bought += received(receipt, t.serv, t.address)
         ok = bool(swaps) and not problems and bought == v.amount
@@ -107,7 +124,9 @@ async def verify(t: Treasury, settings: Settings, bb: Buyback, txs: list[Buyback
               f"moved {v.amount}; recorded received {bb.serv_received}")
         check("confirmations", v.confirmations >= max(settings.confirmations, 1),
               f"{v.confirmations} confirmation(s), {max(settings.confirmations, 1)} required")
-    except (ChainError, OSError) as exc:
+    except AppError:
+        raise
+    except Exception as exc:  # provider errors of any kind (aiohttp, web3, ChainError)
         raise _unavailable(exc) from exc
     return VerifyOut(buyback_id=bb.id, burn_tx_hash=burn.tx_hash,
                      verified=all(c.ok for c in checks), checks=checks, block_number=head)
@@ -125,7 +144,9 @@ async def dry_run(t: Treasury, settings: Settings, usd: Decimal) -> dict[str, An
                            code="amount_too_small", status=422)
         reserves = await t.router.reserves(t.path)
         balance = await t.balance(t.quote, t.address)
-    except (ChainError, OSError) as exc:
+    except AppError:
+        raise
+    except Exception as exc:  # provider errors of any kind (aiohttp, web3, ChainError)
         raise _unavailable(exc) from exc
     try:
         plan = plan_chunks(amount, reserves, settings.max_price_impact_bps)
