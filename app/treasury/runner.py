@@ -53,6 +53,11 @@ class BuybackStuck(Exception):
     """The chain contradicts the buyback's records; nothing more is sent until someone looks."""
 
 
+class ConcurrentRunner(Exception):
+    """Another runner is driving this buyback (its transaction is in flight): transient; this
+    run sends nothing and a later one resumes from the records."""
+
+
 class ChunkPause(Exception):
     """A chunk was mined and more remains, but BUYBACK_CHUNK_INTERVAL_S has not passed since:
     the run ends here (the worker is not held) and the caller runs the buyback again after
@@ -92,6 +97,7 @@ class _Run:
         self.checkpoint = checkpoint
         self.sender: TxSender = t.new_sender()
         self.s = ctx.settings
+        self._quote_amount_in: int | None = None
 
     async def _cp(self, name: str) -> None:
         if self.checkpoint is not None:
@@ -120,7 +126,9 @@ class _Run:
 
     async def _load(self) -> Buyback:
         async with self.db.transaction() as session:
-            return await service.get_buyback(session, self.id)
+            bb = await service.get_buyback(session, self.id)
+        self._quote_amount_in = None if bb.quote_amount_in is None else int(bb.quote_amount_in)
+        return bb
 
     async def _txs(self) -> list[BuybackTx]:
         async with self.db.transaction() as session:
@@ -141,13 +149,49 @@ class _Run:
         toolkit broadcasts."""
         kind, amount_in, amount_out_min = self._describe(prepared)
         async with self.db.transaction() as session:
-            seq = len((await service.txs_of(session, [self.id]))[self.id]) + 1
+            # Row-lock the buyback (an UPDATE: a row lock on PostgreSQL, the write lock on
+            # SQLite) so two runners' checks and inserts are serialized.
+            await session.execute(update(Buyback).where(Buyback.id == self.id)
+                                  .values(updated_at=utcnow())
+                                  .execution_options(synchronize_session=False))
+            rows = (await service.txs_of(session, [self.id]))[self.id]
+            self._refuse_second_runner(rows, kind, prepared.nonce, amount_in or 0)
+            seq = len(rows) + 1
             session.add(BuybackTx(buyback_id=self.id, kind=kind, seq=seq,
                                   tx_hash=prepared.tx_hash.lower(), nonce=prepared.nonce,
                                   raw_tx="0x" + prepared.raw.hex(), status="prepared",
                                   amount_in=amount_in, amount_out_min=amount_out_min,
                                   created_at=utcnow()))
         await self._cp(f"{kind}:prepared")
+
+    def _refuse_second_runner(self, rows: list[BuybackTx], kind: str, nonce: int,
+                              amount_in: int) -> None:
+        """Before a swap or burn is committed (and so before it can be broadcast): with the
+        swaps other nonces already carry (mined, or in flight), it must not spend more than
+        quote_amount_in, and there is never a second burn in flight or mined. A replacement
+        (same nonce) is an alternative to its original, not an addition. This holds even when
+        two runners race (a lost Redis lock, two processes): the loser sends nothing."""
+        if kind not in ("swap", "burn"):
+            return
+        by_nonce: dict[int, list[BuybackTx]] = {}
+        for r in rows:
+            if r.kind == kind and r.nonce != nonce and r.status in ("prepared", "mined"):
+                by_nonce.setdefault(r.nonce, []).append(r)
+        if kind == "burn":
+            if by_nonce:
+                raise ConcurrentRunner(f"buyback {self.id}: a burn is already in flight or mined "
+                                       f"(nonces {sorted(by_nonce)}); not sending another")
+            return
+        committed = 0
+        for group in by_nonce.values():
+            mined = [r for r in group if r.status == "mined"]
+            committed += sum(int(r.amount_in or 0) for r in mined) if mined else max(
+                int(r.amount_in or 0) for r in group)
+        total = self._quote_amount_in
+        if total is None or committed + amount_in > total:
+            raise ConcurrentRunner(
+                f"buyback {self.id}: a swap of {amount_in} would bring the swaps to "
+                f"{committed + amount_in} > {total} base units (another runner is swapping)")
 
     def _describe(self, prepared: PreparedTx) -> tuple[str, int | None, int | None]:
         to = to_checksum_address(prepared.tx.get("to") or "0x" + "00" * 20)
