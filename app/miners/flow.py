@@ -26,6 +26,7 @@ from app.models import JobStatus, Miner, utcnow
 
 log = logging.getLogger(__name__)
 MIN_BLOCK_S = 0.01  # below this a blocking pop is pointless; take what is there
+YIELD_CHECK_S = 0.5  # how often a long-poll that yields to other work looks for it
 NOT_CURRENT = "this lease is not current (expired, reassigned or not yours)"
 
 
@@ -68,8 +69,15 @@ async def leased(ctx: AppContext, kind: JobKind, who: Wallet, wait_s: float,
         if yield_to is not None and await yield_to():
             return None
         remaining = deadline - time.monotonic()
-        item = await ctx.queue.pop((kind.name,), remaining if remaining >= MIN_BLOCK_S else 0)
+        block = remaining if remaining >= MIN_BLOCK_S else 0
+        if yield_to is not None:  # block in slices, so work we yield to is noticed while waiting
+            block = min(block, YIELD_CHECK_S)
+        item = await ctx.queue.pop((kind.name,), block)
         if item is None:
+            if yield_to is not None and block and deadline - time.monotonic() >= MIN_BLOCK_S:
+                if gone is not None and await gone():
+                    return None
+                continue  # a slice ran out, the wait has not
             return None
         key = kind.parse_id(item[1])
         if key is None:

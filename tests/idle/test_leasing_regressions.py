@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 
 from app.models import IdleJob
 from tests.idle.support import next_idle, post_idle_result, submit
@@ -43,3 +44,16 @@ async def test_a_result_must_name_the_job_by_its_canonical_id(api):  # type: ign
         row = await s.get(IdleJob, int(job["job_id"]))
     assert await wallet.verify(miner.address, wallet.result_digest(str(row.id), row.result),
                                row.signature)
+
+
+async def test_idle_long_poll_returns_soon_after_a_chat_job_arrives(api):  # type: ignore[no-untyped-def]
+    """'204 at once while any chat job is waiting': also for chat that arrives during the
+    idle long-poll, which must not hold the miner away from chat until its wait runs out."""
+    chat_key = await api.api_key("shop", "chat")
+    miner = await api.miner()
+    started = time.perf_counter()
+    poll = asyncio.create_task(next_idle(miner, wait=6))
+    await asyncio.sleep(0.3)
+    assert (await api.chat(chat_key, "a customer is waiting")).status_code == 202
+    assert await poll is None
+    assert time.perf_counter() - started < 2.5
