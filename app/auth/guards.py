@@ -71,4 +71,7 @@ async def require_wallet(request: Request, role: str) -> Wallet:
         who = await sessions.authenticate(session, token, utcnow())
     if role not in who.roles:
         raise Forbidden(f"this session lacks the {role!r} role", code="insufficient_role")
+    if role == "operator" and who.address.lower() not in c.settings.operators:
+        # Removing an address from OPERATOR_ADDRESSES takes effect at once, not at token expiry.
+        raise Forbidden("this wallet is no longer an operator", code="insufficient_role")
     return who

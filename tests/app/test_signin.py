@@ -138,3 +138,18 @@ async def test_result_signed_by_another_wallet_is_refused(api):  # type: ignore[
     r = await honest.post_result(job, "real", signature=honest.sign_result(job["job_id"], "other"))
     assert r.status_code == 401
     assert (await honest.post_result(job, "real")).status_code == 200
+
+
+async def test_an_operator_removed_from_the_setting_loses_the_role_at_once(settings_factory):  # type: ignore[no-untyped-def]
+    op = Account.create()
+    s = settings_factory(operator_addresses=op.address)
+    async with running_app(s) as api:
+        msg = await fresh(api, op)
+        r = await api.client.post("/auth/login", json={"message": msg.to_text(),
+                                                       "signature": sign(op, msg.to_text())})
+        token = r.json()["token"]
+        assert (await api.client.get("/api-keys", headers={"Authorization": f"Bearer {token}"})
+                ).status_code == 200
+    async with running_app(settings_factory(operator_addresses="")) as api:  # same database
+        r = await api.client.get("/api-keys", headers={"Authorization": f"Bearer {token}"})
+        assert r.status_code == 403
