@@ -7,7 +7,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Annotated
 
-from pydantic import Field, PlainSerializer
+from pydantic import Field, PlainSerializer, field_validator
 
 from app.models import BuybackStatus
 from app.schemas import QueryParams, RequestBody, ResponseBody
@@ -18,8 +18,18 @@ USDStr = Annotated[Decimal, PlainSerializer(lambda d: format(d, "f"), return_typ
 
 
 class TriggerIn(RequestBody):
-    amount_usd: Annotated[Decimal, Field(strict=False, gt=0, max_digits=20, decimal_places=6)] | None = None
+    amount_usd: Annotated[Decimal, Field(strict=False, gt=0, max_digits=20, decimal_places=6,
+                                         description="a decimal string (or an integer); "
+                                                     "JSON fractions are refused")] | None = None
     dry_run: bool = False
+
+    @field_validator("amount_usd", mode="before")
+    @classmethod
+    def _no_float(cls, value: object) -> object:
+        # 0.1 in JSON is already a binary fraction by the time it is parsed: money comes as text.
+        if isinstance(value, float):
+            raise ValueError('send USD as a decimal string, e.g. "12.50"')
+        return value
 
 
 class TriggerOut(ResponseBody):

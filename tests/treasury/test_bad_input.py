@@ -31,3 +31,10 @@ async def test_huge_offsets_and_nul_are_4xx(tapp_any: TApp) -> None:
     assert r.status_code == 422, r.text
     r = await t.api.client.get("/buybacks", params={"status": "x" * 100}, headers=auth)
     assert r.status_code == 422, r.text
+
+
+async def test_trigger_amount_must_not_be_a_json_fraction(tapp_any: TApp) -> None:
+    auth = await tapp_any.operator_auth()
+    r = await tapp_any.api.client.post("/trigger-buyback",
+                                       json={"amount_usd": 10.5, "dry_run": True}, headers=auth)
+    assert r.status_code == 422 and "decimal string" in r.text, r.text
