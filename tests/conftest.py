@@ -134,3 +134,20 @@ def runpod_standin(_runpod_standin_server: StandinServer) -> Iterator[StandinSer
     _runpod_standin_server.reset()
     yield _runpod_standin_server
     _runpod_standin_server.reset()
+
+
+@pytest.fixture
+def chain_node_url() -> Iterator[str]:
+    """chain.node (eth-tester behind JSON-RPC over HTTP, what make dev runs) on a free port."""
+    import threading
+
+    from chain.node import make_server
+
+    server = make_server("127.0.0.1", 0)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -8,7 +8,6 @@ import shutil
 import socket
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 
@@ -21,7 +20,6 @@ from chain.client import close, make_web3
 from chain.devnet import deploy_devnet
 from chain.dex import UniswapV2Router, swap
 from chain.errors import DeadlineExpired, InsufficientBalance, SlippageExceeded
-from chain.node import make_server
 from chain.tokens import erc20
 from chain.tx import TxSender, TxStatus
 from tests.chain.conftest import require_contracts
@@ -94,21 +92,9 @@ async def buyback_over_http(url: str) -> None:
         await close(w3)
 
 
-@pytest.fixture
-def thread_node() -> Iterator[str]:
-    server = make_server("127.0.0.1", 0)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
-
-
-async def test_buyback_over_http_against_chain_node(thread_node: str) -> None:
+async def test_buyback_over_http_against_chain_node(chain_node_url: str) -> None:
     require_contracts()
-    await buyback_over_http(thread_node)
+    await buyback_over_http(chain_node_url)
 
 
 def test_chain_node_cli_serves_json_rpc() -> None:

@@ -10,9 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import threading
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -29,7 +28,6 @@ from app.treasury.onchain import get_treasury
 from app.treasury.runner import run_buyback
 from chain.client import eth_tester_of, make_web3
 from chain.devnet import Devnet, deploy_devnet
-from chain.node import make_server
 from chain.tokens import erc20
 from tests.chain.conftest import require_contracts
 from tests.support.harness import Harness, running_app
@@ -45,19 +43,6 @@ class SimulatedCrash(Exception):
 def devnet_layout() -> Devnet:
     require_contracts()
     return asyncio.run(deploy_devnet(make_web3("eth-tester")))
-
-
-@pytest.fixture
-def node_url() -> Iterator[str]:
-    """chain.node (eth-tester behind JSON-RPC over HTTP, what make dev runs) on a free port."""
-    server = make_server("127.0.0.1", 0)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 @pytest.fixture(scope="session")

@@ -9,9 +9,9 @@ from jobs.treasury_tasks import check_buyback_threshold
 from tests.treasury.conftest import SimulatedCrash, Stopwatch, crash_at, treasury_app
 
 
-async def test_buyback_over_json_rpc_with_a_crash(node_url, treasury_settings, devnet_layout,
+async def test_buyback_over_json_rpc_with_a_crash(chain_node_url, treasury_settings, devnet_layout,
                                                   operator) -> None:
-    async with treasury_app(treasury_settings(chain_rpc_url=node_url), devnet_layout, operator) as t:
+    async with treasury_app(treasury_settings(chain_rpc_url=chain_node_url), devnet_layout, operator) as t:
         await t.add_revenue("123.45")
         start_block = await t.w3.eth.block_number
         before = await t.balances()

@@ -48,11 +48,11 @@ async def test_cron_enqueues_and_the_worker_burns(treasury_settings, devnet_layo
         assert await pool.exists(f"arq:job:{buyback_job_id(t.ctx, bid)}") == 0
 
 
-async def test_the_mia_worker_runs_the_loop_on_a_json_rpc_chain(node_url, treasury_settings,
+async def test_the_mia_worker_runs_the_loop_on_a_json_rpc_chain(chain_node_url, treasury_settings,
                                                                  devnet_layout, operator) -> None:
     """`mia worker` as make dev runs it, against chain.node over HTTP: revenue crosses the
     threshold, the cron starts a buyback, the worker swaps and burns, /burns shows it."""
-    settings = treasury_settings(chain_rpc_url=node_url, buyback_threshold_usd=Decimal("0.05"),
+    settings = treasury_settings(chain_rpc_url=chain_node_url, buyback_threshold_usd=Decimal("0.05"),
                                  buyback_check_interval_s=1)
     async with treasury_app(settings, devnet_layout, operator) as t:
         await t.add_revenue("0.03", "0.03")
