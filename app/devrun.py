@@ -55,8 +55,7 @@ class Child:
         return self.proc is not None and self.proc.poll() is None
 
     def stop(self) -> None:
-        if self.running():
-            assert self.proc is not None
+        if self.proc is not None and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             try:
                 self.proc.wait(15)

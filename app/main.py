@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
+from typing import cast
 
 from redis.exceptions import RedisError
 from starlette.applications import Starlette
@@ -85,12 +86,11 @@ def create_app(settings: Settings | None = None) -> Starlette:
 
 
 async def _app_error(_: Request, exc: Exception) -> Response:
-    assert isinstance(exc, AppError)
-    return error_response(exc)
+    return error_response(cast(AppError, exc))  # registered for AppError only
 
 
 async def _http_error(_: Request, exc: Exception) -> Response:
-    assert isinstance(exc, HTTPException)
+    exc = cast(HTTPException, exc)  # registered for HTTPException only
     code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
     err = AppError(str(exc.detail), code=code, status=exc.status_code)
     if exc.headers:

@@ -59,11 +59,11 @@ class RunResult:
 
 
 def make_client(settings: Settings) -> RunPodClient | None:
-    if not settings.runpod_configured:
+    key, endpoint = settings.runpod_api_key, settings.runpod_endpoint_id
+    if key is None or not endpoint:
         return None
-    assert settings.runpod_api_key is not None and settings.runpod_endpoint_id is not None
-    return RunPodClient(settings.runpod_base_url, settings.runpod_api_key.get_secret_value(),
-                        settings.runpod_endpoint_id,
+    return RunPodClient(settings.runpod_base_url, key.get_secret_value(),
+                        endpoint,
                         request_timeout_s=settings.runpod_request_timeout_s)
 
 
@@ -274,7 +274,8 @@ async def _drive(ctx: AppContext, client: RunPodClient, r: _Run) -> RunResult:
                 with contextlib.suppress(RunPodError):
                     await client.cancel(rp_id)
                 return RunResult(Outcome.skipped)
-        assert r.runpod_job_id is not None and r.submitted_at is not None
+        if r.runpod_job_id is None or r.submitted_at is None:
+            raise RuntimeError(f"idle job {r.job_id}: no RunPod job recorded to wait on")
         elapsed = (utcnow() - r.submitted_at).total_seconds()
         remaining = max(s.runpod_timeout_s - elapsed, 0.5)
         result = await client.wait(r.runpod_job_id, timeout_s=remaining,
