@@ -16,8 +16,7 @@ router = Router("auth")
 @router.get("/auth/nonce", query=NonceQuery, responses={200: NonceOut}, errors=(400,))
 async def get_nonce(request: Request, query: NonceQuery) -> NonceOut:
     """A single-use nonce and the complete EIP-4361 message to sign with personal_sign."""
-    grant = await signin.issue_nonce(ctx(request), query.address, utcnow())
-    return NonceOut(**grant.__dict__)
+    return await signin.issue_nonce(ctx(request), query.address, utcnow())
 
 
 def roles_for(c: AppContext, address: str, is_miner: bool) -> frozenset[str]:

@@ -2,28 +2,17 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from urllib.parse import urlsplit
 
 from eth_utils import is_address, to_checksum_address
 
 from app.auth import siwe, wallet
+from app.auth.schemas import NonceOut
 from app.context import AppContext
 from app.errors import BadRequest, Unauthorized
 
 STATEMENT = "Sign in to the MIA network."
-
-
-@dataclass(frozen=True)
-class NonceGrant:
-    nonce: str
-    domain: str
-    uri: str
-    chain_id: int
-    issued_at: datetime
-    expiration_time: datetime
-    message: str
 
 
 def checksum(address: str) -> str:
@@ -40,7 +29,7 @@ def _nonce_key(ctx: AppContext, nonce: str) -> str:
     return f"{ctx.settings.redis_prefix}:siwe:nonce:{nonce}"
 
 
-async def issue_nonce(ctx: AppContext, address: str, now: datetime) -> NonceGrant:
+async def issue_nonce(ctx: AppContext, address: str, now: datetime) -> NonceOut:
     s = ctx.settings
     address = checksum(address)
     nonce = siwe.new_nonce()
@@ -53,7 +42,8 @@ async def issue_nonce(ctx: AppContext, address: str, now: datetime) -> NonceGran
                            issued_at=issued, expiration_time=expires,
                            scheme=None if scheme == "https" else scheme)
     await ctx.redis.set(_nonce_key(ctx, nonce), address, ex=s.siwe_nonce_ttl_s)
-    return NonceGrant(nonce, msg.domain, msg.uri, msg.chain_id, issued, expires, msg.to_text())
+    return NonceOut(nonce=nonce, domain=msg.domain, uri=msg.uri, chain_id=msg.chain_id,
+                    issued_at=issued, expiration_time=expires, message=msg.to_text())
 
 
 async def verify(ctx: AppContext, text: str, signature: str, now: datetime) -> str:
