@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 
 def _no_nul(value: Any) -> Any:
@@ -28,6 +28,10 @@ class QueryParams(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     _nul = field_validator("*", mode="after")(_no_nul)
+
+
+class WaitQuery(QueryParams):
+    wait: float = Field(default=0, ge=0, le=60, description="seconds to wait for the job to finish")
 
 
 class ResponseBody(BaseModel):

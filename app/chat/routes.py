@@ -6,7 +6,8 @@ from starlette.responses import Response
 from app.auth.guards import client_guard
 from app.auth.principals import Client
 from app.chat import service
-from app.chat.schemas import ChatIn, ChatJobOut, ChatMessageOut, SessionMessagesOut, WaitQuery
+from app.chat.schemas import ChatIn, ChatJobOut, ChatMessageOut, SessionMessagesOut
+from app.schemas import WaitQuery
 from app.context import ctx
 from app.models import ChatJob
 from app.web import Router, json_response

@@ -5,7 +5,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from app.schemas import QueryParams, RequestBody, ResponseBody
+from app.schemas import RequestBody, ResponseBody
 
 SESSION_ID = Field(default=None, min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._:\-]+$")
 Status = Literal["queued", "assigned", "completed", "failed"]
@@ -16,10 +16,6 @@ class ChatIn(RequestBody):
     session_id: str | None = SESSION_ID
     context: str | None = Field(default=None, max_length=16000)
     # Seed clients sent business_id in the body; the business now comes from the API key only.
-
-
-class WaitQuery(QueryParams):
-    wait: float = Field(default=0, ge=0, le=60, description="seconds to wait for the answer")
 
 
 class ChatJobOut(ResponseBody):

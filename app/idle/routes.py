@@ -9,10 +9,10 @@ from app.context import ctx
 from app.errors import AppError, NotFound
 from app.idle import runpod_flow, service
 from app.idle.schemas import (IdleAssignment, IdleJobCreated, IdleJobIn, IdleJobOut, IdleResultIn,
-                              IdleResultOut, LeaseIn, LeaseOut, ProcessOut, ReleaseIn, ReleaseOut,
-                              WaitQuery)
+                              IdleResultOut, LeaseIn, LeaseOut, ProcessOut, ReleaseIn, ReleaseOut)
 from app.miners.schemas import NextQuery
 from app.models import IdleJob
+from app.schemas import WaitQuery
 from app.web import Router, json_response
 
 router = Router("idle")

@@ -8,11 +8,11 @@ from pydantic import Field
 
 from app.auth.schemas import SIGNATURE
 from app.miners.schemas import LeaseIn, LeaseOut, ReleaseIn, ReleaseOut  # the same for both kinds
-from app.schemas import QueryParams, RequestBody, ResponseBody
+from app.schemas import RequestBody, ResponseBody
 
 __all__ = ["IdleAssignment", "IdleJobCreated", "IdleJobIn", "IdleJobOut", "IdleResultIn",
            "IdleResultOut", "LeaseIn", "LeaseOut", "ProcessOut", "ReleaseIn", "ReleaseOut",
-           "Status", "WaitQuery"]
+           "Status"]
 
 Status = Literal["queued", "assigned", "processing", "completed", "failed"]
 
@@ -40,10 +40,6 @@ class IdleJobOut(ResponseBody):
     created_at: datetime
     completed_at: datetime | None = None
     failure_reason: str | None = None
-
-
-class WaitQuery(QueryParams):
-    wait: float = Field(default=0, ge=0, le=60, description="seconds to wait for the result")
 
 
 class IdleAssignment(ResponseBody):
