@@ -9,12 +9,12 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
-import redis as redis_sync
 
 from app.config import Settings
 from app.migrate import upgrade
 from tests.support.harness import Harness, running_app
-from tests.support.services import (LocalRedis, create_private_database, drop_private_database,
+from tests.support.services import (LocalRedis, create_private_database, delete_keys,
+                                    drop_private_database,
                                     machine_redis_url, postgres_url, reset_postgres)
 
 
@@ -79,16 +79,6 @@ def make_settings(database_url: str, redis_url: str, **overrides: object) -> Set
     return Settings(_env_file=None, **values)  # type: ignore[call-arg]
 
 
-def clear_prefix(redis_url: str, prefix: str) -> None:
-    r = redis_sync.Redis.from_url(redis_url)
-    try:
-        keys = list(r.scan_iter(match=f"{prefix}:*", count=1000))
-        if keys:
-            r.delete(*keys)
-    finally:
-        r.close()
-
-
 @pytest.fixture
 def settings_factory(redis_url: str, sqlite_url: str) -> Iterator:
     made: list[Settings] = []
@@ -102,7 +92,7 @@ def settings_factory(redis_url: str, sqlite_url: str) -> Iterator:
     yield factory
     for s in made:
         try:
-            clear_prefix(s.redis_url, s.redis_prefix)
+            delete_keys(s.redis_url, f"{s.redis_prefix}:*")
         except Exception:
             pass
 

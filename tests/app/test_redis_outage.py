@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
 
 import pytest
 
 from app.localredis import LocalRedis
-from tests.support.harness import running_app
+from tests.support.harness import running_app, until
 
 
 @pytest.fixture
@@ -15,13 +14,6 @@ def private_redis(tmp_path):  # type: ignore[no-untyped-def]
     server = LocalRedis(workdir=tmp_path / "redis").start()
     yield server
     server.stop()
-
-
-async def until(predicate, timeout: float = 10.0) -> None:  # type: ignore[no-untyped-def]
-    async def loop() -> None:
-        while not await predicate():
-            await asyncio.sleep(0.05)
-    await asyncio.wait_for(loop(), timeout)
 
 
 async def test_redis_stopped_then_back(settings_factory, private_redis):  # type: ignore[no-untyped-def]
@@ -40,7 +32,7 @@ async def test_redis_stopped_then_back(settings_factory, private_redis):  # type
         private_redis.start()  # same port, empty: every queued id in Redis is gone
         async def healthy() -> bool:
             return (await api.client.get("/health")).status_code == 200
-        await until(healthy)
+        await until(healthy, 10)
 
         got = []
         async def drained() -> bool:

@@ -9,7 +9,6 @@ from decimal import Decimal
 from typing import Any
 
 import httpx
-import redis as redis_sync
 from eth_account import Account
 from eth_account.messages import encode_defunct
 from sqlalchemy import func, select
@@ -18,6 +17,7 @@ from app.config import Settings
 from app.models import IdleJob, RevenueEvent
 from app.runpod.standin import StandinServer
 from tests.support.harness import Harness, SimMiner
+from tests.support.services import delete_keys
 
 PRICE = Decimal("0.002")
 
@@ -95,22 +95,9 @@ async def events_for(api: Harness, job_id: str) -> list[RevenueEvent]:
             RevenueEvent.idle_job_id == int(job_id)))).scalars().all())
 
 
-async def until(predicate: Any, timeout: float = 15.0, interval: float = 0.05) -> None:
-    async def loop() -> None:
-        while not await predicate():
-            await asyncio.sleep(interval)
-    await asyncio.wait_for(loop(), timeout)
-
-
 def clear_arq_keys(settings: Settings) -> None:
     """arq's own keys (arq:job:, arq:retry:, ...) are global; ours carry the test's prefix."""
-    r = redis_sync.Redis.from_url(settings.redis_url)
-    try:
-        keys = list(r.scan_iter(match=f"arq:*{settings.redis_prefix}*", count=1000))
-        if keys:
-            r.delete(*keys)
-    finally:
-        r.close()
+    delete_keys(settings.redis_url, f"arq:*{settings.redis_prefix}*")
 
 
 @contextlib.asynccontextmanager

@@ -10,8 +10,8 @@ import pytest
 
 from app.models import IdleJob
 from tests.idle.support import (auth, events_for, get_job, ledger, new_operator, next_idle,
-                                operator_token, runpod_settings, running_worker, submit, until)
-from tests.support.harness import running_app
+                                operator_token, runpod_settings, running_worker, submit)
+from tests.support.harness import running_app, until
 
 pytestmark = pytest.mark.filterwarnings("ignore:Call to deprecated close:DeprecationWarning")
 

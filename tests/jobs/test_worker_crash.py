@@ -15,9 +15,8 @@ from sqlalchemy import select
 
 from app.config import Settings
 from app.models import IdleJob
-from tests.idle.support import (clear_arq_keys, events_for, get_job, runpod_settings, submit,
-                                until)
-from tests.support.harness import running_app
+from tests.idle.support import clear_arq_keys, events_for, get_job, runpod_settings, submit
+from tests.support.harness import running_app, until
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -93,6 +94,14 @@ class SimMiner:
                 "output_tokens": tokens if tokens is not None else len(output.split()),
                 "signature": signature or self.sign_result(job["job_id"], output)}
         return await self.client.post("/job/result", json=body, headers=self.auth)
+
+
+async def until(predicate: Any, timeout: float = 15.0, interval: float = 0.05) -> None:
+    """Wait until `await predicate()` is true, failing the test after `timeout` seconds."""
+    async def loop() -> None:
+        while not await predicate():
+            await asyncio.sleep(interval)
+    await asyncio.wait_for(loop(), timeout)
 
 
 @contextlib.asynccontextmanager

@@ -91,5 +91,18 @@ def reset_postgres(url: str) -> None:
     asyncio.run(reset())
 
 
-__all__ = ["LocalRedis", "create_private_database", "drop_private_database", "machine_redis_url",
+def delete_keys(redis_url: str, pattern: str) -> None:
+    """Delete every key matching a SCAN pattern (a test's own prefix, never the whole Redis)."""
+    import redis as redis_sync
+
+    r = redis_sync.Redis.from_url(redis_url)
+    try:
+        keys = list(r.scan_iter(match=pattern, count=1000))
+        if keys:
+            r.delete(*keys)
+    finally:
+        r.close()
+
+
+__all__ = ["LocalRedis", "create_private_database", "delete_keys", "drop_private_database", "machine_redis_url",
            "postgres_url", "reset_postgres"]
