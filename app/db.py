@@ -17,13 +17,21 @@ def is_sqlite(url: str) -> bool:
     return make_url(url).get_backend_name() == "sqlite"
 
 
-def create_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
+def create_engine(url: str, *, pool_size: int = 10, command_timeout_s: float | None = None,
+                  pool_timeout_s: float = 30.0) -> AsyncEngine:
     if is_sqlite(url):
         engine = create_async_engine(url, connect_args={"timeout": 30})
         _make_sqlite_serializable(engine)
         return engine
     return create_async_engine(url, pool_size=pool_size, max_overflow=2 * pool_size,
-                               pool_pre_ping=True)
+                               pool_pre_ping=True, pool_timeout=pool_timeout_s,
+                               connect_args=_pg_timeouts(command_timeout_s))
+
+
+def _pg_timeouts(seconds: float | None) -> dict[str, float]:
+    # asyncpg: a statement (and a connection attempt) taking longer raises TimeoutError, and
+    # the statement is cancelled on the server; app.main answers 503 for it.
+    return {} if seconds is None else {"command_timeout": seconds, "timeout": seconds}
 
 
 def _make_sqlite_serializable(engine: AsyncEngine) -> None:
@@ -52,9 +60,11 @@ WRITE_OPTION = "mia_unit_of_work"
 
 
 class Database:
-    def __init__(self, url: str, *, pool_size: int = 10):
+    def __init__(self, url: str, *, pool_size: int = 10, command_timeout_s: float | None = None,
+                 pool_timeout_s: float = 30.0):
         self.url = url
-        self.engine = create_engine(url, pool_size=pool_size)
+        self.engine = create_engine(url, pool_size=pool_size, command_timeout_s=command_timeout_s,
+                                    pool_timeout_s=pool_timeout_s)
         self.sessions = async_sessionmaker(self.engine, expire_on_commit=False)
         """For reads. Anything that writes goes through transaction()."""
         self._units = async_sessionmaker(self.engine.execution_options(**{WRITE_OPTION: True}),
