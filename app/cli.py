@@ -125,9 +125,11 @@ def serve_api(settings: Settings, *, host: str | None = None, port: int | None =
               workers: int = 1) -> int:
     import uvicorn
 
+    from app.serving import uvicorn_limits
+
     uvicorn.run("app.main:create_app", factory=True, host=host or settings.host,
                 port=port or settings.port, workers=workers, log_level=settings.log_level.lower(),
-                proxy_headers=True)
+                **uvicorn_limits(settings))
     return 0
 
 

@@ -6,7 +6,7 @@ from decimal import Decimal
 from functools import cached_property
 from typing import Annotated
 
-from pydantic import SecretStr, field_validator
+from pydantic import SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
@@ -29,8 +29,30 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     public_url: str = ""  # e.g. https://api.example.com; defaults to http://{host}:{port}
     max_body_bytes: int = 256 * 1024
-    cors_origins: Annotated[list[str], NoDecode] = []
+    cors_origins: Annotated[list[str], NoDecode] = []  # "*" for any origin (never with credentials)
+    cors_allow_credentials: bool = False  # auth is a Bearer header, so browsers need no cookies
     log_level: str = "INFO"
+
+    # --- the server (`mia serve`) and timeouts (seconds) -------------------------------------
+    server_keepalive_s: int = 75  # idle keep-alive; above a load balancer's 60 s idle timeout
+    server_graceful_shutdown_s: int = 35  # in-flight requests (a 30 s long-poll) may finish
+    server_max_connections: int = 10_000  # per process, then 503; 0: no cap. Each long-poll
+    # holds one Redis connection, and the Redis pool stops at 10000 (app/context.py)
+    forwarded_allow_ips: str = "127.0.0.1"  # proxies trusted for X-Forwarded-For (the client
+    # IP the sign-in limits count); "*" behind a platform proxy that is the only way in
+    db_command_timeout_s: float = 10.0  # one SQL statement (PostgreSQL), then 503
+    db_pool_timeout_s: float = 10.0  # waiting for a pooled connection (PostgreSQL), then 503
+    db_pool_size: int = 10  # PostgreSQL connections per process, and up to twice as many more
+    # under load: keep processes x 3 x this below the server's max_connections
+
+    # --- rate limits: token buckets in Redis (app/ratelimit.py); a 0 disables that limit ------
+    # Generous on purpose: a miner at 50 jobs/s makes ~100 requests/s (a long-poll counts once).
+    rate_limit_key_per_s: int = 100  # per business API key: chat and idle-job requests
+    rate_limit_key_burst: int = 500
+    rate_limit_address_per_s: int = 200  # per wallet signed in with a session token
+    rate_limit_address_burst: int = 400
+    rate_limit_signin_per_min: int = 60  # per client IP: /auth/nonce, /register_miner,
+    # /auth/login together (a sign-in is two requests); a full minute's worth may come at once
 
     # --- chat and the job queue (seconds unless named otherwise) -------------------------------
     chat_allow_anonymous: bool = False
@@ -95,6 +117,22 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             return [part.strip() for part in value.split(",") if part.strip()]
         return value
+
+    @field_validator("cors_origins")
+    @classmethod
+    def _origins(cls, value: list[str]) -> list[str]:
+        # An origin never ends in "/", but a pasted URL often does; "*" makes the rest moot.
+        origins = [o.rstrip("/") for o in value]
+        return ["*"] if "*" in origins else origins
+
+    @model_validator(mode="after")
+    def _cors_credentials(self) -> Settings:
+        if self.cors_allow_credentials and "*" in self.cors_origins:
+            # Starlette would echo ANY origin with credentials allowed: every site could call
+            # the API with the user's cookies. Name the origins instead.
+            raise ValueError("CORS_ORIGINS=* cannot be combined with CORS_ALLOW_CREDENTIALS=true;"
+                             " list the allowed origins")
+        return self
 
     @field_validator("database_url")
     @classmethod

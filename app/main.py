@@ -9,6 +9,8 @@ from collections.abc import AsyncIterator
 from typing import cast
 
 from redis.exceptions import RedisError
+from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
@@ -45,7 +47,9 @@ def create_app(settings: Settings | None = None) -> Starlette:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        db = Database(settings.database_url)
+        db = Database(settings.database_url, pool_size=settings.db_pool_size,
+                      command_timeout_s=settings.db_command_timeout_s,
+                      pool_timeout_s=settings.db_pool_timeout_s)
         timeout = settings.redis_command_timeout_s
         redis = open_redis(settings.redis_url, command_timeout_s=timeout)
         blocking = open_redis(settings.redis_url, command_timeout_s=timeout,
@@ -77,10 +81,12 @@ def create_app(settings: Settings | None = None) -> Starlette:
     endpoints = all_endpoints(ROUTERS)
     schema = build_openapi(endpoints, title="MIA backend", version=__version__)
     middleware = []
-    if settings.cors_origins:
+    if settings.cors_origins:  # "*" never comes with credentials (refused in Settings)
         middleware.append(Middleware(CORSMiddleware, allow_origins=settings.cors_origins,
                                      allow_methods=["GET", "POST", "DELETE"],
-                                     allow_headers=["Authorization", "Content-Type"]))
+                                     allow_headers=["Authorization", "Content-Type"],
+                                     allow_credentials=settings.cors_allow_credentials,
+                                     expose_headers=["Retry-After"], max_age=600))
     return Starlette(routes=[*build_routes(ROUTERS), *doc_routes(schema)], lifespan=lifespan,
                      middleware=middleware, exception_handlers=EXCEPTION_HANDLERS)
 
@@ -105,6 +111,28 @@ async def _redis_down(_: Request, exc: Exception) -> Response:
                                              headers={"Retry-After": "5"}))
 
 
+async def _dependency_down(_: Request, exc: Exception) -> Response:
+    # A database (or other dependency) that hangs or refuses, as a 503 with Retry-After rather
+    # than a 500 or a hung request: a pool exhausted for DB_POOL_TIMEOUT_S, a statement over
+    # DB_COMMAND_TIMEOUT_S (asyncpg raises a bare TimeoutError), a refused connection, SQLite
+    # locked past its busy timeout. Other database errors are bugs: they stay logged 500s.
+    if isinstance(exc, DBAPIError) and not (isinstance(exc, OperationalError)
+                                            or exc.connection_invalidated):
+        raise exc
+    if isinstance(exc, PoolTimeout):
+        code, detail = "database_busy", "every database connection is in use; retry later"
+    elif isinstance(exc, DBAPIError):
+        code, detail = "database_unavailable", "the database is unavailable; retry later"
+    elif isinstance(exc, TimeoutError):
+        code, detail = "dependency_timeout", ("the database (or another dependency) did not "
+                                              "answer in time; retry later")
+    else:
+        code, detail = "dependency_unavailable", ("the database (or another dependency) "
+                                                  "refused the connection; retry later")
+    log.warning("%s: %s", code, type(exc).__name__)
+    return error_response(ServiceUnavailable(detail, code=code, headers={"Retry-After": "5"}))
+
+
 async def _unexpected(request: Request, exc: Exception) -> Response:
     # No logging here: Starlette re-raises after this response and the server logs it once.
     return error_response(AppError("internal error; it has been logged", code="internal_error",
@@ -112,4 +140,6 @@ async def _unexpected(request: Request, exc: Exception) -> Response:
 
 
 EXCEPTION_HANDLERS = {AppError: _app_error, HTTPException: _http_error, RedisError: _redis_down,
+                      PoolTimeout: _dependency_down, DBAPIError: _dependency_down,
+                      TimeoutError: _dependency_down, ConnectionError: _dependency_down,
                       Exception: _unexpected}

@@ -24,6 +24,12 @@ REASONS = {200: "OK", 201: "Created", 202: "Accepted", 204: "No content", 400: "
            401: "Unauthorized", 403: "Forbidden", 404: "Not found", 405: "Method not allowed",
            409: "Conflict", 413: "Payload too large", 422: "Validation error",
            429: "Too many requests", 503: "Service unavailable"}
+RETRY_AFTER = {
+    429: {"description": "whole seconds until the limit lets a request through again (>= 1)",
+          "schema": {"type": "integer", "minimum": 1}},
+    503: {"description": "whole seconds after which a retry may succeed (when known)",
+          "schema": {"type": "integer", "minimum": 1}},
+}
 SECURITY_SCHEMES = {
     "ApiKey": {"type": "http", "scheme": "bearer",
                "description": "A business API key (`mia apikey create`)."},
@@ -82,9 +88,13 @@ def build_openapi(endpoints: list[Endpoint], *, title: str, version: str) -> dic
             errors.add(413)
         if ep.auth:
             errors.add(401)
+        if ep.auth or ep.limit is not None:  # every credential is rate-limited (app/ratelimit.py)
+            errors.add(429)
         for status in sorted(errors):
             responses[str(status)] = {"description": REASONS.get(status, str(status)),
                                       "content": {"application/json": {"schema": ref(ErrorBody)}}}
+            if status in RETRY_AFTER:
+                responses[str(status)]["headers"] = {"Retry-After": RETRY_AFTER[status]}
         op["responses"] = responses
         if ep.auth:
             op["security"] = [{name: []} for name in ep.auth] + ([{}] if ep.optional_auth else [])

@@ -104,6 +104,7 @@ class Endpoint:
     auth: tuple[str, ...] = ()  # security scheme names; empty means public
     optional_auth: bool = False  # documented as also callable without credentials
     guard: Guard | None = None  # runs before the body is read; its result is passed as `who`
+    limit: Guard | None = None  # a rate limit for callers without credentials; runs first
     safe: bool = True  # no side effects, so HEAD may run it (a long-poll that leases is not)
     description: str = ""
 
@@ -116,6 +117,8 @@ class Endpoint:
             if isinstance(value, str) and "\x00" in value:
                 raise ValidationFailed(f"{name}: NUL characters are not allowed")
         kwargs: dict[str, Any] = {}
+        if self.limit is not None:
+            await self.limit(request)
         if self.guard is not None:  # before the body: strangers get 401, not a parsed 256 KiB
             kwargs["who"] = await self.guard(request)
         if self.query is not None:

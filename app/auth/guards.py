@@ -10,8 +10,9 @@ from app.auth import apikeys, sessions
 from app.auth.principals import Client, Wallet
 from app.auth.secrets import bearer
 from app.context import ctx
-from app.errors import Forbidden, RateLimited, Unauthorized
+from app.errors import Forbidden, Unauthorized
 from app.models import utcnow
+from app.ratelimit import limit_address, limit_anonymous_chat, limit_api_key
 
 
 def client_guard(scope: str, *, submits: bool = False) -> Callable[[Request], Awaitable[Client]]:
@@ -37,28 +38,14 @@ async def require_client(request: Request, scope: str, *, submits: bool = False)
     if token is not None:
         async with c.db.sessions() as session:
             key = await apikeys.authenticate(session, token, scope)
+        await limit_api_key(c, key.id)
         return Client(business_id=key.business_id, api_key_id=key.id, scopes=key.scope_set)
     if scope == "chat" and c.settings.chat_allow_anonymous:
         if submits:
-            await _anonymous_rate_limit(request)
+            await limit_anonymous_chat(request)
         return Client(business_id=None, api_key_id=None, scopes=frozenset({"chat"}))
     raise Unauthorized("an API key is required: Authorization: Bearer <key>",
                        code="missing_api_key")
-
-
-async def _anonymous_rate_limit(request: Request) -> None:
-    c = ctx(request)
-    client = request.client.host if request.client else "unknown"
-    window = int(utcnow().timestamp()) // 60
-    key = f"{c.settings.redis_prefix}:rl:anon:{client}:{window}"
-    pipe = c.redis.pipeline(transaction=True)
-    pipe.incr(key)
-    pipe.expire(key, 120)
-    count, _ = await pipe.execute()
-    if int(count) > c.settings.chat_anon_rate_per_min:
-        retry = 60 - int(utcnow().timestamp()) % 60
-        raise RateLimited("too many anonymous chats from this address; slow down",
-                          retry_after_s=retry)
 
 
 async def require_wallet(request: Request, role: str) -> Wallet:
@@ -69,6 +56,7 @@ async def require_wallet(request: Request, role: str) -> Wallet:
                            code="missing_token")
     async with c.db.sessions() as session:
         who = await sessions.authenticate(session, token, utcnow())
+    await limit_address(c, who.address)
     if role not in who.roles:
         raise Forbidden(f"this session lacks the {role!r} role", code="insufficient_role")
     if role == "operator" and who.address.lower() not in c.settings.operators:

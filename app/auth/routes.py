@@ -8,12 +8,14 @@ from app.context import AppContext, ctx
 from app.errors import Forbidden
 from app.miners.service import find_miner
 from app.models import utcnow
+from app.ratelimit import limit_signin
 from app.web import Router
 
 router = Router("auth")
 
 
-@router.get("/auth/nonce", query=NonceQuery, responses={200: NonceOut}, errors=(400,))
+@router.get("/auth/nonce", query=NonceQuery, responses={200: NonceOut}, errors=(400,),
+            limit=limit_signin)
 async def get_nonce(request: Request, query: NonceQuery) -> NonceOut:
     """A single-use nonce and the complete EIP-4361 message to sign with personal_sign."""
     return await signin.issue_nonce(ctx(request), query.address, utcnow())
@@ -26,7 +28,8 @@ def roles_for(c: AppContext, address: str, is_miner: bool) -> frozenset[str]:
     return frozenset(roles)
 
 
-@router.post("/auth/login", body=SignInBody, responses={200: LoginOut}, errors=(401, 403))
+@router.post("/auth/login", body=SignInBody, responses={200: LoginOut}, errors=(401, 403),
+             limit=limit_signin)
 async def login(request: Request, body: SignInBody) -> LoginOut:
     """Exchange a signed EIP-4361 message for a session token (miners and operators)."""
     c = ctx(request)

@@ -12,12 +12,14 @@ from app.miners import service
 from app.miners.schemas import (ChatAssignment, LeaseIn, LeaseOut, NextQuery, RegisterIn,
                                 RegisterOut, ReleaseIn, ReleaseOut, ResultIn, ResultOut)
 from app.models import utcnow
+from app.ratelimit import limit_signin
 from app.web import Router
 
 router = Router("miners")
 
 
-@router.post("/register_miner", body=RegisterIn, responses={200: RegisterOut}, errors=(401, 409))
+@router.post("/register_miner", body=RegisterIn, responses={200: RegisterOut},
+             errors=(401, 409), limit=limit_signin)
 async def register_miner(request: Request, body: RegisterIn) -> RegisterOut:
     """Register (or sign in again) the wallet that signed the EIP-4361 message."""
     c = ctx(request)

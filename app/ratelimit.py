@@ -1,0 +1,199 @@
+"""Rate limits: a token bucket per API key, per wallet address and per client IP, in Redis.
+
+One check is one round trip: EVALSHA of the script below. A bucket holds `burst` tokens and
+gains `count` tokens per `period_ms`. Its level is kept in units of 1/period_ms of a token, so a
+request costs `period_ms` units and every millisecond adds `count` units: integers throughout,
+no float drift, and a refill rate like 3/s is exact. Time is Redis's own clock (TIME), the same
+for every API process. A bucket's key expires exactly when it would be full again, so an absent
+key is a full bucket and idle callers leave nothing behind.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+from starlette.requests import Request
+
+from app.context import AppContext
+from app.errors import RateLimited
+
+log = logging.getLogger("app.ratelimit")
+
+# KEYS[1]: the bucket. ARGV: count, period_ms, burst[, now_ms (tests only; default Redis TIME)].
+# Returns {allowed (0/1), ms until the next token when refused, whole tokens left}.
+# Numbers stay far below 2^53 (checked in Rate), so Lua's doubles hold them exactly.
+_SCRIPT = """
+local count, period, burst = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local function idiv(a, b) return (a - a % b) / b end
+local now
+if ARGV[4] then
+  now = tonumber(ARGV[4])
+else
+  local t = redis.call('TIME')
+  now = tonumber(t[1]) * 1000 + idiv(tonumber(t[2]), 1000)
+end
+local cap = burst * period
+local level = cap
+local state = redis.call('HMGET', KEYS[1], 'l', 't')
+if state[1] then
+  local old = tonumber(state[1])
+  local elapsed = now - tonumber(state[2])
+  if elapsed < 0 then elapsed = 0 end  -- a Redis failover to a host whose clock is behind
+  -- compare before multiplying, so a long-idle bucket cannot grow past cap (or 2^53)
+  if elapsed < idiv(cap - old + count - 1, count) then level = old + elapsed * count end
+end
+if level < period then
+  return {0, idiv(period - level + count - 1, count), 0}
+end
+level = level - period
+redis.call('HSET', KEYS[1], 'l', string.format('%d', level), 't', string.format('%d', now))
+redis.call('PEXPIRE', KEYS[1], idiv(cap - level + count - 1, count))
+return {1, 0, idiv(level, period)}
+"""
+
+_EXACT = 2**50  # keeps now_ms * 1 and cap arithmetic well inside a double's 53-bit mantissa
+
+
+@dataclass(frozen=True)
+class Rate:
+    """`count` tokens per `period_ms`, at most `burst` saved up. count == 0 disables it."""
+
+    count: int
+    period_ms: int
+    burst: int
+
+    def __post_init__(self) -> None:
+        if self.count < 0 or self.burst < 0 or self.period_ms <= 0:
+            raise ValueError(f"invalid rate {self}")
+        if self.burst * self.period_ms + self.count >= _EXACT:
+            raise ValueError(f"rate {self} is too large to count exactly")
+
+    @classmethod
+    def per_second(cls, count: int, burst: int) -> Rate:
+        return cls(count, 1000, burst)
+
+    @classmethod
+    def per_minute(cls, count: int, burst: int | None = None) -> Rate:
+        return cls(count, 60_000, count if burst is None else burst)
+
+    @property
+    def enabled(self) -> bool:
+        return self.count > 0 and self.burst > 0
+
+
+@dataclass(frozen=True)
+class Decision:
+    allowed: bool
+    retry_after_ms: int  # 0 when allowed
+    remaining: int  # whole tokens left after this request
+
+    @property
+    def retry_after_s(self) -> int:
+        """Retry-After: whole seconds, rounded up (a client that waits this long gets in)."""
+        return max(1, -(-self.retry_after_ms // 1000))
+
+
+class RateLimiter:
+    # Fails OPEN: when Redis is down or erroring, requests are let through unlimited (and a
+    # warning is logged at most once per log_interval_s). A limiter that turned a Redis outage
+    # into 503s everywhere would do more harm than the floods it stops; endpoints that need
+    # Redis answer 503 on their own. After a failure, checks are skipped for skip_s so a hung
+    # Redis does not add its command timeout to every request.
+    def __init__(self, redis: Redis, prefix: str, *, log_interval_s: float = 60.0,
+                 skip_s: float = 1.0):
+        self._script = redis.register_script(_SCRIPT)
+        self._prefix = f"{prefix}:rl"
+        self._log_interval_s = log_interval_s
+        self._skip_s = skip_s
+        self._skip_until = 0.0
+        self._logged_at = float("-inf")
+        self.failures = 0  # checks let through because Redis failed (for tests and metrics)
+
+    def key(self, kind: str, ident: str) -> str:
+        return f"{self._prefix}:{kind}:{ident}"
+
+    async def hit(self, kind: str, ident: str, rate: Rate, *,
+                  now_ms: int | None = None) -> Decision:
+        """Take one token from the (kind, ident) bucket, if there is one."""
+        if not rate.enabled:
+            return Decision(True, 0, rate.burst)
+        if self._skip_until and time.monotonic() < self._skip_until:
+            self.failures += 1
+            return Decision(True, 0, 0)
+        args = [rate.count, rate.period_ms, rate.burst]
+        if now_ms is not None:
+            args.append(now_ms)
+        try:
+            allowed, retry_ms, remaining = await self._script(keys=[self.key(kind, ident)],
+                                                              args=args)
+        except RedisError as exc:
+            self._failed(exc)
+            return Decision(True, 0, 0)
+        self._skip_until = 0.0
+        return Decision(bool(allowed), int(retry_ms), int(remaining))
+
+    async def enforce(self, kind: str, ident: str, rate: Rate, what: str) -> None:
+        """Raise RateLimited (429 with Retry-After) when the bucket is empty."""
+        decision = await self.hit(kind, ident, rate)
+        if not decision.allowed:
+            raise RateLimited(f"too many requests {what}; retry after "
+                              f"{decision.retry_after_s} s", retry_after_s=decision.retry_after_s)
+
+    def _failed(self, exc: RedisError) -> None:
+        self.failures += 1
+        now = time.monotonic()
+        self._skip_until = now + self._skip_s
+        if now - self._logged_at >= self._log_interval_s:
+            self._logged_at = now
+            log.warning("rate limits are off while Redis fails (%s); requests are let through",
+                        type(exc).__name__)
+
+
+def limiter(c: AppContext) -> RateLimiter:
+    """The app's limiter, made on first use (one per AppContext, i.e. per Redis client)."""
+    found = c.extras.get("ratelimiter")
+    if found is None:
+        found = c.extras["ratelimiter"] = RateLimiter(c.redis, c.settings.redis_prefix)
+    return found  # type: ignore[no-any-return]
+
+
+def client_ip(request: Request) -> str:
+    # The peer address, or X-Forwarded-For's when the peer is a trusted proxy: the server
+    # (uvicorn's proxy_headers with FORWARDED_ALLOW_IPS) has already resolved it into scope.
+    return request.client.host if request.client else "unknown"
+
+
+# --- the limits the guards and the sign-in endpoints apply, one call each ------------------------
+
+async def limit_api_key(c: AppContext, api_key_id: int) -> None:
+    s = c.settings
+    await limiter(c).enforce("key", str(api_key_id),
+                             Rate.per_second(s.rate_limit_key_per_s, s.rate_limit_key_burst),
+                             "with this API key")
+
+
+async def limit_address(c: AppContext, address: str) -> None:
+    s = c.settings
+    await limiter(c).enforce("addr", address.lower(),
+                             Rate.per_second(s.rate_limit_address_per_s,
+                                             s.rate_limit_address_burst),
+                             "from this wallet")
+
+
+async def limit_signin(request: Request) -> None:
+    """Per client IP, before the body is read: /auth/nonce, /register_miner, /auth/login."""
+    c: AppContext = request.app.state.ctx
+    await limiter(c).enforce("signin", client_ip(request),
+                             Rate.per_minute(c.settings.rate_limit_signin_per_min),
+                             "sign-in requests from this address")
+
+
+async def limit_anonymous_chat(request: Request) -> None:
+    c: AppContext = request.app.state.ctx
+    await limiter(c).enforce("anon", client_ip(request),
+                             Rate.per_minute(c.settings.chat_anon_rate_per_min),
+                             "anonymous chats from this address")

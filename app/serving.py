@@ -1,0 +1,25 @@
+"""The HTTP server's limits and timeouts, from Settings, for `mia serve` (app/cli.py)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from app.config import Settings
+
+
+def uvicorn_limits(settings: Settings) -> dict[str, Any]:
+    """Keyword arguments for uvicorn.run / uvicorn.Config."""
+    return {
+        # Idle keep-alive connections are cheap; closing them before a load balancer does
+        # (AWS ALB: 60 s) makes it send requests into closing sockets (502s).
+        "timeout_keep_alive": settings.server_keepalive_s,
+        # On SIGTERM: stop accepting, let in-flight requests (long-polls included) finish for
+        # this long, then cancel them. The orchestrator's kill grace period should be longer.
+        "timeout_graceful_shutdown": settings.server_graceful_shutdown_s or None,
+        # Per process: connections plus in-flight requests; beyond it uvicorn answers a plain
+        # 503 instead of letting file descriptors and the Redis pool run out.
+        "limit_concurrency": settings.server_max_connections or None,
+        # Whose X-Forwarded-For to believe: the per-IP sign-in limits count that address.
+        "forwarded_allow_ips": settings.forwarded_allow_ips,
+        "proxy_headers": True,
+    }
