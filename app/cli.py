@@ -102,7 +102,21 @@ async def revoke_api_key(settings: Settings, key_id: int | None, prefix: str | N
         print("no such API key", file=sys.stderr)
         return 1
     print(f"API key {key.id} ({key.prefix}...) revoked at {key.revoked_at:%Y-%m-%d %H:%M:%S}Z")
+    if not await _announce_revocation(settings):
+        print(f"Redis unreachable: running servers honour the revocation within "
+              f"{settings.auth_cache_ttl_s:g} s (AUTH_CACHE_TTL_S)", file=sys.stderr)
     return 0
+
+
+async def _announce_revocation(settings: Settings) -> bool:
+    from app.auth.cache import forget_everywhere
+    from app.context import open_redis
+
+    redis = open_redis(settings.redis_url, command_timeout_s=2.0)
+    try:
+        return await forget_everywhere(redis, settings.redis_prefix)
+    finally:
+        await redis.aclose()
 
 
 async def list_api_keys(settings: Settings) -> int:

@@ -75,6 +75,8 @@ class Settings(BaseSettings):
     siwe_message_ttl_s: int = 600
     siwe_clock_skew_s: int = 60
     token_ttl_s: int = 24 * 3600
+    auth_cache_ttl_s: float = 5.0  # a process remembers a valid key/token this long (0: never);
+    # revocations clear every process at once over Redis, this bounds a lost message
     operator_addresses: Annotated[list[str], NoDecode] = []
 
     # --- idle jobs, RunPod and the worker (seconds unless named otherwise) -------------------------

@@ -8,6 +8,7 @@ from typing import Any
 from redis.asyncio import Redis
 from starlette.requests import Request
 
+from app.auth.cache import AuthCache
 from app.config import Settings
 from app.db import Database
 from app.notify import Notifier
@@ -22,6 +23,10 @@ class AppContext:
     queue: JobQueue
     notifier: Notifier
     extras: dict[str, Any] = field(default_factory=dict)  # e.g. a web3 client for ERC-1271
+    auth_cache: AuthCache = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.auth_cache = AuthCache(self.settings.auth_cache_ttl_s)
 
 
 def ctx(request: Request) -> AppContext:

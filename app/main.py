@@ -19,6 +19,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from app import __version__
+from app.auth import cache as auth_cache
 from app.auth.apikey_routes import router as apikey_router
 from app.auth.routes import router as auth_router
 from app.chainlink import attach_chain, detach_chain
@@ -58,6 +59,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         queue = JobQueue(redis, settings.redis_prefix, blocking=blocking)
         notifier = Notifier(listener, queue.done_channel)
         ctx = AppContext(settings=settings, db=db, redis=redis, queue=queue, notifier=notifier)
+        notifier.on(auth_cache.channel(settings.redis_prefix), ctx.auth_cache.clear)
         app.state.ctx = ctx
         tasks: list[asyncio.Task[None]] = []
         try:  # everything opened above is closed below, even if start-up fails half-way

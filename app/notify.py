@@ -27,6 +27,12 @@ class Notifier:
         self.channel = channel
         self._waiters: dict[str, set[asyncio.Event]] = {}
         self._task: asyncio.Task[None] | None = None
+        self._handlers: dict[str, Callable[[], None]] = {}
+
+    def on(self, channel: str, handler: Callable[[], None]) -> None:
+        """Also call handler() on any message on `channel` (and after a reconnect, when a
+        message may have been missed). Register before start()."""
+        self._handlers[channel] = handler
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._listen(), name="mia-notifier")
@@ -41,12 +47,18 @@ class Notifier:
         while True:
             pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
             try:
-                await pubsub.subscribe(self.channel)
+                await pubsub.subscribe(self.channel, *self._handlers)
                 self._wake_all()  # anything published while we were away: re-check the DB
+                for handler in self._handlers.values():
+                    handler()
                 async for message in pubsub.listen():
-                    if message.get("type") == "message":
-                        data = message["data"]
-                        self._wake(data.decode() if isinstance(data, bytes) else data)
+                    if message.get("type") != "message":
+                        continue
+                    channel = _text(message["channel"])
+                    if channel == self.channel:
+                        self._wake(_text(message["data"]))
+                    elif channel in self._handlers:
+                        self._handlers[channel]()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # Redis went away: retry, waiters keep their own timer
@@ -66,16 +78,18 @@ class Notifier:
                 event.set()
 
     async def wait_until(self, job_id: str, timeout_s: float,
-                         done: Callable[[], Awaitable[bool]]) -> bool:
-        """Wait until `done()` is true or timeout_s passes. Returns the last value of done()."""
+                         done: Callable[[], Awaitable[bool]], *, check_first: bool = True) -> bool:
+        """Wait until `done()` is true or timeout_s passes. Returns the last value of done().
+        check_first=False: the caller has just seen it not done, so wait before the first check."""
         event = asyncio.Event()
         self._waiters.setdefault(job_id, set()).add(event)
         try:
             deadline = time.monotonic() + timeout_s
             while True:
                 event.clear()  # before the check, so a wake-up during it is not lost
-                if await done():
+                if check_first and await done():
                     return True
+                check_first = True
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     return False
@@ -89,8 +103,10 @@ class Notifier:
                     del self._waiters[job_id]
 
     async def wait_for(self, job_id: str, timeout_s: float, current: T,
-                       reload: Callable[[], Awaitable[T]], done: Callable[[T], bool]) -> T:
-        """`current` once done(current), else the freshest reload() within timeout_s seconds."""
+                       reload: Callable[[], Awaitable[T]], done: Callable[[T], bool],
+                       *, fresh: bool = False) -> T:
+        """`current` once done(current), else the freshest reload() within timeout_s seconds.
+        fresh: `current` was read (or written) just now, so no reload before the first wait."""
         if timeout_s <= 0 or done(current):
             return current
         latest = current
@@ -100,5 +116,9 @@ class Notifier:
             latest = await reload()
             return done(latest)
 
-        await self.wait_until(job_id, timeout_s, finished)
+        await self.wait_until(job_id, timeout_s, finished, check_first=not fresh)
         return latest
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value

@@ -11,6 +11,7 @@ from sqlalchemy.exc import IntegrityError
 from starlette.requests import Request
 from starlette.responses import Response
 
+from app.auth import cache as auth_cache
 from app.auth import apikeys
 from app.auth.guards import wallet_guard
 from app.auth.principals import Wallet
@@ -94,5 +95,10 @@ async def revoke_key(request: Request, who: Wallet) -> ApiKeyOut:
         business = (await session.execute(
             select(Business.name).where(Business.id == key.business_id)
         )).scalar_one()
+    c = ctx(request)
+    c.auth_cache.clear()
+    if not await auth_cache.forget_everywhere(c.redis, c.settings.redis_prefix):
+        log.warning("could not announce a revocation over Redis; other processes honour it "
+                    "within AUTH_CACHE_TTL_S")
     log.info("API key %d (%s...) revoked by %s", key.id, key.prefix, who.address)
     return _out(key, business)

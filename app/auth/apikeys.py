@@ -8,6 +8,7 @@ from datetime import datetime
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.auth.principals import Client
 from app.auth.secrets import API_KEY_PREFIX, hash_secret, new_secret
 from app.errors import BadRequest, Forbidden, Unauthorized
 from app.models import ApiKey, Business
@@ -47,16 +48,23 @@ async def create_api_key(session: AsyncSession, business_name: str,
     return key, plaintext
 
 
-async def authenticate(session: AsyncSession, plaintext: str, scope: str) -> ApiKey:
-    key = (await session.execute(
-        select(ApiKey).where(ApiKey.key_hash == hash_secret(plaintext)))).scalar()
-    if key is None:
+async def authenticate(session: AsyncSession, key_hash: str) -> Client:
+    """The client a key (by its stored hash) stands for, scopes not yet checked."""
+    row = (await session.execute(
+        select(ApiKey.id, ApiKey.business_id, ApiKey.scopes, ApiKey.revoked_at)
+        .where(ApiKey.key_hash == key_hash))).first()
+    if row is None:
         raise Unauthorized("unknown API key", code="invalid_api_key")
-    if key.revoked_at is not None:
+    if row.revoked_at is not None:
         raise Unauthorized("this API key has been revoked", code="api_key_revoked")
-    if scope not in key.scope_set:
+    return Client(business_id=row.business_id, api_key_id=row.id,
+                  scopes=frozenset(s for s in row.scopes.split(",") if s))
+
+
+def require_scope(client: Client, scope: str) -> Client:
+    if scope not in client.scopes:
         raise Forbidden(f"this API key lacks the {scope!r} scope", code="insufficient_scope")
-    return key
+    return client
 
 
 async def revoke(session: AsyncSession, key_id: int | None, now: datetime, *,

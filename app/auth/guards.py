@@ -8,7 +8,7 @@ from starlette.requests import Request
 
 from app.auth import apikeys, sessions
 from app.auth.principals import Client, Wallet
-from app.auth.secrets import bearer
+from app.auth.secrets import bearer, hash_secret
 from app.context import ctx
 from app.errors import Forbidden, Unauthorized
 from app.models import utcnow
@@ -36,10 +36,15 @@ async def require_client(request: Request, scope: str, *, submits: bool = False)
     c = ctx(request)
     token = bearer(request.headers.get("authorization"))
     if token is not None:
-        async with c.db.sessions() as session:
-            key = await apikeys.authenticate(session, token, scope)
-        await limit_api_key(c, key.id)
-        return Client(business_id=key.business_id, api_key_id=key.id, scopes=key.scope_set)
+        key_hash = hash_secret(token)
+        client = c.auth_cache.get(key_hash)
+        if client is None:
+            async with c.db.reads() as session:
+                client = await apikeys.authenticate(session, key_hash)
+            c.auth_cache.put(key_hash, client)
+        apikeys.require_scope(client, scope)
+        await limit_api_key(c, client.api_key_id)
+        return client  # type: ignore[no-any-return]
     if scope == "chat" and c.settings.chat_allow_anonymous:
         if submits:
             await limit_anonymous_chat(request)
@@ -54,8 +59,14 @@ async def require_wallet(request: Request, role: str) -> Wallet:
     if token is None:
         raise Unauthorized("a session token is required: sign in with /auth/login",
                            code="missing_token")
-    async with c.db.sessions() as session:
-        who = await sessions.authenticate(session, token, utcnow())
+    token_hash = hash_secret(token)
+    cached = c.auth_cache.get(token_hash)
+    if cached is None:
+        async with c.db.reads() as session:
+            cached = await sessions.authenticate(session, token_hash)
+        c.auth_cache.put(token_hash, cached)
+    who, expires_at = cached
+    sessions.check_expiry(expires_at, utcnow())
     await limit_address(c, who.address)
     if role not in who.roles:
         raise Forbidden(f"this session lacks the {role!r} role", code="insufficient_role")

@@ -23,14 +23,19 @@ async def issue(session: AsyncSession, *, address: str, miner_id: int | None,
     return token, expires_at
 
 
-async def authenticate(session: AsyncSession, token: str, now: datetime) -> Wallet:
+async def authenticate(session: AsyncSession, token_hash: str) -> tuple[Wallet, datetime]:
+    """The wallet a session token (by its stored hash) stands for, and when the token expires."""
     row = (await session.execute(
-        select(AuthToken).where(AuthToken.token_hash == hash_secret(token)))).scalar()
+        select(AuthToken.address, AuthToken.miner_id, AuthToken.roles, AuthToken.expires_at,
+               AuthToken.revoked_at).where(AuthToken.token_hash == token_hash))).first()
     if row is None:
         raise Unauthorized("unknown session token; sign in again", code="invalid_token")
     if row.revoked_at is not None:
         raise Unauthorized("this session token was revoked; sign in again", code="token_revoked")
-    if row.expires_at <= now:
-        raise Unauthorized("this session token has expired; sign in again", code="token_expired")
     return Wallet(address=row.address, miner_id=row.miner_id,
-                  roles=frozenset(r for r in row.roles.split(",") if r))
+                  roles=frozenset(r for r in row.roles.split(",") if r)), row.expires_at
+
+
+def check_expiry(expires_at: datetime, now: datetime) -> None:
+    if expires_at <= now:
+        raise Unauthorized("this session token has expired; sign in again", code="token_expired")
