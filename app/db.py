@@ -23,8 +23,11 @@ def create_engine(url: str, *, pool_size: int = 10, command_timeout_s: float | N
         engine = create_async_engine(url, connect_args={"timeout": 30})
         _make_sqlite_serializable(engine)
         return engine
+    # No pre-ping: it costs a round trip on every checkout. A connection that died with its
+    # server fails its first statement instead; SQLAlchemy then invalidates the pool, that
+    # request answers 503 with Retry-After (app/main.py) and the next one reconnects.
     return create_async_engine(url, pool_size=pool_size, max_overflow=2 * pool_size,
-                               pool_pre_ping=True, pool_timeout=pool_timeout_s,
+                               pool_recycle=1800, pool_timeout=pool_timeout_s,
                                connect_args=_pg_timeouts(command_timeout_s))
 
 
@@ -69,6 +72,11 @@ class Database:
         """For reads. Anything that writes goes through transaction()."""
         self._units = async_sessionmaker(self.engine.execution_options(**{WRITE_OPTION: True}),
                                          expire_on_commit=False)
+        # One-statement reads on PostgreSQL skip BEGIN and ROLLBACK (two round trips of three);
+        # a single statement sees one snapshot anyway. SQLite reads are in-process: no gain.
+        self.reads = self.sessions if is_sqlite(url) else async_sessionmaker(
+            self.engine.execution_options(isolation_level="AUTOCOMMIT"), expire_on_commit=False)
+        """For a read of ONE statement (a row by key); several statements use sessions()."""
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[AsyncSession]:

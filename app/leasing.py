@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import Row, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.models import JobStatus
@@ -30,6 +30,7 @@ class Lease:
     lease_id: str
     expires_at: datetime
     attempt: int
+    fields: tuple[Any, ...] = ()  # the `returning` columns asked of acquire(), in that order
 
 
 def _current(model: Any, job_id: Any, lease_id: str, miner_id: int, now: datetime) -> list[Any]:
@@ -38,30 +39,29 @@ def _current(model: Any, job_id: Any, lease_id: str, miner_id: int, now: datetim
 
 
 async def acquire(session: AsyncSession, model: Any, job_id: Any, miner_id: int,
-                  lease_s: int, now: datetime) -> Lease | None:
-    """Lease a queued job to a miner; None if it is not queued (taken, finished, or unknown)."""
+                  lease_s: int, now: datetime, returning: Sequence[Any] = ()) -> Lease | None:
+    """Lease a queued job to a miner; None if it is not queued (taken, finished, or unknown).
+    `returning` columns come back in Lease.fields, read by the same statement."""
     lease_id = str(uuid.uuid4())
     expires = now + timedelta(seconds=lease_s)
     row = (await session.execute(
-        update(model).where(model.id == job_id, model.status == Q)
+        update(model.__table__).where(model.id == job_id, model.status == Q)
         .values(status=A, lease_id=lease_id, lease_expires_at=expires, miner_id=miner_id,
                 attempts=model.attempts + 1, assigned_at=now)
-        .returning(model.attempts)
-        .execution_options(synchronize_session=False))).first()
+        .returning(model.attempts, *returning))).first()
     if row is None:
         return None
-    return Lease(str(job_id), lease_id, expires, row[0])
+    return Lease(str(job_id), lease_id, expires, row[0], tuple(row[1:]))
 
 
 async def complete(session: AsyncSession, model: Any, job_id: Any, lease_id: str, miner_id: int,
-                   now: datetime, **values: Any) -> bool:
-    """Complete the job if this is still its current, unexpired lease. True if this call won."""
-    result = await session.execute(
-        update(model).where(*_current(model, job_id, lease_id, miner_id, now))
+                   now: datetime, returning: Sequence[Any] = (), **values: Any) -> Row[Any] | None:
+    """Complete the job if this is still its current, unexpired lease. The `returning` columns
+    (or the id) if this call won, None if it did not."""
+    return (await session.execute(
+        update(model.__table__).where(*_current(model, job_id, lease_id, miner_id, now))
         .values(status=C, completed_at=now, lease_expires_at=None, **values)
-        .returning(model.id)
-        .execution_options(synchronize_session=False))
-    return result.first() is not None
+        .returning(*(returning or (model.id,))))).first()
 
 
 async def extend(session: AsyncSession, model: Any, job_id: Any, lease_id: str, miner_id: int,

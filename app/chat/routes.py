@@ -29,7 +29,8 @@ async def create_chat(request: Request, who: Client, body: ChatIn, query: WaitQu
     failed) within `wait` seconds. The business comes from the API key, never from the body."""
     c = ctx(request)
     job = await service.submit(c, who, body.message, body.session_id, body.context)
-    job = await service.wait_for(c, who, job, min(query.wait, c.settings.chat_max_wait_s))
+    job = await service.wait_for(c, who, job, min(query.wait, c.settings.chat_max_wait_s),
+                                 fresh=True)
     return json_response(_out(job), 200 if job.status in service.TERMINAL else 202)
 
 

@@ -7,8 +7,9 @@ import uuid
 from collections.abc import Sequence
 
 from redis.exceptions import RedisError
-from sqlalchemy import delete, select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import Insert, Row, Table, delete, insert, select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.auth.principals import Client
@@ -26,12 +27,14 @@ async def submit(ctx: AppContext, client: Client, message: str, session_id: str 
     job = ChatJob(id=str(uuid.uuid4()), business_id=client.business_id,
                   session_id=session_id or str(uuid.uuid4()), prompt=message, context=context,
                   status=JobStatus.queued, attempts=0, created_at=now)
-    async with ctx.db.transaction() as session:
+    async with ctx.db.transaction() as session:  # Core inserts: the ORM's flush costs more here
         await _claim_session(session, client, job.session_id, supplied=session_id is not None)
-        session.add(job)
-        await session.flush()
-        session.add(ChatLog(session_id=job.session_id, message=message, role="user",
-                            timestamp=now, business_id=client.business_id, job_id=job.id))
+        await session.execute(insert(ChatJob.__table__).values(
+            id=job.id, business_id=job.business_id, session_id=job.session_id, prompt=message,
+            context=context, status=JobStatus.queued, attempts=0, created_at=now))
+        await session.execute(insert(ChatLog.__table__).values(
+            session_id=job.session_id, message=message, role="user", timestamp=now,
+            business_id=client.business_id, job_id=job.id))
     try:
         await ctx.queue.push("chat", job.id)
     except RedisError:
@@ -47,37 +50,54 @@ async def submit(ctx: AppContext, client: Client, message: str, session_id: str 
 
 async def _claim_session(session: AsyncSession, client: Client, session_id: str, *,
                          supplied: bool) -> None:
-    """The first message of a session claims it for its business; later ones must match."""
-    owner = await session.get(ChatSession, session_id)
-    if owner is None:
-        if client.anonymous and supplied:
+    """The first message of a session claims it for its business (an INSERT that only one
+    request can win); later ones must come from the same business."""
+    if supplied:
+        owner = await _session_owner(session, session_id)
+        if owner is not None:
+            return _same_owner(client, owner[0])
+        if client.anonymous:
             # An anonymous session is a capability: only ids this server handed out work.
             raise Forbidden("anonymous chats cannot choose a session_id; omit it and reuse the "
                             "one returned", code="session_forbidden")
-        try:
-            async with session.begin_nested():
-                session.add(ChatSession(session_id=session_id, business_id=client.business_id))
-            return
-        except IntegrityError:  # another request claimed this new id a moment ago
-            owner = (await session.execute(
-                select(ChatSession).where(ChatSession.session_id == session_id)
-                .execution_options(populate_existing=True))).scalar_one()
-    if owner.business_id != client.business_id:
+    claimed = (await session.execute(
+        _insert_ignoring_conflict(session, ChatSession.__table__)
+        .values(session_id=session_id, business_id=client.business_id, created_at=utcnow())
+        .returning(ChatSession.session_id))).first()
+    if claimed is None:  # another request claimed this new id a moment ago
+        owner = await _session_owner(session, session_id)
+        _same_owner(client, owner[0] if owner is not None else None)
+
+
+async def _session_owner(session: AsyncSession, session_id: str) -> Row[tuple[int | None]] | None:
+    return (await session.execute(select(ChatSession.business_id)
+                                  .where(ChatSession.session_id == session_id))).first()
+
+
+def _same_owner(client: Client, business_id: int | None) -> None:
+    if business_id != client.business_id:
         raise Forbidden("this session_id belongs to another client", code="session_forbidden")
 
 
+def _insert_ignoring_conflict(session: AsyncSession, table: Table) -> Insert:
+    dialect = session.bind.dialect.name
+    insert_for = sqlite_insert if dialect == "sqlite" else pg_insert
+    return insert_for(table).on_conflict_do_nothing()  # type: ignore[no-any-return]
+
+
 async def get_owned(ctx: AppContext, client: Client, job_id: str) -> ChatJob:
-    async with ctx.db.sessions() as session:
+    async with ctx.db.reads() as session:
         job = await session.get(ChatJob, job_id) if len(job_id) <= 36 else None
     if job is None or job.business_id != client.business_id:
         raise NotFound("no such chat job", code="job_not_found")
     return job
 
 
-async def wait_for(ctx: AppContext, client: Client, job: ChatJob, wait_s: float) -> ChatJob:
+async def wait_for(ctx: AppContext, client: Client, job: ChatJob, wait_s: float, *,
+                   fresh: bool = False) -> ChatJob:
     return await ctx.notifier.wait_for(job.id, wait_s, job,
                                        lambda: get_owned(ctx, client, job.id),
-                                       lambda j: j.status in TERMINAL)
+                                       lambda j: j.status in TERMINAL, fresh=fresh)
 
 
 async def session_messages(ctx: AppContext, client: Client, session_id: str) -> Sequence[ChatLog]:

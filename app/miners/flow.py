@@ -36,10 +36,11 @@ class JobKind:
     model: Any  # an ORM model with the columns app/leasing.py uses
     parse_id: Callable[[str], Any | None]  # URL/queue text -> primary key, None if malformed
     output_column: str  # where a miner's output is stored
+    lease_columns: tuple[Any, ...] = ()  # read by the leasing UPDATE itself, into Lease.fields
 
     async def get(self, ctx: AppContext, job_id: str) -> Any:
         key = self.parse_id(job_id)
-        async with ctx.db.sessions() as session:
+        async with ctx.db.reads() as session:
             job = await session.get(self.model, key) if key is not None else None
         if job is None:
             raise NotFound("no such job", code="job_not_found")
@@ -91,10 +92,10 @@ async def leased(ctx: AppContext, kind: JobKind, who: Wallet, wait_s: float,
         async with ctx.db.transaction() as session:
             now = utcnow()  # after BEGIN: a wait for the SQLite lock must not shorten the lease
             lease = await leasing.acquire(session, kind.model, key, miner_id,
-                                          ctx.settings.lease_seconds, now)
+                                          ctx.settings.lease_seconds, now, kind.lease_columns)
             if lease is None:
                 continue  # a stale id (taken, claimed, finished or gone): the next one
-            await session.execute(update(Miner).where(Miner.id == miner_id)
+            await session.execute(update(Miner.__table__).where(Miner.id == miner_id)
                                   .values(last_active=now))
             return await describe(session, key, lease)
 
@@ -114,7 +115,7 @@ async def check_result_signature(ctx: AppContext, who: Wallet, job_id: str, outp
 async def credit_miner(session: AsyncSession, miner_id: int, tokens: int, now: datetime) -> None:
     """Bookkeeping for a completed job, as one atomic UPDATE (never read-modify-write)."""
     await session.execute(
-        update(Miner).where(Miner.id == miner_id)
+        update(Miner.__table__).where(Miner.id == miner_id)
         .values(job_count=Miner.job_count + 1,
                 tokens_generated=Miner.tokens_generated + tokens, last_active=now))
 

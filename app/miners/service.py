@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 
-from sqlalchemy import select
+from sqlalchemy import insert, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -21,7 +21,8 @@ def _chat_id(text: str) -> str | None:
     return text if 0 < len(text) <= 36 else None
 
 
-CHAT = flow.JobKind(name="chat", model=ChatJob, parse_id=_chat_id, output_column="response")
+CHAT = flow.JobKind(name="chat", model=ChatJob, parse_id=_chat_id, output_column="response",
+                    lease_columns=(ChatJob.prompt, ChatJob.context, ChatJob.session_id))
 
 
 async def register(ctx: AppContext, address: str, name: str | None) -> Miner:
@@ -51,21 +52,23 @@ async def next_chat_job(ctx: AppContext, who: Wallet, wait_s: float,
     limit = ctx.settings.chat_history_limit
 
     async def describe(session: AsyncSession, key: str, lease: leasing.Lease) -> ChatAssignment:
-        job = (await session.execute(select(ChatJob).where(ChatJob.id == key))).scalar_one()
-        return ChatAssignment(job_id=job.id, lease_id=lease.lease_id,
-                              lease_expires_at=lease.expires_at, prompt=job.prompt,
-                              context=job.context, session_id=job.session_id,
-                              history=await _history(session, job, limit), attempt=lease.attempt)
+        prompt, context, session_id = lease.fields
+        return ChatAssignment(job_id=key, lease_id=lease.lease_id,
+                              lease_expires_at=lease.expires_at, prompt=prompt, context=context,
+                              session_id=session_id,
+                              history=await _history(session, key, session_id, limit),
+                              attempt=lease.attempt)
 
     return await flow.leased(ctx, CHAT, who, wait_s, describe, gone=gone)  # type: ignore[no-any-return]
 
 
-async def _history(session: AsyncSession, job: ChatJob, limit: int) -> list[HistoryItem]:
-    this_turn = (select(ChatLog.id).where(ChatLog.job_id == job.id, ChatLog.role == "user")
+async def _history(session: AsyncSession, job_id: str, session_id: str,
+                   limit: int) -> list[HistoryItem]:
+    this_turn = (select(ChatLog.id).where(ChatLog.job_id == job_id, ChatLog.role == "user")
                  .scalar_subquery())
     rows = (await session.execute(
         select(ChatLog.role, ChatLog.message)
-        .where(ChatLog.session_id == job.session_id, ChatLog.id < this_turn)
+        .where(ChatLog.session_id == session_id, ChatLog.id < this_turn)
         .order_by(ChatLog.id.desc()).limit(limit))).all()
     return [HistoryItem(role=r.role, content=r.message) for r in reversed(rows)]
 
@@ -77,20 +80,23 @@ async def submit_result(ctx: AppContext, who: Wallet, job_id: str, lease_id: str
     now = utcnow()
     async with ctx.db.transaction() as session:
         won = await leasing.complete(session, ChatJob, job_id, lease_id, miner_id, now,
+                                     returning=(ChatJob.session_id, ChatJob.business_id),
                                      response=output, output_tokens=output_tokens,
                                      signature=signature)
-        if won:
-            job = (await session.execute(select(ChatJob).where(ChatJob.id == job_id))).scalar_one()
-            session.add(ChatLog(session_id=job.session_id, message=output, role="assistant",
-                                timestamp=now, business_id=job.business_id, job_id=job.id))
+        if won is not None:
+            session_id, business_id = won
+            await session.execute(insert(ChatLog.__table__).values(
+                session_id=session_id, message=output, role="assistant", timestamp=now,
+                business_id=business_id, job_id=job_id))
             await flow.credit_miner(session, miner_id, output_tokens or 0, now)
-    if not won:
+    if won is None:
         job = await CHAT.get(ctx, job_id)
         flow.is_repeat(CHAT, job, lease_id, miner_id, output, now)
-    else:
-        await flow.announce(ctx, job_id)
-    return ResultOut(job_id=job.id, status="completed", session_id=job.session_id,
-                     output_tokens=job.output_tokens, completed_at=job.completed_at)
+        return ResultOut(job_id=job.id, status="completed", session_id=job.session_id,
+                         output_tokens=job.output_tokens, completed_at=job.completed_at)
+    await flow.announce(ctx, job_id)
+    return ResultOut(job_id=job_id, status="completed", session_id=session_id,
+                     output_tokens=output_tokens, completed_at=now)
 
 
 async def extend_lease(ctx: AppContext, who: Wallet, job_id: str, lease_id: str,
