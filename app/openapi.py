@@ -80,6 +80,8 @@ def build_openapi(endpoints: list[Endpoint], *, title: str, version: str) -> dic
             entry: dict[str, Any] = {"description": REASONS.get(status, str(status))}
             if model is not None:
                 entry["content"] = {"application/json": {"schema": ref(model)}}
+            if status in ep.content:
+                entry.setdefault("content", {}).update(ep.content[status])
             responses[str(status)] = entry
         errors = set(ep.errors) | {503}  # every endpoint needs the database or Redis
         if ep.body is not None or ep.query is not None:

@@ -100,6 +100,9 @@ class Endpoint:
     body: type[BaseModel] | None = None
     query: type[BaseModel] | None = None
     responses: dict[int, type[BaseModel] | None] = field(default_factory=dict)
+    # Other media types a status may come in, as OpenAPI content entries (JSON is the default):
+    # {200: {"text/plain": {"schema": {"type": "string"}}}}
+    content: dict[int, dict[str, Any]] = field(default_factory=dict)
     errors: tuple[int, ...] = ()
     auth: tuple[str, ...] = ()  # security scheme names; empty means public
     optional_auth: bool = False  # documented as also callable without credentials

@@ -72,7 +72,11 @@ class MetricsQuery(QueryParams):
     format: Literal["json", "prometheus"] | None = None
 
 
-@router.get("/metrics", query=MetricsQuery, responses={200: MetricsOut})
+PROMETHEUS = {"text/plain": {"schema": {"type": "string",
+                                        "description": "Prometheus text exposition format 0.0.4"}}}
+
+
+@router.get("/metrics", query=MetricsQuery, responses={200: MetricsOut}, content={200: PROMETHEUS})
 async def get_metrics(request: Request, query: MetricsQuery) -> Response:
     """Revenue, buybacks, queue depths, active miners and jobs by status. JSON (money as
     strings); Prometheus text with `Accept: text/plain` or `?format=prometheus`."""
