@@ -77,6 +77,10 @@ class Database:
         self.reads = self.sessions if is_sqlite(url) else async_sessionmaker(
             self.engine.execution_options(isolation_level="AUTOCOMMIT"), expire_on_commit=False)
         """For a read of ONE statement (a row by key); several statements use sessions()."""
+        # /health asks the database on a connection of its own: behind a busy pool it would
+        # time the queue, not the database, and a prober would restart a healthy, busy process.
+        self.probe_engine = self.engine if is_sqlite(url) else create_engine(
+            url, pool_size=1, command_timeout_s=command_timeout_s, pool_timeout_s=pool_timeout_s)
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[AsyncSession]:
@@ -86,3 +90,5 @@ class Database:
 
     async def dispose(self) -> None:
         await self.engine.dispose()
+        if self.probe_engine is not self.engine:
+            await self.probe_engine.dispose()

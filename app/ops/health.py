@@ -15,7 +15,7 @@ Check = Callable[[AppContext], Awaitable[object]]
 
 
 async def _database(ctx: AppContext) -> None:
-    async with ctx.db.engine.connect() as conn:
+    async with ctx.db.probe_engine.connect() as conn:
         await conn.execute(text("SELECT 1"))
 
 

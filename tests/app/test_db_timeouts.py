@@ -73,6 +73,9 @@ async def test_an_exhausted_pool_is_a_503(postgres_db, settings_factory) -> None
             await until(all_three_wait, 15)
             r = await asyncio.wait_for(api.client.get("/burns"), 20)
             assert_503(r, "database_busy")
+            # /health asks on a connection of its own: a busy pool is not a dead database
+            health = await asyncio.wait_for(api.client.get("/health"), 5)
+            assert health.status_code == 200 and health.json()["checks"]["database"]["ok"]
         assert [(await t).status_code for t in stuck] == [200, 200, 200]
 
 
