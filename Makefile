@@ -7,7 +7,7 @@ PY_STAMP := $(VENV)/.installed
 CONTRACTS_STAMP := contracts/node_modules/.installed
 DOCS_STAMP := app/static/node_modules/.installed
 
-.PHONY: install test dev clean
+.PHONY: install test dev bench clean
 
 $(PY_STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +33,11 @@ test: install
 
 dev: install
 	$(BIN)/mia dev
+
+# The coordinator under load (bench/README.md): steady, half-load, hold and chaos runs, each a
+# table on stdout and bench/results/<name>.json. BENCH_ARGS="steady --db sqlite" for one run.
+bench: install
+	$(BIN)/python -m bench $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) contracts/node_modules app/static/node_modules .dev

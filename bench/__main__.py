@@ -1,0 +1,134 @@
+"""`python -m bench` (or `make bench`): the coordinator under load, from a cold start.
+
+    python -m bench                       # the standard suite: steady, half-load, hold, chaos
+    python -m bench steady --miners 64 --clients 64 --api-procs 2 --db postgres
+    python -m bench hold --miners 2000 --clients 1000 --think 20
+    python -m bench chaos --duration 60
+
+Each run prints a table and writes bench/results/<name>.json (with the machine's core count).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from bench.chaos import monkey
+from bench.run import Plan, execute
+from bench.system import Spec
+
+RESULTS = Path(__file__).parent / "results"
+
+SUITE = {  # name -> the plan's settings; what `make bench` runs and the committed results show
+    "steady": dict(scenario="steady", miners=64, clients=96, duration_s=20),
+    "half-load": dict(scenario="steady", miners=64, clients=96, duration_s=20, rate=None),
+    "hold": dict(scenario="hold", miners=2000, clients=1000, think_s=25, duration_s=30,
+                 warmup_s=15, ramp_s=10, wait_s=60, miner_procs=2, client_procs=1),
+    "chaos": dict(scenario="chaos", miners=48, clients=48, duration_s=45, miner_procs=4,
+                  rate=150.0),
+}
+
+
+def parse(argv: list[str]) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("scenario", nargs="?", default="suite", choices=["suite", *SUITE])
+    p.add_argument("--db", choices=["postgres", "sqlite"], default="postgres")
+    p.add_argument("--postgres-url", default=os.environ.get(
+        "BENCH_POSTGRES_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test"))
+    p.add_argument("--api-procs", type=int, default=2, help="API server processes")
+    p.add_argument("--miners", type=int)
+    p.add_argument("--clients", type=int)
+    p.add_argument("--rate", type=float, help="jobs/s over all clients (default: closed loop)")
+    p.add_argument("--duration", type=float)
+    p.add_argument("--warmup", type=float)
+    p.add_argument("--think", type=float, help="simulated model seconds per job")
+    p.add_argument("--miner-procs", type=int)
+    p.add_argument("--client-procs", type=int)
+    p.add_argument("--name", help="results file name (default: the scenario's)")
+    p.add_argument("--no-save", action="store_true")
+    return p.parse_args(argv)
+
+
+def plan_for(name: str, args: argparse.Namespace, half_of: float | None = None) -> Plan:
+    settings: dict[str, Any] = dict(SUITE[name])
+    if name == "half-load":
+        settings["rate"] = round(half_of / 2, 1) if half_of else 200.0
+    for arg, key in (("miners", "miners"), ("clients", "clients"), ("rate", "rate"),
+                     ("duration", "duration_s"), ("warmup", "warmup_s"), ("think", "think_s"),
+                     ("miner_procs", "miner_procs"), ("client_procs", "client_procs")):
+        if getattr(args, arg) is not None:
+            settings[key] = getattr(args, arg)
+    env = {}
+    if name == "chaos":  # leases of killed miners come back within seconds, not a minute
+        env = {"LEASE_SECONDS": "5", "REAPER_INTERVAL_S": "0.5", "RECONCILE_INTERVAL_S": "2",
+               "RECONCILE_GRACE_S": "2"}
+    spec = Spec(database=args.db, postgres_url=args.postgres_url, api_procs=args.api_procs,
+                worker=name == "chaos", env=env)
+    return Plan(spec=spec, **settings)
+
+
+def table(r: dict[str, Any]) -> str:
+    a = r["audit"]
+    rows = [
+        ("scenario", f"{r['name']} ({r['database']}, uvicorn x{r['api_processes']}, "
+                     f"{r['cores']} cores)"),
+        ("load", f"{r['miners']} miners, {r['clients']} clients, rate "
+                 f"{r['target_rate'] or 'closed loop'}, model {r['think_s']} s, {r['duration_s']} s"),
+        ("completed chat jobs/s", f"{r['jobs_per_s']} ({r['completed']} in the window)"),
+        ("end-to-end ms p50/p95/p99", _triple(r["e2e_ms"])),
+        ("dispatch ms p50/p95/p99", _triple(r["dispatch_ms"])),
+        ("GET /health ms p50/p99/max", f"{r['health_ms']['p50']} / {r['health_ms']['p99']} / "
+                                        f"{r['health_ms']['max']} ({r['health_ms']['failures']} failed)"),
+        ("CPU ms per job", ", ".join(f"{k} {v}" for k, v in r["cpu_ms_per_job"].items())),
+        ("errors", ", ".join(f"{k}: {v}" for k, v in sorted(r["errors"].items())) or "none"),
+        ("peak RSS MiB (largest / sum)", f"{r['peak_rss']['max_process_mib']} / "
+                                          f"{r['peak_rss']['sum_of_peaks_mib']}"),
+        ("jobs: lost / duplicated", f"{a['lost']} / {a['duplicated']}  {a['by_status']}"),
+        ("failed without reason", str(a["failed_without_reason"])),
+        ("miner credits = completed", str(a["miner_credits_match"])),
+    ]
+    if any(r["restarts"].values()):
+        rows.append(("kill -9 and restart", ", ".join(f"{k}: {v}" for k, v in r["restarts"].items())))
+    width = max(len(k) for k, _ in rows)
+    return "\n".join(f"  {k.ljust(width)}  {v}" for k, v in rows)
+
+
+def _triple(d: dict[str, Any]) -> str:
+    return f"{d['p50']} / {d['p95']} / {d['p99']}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse(sys.argv[1:] if argv is None else argv)
+    names = list(SUITE) if args.scenario == "suite" else [args.scenario]
+    full_rate: float | None = None
+    ok = True
+    for name in names:
+        plan = plan_for(name, args, half_of=full_rate)
+        result = execute(plan, chaos=monkey if name == "chaos" else None)
+        result = {"name": args.name or name, **result,
+                  "machine": {"cores": os.cpu_count(), "python": platform.python_version(),
+                              "platform": platform.platform()},
+                  "finished_at": datetime.now(UTC).isoformat(timespec="seconds")}
+        if name == "steady":
+            full_rate = result["jobs_per_s"]
+        print(table(result), flush=True)
+        print(flush=True)
+        if not args.no_save:
+            RESULTS.mkdir(exist_ok=True)
+            suffix = "" if args.db == "postgres" else f"-{args.db}"
+            path = RESULTS / f"{args.name or name}{suffix}.json"
+            path.write_text(json.dumps(result, indent=2) + "\n")
+        a = result["audit"]
+        ok = ok and a["lost"] == 0 and a["duplicated"] == 0 and a["failed_without_reason"] == 0
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

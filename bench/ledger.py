@@ -1,0 +1,92 @@
+"""What the database says after a run: dispatch latency, and whether every job is accounted for.
+
+Dispatch latency is assigned_at - created_at of each chat job, both stamped by the server's own
+clock, so it needs no clock shared with the load generator.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import func, select
+
+from app.db import Database
+from app.models import ChatJob, ChatLog, JobStatus, Miner
+
+
+def _utc(epoch: float) -> datetime:
+    return datetime.fromtimestamp(epoch, UTC)
+
+
+async def dispatch_ms(database_url: str, start: float, end: float) -> list[float]:
+    db = Database(database_url)
+    try:
+        async with db.sessions() as session:
+            rows = (await session.execute(
+                select(ChatJob.created_at, ChatJob.assigned_at)
+                .where(ChatJob.created_at >= _utc(start), ChatJob.created_at <= _utc(end),
+                       ChatJob.assigned_at.is_not(None)))).all()
+    finally:
+        await db.dispose()
+    return [(a - c).total_seconds() * 1000 for c, a in rows]
+
+
+async def settle(database_url: str, timeout_s: float) -> int:
+    """Wait until no chat job is queued or leased; returns how many still are at the timeout."""
+    db = Database(database_url)
+    deadline = time.monotonic() + timeout_s
+    try:
+        while True:
+            async with db.sessions() as session:
+                open_jobs = (await session.execute(
+                    select(func.count()).select_from(ChatJob)
+                    .where(ChatJob.status.in_((JobStatus.queued, JobStatus.assigned))))).scalar_one()
+            if open_jobs == 0 or time.monotonic() > deadline:
+                return int(open_jobs)
+            await asyncio.sleep(0.5)
+    finally:
+        await db.dispose()
+
+
+async def audit(database_url: str, client_job_ids: set[str]) -> dict[str, Any]:
+    """Every chat accounted for: terminal, answered once, failures explained, miners credited."""
+    db = Database(database_url)
+    try:
+        async with db.sessions() as session:
+            by_status = dict((await session.execute(
+                select(ChatJob.status, func.count()).group_by(ChatJob.status))).all())
+            failed_silently = (await session.execute(
+                select(func.count()).select_from(ChatJob).where(
+                    ChatJob.status == JobStatus.failed, ChatJob.failure_reason.is_(None)))).scalar_one()
+            answers = (select(ChatLog.job_id, func.count().label("n"))
+                       .where(ChatLog.role == "assistant").group_by(ChatLog.job_id).subquery())
+            answered_twice = (await session.execute(
+                select(func.count()).select_from(answers).where(answers.c.n > 1))).scalar_one()
+            completed_unanswered = (await session.execute(
+                select(func.count()).select_from(ChatJob)
+                .outerjoin(answers, answers.c.job_id == ChatJob.id)
+                .where(ChatJob.status == JobStatus.completed, answers.c.n.is_(None)))).scalar_one()
+            credited = (await session.execute(select(func.coalesce(func.sum(Miner.job_count), 0))))
+            credited_jobs = int(credited.scalar_one())
+            known: set[str] = set()
+            ids = sorted(client_job_ids)
+            for i in range(0, len(ids), 5000):
+                known.update((await session.execute(
+                    select(ChatJob.id).where(ChatJob.id.in_(ids[i:i + 5000])))).scalars())
+    finally:
+        await db.dispose()
+    statuses = {str(getattr(k, "value", k)): int(v) for k, v in by_status.items()}
+    completed = statuses.get("completed", 0)
+    return {
+        "jobs": sum(statuses.values()), "by_status": statuses,
+        "lost": statuses.get("queued", 0) + statuses.get("assigned", 0)
+        + len(client_job_ids - known),
+        "duplicated": int(answered_twice),
+        "completed_without_answer": int(completed_unanswered),
+        "failed_without_reason": int(failed_silently),
+        "miner_credits_match": credited_jobs == completed,
+        "miner_credited_jobs": credited_jobs,
+    }

@@ -1,0 +1,229 @@
+"""The load generator: simulated miners and chat clients, in child processes of their own.
+
+Miners sign in with real wallets (EIP-4361), long-poll GET /job/next and post signed results.
+Clients are closed loops: POST /chat?wait=..., and GET /chat/{id}?wait=... until the answer is
+there; with a target rate they pace themselves instead (the rate is split evenly between them).
+Each process reports plain counts and latencies to the parent through a pipe.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
+from typing import Any
+
+import aiohttp
+
+from bench.signer import Wallet
+
+OUTPUT = "pong"
+MINER_MAX_WAIT_S = 30  # the longest long-poll GET /job/next accepts
+GIVE_UP_S = 120  # a client stops waiting for an answer this long after the window
+
+
+@dataclass
+class Role:
+    kind: str  # "miners" or "clients"
+    count: int
+    base_url: str
+    keys: list[str] = field(default_factory=list)  # clients: API keys, used round-robin
+    rate: float = 0.0  # clients: jobs/s for this process, 0 = closed loop
+    think_s: float = 0.0  # miners: the simulated model's time per job
+    wait_s: int = 30  # long-poll length asked for
+    ramp_s: float = 0.0  # clients: start spread evenly over this many seconds
+    seed: int = 0
+
+
+@dataclass
+class Stats:
+    done: int = 0  # chats answered (clients) or results accepted (miners), in the window
+    latencies_ms: list[float] = field(default_factory=list)
+    errors: Counter[str] = field(default_factory=Counter)
+    job_ids: list[str] = field(default_factory=list)  # clients: every job id the server returned
+    failed: int = 0  # clients: chats that ended failed (with a reason)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"done": self.done, "latencies_ms": self.latencies_ms, "errors": dict(self.errors),
+                "job_ids": self.job_ids, "failed": self.failed}
+
+
+class Window:
+    """The measured interval, in wall-clock seconds shared by every process."""
+
+    def __init__(self, start: float, end: float):
+        self.start, self.end = start, end
+
+    def holds(self, t: float) -> bool:
+        return self.start <= t <= self.end
+
+
+def child_main(role: Role, conn: Connection) -> None:
+    """Entry point of a load process: sign in, say ready, run when told, report, exit."""
+    try:
+        import uvloop
+        uvloop.install()
+    except ImportError:  # the plain loop works too, a little slower
+        pass
+    asyncio.run(_child(role, conn))
+
+
+async def _child(role: Role, conn: Connection) -> None:
+    stats = Stats()
+    connector = aiohttp.TCPConnector(limit=0, force_close=False)
+    timeout = aiohttp.ClientTimeout(total=role.wait_s + 90)
+    async with aiohttp.ClientSession(role.base_url, connector=connector, timeout=timeout) as http:
+        loop = asyncio.get_running_loop()
+        if role.kind == "miners":
+            miners = await asyncio.gather(*(_sign_in(http, Wallet()) for _ in range(role.count)))
+        conn.send("ready")
+        start, end = await loop.run_in_executor(None, conn.recv)
+        window = Window(start, end)
+        if role.kind == "miners":
+            tasks = [asyncio.create_task(_miner(http, m, role, window, stats)) for m in miners]
+            await loop.run_in_executor(None, conn.recv)  # "stop": every client has finished
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+        else:
+            rng = random.Random(role.seed)
+            await asyncio.gather(*(_client(http, role.keys[i % len(role.keys)], role, window,
+                                           stats, rng, i * role.ramp_s / role.count)
+                                   for i in range(role.count)))
+    conn.send(stats.as_dict())
+
+
+async def _sign_in(http: aiohttp.ClientSession, wallet: Wallet) -> tuple[Wallet, dict[str, str]]:
+    for attempt in range(20):
+        try:
+            async with http.get("/auth/nonce", params={"address": wallet.address}) as r:
+                if r.status != 200:
+                    raise RuntimeError(f"/auth/nonce: {r.status} {await r.text()}")
+                message = (await r.json())["message"]
+            async with http.post("/register_miner", json={
+                    "message": message, "signature": wallet.personal_sign(message.encode())}) as r:
+                if r.status == 200:
+                    token = (await r.json())["token"]
+                    return wallet, {"Authorization": f"Bearer {token}"}
+                if r.status == 429:
+                    await asyncio.sleep(float(r.headers.get("Retry-After", "1")))
+                    continue
+                raise RuntimeError(f"register_miner: {r.status} {await r.text()}")
+        except aiohttp.ClientError:
+            await asyncio.sleep(0.2 * (attempt + 1))
+    raise RuntimeError("a miner could not sign in")
+
+
+async def _miner(http: aiohttp.ClientSession, miner: tuple[Wallet, dict[str, str]], role: Role,
+                 window: Window, stats: Stats) -> None:
+    wallet, auth = miner
+    params = {"wait": str(min(role.wait_s, MINER_MAX_WAIT_S))}
+    while True:
+        try:
+            async with http.get("/job/next", params=params, headers=auth) as r:
+                if r.status == 204:
+                    continue
+                if r.status != 200:
+                    stats.errors[f"next {r.status}"] += 1
+                    await _backoff(r)
+                    continue
+                job = await r.json()
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            stats.errors[f"next {type(exc).__name__}"] += 1
+            await asyncio.sleep(0.2)
+            continue
+        if role.think_s:
+            await asyncio.sleep(role.think_s)
+        body = {"job_id": job["job_id"], "lease_id": job["lease_id"], "output": OUTPUT,
+                "output_tokens": 1, "signature": wallet.sign_result(job["job_id"], OUTPUT)}
+        await _post_result(http, auth, body, window, stats)
+
+
+async def _post_result(http: aiohttp.ClientSession, auth: dict[str, str], body: dict[str, Any],
+                       window: Window, stats: Stats) -> None:
+    """A real miner retries a result it could not deliver; a repeat of an accepted one is a 200."""
+    for _ in range(50):
+        try:
+            async with http.post("/job/result", json=body, headers=auth) as r:
+                if r.status == 200:
+                    if window.holds(time.time()):
+                        stats.done += 1
+                    return
+                stats.errors[f"result {r.status}"] += 1
+                if r.status == 409:  # the lease went to someone else: nothing to retry
+                    return
+                await _backoff(r)
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            stats.errors[f"result {type(exc).__name__}"] += 1
+            await asyncio.sleep(0.2)
+
+
+async def _client(http: aiohttp.ClientSession, key: str, role: Role, window: Window,
+                  stats: Stats, rng: random.Random, delay_s: float) -> None:
+    auth = {"Authorization": f"Bearer {key}"}
+    wait = {"wait": str(role.wait_s)}
+    interval = role.count / role.rate if role.rate else 0.0
+    await asyncio.sleep(delay_s)
+    if interval:  # spread the clients' first requests over one interval
+        await asyncio.sleep(rng.random() * interval)
+    next_start = time.time()
+    while time.time() < window.end:
+        if interval:
+            next_start += interval
+        started = time.perf_counter()
+        job = await _submit(http, auth, wait, stats)
+        if job is not None:
+            job = await _await_answer(http, auth, wait, job, window, stats)
+        finished = time.time()
+        if job is not None and window.holds(finished):
+            if job["status"] == "completed":
+                stats.done += 1
+                stats.latencies_ms.append((time.perf_counter() - started) * 1000)
+            else:
+                stats.failed += 1
+        if interval:
+            await asyncio.sleep(max(0.0, next_start - time.time()))
+
+
+async def _submit(http: aiohttp.ClientSession, auth: dict[str, str], wait: dict[str, str],
+                  stats: Stats) -> dict[str, Any] | None:
+    try:
+        async with http.post("/chat", params=wait, json={"message": "ping"}, headers=auth) as r:
+            if r.status in (200, 202):
+                job: dict[str, Any] = await r.json()
+                stats.job_ids.append(job["job_id"])
+                return job
+            stats.errors[f"chat {r.status}"] += 1
+            await _backoff(r)
+    except (aiohttp.ClientError, TimeoutError) as exc:
+        # The job may exist or not: the chaos check finds it in the database either way.
+        stats.errors[f"chat {type(exc).__name__}"] += 1
+        await asyncio.sleep(0.2)
+    return None
+
+
+async def _await_answer(http: aiohttp.ClientSession, auth: dict[str, str], wait: dict[str, str],
+                        job: dict[str, Any], window: Window, stats: Stats) -> dict[str, Any] | None:
+    while time.time() < window.end + GIVE_UP_S:
+        if job["status"] in ("completed", "failed"):
+            return job
+        try:
+            async with http.get(f"/chat/{job['job_id']}", params=wait, headers=auth) as r:
+                if r.status == 200:
+                    job = await r.json()
+                    continue
+                stats.errors[f"read {r.status}"] += 1
+                await _backoff(r)
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            stats.errors[f"read {type(exc).__name__}"] += 1
+            await asyncio.sleep(0.2)
+    return None
+
+
+async def _backoff(r: aiohttp.ClientResponse) -> None:
+    with contextlib.suppress(ValueError):
+        await asyncio.sleep(min(5.0, float(r.headers.get("Retry-After", "0.2"))))
