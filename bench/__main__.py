@@ -28,8 +28,10 @@ RESULTS = Path(__file__).parent / "results"
 SUITE = {  # name -> the plan's settings; what `make bench` runs and the committed results show
     "steady": dict(scenario="steady", miners=64, clients=96, duration_s=20),
     "half-load": dict(scenario="steady", miners=64, clients=96, duration_s=20, rate=None),
-    "hold": dict(scenario="hold", miners=2000, clients=1000, think_s=25, duration_s=30,
-                 warmup_s=15, ramp_s=10, wait_s=60, miner_procs=2, client_procs=1),
+    # 1,000 clients arrive over 30 s and each waits 40 s for its answer, so in the window all
+    # of them hold a request open, 1,000 miners hold leases and 1,000 more long-poll idle.
+    "hold": dict(scenario="hold", miners=2000, clients=1000, think_s=40, duration_s=30,
+                 warmup_s=30, ramp_s=30, wait_s=60, miner_procs=2, client_procs=1),
     "chaos": dict(scenario="chaos", miners=48, clients=48, duration_s=45, miner_procs=4,
                   rate=150.0),
 }
