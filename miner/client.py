@@ -27,7 +27,7 @@ class BackendError(Exception):
 
 
 class BackendUnavailable(BackendError):
-    """Connection failure, timeout or 5xx: transient, retry with backoff."""
+    """Connection failure, timeout, 429 or 5xx: transient, retry with backoff."""
 
     def __init__(self, message: str, retry_after: float | None = None) -> None:
         super().__init__(message)
@@ -140,7 +140,7 @@ class BackendClient:
             raise BackendUnavailable(f"{method} {path}: timed out") from None
         except httpx.HTTPError as exc:
             raise BackendUnavailable(f"{method} {path}: {type(exc).__name__}") from None
-        if r.status_code >= 500:
+        if r.status_code >= 500 or r.status_code == 429:  # 429: rate-limited, wait Retry-After
             code, detail = _error_of(r)
             raise BackendUnavailable(
                 f"{method} {path}: HTTP {r.status_code} {code} {detail}".rstrip(),

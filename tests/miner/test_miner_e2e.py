@@ -204,3 +204,19 @@ async def test_no_system_role_for_strict_chat_templates(backend, demo_model) -> 
     assert a1["status"] == a2["status"] == "completed"
     assert "Conversation turns: 3;" in a2["response"] and "business context: no" in a2["response"]
     assert m.miner.stats.released == 0
+
+
+async def test_rate_limited_miner_waits_and_carries_on(backend_factory, demo_model) -> None:
+    # 2 requests a second for this wallet: the miner's long-polls and results meet 429s with
+    # Retry-After, wait, and every job is still answered once.
+    backend = backend_factory(rate_limit_address_per_s=2, rate_limit_address_burst=2)
+    key = await backend.api_key()
+    async with RunningMiner(backend.url, demo_model.url, concurrency=2) as m:
+        jobs = [await backend.chat(key, f"question {i}") for i in range(4)]
+        answers = [await backend.answer(key, j["job_id"]) for j in jobs]
+    assert all(a["status"] == "completed" for a in answers)
+    assert all(backend.job(j["job_id"])["answers"] == 1 for j in jobs)
+    # a 429 on a result is a wait, not a rejection: nothing was given back for redelivery
+    assert m.miner.stats.released == 0
+    assert all(backend.job(j["job_id"])["attempts"] == 1 for j in jobs)
+    assert m.rc == 0
