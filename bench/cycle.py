@@ -27,6 +27,7 @@ from eth_account.messages import encode_defunct
 
 from app.auth.wallet import result_digest
 from app.localredis import free_port
+from bench.system import private_postgres
 
 
 async def one_cycle(client: httpx.AsyncClient, key: str, auth: dict[str, str],
@@ -57,25 +58,6 @@ async def run(base_url: str, key: str, cycles: int) -> list[float]:
         for _ in range(10):  # warm-up
             await one_cycle(client, key, auth, account)
         return [await one_cycle(client, key, auth, account) for _ in range(cycles)]
-
-
-def private_postgres(url: str) -> tuple[str, Callable[[], None]]:
-    """A fresh database beside the one named, so a run starts empty and leaves nothing behind."""
-    import asyncpg
-
-    name = f"mia_bench_{uuid.uuid4().hex[:8]}"
-    dsn = url.replace("postgresql+asyncpg://", "postgresql://")
-
-    async def admin(sql: str) -> None:
-        conn = await asyncpg.connect(dsn)
-        try:
-            await conn.execute(sql)
-        finally:
-            await conn.close()
-
-    asyncio.run(admin(f'CREATE DATABASE "{name}"'))
-    drop = lambda: asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))  # noqa: E731
-    return f"{url.rpartition('/')[0]}/{name}", drop
 
 
 def main() -> int:
