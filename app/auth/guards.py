@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
+from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.requests import Request
 
 from app.auth import apikeys, sessions
 from app.auth.principals import Client, Wallet
 from app.auth.secrets import bearer, hash_secret
-from app.context import ctx
+from app.context import AppContext, ctx
 from app.errors import Forbidden, Unauthorized
 from app.models import utcnow
 from app.ratelimit import limit_address, limit_anonymous_chat, limit_api_key
+
+T = TypeVar("T")
 
 
 def client_guard(scope: str, *, submits: bool = False) -> Callable[[Request], Awaitable[Client]]:
@@ -36,15 +40,10 @@ async def require_client(request: Request, scope: str, *, submits: bool = False)
     c = ctx(request)
     token = bearer(request.headers.get("authorization"))
     if token is not None:
-        key_hash = hash_secret(token)
-        client = c.auth_cache.get(key_hash)
-        if client is None:
-            async with c.db.reads() as session:
-                client = await apikeys.authenticate(session, key_hash)
-            c.auth_cache.put(key_hash, client)
+        client: Client = await _identify(c, token, apikeys.authenticate)
         apikeys.require_scope(client, scope)
         await limit_api_key(c, client.api_key_id)
-        return client  # type: ignore[no-any-return]
+        return client
     if scope == "chat" and c.settings.chat_allow_anonymous:
         if submits:
             await limit_anonymous_chat(request)
@@ -59,13 +58,7 @@ async def require_wallet(request: Request, role: str) -> Wallet:
     if token is None:
         raise Unauthorized("a session token is required: sign in with /auth/login",
                            code="missing_token")
-    token_hash = hash_secret(token)
-    cached = c.auth_cache.get(token_hash)
-    if cached is None:
-        async with c.db.reads() as session:
-            cached = await sessions.authenticate(session, token_hash)
-        c.auth_cache.put(token_hash, cached)
-    who, expires_at = cached
+    who, expires_at = await _identify(c, token, sessions.authenticate)
     sessions.check_expiry(expires_at, utcnow())
     await limit_address(c, who.address)
     if role not in who.roles:
@@ -74,3 +67,15 @@ async def require_wallet(request: Request, role: str) -> Wallet:
         # Removing an address from OPERATOR_ADDRESSES takes effect at once, not at token expiry.
         raise Forbidden("this wallet is no longer an operator", code="insufficient_role")
     return who
+
+
+async def _identify(c: AppContext, secret: str,
+                    authenticate: Callable[[AsyncSession, str], Awaitable[T]]) -> T:
+    """Who a bearer secret stands for: remembered (app/auth/cache.py) or read by its hash."""
+    secret_hash = hash_secret(secret)
+    known: T | None = c.auth_cache.get(secret_hash)
+    if known is None:
+        async with c.db.reads() as session:
+            known = await authenticate(session, secret_hash)
+        c.auth_cache.put(secret_hash, known)
+    return known
