@@ -105,7 +105,7 @@ async def check_result_signature(ctx: AppContext, who: Wallet, job_id: str, outp
     """The canonical (0x, lower-case) signature if `who` signed keccak256(job_id ‖ output)."""
     canonical = "0x" + signature.removeprefix("0x").lower()
     digest = wallet_sig.result_digest(job_id, output)
-    if not await wallet_sig.verify(who.address, digest, canonical, ctx.extras.get("erc1271")):
+    if not await wallet_sig.verify(who.address, digest, canonical, ctx.chain.erc1271 if ctx.chain else None):
         raise Unauthorized("the result signature does not recover to your wallet; sign "
                            "keccak256(utf8(job_id) || utf8(output)) with personal_sign",
                            code="invalid_result_signature")
