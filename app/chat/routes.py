@@ -10,7 +10,7 @@ from app.chat.kind import CHAT as CHAT_JOBS
 from app.chat.schemas import (ChatAssignment, ChatAssignments, ChatIn, ChatJobOut, ChatMessageOut,
                               ResultIn, ResultOut, ResultsIn, SessionMessagesOut)
 from app.context import ctx
-from app.leases.routes import Shapes, add_miner_endpoints
+from app.leases.endpoints import Shapes, add_miner_endpoints
 from app.models import ChatJob
 from app.schemas import WaitQuery
 from app.web import Router, json_response

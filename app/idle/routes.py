@@ -11,7 +11,7 @@ from app.idle import runpod_flow, service
 from app.idle.kind import IDLE, parse_job_id
 from app.idle.schemas import (IdleAssignment, IdleAssignments, IdleJobCreated, IdleJobIn,
                               IdleJobOut, IdleResultIn, IdleResultOut, IdleResultsIn, ProcessOut)
-from app.leases.routes import Shapes, add_miner_endpoints
+from app.leases.endpoints import Shapes, add_miner_endpoints
 from app.models import IdleJob
 from app.schemas import WaitQuery
 from app.web import Router, json_response
