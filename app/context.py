@@ -67,6 +67,7 @@ async def open_context(settings: Settings) -> AsyncIterator[AppContext]:
                       command_timeout_s=settings.db_command_timeout_s,
                       pool_timeout_s=settings.db_pool_timeout_s)
         stack.push_async_callback(db.dispose)
+        await db.open()
         timeout = settings.redis_command_timeout_s
         redis = open_redis(settings.redis_url, command_timeout_s=timeout)
         blocking = open_redis(settings.redis_url, command_timeout_s=timeout,
