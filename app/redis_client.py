@@ -14,14 +14,31 @@ from __future__ import annotations
 
 from typing import Any, cast
 
+from redis._parsers import AsyncCommandsParser
 from redis.asyncio import Redis
-from redis.asyncio.cluster import RedisCluster
+from redis.asyncio.cluster import ClusterNode, RedisCluster
 
 MAX_CONNECTIONS = 10_000  # per process (per node on a cluster); each long-poll holds one
 
 
+class _CommandTable(AsyncCommandsParser):
+    # redis-py re-reads COMMAND from the first primary after every topology refresh, and a
+    # command fails when that read fails: while that one node hung, every command of the client
+    # failed, whichever node it was for. The table does not change with the topology.
+    async def initialize(self, node: ClusterNode | None = None) -> None:
+        if not self.commands:
+            await super().initialize(node)
+        elif node is not None:
+            self.node = node  # asked for keys redis-py cannot locate itself (none of ours)
+
+
 class ClusterClient(RedisCluster):
-    """redis-py 5's asyncio RedisCluster, plus the PUBLISH it lacks."""
+    """redis-py 5's asyncio RedisCluster, plus the PUBLISH it lacks and a command table that
+    survives one hung node."""
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.commands_parser = _CommandTable()
 
     async def publish(self, channel: str, message: Any) -> int:
         """The subscribers on the node that took it (the cluster still delivers it to all)."""
@@ -43,5 +60,11 @@ def open_redis(url: str, *, cluster: bool = False, command_timeout_s: float = 5.
     options: dict[str, Any] = dict(socket_connect_timeout=2.0, socket_timeout=timeout,
                                    health_check_interval=30, max_connections=MAX_CONNECTIONS)
     if cluster and blocking_for_s is not None:
-        return cast(Redis, ClusterClient.from_url(url, **options))
+        # No retries, as with one Redis: redis-py's defaults retry a timed-out command with
+        # backoff and a topology refresh (measured: a hung node held a 1 s command for over
+        # 30 s, and failed commands to healthy nodes meanwhile). A failure is a 503 at once;
+        # the client re-reads the topology before its next command.
+        return cast(Redis, ClusterClient.from_url(url, cluster_error_retry_attempts=0,
+                                                  connection_error_retry_attempts=0,
+                                                  **options))
     return Redis.from_url(url, **options)

