@@ -25,7 +25,9 @@ class JobQueue:
     def key(self, kind: str) -> str:
         if kind not in KINDS:
             raise ValueError(f"unknown job kind {kind!r}")
-        return f"{self.prefix}:q:{kind}"
+        # One hash tag for every kind's list, so a BRPOP over several stays in one Redis Cluster
+        # slot; the tag names this deployment's queue, so other keys still spread.
+        return f"{self.prefix}:{{{self.prefix}:q}}:{kind}"
 
     async def push(self, kind: str, *job_ids: str) -> None:
         if job_ids:
