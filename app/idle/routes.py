@@ -58,7 +58,9 @@ async def process_idle_job(request: Request, who: Wallet) -> Response:
     job_id = parse_job_id(request.path_params["job_id"])
     if job_id is None:
         raise NotFound("no such idle job", code="job_not_found")
-    await runpod_flow.claim_now(ctx(request), job_id)
+    c = ctx(request)
+    async with c.db.transaction() as session:
+        await runpod_flow.claim_now(session, c, job_id)
     return json_response(ProcessOut(job_id=str(job_id), status="processing",
                                     detail="sent to the worker for RunPod"), 202)
 

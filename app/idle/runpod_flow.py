@@ -1,6 +1,9 @@
 """Idle jobs on RunPod serverless: claim (queued -> processing), run, complete or fail.
 
-The worker (jobs/worker.py) says WHEN; this module says WHAT. Crash safety:
+The worker (jobs/worker.py) says WHEN; this module says WHAT. `run()` is the task's state
+machine: like the treasury's runner it commits each step in a short transaction of its own
+before the next call to RunPod (persist before calling out), so it owns its transactions the way
+a route does; claim_now() takes the operator route's. Crash safety:
 - Claims are conditional UPDATEs, so a job is either leased to a miner or claimed for RunPod.
 - A run holds the job with lease_id/lease_expires_at (renewed while it waits). A run that
   finds a live holder does nothing; a dead holder's claim expires and the dispatcher
@@ -28,6 +31,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.config import Settings
 from app.context import AppContext
+from app.db import after_commit
 from app.errors import Conflict, NotFound, ServiceUnavailable
 from app.idle import revenue
 from app.idle.dispatch import enqueue_runpod
@@ -145,24 +149,26 @@ async def hand_back_unattended(ctx: AppContext) -> list[int]:
     return ids
 
 
-async def claim_now(ctx: AppContext, job_id: int) -> None:
-    """An operator sends a queued job to RunPod now."""
+async def claim_now(session: AsyncSession, ctx: AppContext, job_id: int) -> None:
+    """An operator sends a queued job to RunPod now: claimed in the caller's transaction, handed
+    to the worker after it commits (if that enqueue is lost, the dispatcher re-enqueues the
+    unattended claim once its hold runs out)."""
     if not ctx.settings.runpod_configured:
         raise ServiceUnavailable("RunPod is not configured (RUNPOD_API_KEY, RUNPOD_ENDPOINT_ID)",
                                  code="runpod_not_configured")
-    async with ctx.db.transaction() as session:
-        won = (await session.execute(
-            update(IdleJob).where(IdleJob.id == job_id, IdleJob.status == JobStatus.queued)
-            .values(**_claim_values(ctx.settings, utcnow())).returning(IdleJob.id)
-            .execution_options(synchronize_session=False))).first()
-        if won is None:
-            status = (await session.execute(
-                select(IdleJob.status).where(IdleJob.id == job_id))).scalar()
-            if status is None:
-                raise NotFound("no such idle job", code="job_not_found")
-            raise Conflict(f"only a queued job can be sent to RunPod; this one is {status}",
-                           code="not_queued")
-    await enqueue_runpod(ctx, [(job_id, 0)])
+    won = (await session.execute(
+        update(IdleJob).where(IdleJob.id == job_id, IdleJob.status == JobStatus.queued)
+        .values(**_claim_values(ctx.settings, utcnow())).returning(IdleJob.id)
+        .execution_options(synchronize_session=False))).first()
+    if won is None:
+        status = (await session.execute(
+            select(IdleJob.status).where(IdleJob.id == job_id))).scalar()
+        if status is None:
+            raise NotFound("no such idle job", code="job_not_found")
+        raise Conflict(f"only a queued job can be sent to RunPod; this one is {status}",
+                       code="not_queued")
+    after_commit(session, lambda: enqueue_runpod(ctx, [(job_id, 0)]),
+                 what=f"handing idle job {job_id} to the worker")
 
 
 # ------------------------------------------------------------------ running
