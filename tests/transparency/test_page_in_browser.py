@@ -16,8 +16,9 @@ from app.config import Settings
 from app.localredis import free_port
 from jobs.treasury_tasks import check_buyback_threshold
 from tests.support.browser import PageProblems, artifact, chromium, require_chromium
+from tests.support.harness import running_app
 from tests.support.live import live_server
-from tests.treasury.conftest import treasury_app
+from tests.treasury.conftest import add_revenue, treasury_app
 
 # Pixels of the chart's canvas that are drawn on (not transparent): axes, line and bars.
 DRAWN_PIXELS = """(canvas) => {
@@ -39,15 +40,16 @@ class Burned:
 
 @pytest.fixture
 async def burned(chain_node_url, treasury_settings, devnet_layout, operator) -> Burned:  # type: ignore[no-untyped-def]
-    """One real buyback and burn (swap on the router, transfer to the burn address), recorded
+    """Real buybacks and burns (swaps on the router, transfers to the burn address), recorded
     in the test's database, with the chain left running behind JSON-RPC."""
     require_chromium()  # skip before spending a buyback on a machine without a browser
     settings = treasury_settings(chain_rpc_url=chain_node_url)
     async with treasury_app(settings, devnet_layout, operator) as t:
-        await t.add_revenue("123.45")
-        bid = await check_buyback_threshold({"app": t.ctx})
-        assert bid is not None and await t.run(bid) == "burned"
-        burn = (await t.api.client.get("/burns")).json()["items"][0]
+        for usd in ("123.45", "150.00"):  # two burns: the chart has a line to draw
+            await t.add_revenue(usd)
+            bid = await check_buyback_threshold({"app": t.ctx})
+            assert bid is not None and await t.run(bid) == "burned"
+        burn = (await t.api.client.get("/burns")).json()["items"][0]  # the newest
         summary = (await t.api.client.get("/burns/summary")).json()
         verified = (await t.api.client.get(f"/burns/{bid}/verify")).json()
         assert verified["verified"] is True, verified
@@ -71,15 +73,15 @@ async def test_a_person_sees_the_burn_and_verifies_it(burned: Burned) -> None:
                                                       + burn["burn_tx_hash"][-8:])
             for swap in burn["swap_tx_hashes"]:
                 assert await page.locator(f'[data-hash="{swap}"]').count() == 1
-            assert await page.locator("#revenue").text_content() == "$123.45"
-            assert await page.locator("#bought").text_content() == "$123.45"
+            assert await page.locator("#revenue").text_content() == "$273.45"
+            assert await page.locator("#bought").text_content() == "$273.45"
             recorded = burned.summary["recorded_burned_decimal"]
             assert await page.locator("#recorded").get_attribute("title") == recorded
             assert await page.locator("#onchain").get_attribute("title") == recorded
             assert await page.locator("#difference").text_content() == "0"
             assert "They match" in (await page.locator("#difference-note").text_content() or "")
             assert await page.locator("#chain-banner").is_hidden()
-            assert await page.locator("#idle-rate").text_content() == "0.2"  # 1 job in 5 min
+            assert await page.locator("#idle-rate").text_content() == "0.4"  # 2 jobs in 5 min
 
             await page.locator(f'button.verify[data-id="{burn["buyback_id"]}"]').click()
             verdict = page.locator(f'tr.result[data-for="{burn["buyback_id"]}"] .verdict')
@@ -125,22 +127,33 @@ async def test_without_the_chain_the_page_says_so_and_shows_our_records(burned: 
         async with chromium(**DESKTOP) as browser:
             page = await browser.new_page()
             problems = PageProblems(page, url)
+            await page.clock.install()  # the page's 15 s timer, run on demand below
             await page.goto(f"{url}/transparency")
             banner = page.locator("#chain-banner")
             await banner.wait_for(timeout=15_000)
             assert "The blockchain is unreachable right now." in (await banner.text_content() or "")
             await page.locator(f'[data-hash="{burn["burn_tx_hash"]}"]').wait_for()
-            assert await page.locator("#revenue").text_content() == "$123.45"
+            assert await page.locator("#revenue").text_content() == "$273.45"
             recorded = Decimal(burned.summary["recorded_burned_decimal"])  # from /metrics now
             assert Decimal(await page.locator("#recorded").get_attribute("title") or "") == recorded
             assert recorded > 0
             assert await page.locator("#onchain").text_content() == "–"
             assert await page.locator("#chart canvas").evaluate(DRAWN_PIXELS) > 2_000
 
-            await page.locator("button.verify").first.click()
+            await page.locator(f'button.verify[data-id="{burn["buyback_id"]}"]').click()
             verdict = page.locator(".verdict.bad")
             await verdict.wait_for(timeout=15_000)
             assert "the blockchain is unreachable" in (await verdict.text_content() or "")
+
+            # It refreshes itself: new revenue shows up on the next tick, with no reload.
+            async with running_app(gone) as app:
+                await add_revenue(app.ctx, "1.50")
+            await page.clock.run_for(15_000)
+            await page.locator("#revenue").filter(has_text="$274.95").wait_for(timeout=15_000)
+            assert "waiting for the next buyback" in (await page.locator("#bought-note")
+                                                      .text_content() or "")
+            assert await page.locator("tr.result .verdict.bad").count() == 1  # still shown
+
             shot = artifact("transparency-no-chain.png")
             await page.screenshot(path=str(shot), full_page=True)
             print(f"\nscreenshot: {shot}")

@@ -18,6 +18,7 @@
   const verifications = new Map(); // buyback id -> {pending} | {ok, body} | {error}
   let chart = null;
   let lastChartData = null;
+  let lastBurns = null;
 
   const $ = (id) => document.getElementById(id);
 
@@ -222,8 +223,10 @@
       ],
       series: [
         {},
+        // A step: the total jumps at each burn and stays there until the next.
         { label: "Total $SERV burned", scale: "serv", stroke: "#d9480f", width: 2,
           fill: "rgba(217,72,15,0.10)", points: { show: true, size: 6 },
+          paths: uPlot.paths.stepped({ align: 1 }),
           value: (u, v) => (v === null ? "–" : compact(v)) },
         { label: "USD per buyback", scale: "usd", stroke: "#1c7ed6", fill: "rgba(28,126,214,0.45)",
           paths: uPlot.paths.bars({ size: [0.6, 28] }), points: { show: false },
@@ -280,11 +283,21 @@
     td.append(list);
   }
 
-  async function verify(id, button, td, row) {
+  // Paints into whatever row is on the page now: a refresh may have redrawn the table meanwhile.
+  function paintVerification(id) {
+    const row = document.querySelector(`tr.result[data-for="${id}"]`);
+    const button = document.querySelector(`button.verify[data-id="${id}"]`);
+    const v = verifications.get(id);
+    if (!row || !button) return;
+    row.hidden = !v;
+    button.disabled = Boolean(v && v.pending);
+    button.textContent = v && !v.pending ? "Verify again" : "Verify";
+    renderVerification(id, row.firstElementChild);
+  }
+
+  async function verify(id) {
     verifications.set(id, { pending: true });
-    button.disabled = true;
-    row.hidden = false;
-    renderVerification(id, td);
+    paintVerification(id);
     try {
       const r = await getJSON(`/burns/${id}/verify`);
       if (r.ok) verifications.set(id, { body: r.body });
@@ -297,12 +310,13 @@
     } catch (e) {
       verifications.set(id, { error: "Cannot reach this server to verify. Try again in a moment." });
     }
-    button.disabled = false;
-    button.textContent = "Verify again";
-    renderVerification(id, td);
+    paintVerification(id);
   }
 
   function renderBurns(burns, decimals) {
+    const key = JSON.stringify(burns) + decimals;
+    if (key === lastBurns) return; // unchanged: keep focus, selection and open results as they are
+    lastBurns = key;
     const tbody = $("burns").querySelector("tbody");
     const rows = [];
     for (const b of burns.items) {
@@ -314,13 +328,9 @@
         swaps.append(hashLink(h, b.swap_explorer_urls[i]));
       });
       const serv = b.serv_burned_decimal || unitsToDecimal(b.serv_burned, decimals);
-      const button = el("button", { class: "verify", type: "button", "data-id": id,
-                                    text: verifications.has(id) ? "Verify again" : "Verify" });
-      const resultCell = el("td", { colspan: 6 });
-      const resultRow = el("tr", { class: "result", "data-for": id }, resultCell);
-      resultRow.hidden = !verifications.has(id);
-      renderVerification(id, resultCell);
-      button.addEventListener("click", () => verify(id, button, resultCell, resultRow));
+      const button = el("button", { class: "verify", type: "button", "data-id": id, text: "Verify" });
+      const resultRow = el("tr", { class: "result", "data-for": id }, el("td", { colspan: 6 }));
+      button.addEventListener("click", () => verify(id));
       rows.push(el("tr", { class: "burn", "data-id": id },
         el("td", { "data-label": "Date", title: b.burned_at || "",
                    text: date ? date.toLocaleString(undefined, { dateStyle: "medium", timeStyle: "short" }) : "–" }),
@@ -331,6 +341,7 @@
         el("td", { class: "action" }, button)), resultRow);
     }
     tbody.replaceChildren(...rows);
+    for (const b of burns.items) paintVerification(b.buyback_id);
     $("burns").hidden = !burns.items.length;
     $("burns-empty").hidden = burns.items.length > 0;
     const more = $("burns-more");
