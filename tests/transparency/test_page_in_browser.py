@@ -11,9 +11,14 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
+from eth_account import Account
 
 from app.config import Settings
 from app.localredis import free_port
+from chain.client import close, make_web3
+from chain.devnet import dev_key
+from chain.tokens import erc20
+from chain.tx import TxSender
 from jobs.treasury_tasks import check_buyback_threshold
 from tests.support.browser import PageProblems, artifact, chromium, require_chromium
 from tests.support.harness import running_app
@@ -28,6 +33,19 @@ DRAWN_PIXELS = """(canvas) => {
 PHONE = {"viewport": {"width": 390, "height": 844}, "device_scale_factor": 2, "is_mobile": True,
          "has_touch": True}
 DESKTOP = {"viewport": {"width": 1280, "height": 900}}
+
+
+async def someone_else_burns(settings: Settings, whole_serv: int) -> None:
+    """A stranger (the devnet's trader) sends $SERV straight to the burn address, as anyone can."""
+    w3 = make_web3(settings.chain_rpc_url)
+    try:
+        serv = erc20(w3, str(settings.serv_token_address))
+        sender = TxSender(w3, Account.from_key(dev_key("trader")), max_fee_wei=1_000 * 10**9,
+                          poll_interval=0.02)
+        await sender.send({"to": serv.address, "data": serv.encode_abi(
+            "transfer", [settings.burn_address, whole_serv * 10**18])})
+    finally:
+        await close(w3)
 
 
 @dataclass
@@ -104,11 +122,15 @@ async def test_a_person_sees_the_burn_and_verifies_it(burned: Burned) -> None:
             print(f"\nscreenshot: {shot}")
             assert problems.errors == []
 
-        async with chromium(**PHONE) as browser:
+        await someone_else_burns(burned.settings, 1)
+        async with chromium(**PHONE) as browser:  # a new profile: nothing cached
             page = await browser.new_page()
             problems = PageProblems(page, url)
             await page.goto(f"{url}/transparency")
             await page.locator(f'[data-hash="{burn["burn_tx_hash"]}"]').wait_for(timeout=15_000)
+            assert await page.locator("#difference").text_content() == "+1"
+            assert "anyone can send $SERV to the burn address" in (
+                await page.locator("#difference-note").text_content() or "")
             await page.locator("button.verify").first.click()
             await page.locator(".verdict.ok").wait_for(timeout=15_000)
             width = await page.evaluate("document.documentElement.scrollWidth")

@@ -34,8 +34,10 @@
     return node;
   }
 
-  async function getJSON(path) {
-    const r = await fetch(path, { headers: { Accept: "application/json" } });
+  // `fresh`: past any cached copy (the API lets caches keep /burns* for 30 s).
+  async function getJSON(path, fresh = false) {
+    const r = await fetch(path, { headers: { Accept: "application/json" },
+                                  cache: fresh ? "no-cache" : "default" });
     let body = null;
     try { body = await r.json(); } catch (_) { /* not JSON: reported by status */ }
     return { ok: r.ok, status: r.status, body };
@@ -299,7 +301,7 @@
     verifications.set(id, { pending: true });
     paintVerification(id);
     try {
-      const r = await getJSON(`/burns/${id}/verify`);
+      const r = await getJSON(`/burns/${id}/verify`, true); // "Verify again" re-reads the chain
       if (r.ok) verifications.set(id, { body: r.body });
       else if (r.status === 503) {
         verifications.set(id, { error: "Cannot verify now: the blockchain is unreachable"
