@@ -181,3 +181,25 @@ async def test_without_the_chain_the_page_says_so_and_shows_our_records(burned: 
             print(f"\nscreenshot: {shot}")
             # The 503s themselves are logged by Chromium as failed loads; anything else is not.
             assert [e for e in problems.errors if "status of 503" not in e] == []
+
+
+async def test_before_any_burn_and_without_a_chain_configured(settings_factory) -> None:  # type: ignore[no-untyped-def]
+    require_chromium()
+    with live_server(settings_factory(run_maintenance_in_api=False)) as url:  # no CHAIN_RPC_URL
+        async with chromium(**PHONE) as browser:
+            page = await browser.new_page()
+            problems = PageProblems(page, url)
+            await page.goto(f"{url}/transparency")
+            banner = page.locator("#chain-banner")
+            await banner.wait_for(timeout=15_000)
+            assert "not connected to a blockchain" in (await banner.text_content() or "")
+            assert await page.locator("#burns-empty").is_visible()
+            assert await page.locator("#burns").is_hidden()
+            assert "after the first burn" in (await page.locator("#chart").text_content() or "")
+            assert await page.locator("#revenue").text_content() == "$0.00"
+            assert await page.locator("#recorded").text_content() == "0"
+            assert await page.locator("#miners").text_content() == "0"
+            shot = artifact("transparency-empty-phone.png")
+            await page.screenshot(path=str(shot), full_page=True)
+            print(f"\nscreenshot: {shot}")
+            assert [e for e in problems.errors if "status of 503" not in e] == []

@@ -129,9 +129,9 @@
 
     if (!s) {
       setValue("onchain", "–");
-      $("onchain-note").textContent = "unavailable while the chain is unreachable";
+      $("onchain-note").textContent = "needs the blockchain";
       setValue("difference", "–");
-      $("difference-note").textContent = "needs the chain";
+      $("difference-note").textContent = "needs the blockchain";
       return;
     }
     setValue("onchain", tokens(s.chain_burn_address_balance_decimal), s.chain_burn_address_balance_decimal);
@@ -158,12 +158,12 @@
     if (summary.ok) { banner.hidden = true; return; }
     const code = summary.body && summary.body.error;
     const detail = summary.body && summary.body.detail;
-    const head = code === "treasury_unconfigured" || code === "treasury_no_signer"
-      ? "This server is not connected to a blockchain."
-      : "The blockchain is unreachable right now.";
+    const unconfigured = code === "treasury_unconfigured" || code === "treasury_no_signer";
     banner.replaceChildren(
-      el("strong", { text: head }),
-      el("span", { text: "On-chain figures and the Verify buttons are unavailable until it answers; "
+      el("strong", { text: unconfigured ? "This server is not connected to a blockchain."
+        : "The blockchain is unreachable right now." }),
+      el("span", { text: (unconfigured ? "On-chain figures and the Verify buttons need it; "
+        : "On-chain figures and the Verify buttons are unavailable until it answers; ")
         + "everything else below comes from our records." + (detail ? ` (${detail})` : "") }));
     banner.hidden = false;
   }
