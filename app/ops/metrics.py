@@ -18,8 +18,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.context import AppContext
 from app.idle import revenue
-from app.models import (MICRO_PER_USD, ChatJob, IdleJob, Miner, RevenueEvent, SystemMetrics,
-                        utcnow)
+from app.models import (MICRO_PER_USD, ChatJob, IdleJob, JobStatus, Miner, RevenueEvent,
+                        SystemMetrics, utcnow)
 from app.queue import KINDS
 from app.treasury import service as treasury
 
@@ -51,12 +51,12 @@ async def active_miners(session: AsyncSession) -> int:
 
 
 async def completed_recently(session: AsyncSession, window_s: int) -> dict[str, int]:
-    """Jobs of each kind completed in the last window_s seconds."""
+    """Jobs of each kind completed (answered, not failed) in the last window_s seconds."""
     since = utcnow() - timedelta(seconds=window_s)
     out = {}
     for kind, model in JOB_MODELS.items():
         out[kind] = int((await session.execute(select(func.count()).select_from(model).where(
-            model.completed_at >= since))).scalar_one())
+            model.status == JobStatus.completed, model.completed_at >= since))).scalar_one())
     return out
 
 

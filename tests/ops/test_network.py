@@ -30,10 +30,13 @@ async def test_network_counts_miners_rates_and_queues(any_db, settings_factory):
         assert chat is not None
         assert (await miner.post_result(chat, "hello")).status_code == 200
         await api.chat(chat_key, "waiting")
-        # One idle job completed before the window: not counted in the rate.
+        await submit(api, idle_key, "fails", max_tokens=10)
+        # Not counted in the rates: an idle job completed before the window, one that failed in it.
         async with api.ctx.db.transaction() as session:
             await session.execute(update(IdleJob).where(IdleJob.id == int(job["job_id"]))
                                   .values(completed_at=utcnow() - timedelta(minutes=6)))
+            await session.execute(update(IdleJob).where(IdleJob.prompt == "fails")
+                                  .values(status="failed", completed_at=utcnow()))
 
         r = await api.client.get("/network")
         assert r.status_code == 200 and r.headers["cache-control"] == "public, max-age=10"
@@ -41,7 +44,7 @@ async def test_network_counts_miners_rates_and_queues(any_db, settings_factory):
         assert body["active_miners"] == 1
         assert body["completed_in_window"] == {"chat": 1, "idle": 2}
         assert body["jobs_per_minute"] == {"chat": 0.2, "idle": 0.4}
-        assert body["queue_depth"] == {"chat": 1, "idle": 1}
+        assert body["queue_depth"] == {"chat": 1, "idle": 2}
         metrics = (await api.client.get("/metrics")).json()
         assert body["queue_depth"] == metrics["queue_depth"]
         assert body["active_miners"] == metrics["active_miners"]
