@@ -101,7 +101,8 @@
     return el("code", attrs);
   }
 
-  // Issue-13 fields first when the server has them: what the swaps really spent.
+  // What the swaps really spent when the server reports it (usd_swapped, beside the USD claimed
+  // from the ledger); servers without that field report usd_amount only.
   function burnUsd(item) {
     return item.usd_swapped ?? item.usd_amount;
   }
