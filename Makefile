@@ -7,7 +7,7 @@ PY_STAMP := $(VENV)/.installed
 CONTRACTS_STAMP := contracts/node_modules/.installed
 DOCS_STAMP := app/static/node_modules/.installed
 
-.PHONY: install test dev bench clean
+.PHONY: install chromium test dev bench clean
 
 $(PY_STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -19,12 +19,26 @@ $(CONTRACTS_STAMP): contracts/package.json contracts/package-lock.json
 	cd contracts && npm ci --no-audit --no-fund --loglevel=error
 	touch $@
 
-# Swagger UI and ReDoc, served offline at /docs and /redoc.
+# Swagger UI and ReDoc (served offline at /docs and /redoc) and uPlot (the /transparency chart).
 $(DOCS_STAMP): app/static/package.json app/static/package-lock.json
 	cd app/static && npm ci --no-audit --no-fund --loglevel=error
 	touch $@
 
-install: $(PY_STAMP) $(CONTRACTS_STAMP) $(DOCS_STAMP)
+# Headless Chromium for the browser test of /transparency (tests/transparency): Debian's package,
+# driven by Playwright through the system binary (no browser download). Installed only when
+# missing and only by root; elsewhere the browser test skips and says why.
+CHROMIUM := /usr/bin/chromium
+
+chromium:
+	@if [ -x $(CHROMIUM) ]; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	  echo "installing Debian's chromium for the browser test"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	    --no-install-recommends chromium fonts-liberation >/dev/null; \
+	else echo "chromium is missing and cannot be installed here (not root, or no apt-get):" \
+	  "the browser test will skip"; fi
+
+install: $(PY_STAMP) $(CONTRACTS_STAMP) $(DOCS_STAMP) chromium
 
 # pytest exits 5 when it collected no tests: that is a failure here, never a pass.
 test: install

@@ -204,6 +204,7 @@ MIA is running locally. Ctrl-C stops everything; logs are in {DEV_DIR}/.
   API docs:     {api_url}/docs   (ReDoc: {api_url}/redoc)
   Health:       {api_url}/health      Metrics: {api_url}/metrics
   Burns:        {api_url}/burns       (public; verify one at /burns/<id>/verify)
+  Transparency: {api_url}/transparency   (the public page; verify a burn in one click)
   Database:     {env['DATABASE_URL']}
   Redis:        {env['REDIS_URL']}{redis_note}
   Local chain:  {rpc_url} (eth-tester, chain id {env['CHAIN_ID']}); $SERV {env['SERV_TOKEN_ADDRESS']}
@@ -215,7 +216,8 @@ Ask something (the demo miner answers within seconds):
   curl -s -X POST '{api_url}/chat?wait=10' -H "Authorization: Bearer {api_key}" \\
        -H 'Content-Type: application/json' -d '{{"message": "What are your opening hours?"}}'
 
-Buy some inference (idle jobs); a few of them cross the threshold, and a burn shows in /burns:
+Buy some inference (idle jobs); a few of them cross the threshold, and a burn shows in /burns
+and on {api_url}/transparency:
   for i in 1 2 3 4; do curl -s -X POST '{api_url}/idle-job' -H "Authorization: Bearer {api_key}" \\
        -H 'Content-Type: application/json' -d '{{"prompt": "Summarise our refund policy", "max_tokens": 64}}'; echo; done
   sleep 15; curl -s {api_url}/burns

@@ -33,12 +33,14 @@ from app.miners.routes import router as miners_router
 from app.openapi import build_openapi, doc_routes
 from app.ops import maintenance
 from app.ops.routes import router as ops_router
+from app.transparency.routes import asset_routes
+from app.transparency.routes import router as transparency_router
 from app.treasury.routes import router as treasury_router
 from app.web import all_endpoints, build_routes, error_response
 
 log = logging.getLogger("app")
 ROUTERS = [ops_router, chat_router, auth_router, miners_router, idle_router, treasury_router,
-           apikey_router]
+           apikey_router, transparency_router]
 
 
 def create_app(settings: Settings | None = None) -> Starlette:
@@ -70,8 +72,9 @@ def create_app(settings: Settings | None = None) -> Starlette:
                                      allow_headers=["Authorization", "Content-Type"],
                                      allow_credentials=settings.cors_allow_credentials,
                                      expose_headers=["Retry-After"], max_age=600))
-    return Starlette(routes=[*build_routes(ROUTERS), *doc_routes(schema)], lifespan=lifespan,
-                     middleware=middleware, exception_handlers=EXCEPTION_HANDLERS)
+    routes = [*build_routes(ROUTERS), *doc_routes(schema), *asset_routes()]
+    return Starlette(routes=routes, lifespan=lifespan, middleware=middleware,
+                     exception_handlers=EXCEPTION_HANDLERS)
 
 
 async def _app_error(_: Request, exc: Exception) -> Response:

@@ -107,7 +107,9 @@ def build_openapi(endpoints: list[Endpoint], *, title: str, version: str) -> dic
     return {
         "openapi": "3.1.0",
         "info": {"title": title, "version": version,
-                 "description": "Coordinator of the MIA decentralized customer-support AI network."},
+                 "description": "Coordinator of the MIA decentralized customer-support AI network."
+                                "\n\nFor people: the [transparency page](/transparency) shows "
+                                "revenue turning into burned $SERV, each burn verifiable on chain."},
         "paths": paths,
         "components": {"schemas": schemas, "securitySchemes": SECURITY_SCHEMES},
     }

@@ -18,13 +18,14 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.context import AppContext
 from app.idle import revenue
-from app.models import (MICRO_PER_USD, ChatJob, IdleJob, Miner, RevenueEvent, SystemMetrics,
-                        utcnow)
+from app.models import (MICRO_PER_USD, ChatJob, IdleJob, JobStatus, Miner, RevenueEvent,
+                        SystemMetrics, utcnow)
 from app.queue import KINDS
 from app.treasury import service as treasury
 
 ACTIVE_MINER_WINDOW_S = 300
 SOURCES = ("miner", "runpod")
+JOB_MODELS: dict[str, type[ChatJob] | type[IdleJob]] = {"chat": ChatJob, "idle": IdleJob}
 
 
 async def refresh_system_metrics(session: AsyncSession) -> None:
@@ -43,23 +44,43 @@ async def refresh_system_metrics(session: AsyncSession) -> None:
                               .execution_options(synchronize_session=False))
 
 
-async def collect(ctx: AppContext) -> dict[str, Any]:
-    now = utcnow()
-    async with ctx.db.sessions() as session:
-        sources = await revenue.by_source(session)
-        unallocated, _ = await revenue.unallocated(session)
-        jobs: dict[str, dict[str, int]] = {}
-        for kind, model in (("chat", ChatJob), ("idle", IdleJob)):
-            rows = await session.execute(select(model.status, func.count()).group_by(model.status))
-            jobs[kind] = {status: int(n) for status, n in rows}
-        buybacks = await treasury.totals(session)
-        active = (await session.execute(select(func.count()).select_from(Miner).where(
-            Miner.last_active >= now - timedelta(seconds=ACTIVE_MINER_WINDOW_S)))).scalar_one()
+async def active_miners(session: AsyncSession) -> int:
+    since = utcnow() - timedelta(seconds=ACTIVE_MINER_WINDOW_S)
+    return int((await session.execute(select(func.count()).select_from(Miner)
+                                       .where(Miner.last_active >= since))).scalar_one())
+
+
+async def completed_recently(session: AsyncSession, window_s: int) -> dict[str, int]:
+    """Jobs of each kind completed (answered, not failed) in the last window_s seconds."""
+    since = utcnow() - timedelta(seconds=window_s)
+    out = {}
+    for kind, model in JOB_MODELS.items():
+        out[kind] = int((await session.execute(select(func.count()).select_from(model).where(
+            model.status == JobStatus.completed, model.completed_at >= since))).scalar_one())
+    return out
+
+
+async def queue_depths(ctx: AppContext) -> dict[str, int | None]:
+    """Job ids waiting in Redis per kind; None for a kind Redis did not answer for."""
     depths: dict[str, int | None] = {}
     for kind in KINDS:
         depths[kind] = None
         with contextlib.suppress(RedisError, OSError):
             depths[kind] = await ctx.queue.depth(kind)
+    return depths
+
+
+async def collect(ctx: AppContext) -> dict[str, Any]:
+    async with ctx.db.sessions() as session:
+        sources = await revenue.by_source(session)
+        unallocated, _ = await revenue.unallocated(session)
+        jobs: dict[str, dict[str, int]] = {}
+        for kind, model in JOB_MODELS.items():
+            rows = await session.execute(select(model.status, func.count()).group_by(model.status))
+            jobs[kind] = {status: int(n) for status, n in rows}
+        buybacks = await treasury.totals(session)
+        active = await active_miners(session)
+    depths = await queue_depths(ctx)
     total = revenue.usd(sum((usd for usd, _ in sources.values()), Decimal(0)))
     return {
         # the seed's name: all idle-job revenue, whether a miner or RunPod did the work
@@ -74,7 +95,7 @@ async def collect(ctx: AppContext) -> dict[str, Any]:
         "active_buyback": None if buybacks.active_buyback_id is None else {
             "id": buybacks.active_buyback_id, "status": buybacks.active_buyback_status},
         "queue_depth": depths,
-        "active_miners": int(active),
+        "active_miners": active,
         "jobs": jobs,
     }
 

@@ -87,3 +87,32 @@ async def get_metrics(request: Request, query: MetricsQuery) -> Response:
         return PlainTextResponse(metrics.as_prometheus(values),
                                  media_type="text/plain; version=0.0.4; charset=utf-8")
     return json_response(metrics.as_json(values))
+
+
+RATE_WINDOW_S = 300  # per-minute rates are averaged over five minutes: steadier than the last one
+
+
+class NetworkOut(ResponseBody):
+    active_miners: int = Field(description=f"miners seen in the last "
+                                           f"{metrics.ACTIVE_MINER_WINDOW_S} s")
+    jobs_per_minute: dict[str, float] = Field(
+        description=f"jobs completed per minute by kind (chat, idle), averaged over the last "
+                    f"{RATE_WINDOW_S} s")
+    completed_in_window: dict[str, int] = Field(description="jobs completed in the window, by kind")
+    window_s: int
+    queue_depth: dict[str, int | None] = Field(description="job ids waiting in the queue by kind; "
+                                                           "null when the queue did not answer")
+
+
+@router.get("/network", responses={200: NetworkOut})
+async def network(request: Request) -> Response:
+    """Public: the network now (miners online, chat and idle jobs per minute, queue depths),
+    counted as /metrics counts them. Cacheable for 10 s."""
+    c = ctx(request)
+    async with c.db.sessions() as session:
+        miners = await metrics.active_miners(session)
+        done = await metrics.completed_recently(session, RATE_WINDOW_S)
+    body = NetworkOut(active_miners=miners, completed_in_window=done, window_s=RATE_WINDOW_S,
+                      jobs_per_minute={k: round(n * 60 / RATE_WINDOW_S, 2) for k, n in done.items()},
+                      queue_depth=await metrics.queue_depths(c))
+    return json_response(body, headers={"Cache-Control": "public, max-age=10"})

@@ -48,6 +48,9 @@ def test_mia_dev_runs_the_whole_loop_and_stops_cleanly(tmp_path):  # type: ignor
                 time.sleep(0.5)
             burn = client.get("/burns").json()["items"][0]
             assert client.get(f"/burns/{burn['buyback_id']}/verify").json()["verified"] is True
+            assert f"Transparency: {api}/transparency " in text
+            page = client.get("/transparency")
+            assert page.status_code == 200 and "Revenue" in page.text
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(60) == 0

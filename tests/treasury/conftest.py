@@ -23,6 +23,7 @@ from eth_account.signers.local import LocalAccount
 from sqlalchemy import select
 from web3 import AsyncWeb3
 
+from app.context import AppContext
 from app.models import Buyback, BuybackTx, IdleJob, RevenueEvent, utcnow
 from app.treasury.onchain import get_treasury
 from app.treasury.runner import run_buyback
@@ -93,20 +94,7 @@ class TApp:
         return {"Authorization": f"Bearer {self._token}"}
 
     async def add_revenue(self, *amounts: str | Decimal) -> list[int]:
-        """RevenueEvents as a completed idle job writes them (one per job)."""
-        ids = []
-        async with self.ctx.db.transaction() as session:
-            for amount in amounts:
-                job = IdleJob(prompt="p", status="completed", output_tokens=1,
-                              usd_earned=Decimal(amount), completed_at=utcnow(), processed_by="miner")
-                session.add(job)
-                await session.flush()
-                event = RevenueEvent(idle_job_id=job.id, amount_usd=Decimal(amount), source="miner",
-                                     output_tokens=1, created_at=utcnow())
-                session.add(event)
-                await session.flush()
-                ids.append(event.id)
-        return ids
+        return await add_revenue(self.ctx, *amounts)
 
     async def balance(self, token: str, holder: str) -> int:
         return int(await erc20(self.w3, token).functions.balanceOf(holder).call())
@@ -152,6 +140,23 @@ class TApp:
                             "nonce": tx["nonce"], "status": receipt["status"],
                             "gas_used": receipt["gasUsed"]})
         return out
+
+
+async def add_revenue(ctx: AppContext, *amounts: str | Decimal) -> list[int]:
+    """RevenueEvents as a completed idle job writes them (one per job)."""
+    ids = []
+    async with ctx.db.transaction() as session:
+        for amount in amounts:
+            job = IdleJob(prompt="p", status="completed", output_tokens=1,
+                          usd_earned=Decimal(amount), completed_at=utcnow(), processed_by="miner")
+            session.add(job)
+            await session.flush()
+            event = RevenueEvent(idle_job_id=job.id, amount_usd=Decimal(amount), source="miner",
+                                 output_tokens=1, created_at=utcnow())
+            session.add(event)
+            await session.flush()
+            ids.append(event.id)
+    return ids
 
 
 async def sign_in(api: Harness, account: LocalAccount, path: str) -> str:
