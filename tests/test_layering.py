@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-DOMAINS = {"auth", "chat", "idle", "miners", "ops", "treasury", "runpod", "leases"}
+DOMAINS = {"auth", "chat", "idle", "miners", "ops", "treasury", "runpod", "leases",
+           "transparency"}
 # Modules every domain may use; they import no domain themselves.
 INFRASTRUCTURE = {"app.config", "app.db", "app.queue", "app.notify", "app.ratelimit",
                   "app.ttlcache", "app.web", "app.errors", "app.schemas", "app.models",
