@@ -30,8 +30,12 @@ def attach_chain(ctx: AppContext) -> AsyncWeb3 | None:
 
 
 async def detach_chain(ctx: AppContext) -> None:
+    from chain.client import close
+
+    treasury = ctx.extras.pop("treasury", None)
+    private = getattr(treasury, "private_w3", None)
+    if private is not None:
+        await close(private)
     w3 = ctx.extras.pop("web3", None)
     if w3 is not None:
-        from chain.client import close
-
         await close(w3)

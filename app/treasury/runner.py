@@ -1,5 +1,7 @@
 """Drive one buyback to the end: planned -> swapping -> swapped -> burning -> burned | failed.
 
+A state machine over app/treasury/repository.py (every write is a conditional update there).
+
 Resumable: every signed transaction is committed as a BuybackTx row (hash, nonce, raw bytes)
 BEFORE it is broadcast, and each run first resolves the rows whose outcome is not recorded yet
 by asking the chain (receipt by hash; else whether the nonce was used), re-broadcasting the
@@ -7,38 +9,52 @@ stored bytes when the nonce is still free. A stored transaction can only ever be
 new work is planned only from recorded outcomes, so a crash at any point never leads to a
 second swap of the same stablecoin or a second burn.
 
+Finality: an outcome counts once its block is CONFIRMATIONS deep. Each run re-reads the
+receipts of outcomes that are not that deep yet; one whose block a reorg took away goes back to
+"prepared", and the resolve step re-broadcasts its same signed bytes (or finds its nonce used
+by something else and stops: BuybackStuck). The swaps must be final before the burn is sized,
+and a buyback is burned only once its burn is final.
+
 Failures:
 - definitive (slippage, deadline, price impact, empty treasury, wrong contract, a revert)
   BEFORE any swap was mined: the buyback fails with the reason and its revenue becomes
   unallocated again, in one transaction.
-- definitive AFTER some swap chunks were mined: what was bought is burned; quote_unspent holds
-  the stablecoin that was not swapped (it stays in the treasury, and the revenue events stay
-  with this buyback); failure_reason starts with "partial:".
+- definitive AFTER some swap chunks were mined: what was bought is burned; usd_swapped says
+  what the mined swaps spent, and the rest of the claimed revenue goes back to unallocated as
+  one carry-over ledger entry when the buyback is burned; failure_reason starts with
+  "partial:".
 - transient (RPC down, receipt timeout, fee cap, nonce trouble): raised; the worker retries
   later and the next run resumes from the records.
+- waits (Wait: the chunk interval, a spot price off its TWAP, depth not reached, an operator
+  pause): the run ends without sending; the worker runs it again later.
 - the chain contradicts the records (our nonce used by a transaction we never stored):
-  BuybackStuck is raised and nothing more is sent; an operator must look.
+  BuybackStuck is raised and nothing more is sent; an operator must look (and may cancel).
 """
 
 from __future__ import annotations
 
 import logging
+import secrets
 import time
 from collections.abc import Awaitable, Callable
 from decimal import ROUND_FLOOR, Decimal
+from fractions import Fraction
 from typing import Any
 
 from eth_utils import to_checksum_address
-from sqlalchemy import select, update
 
 from app.context import AppContext
-from app.models import ACTIVE_BUYBACK_STATUSES, Buyback, BuybackStatus, BuybackTx, utcnow
-from app.treasury import service
+from app.errors import Conflict
+from app.models import (ACTIVE_BUYBACK_STATUSES, Buyback, BuybackStatus, BuybackTx,
+                        utcnow)
+from app.treasury import repository as repo
 from app.treasury.onchain import Treasury, get_treasury
-from chain.dex import ensure_allowance, plan_chunks, swap
+from app.treasury.verify import usd_of
 from chain.burn import burn
+from chain.dex import ensure_allowance, plan_chunks, swap
 from chain.errors import (ConfigError, ContractNotFound, InsufficientBalance, PriceImpactTooHigh,
                           TxReverted)
+from chain.oracle import Observation, amount_out_at, deviation_bps, observe, twap
 from chain.tokens import erc20, received, transfers
 from chain.tx import NonceStatus, PreparedTx, TxSender, TxStatus
 
@@ -47,6 +63,8 @@ log = logging.getLogger(__name__)
 Checkpoint = Callable[[str], Awaitable[None]]
 DEFINITIVE = (TxReverted, InsufficientBalance, PriceImpactTooHigh, ContractNotFound, ConfigError)
 MAX_BURN_REVERTS = 3
+SECONDS_PER_BLOCK_GUESS = 12.0  # how long to wait per missing confirmation before looking again
+_random = secrets.SystemRandom()  # chunk waits an observer cannot predict from our code
 
 
 class BuybackStuck(Exception):
@@ -58,15 +76,21 @@ class ConcurrentRunner(Exception):
     run sends nothing and a later one resumes from the records."""
 
 
-class ChunkPause(Exception):
-    """A chunk was mined and more remains, but BUYBACK_CHUNK_INTERVAL_S has not passed since:
-    the run ends here (the worker is not held) and the caller runs the buyback again after
-    ``seconds``. The next run resumes from the records and quotes at the pool's price then."""
+class Wait(Exception):
+    """Not a failure: nothing is sent now and the caller runs the buyback again after
+    ``seconds``; the next run resumes from the records (and quotes at the pool's price then).
+    ``reason`` says why: chunk_interval, price_deviation, twap_warmup, confirmations, paused."""
 
-    def __init__(self, buyback_id: int, seconds: float) -> None:
-        super().__init__(f"buyback {buyback_id}: next chunk in {seconds:.1f}s")
+    def __init__(self, buyback_id: int, seconds: float, reason: str = "chunk_interval") -> None:
+        super().__init__(f"buyback {buyback_id}: {reason}, next step in {seconds:.1f}s")
         self.buyback_id = buyback_id
         self.seconds = seconds
+        self.reason = reason
+
+
+
+class NotCancellable(Conflict):
+    code = "buyback_not_cancellable"
 
 
 async def run_buyback(ctx: AppContext, buyback_id: int, *, treasury: Treasury | None = None,
@@ -107,15 +131,19 @@ class _Run:
         bb = await self._load()
         if bb.status not in ACTIVE_BUYBACK_STATUSES:
             return bb.status
+        await self._recheck_unfinal()
         await self._resolve_stored()
         while True:
             bb = await self._load()
+            if bb.status in ACTIVE_BUYBACK_STATUSES:
+                await self._operator_pause()
             if bb.status == BuybackStatus.planned:
                 await self._plan(bb)
             elif bb.status == BuybackStatus.swapping:
                 await self._swap_step(bb)
             elif bb.status == BuybackStatus.swapped:
                 await self._cp("swapped")
+                await self._swaps_final()
                 await self._set_status(bb, BuybackStatus.swapped, status=BuybackStatus.burning)
             elif bb.status == BuybackStatus.burning:
                 await self._burn_step(bb)
@@ -126,42 +154,41 @@ class _Run:
 
     async def _load(self) -> Buyback:
         async with self.db.transaction() as session:
-            bb = await service.get_buyback(session, self.id)
+            bb = await repo.get_buyback(session, self.id)
         self._quote_amount_in = None if bb.quote_amount_in is None else int(bb.quote_amount_in)
         return bb
 
     async def _txs(self) -> list[BuybackTx]:
         async with self.db.transaction() as session:
-            return (await service.txs_of(session, [self.id]))[self.id]
+            return (await repo.txs_of(session, [self.id]))[self.id]
 
     async def _set_status(self, bb: Buyback, expected: str, **values: Any) -> None:
-        """Conditional update: only from ``expected``, so two runs can never both advance."""
+        try:
+            async with self.db.transaction() as session:
+                await repo.advance(session, bb.id, expected, **values)
+        except repo.StateChanged as exc:
+            raise BuybackStuck(str(exc)) from None
+
+    async def _event(self, kind: str, detail: str) -> None:
         async with self.db.transaction() as session:
-            done = await session.execute(
-                update(Buyback).where(Buyback.id == bb.id, Buyback.status == expected)
-                .values(updated_at=utcnow(), **values)
-                .execution_options(synchronize_session=False))
-            if done.rowcount != 1:
-                raise BuybackStuck(f"buyback {bb.id} left status {expected} under us")
+            await repo.add_event(session, self.id, kind, detail)
+        log.info("buyback %d: %s: %s", self.id, kind, detail)
 
     async def _persist(self, prepared: PreparedTx) -> None:
         """on_prepared for every transaction (replacements too): commit the row, THEN the
         toolkit broadcasts."""
         kind, amount_in, amount_out_min = self._describe(prepared)
         async with self.db.transaction() as session:
-            # Row-lock the buyback (an UPDATE: a row lock on PostgreSQL, the write lock on
-            # SQLite) so two runners' checks and inserts are serialized.
-            await session.execute(update(Buyback).where(Buyback.id == self.id)
-                                  .values(updated_at=utcnow())
-                                  .execution_options(synchronize_session=False))
-            rows = (await service.txs_of(session, [self.id]))[self.id]
+            await repo.lock_buyback(session, self.id)
+            bb = await repo.get_buyback(session, self.id)
+            await session.refresh(bb)
+            if bb.status not in ACTIVE_BUYBACK_STATUSES:  # an operator cancelled it meanwhile
+                raise ConcurrentRunner(f"buyback {self.id} is {bb.status}; sending nothing")
+            rows = (await repo.txs_of(session, [self.id]))[self.id]
             self._refuse_second_runner(rows, kind, prepared.nonce, amount_in or 0)
-            seq = len(rows) + 1
-            session.add(BuybackTx(buyback_id=self.id, kind=kind, seq=seq,
-                                  tx_hash=prepared.tx_hash.lower(), nonce=prepared.nonce,
-                                  raw_tx="0x" + prepared.raw.hex(), status="prepared",
-                                  amount_in=amount_in, amount_out_min=amount_out_min,
-                                  created_at=utcnow()))
+            await repo.add_tx(session, self.id, kind=kind, tx_hash=prepared.tx_hash.lower(),
+                              nonce=prepared.nonce, raw_tx="0x" + prepared.raw.hex(),
+                              amount_in=amount_in, amount_out_min=amount_out_min)
         await self._cp(f"{kind}:prepared")
 
     def _refuse_second_runner(self, rows: list[BuybackTx], kind: str, nonce: int,
@@ -219,27 +246,72 @@ class _Run:
                              if x.token == self.t.serv and x.from_address == self.t.address
                              and x.to_address == self.t.burn_address)
         status = "mined" if ok else "reverted"
+        block = int(receipt["blockNumber"])
         async with self.db.transaction() as session:
-            await session.execute(
-                update(BuybackTx).where(BuybackTx.id == row.id).values(
-                    status=status, amount_out=amount_out,
-                    block_number=int(receipt["blockNumber"]), gas_used=int(receipt["gasUsed"]),
-                    mined_at=utcnow()).execution_options(synchronize_session=False))
-            await session.execute(
-                update(BuybackTx).where(BuybackTx.buyback_id == self.id,
-                                        BuybackTx.nonce == row.nonce, BuybackTx.id != row.id,
-                                        BuybackTx.status == "prepared")
-                .values(status="superseded").execution_options(synchronize_session=False))
-        row.status, row.amount_out = status, amount_out
+            await repo.record_outcome(session, row, status, amount_out, block,
+                                      int(receipt["gasUsed"]))
+        row.status, row.amount_out, row.block_number = status, amount_out, block
         return status
 
     async def _record_by_hash(self, tx_hash: str) -> BuybackTx:
         async with self.db.transaction() as session:
-            row = (await session.execute(select(BuybackTx).where(
-                BuybackTx.tx_hash == tx_hash.lower()))).scalar_one()
+            row = await repo.tx_by_hash(session, tx_hash)
         receipt = await self.t.w3.eth.get_transaction_receipt(tx_hash)  # type: ignore[arg-type]
         await self._record_outcome(row, receipt)
         return row
+
+    # --- finality ---------------------------------------------------------------------------
+
+    @property
+    def _depth(self) -> int:
+        return max(int(self.s.confirmations), 1)
+
+    async def _recheck_unfinal(self) -> None:
+        """Outcomes not yet CONFIRMATIONS deep may be undone by a reorg: re-read each receipt.
+        Gone: the row is in flight again (resolve re-broadcasts its bytes). Moved to another
+        block, or a different status: recorded again."""
+        head = await self.t.w3.eth.block_number
+        undone = False
+        for row in await self._txs():
+            if row.status not in ("mined", "reverted") or row.block_number is None:
+                continue
+            if head - int(row.block_number) + 1 >= self._depth:
+                continue  # final (a reorg deeper than CONFIRMATIONS is out of scope)
+            found = await self.sender.lookup(row.tx_hash)
+            if found.status in (TxStatus.SUCCESS, TxStatus.REVERTED):
+                if found.block_number != row.block_number or (
+                        (found.status is TxStatus.SUCCESS) != (row.status == "mined")):
+                    receipt = await self.t.w3.eth.get_transaction_receipt(row.tx_hash)  # type: ignore[arg-type]
+                    await self._record_outcome(row, receipt)
+                    await self._event("reorg", f"{row.kind} {row.tx_hash} moved to block "
+                                               f"{found.block_number} ({found.status.value})")
+                continue
+            async with self.db.transaction() as session:
+                await repo.unmine(session, row)
+            await self._event("reorg", f"{row.kind} {row.tx_hash} (nonce {row.nonce}) is no "
+                                       f"longer in block {row.block_number}; in flight again")
+            undone = True
+        if undone:
+            await self._rewind()
+
+    async def _rewind(self) -> None:
+        """After a reorg took swaps away, a buyback that had moved on but has no burn yet goes
+        back to swapping (a burn already signed is resolved by the same rules as the swaps:
+        its bytes are re-broadcast after theirs, in nonce order)."""
+        bb = await self._load()
+        rows = await self._txs()
+        swaps_open = any(r.kind == "swap" and r.status == "prepared" for r in rows)
+        burn_signed = any(r.kind == "burn" and r.status in ("prepared", "mined") for r in rows)
+        if swaps_open and not burn_signed and bb.status in (BuybackStatus.swapped,
+                                                            BuybackStatus.burning):
+            await self._set_status(bb, bb.status, status=BuybackStatus.swapping)
+
+    def _wait_for_depth(self, rows: list[BuybackTx], head: int, what: str) -> None:
+        missing = max((self._depth - (head - int(r.block_number or head) + 1) for r in rows),
+                      default=0)
+        if missing > 0:
+            raise Wait(self.id, missing * SECONDS_PER_BLOCK_GUESS,
+                       f"confirmations: {what} needs {missing} more block(s)")
 
     # --- resume -------------------------------------------------------------------------------
 
@@ -279,7 +351,7 @@ class _Run:
             pending = [latest]
         prepared = PreparedTx.from_raw(pending[-1].raw_tx)
         receipt = await self.sender.wait_or_replace(
-            prepared, confirmations=self.s.confirmations, timeout=self.s.tx_timeout_s,
+            prepared, confirmations=1, timeout=self.s.tx_timeout_s,
             on_prepared=self._persist, raise_on_revert=False)
         mined_hash = "0x" + bytes(receipt["transactionHash"]).hex()
         row = await self._record_by_hash(mined_hash)
@@ -300,6 +372,13 @@ class _Run:
             await self._swap_failed(bb, reason)
 
     # --- steps --------------------------------------------------------------------------------
+
+    async def _operator_pause(self) -> None:
+        async with self.db.sessions() as session:
+            c = await repo.control(session)
+        if c.paused:
+            raise Wait(self.id, float(self.s.buyback_pause_recheck_s),
+                       f"paused by an operator ({c.changed_by}): {c.reason or 'no reason given'}")
 
     async def _plan(self, bb: Buyback) -> None:
         decimals = await self.t.decimals(self.t.quote)
@@ -323,26 +402,25 @@ class _Run:
         total = int(bb.quote_amount_in or 0)
         remaining = total - spent
         if remaining <= 0:
-            await self._set_status(bb, BuybackStatus.swapping, status=BuybackStatus.swapped,
-                                   serv_received=sum(r.amount_out or 0 for r in swaps),
-                                   amount_out_min_total=sum(r.amount_out_min or 0 for r in swaps),
-                                   quote_unspent=0)
+            await self._swaps_done(bb, swaps, note=None)
             return
         self._pause_between_chunks(swaps)
         t, s = self.t, self.s
         try:
+            reserves = await t.router.reserves(t.path)
+            chunk = plan_chunks(remaining, reserves, s.max_price_impact_bps)[0]
+            cap = await self._twap_gate(chunk, reserves[0][0])  # before anything is sent
             approved = await ensure_allowance(self.sender, t.quote, t.router.address, remaining,
-                                              confirmations=s.confirmations,
-                                              timeout=s.tx_timeout_s, on_prepared=self._persist)
+                                              confirmations=1, timeout=s.tx_timeout_s,
+                                              on_prepared=self._persist)
             if approved is not None:
                 await self._record_by_hash("0x" + bytes(approved["transactionHash"]).hex())
-            chunk = plan_chunks(remaining, await t.router.reserves(t.path),
-                                s.max_price_impact_bps)[0]
             result = await swap(self.sender, t.router, chunk, t.path, to=t.address,
                                 max_slippage_bps=s.max_slippage_bps,
                                 max_price_impact_bps=s.max_price_impact_bps,
-                                deadline_seconds=s.swap_deadline_s, confirmations=s.confirmations,
-                                timeout=s.tx_timeout_s, on_prepared=self._persist)
+                                deadline_seconds=s.swap_deadline_s, confirmations=1,
+                                timeout=s.tx_timeout_s, on_prepared=self._persist,
+                                expected_out_cap=cap)
         except DEFINITIVE as exc:
             tx_hash = getattr(exc, "tx_hash", None)
             if tx_hash:
@@ -352,17 +430,71 @@ class _Run:
         await self._cp("swap:sent")
         await self._record_by_hash(result.tx_hash)
 
+    async def _twap_gate(self, chunk: int, reserve_in: int) -> int | None:
+        """The pair's TWAP over TWAP_WINDOW_S, from observations we stored: when the spot price
+        is more than MAX_TWAP_DEVIATION_BPS away, the chunk waits (an event says why); else the
+        returned cap (what ``chunk`` buys at the TWAP) bounds amountOutMin. None: disabled."""
+        window = int(self.s.twap_window_s)
+        if window <= 0:
+            return None
+        pair = await self.t.router.pair(self.t.quote, self.t.serv)
+        now = await record_observation(self.ctx, self.t, pair)
+        async with self.db.sessions() as session:
+            old = await repo.observation_before(session, pair, now.timestamp - window,
+                                                now.timestamp - 4 * window)
+        if old is None:
+            await self._event("twap_warmup", f"no price observation of {pair} from "
+                                             f"{window}s to {4 * window}s ago yet; waiting")
+            raise Wait(self.id, float(window), "twap_warmup")
+        older = Observation(int(old.block_number), int(old.timestamp), int(old.price0_cumulative),
+                            int(old.price1_cumulative), 0, 0)
+        quote_is_0 = int(self.t.quote, 16) < int(self.t.serv, 16)  # Uniswap sorts token0 < token1
+        average = twap(older, now, quote_is_0)
+        r_in, r_out = (now.reserve0, now.reserve1) if quote_is_0 else (now.reserve1, now.reserve0)
+        spot = Fraction(r_out, r_in)
+        off = deviation_bps(spot, average)
+        if off > self.s.max_twap_deviation_bps:
+            await self._event("price_deviation",
+                              f"spot {float(spot):.6g} is {off} bps from the {now.timestamp - older.timestamp}s "
+                              f"TWAP {float(average):.6g} (limit {self.s.max_twap_deviation_bps} "
+                              "bps); the chunk waits")
+            raise Wait(self.id, float(self.s.buyback_pause_recheck_s), "price_deviation")
+        return amount_out_at(chunk, reserve_in, average)
+
     def _pause_between_chunks(self, mined_swaps: list[BuybackTx]) -> None:
         """Chunking only lowers the total price impact if arbitrage restores the price between
-        chunks: the next chunk waits BUYBACK_CHUNK_INTERVAL_S after the last mined one. Checked
-        from the records, so an early re-run (a cron re-enqueue, a retry) waits too."""
-        interval = float(self.s.buyback_chunk_interval_s)
+        chunks: the next chunk waits a draw from [BUYBACK_CHUNK_INTERVAL_S,
+        BUYBACK_CHUNK_INTERVAL_MAX_S] after the last mined one, drawn afresh at each look so
+        the time of the next chunk cannot be predicted. Checked from the records, so an early
+        re-run (a cron re-enqueue, a retry) waits too."""
+        low = float(self.s.buyback_chunk_interval_s)
+        high = self.s.buyback_chunk_interval_max_s
+        interval = low if high is None else _random.uniform(low, float(high))
         if interval <= 0 or not mined_swaps:
             return
         last = max(r.mined_at or r.created_at for r in mined_swaps)
         wait = interval - (utcnow() - last).total_seconds()
         if wait > 0:
-            raise ChunkPause(self.id, wait)
+            raise Wait(self.id, wait, "chunk_interval")
+
+    async def _swaps_final(self) -> None:
+        """The burn is sized from the swaps' output: they must be CONFIRMATIONS deep first."""
+        swaps = [r for r in await self._txs() if r.kind == "swap" and r.status == "mined"]
+        self._wait_for_depth(swaps, await self.t.w3.eth.block_number, "the swaps")
+
+    async def _swaps_done(self, bb: Buyback, swaps: list[BuybackTx], note: str | None) -> None:
+        """Swapping ends: record what the mined swaps received and what they spent
+        (usd_swapped, from their recorded inputs, which verify checks against the chain)."""
+        spent = sum(int(r.amount_in or 0) for r in swaps)
+        usd_swapped = min(usd_of(spent, await self.t.decimals(self.t.quote)),
+                          Decimal(bb.usd_amount))
+        values: dict[str, Any] = dict(
+            status=BuybackStatus.swapped, serv_received=sum(r.amount_out or 0 for r in swaps),
+            amount_out_min_total=sum(r.amount_out_min or 0 for r in swaps),
+            quote_unspent=int(bb.quote_amount_in or 0) - spent, usd_swapped=usd_swapped)
+        if note is not None:
+            values["failure_reason"] = note[:1000]
+        await self._set_status(bb, BuybackStatus.swapping, **values)
 
     async def _swap_failed(self, bb: Buyback, reason: str) -> None:
         swaps = [r for r in await self._txs() if r.kind == "swap" and r.status == "mined"]
@@ -373,25 +505,18 @@ class _Run:
         spent = sum(r.amount_in or 0 for r in swaps)
         unspent = int(bb.quote_amount_in or 0) - spent
         note = (f"partial: swaps stopped after {len(swaps)} chunk(s) ({reason}); {unspent} base "
-                "units of the stablecoin were not swapped and stay in the treasury")
+                "units of the stablecoin were not swapped; their revenue goes back to "
+                "unallocated when this buyback is burned")
         log.warning("buyback %d: %s", bb.id, note)
-        await self._set_status(bb, BuybackStatus.swapping, status=BuybackStatus.swapped,
-                               serv_received=sum(r.amount_out or 0 for r in swaps),
-                               amount_out_min_total=sum(r.amount_out_min or 0 for r in swaps),
-                               quote_unspent=unspent, failure_reason=note[:1000])
+        await self._swaps_done(bb, swaps, note=note)
 
     async def _fail(self, bb: Buyback, expected: str, reason: str) -> None:
         """Failed, no longer active, and its revenue unallocated again: one transaction."""
-        now = utcnow()
-        async with self.db.transaction() as session:
-            done = await session.execute(
-                update(Buyback).where(Buyback.id == bb.id, Buyback.status == expected)
-                .values(status=BuybackStatus.failed, active_slot=None, failure_reason=reason[:1000],
-                        updated_at=now, completed_at=now)
-                .execution_options(synchronize_session=False))
-            if done.rowcount != 1:
-                raise BuybackStuck(f"buyback {bb.id} left status {expected} under us")
-            released = await service.release_revenue(session, bb.id)
+        try:
+            async with self.db.transaction() as session:
+                released = await repo.fail_and_release(session, bb.id, expected, reason)
+        except repo.StateChanged as exc:
+            raise BuybackStuck(str(exc)) from None
         log.info("buyback %d failed (%s); %d revenue event(s) unallocated again", bb.id, reason,
                  released)
 
@@ -401,6 +526,8 @@ class _Run:
         if mined:
             await self._finish(bb, mined[0])
             return
+        if any(r.status == "prepared" for r in burns):
+            raise ConcurrentRunner(f"buyback {self.id}: a burn is in flight")
         if sum(r.status == "reverted" for r in burns) >= MAX_BURN_REVERTS:
             raise BuybackStuck(f"buyback {bb.id}: {MAX_BURN_REVERTS} burn transactions reverted")
         amount = int(bb.serv_received or 0)
@@ -409,7 +536,7 @@ class _Run:
         s = self.s
         try:
             result = await burn(self.sender, self.t.serv, amount, burn_address=self.t.burn_address,
-                                confirmations=s.confirmations, timeout=s.tx_timeout_s,
+                                confirmations=1, timeout=s.tx_timeout_s,
                                 on_prepared=self._persist)
         except TxReverted as exc:
             if exc.tx_hash:
@@ -423,9 +550,91 @@ class _Run:
         await self._finish(bb, row)
 
     async def _finish(self, bb: Buyback, burn_row: BuybackTx) -> None:
-        now = utcnow()
-        await self._set_status(bb, BuybackStatus.burning, status=BuybackStatus.burned,
-                               serv_burned=int(burn_row.amount_out or 0), active_slot=None,
-                               completed_at=now)
+        """Burned once the burn is CONFIRMATIONS deep; in the same transaction, what the
+        buyback claimed but did not swap goes back to unallocated (one carry-over entry)."""
+        head = await self.t.w3.eth.block_number
+        self._wait_for_depth([burn_row], head, "the burn")
+        try:
+            async with self.db.transaction() as session:
+                await repo.advance(session, bb.id, BuybackStatus.burning,
+                                   status=BuybackStatus.burned,
+                                   serv_burned=int(burn_row.amount_out or 0), active_slot=None,
+                                   completed_at=utcnow())
+                back = await repo.carry_over(session, bb, Decimal(bb.usd_swapped or 0))
+                if back > 0:
+                    await repo.add_event(session, bb.id, "carry_over",
+                                         f"{back} USD not swapped went back to unallocated")
+        except repo.StateChanged as exc:
+            raise BuybackStuck(str(exc)) from None
         log.info("buyback %d burned %s $SERV base units in %s", bb.id, burn_row.amount_out,
                  burn_row.tx_hash)
+
+
+async def record_observation(ctx: AppContext, t: Treasury, pair: str) -> Observation:
+    """Read the pair's cumulative prices now and store them (the TWAP's history)."""
+    now = await observe(t.w3, pair)
+    async with ctx.db.transaction() as session:
+        await repo.add_observation(session, pair, now.block_number, now.timestamp,
+                                   now.price0_cumulative, now.price1_cumulative,
+                                   keep_s=4 * max(int(ctx.settings.twap_window_s), 1))
+    return now
+
+
+async def observe_price(ctx: AppContext) -> None:
+    """For the worker's threshold check: keep the TWAP's history filled between buybacks."""
+    if ctx.settings.twap_window_s <= 0:
+        return
+    t = await get_treasury(ctx)
+    await record_observation(ctx, t, await t.router.pair(t.quote, t.serv))
+
+
+async def cancel(ctx: AppContext, buyback_id: int, by: str) -> tuple[Buyback, int]:
+    """Cancel an active buyback that cannot go on, releasing its revenue, ONLY when the chain
+    proves no transaction of it can still be mined: no swap was mined (what was bought must be
+    burned, not released), and every transaction without a final outcome has its nonce used,
+    CONFIRMATIONS deep, by something else. Raises NotCancellable (409) otherwise. Returns the
+    buyback and how many revenue events were released."""
+    t = await get_treasury(ctx)
+    async with ctx.db.sessions() as session:
+        bb = await repo.get_buyback(session, buyback_id)
+        rows = (await repo.txs_of(session, [buyback_id]))[buyback_id]
+    if bb.status not in ACTIVE_BUYBACK_STATUSES:
+        raise NotCancellable(f"buyback {buyback_id} is {bb.status}, not active")
+    if any(r.kind == "swap" and r.status == "mined" for r in rows):
+        raise NotCancellable(f"buyback {buyback_id} has mined swaps: the $SERV they bought "
+                             "must be burned (resume it), not its revenue released")
+    depth = max(int(ctx.settings.confirmations), 1)
+    head = await t.w3.eth.block_number
+    final_block = max(head - depth + 1, 0)
+    used = await t.w3.eth.get_transaction_count(t.address, final_block)  # type: ignore[arg-type]
+    open_rows = [r for r in rows if r.status == "prepared"]
+    for r in open_rows:
+        try:
+            receipt = await t.w3.eth.get_transaction_receipt(r.tx_hash)  # type: ignore[arg-type]
+        except Exception:  # not mined (web3 raises TransactionNotFound)
+            receipt = None
+        if receipt is not None or r.nonce >= used:
+            raise NotCancellable(
+                f"buyback {buyback_id}: {r.kind} {r.tx_hash} (nonce {r.nonce}) can still be "
+                f"mined: its nonce is not used {depth} block(s) deep (account nonce {used} at "
+                f"block {final_block})")
+    async with ctx.db.transaction() as session:
+        await repo.lock_buyback(session, buyback_id)
+        now_rows = (await repo.txs_of(session, [buyback_id]))[buyback_id]
+        if len(now_rows) != len(rows):
+            raise NotCancellable(f"buyback {buyback_id} sent a transaction meanwhile; look again")
+        current = await repo.get_buyback(session, buyback_id)
+        await session.refresh(current)
+        for r in open_rows:
+            await repo.supersede(session, r)
+        try:
+            released = await repo.fail_and_release(
+                session, buyback_id, current.status, f"cancelled by {by}",
+                status=BuybackStatus.cancelled)
+        except repo.StateChanged as exc:
+            raise NotCancellable(str(exc)) from None
+        await repo.add_event(session, buyback_id, "cancelled",
+                             f"by {by}; {released} revenue event(s) unallocated again; "
+                             f"{len(open_rows)} transaction(s) proven unminable")
+    async with ctx.db.sessions() as session:
+        return await repo.get_buyback(session, buyback_id), released

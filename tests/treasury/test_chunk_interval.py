@@ -10,7 +10,7 @@ import pytest
 from arq import Retry
 from eth_account import Account
 
-from app.treasury.runner import ChunkPause
+from app.treasury.runner import Wait
 from chain.dex import amount_out, plan_chunks, swap
 from chain.tx import TxSender
 from jobs import treasury_tasks
@@ -32,7 +32,7 @@ async def test_the_next_chunk_waits_and_quotes_the_recovered_price(treasury_sett
         bid = await check_buyback_threshold({"app": t.ctx})
         assert bid is not None
 
-        with pytest.raises(ChunkPause) as first:
+        with pytest.raises(Wait) as first:
             await t.run(bid)
         assert 0 < first.value.seconds <= INTERVAL
         [chunk1] = [x for x in await t.txs(bid) if x.kind == "swap"]
@@ -41,7 +41,7 @@ async def test_the_next_chunk_waits_and_quotes_the_recovered_price(treasury_sett
 
         # too early: the run ends again and sends nothing
         nonce = await t.w3.eth.get_transaction_count(d.treasury)
-        with pytest.raises(ChunkPause):
+        with pytest.raises(Wait):
             await t.run(bid)
         assert await t.w3.eth.get_transaction_count(d.treasury) == nonce
         assert len([x for x in await t.txs(bid) if x.kind == "swap"]) == 1
@@ -60,7 +60,7 @@ async def test_the_next_chunk_waits_and_quotes_the_recovered_price(treasury_sett
         assert recovered[1] > after_chunk1[1]  # more $SERV per USD again
 
         await asyncio.sleep(INTERVAL)
-        with pytest.raises(ChunkPause):  # chunk 2 now, then a pause before chunk 3
+        with pytest.raises(Wait):  # chunk 2 now, then a pause before chunk 3
             await t.run(bid)
         chunk2 = [x for x in await t.txs(bid) if x.kind == "swap"][1]
         assert chunk2.status == "mined"
@@ -77,7 +77,7 @@ async def test_the_next_chunk_waits_and_quotes_the_recovered_price(treasury_sett
         while status is None:
             try:
                 status = await t.run(bid)
-            except ChunkPause as pause:
+            except Wait as pause:
                 await asyncio.sleep(pause.seconds)
         assert status == "burned"
         swaps = [x for x in await t.txs(bid) if x.kind == "swap"]
