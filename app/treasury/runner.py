@@ -455,9 +455,10 @@ class _Run:
         off = deviation_bps(spot, average)
         if off > self.s.max_twap_deviation_bps:
             await self._event("price_deviation",
-                              f"spot {float(spot):.6g} is {off} bps from the {now.timestamp - older.timestamp}s "
-                              f"TWAP {float(average):.6g} (limit {self.s.max_twap_deviation_bps} "
-                              "bps); the chunk waits")
+                              f"spot {_ratio(spot)} is {off} bps from the "
+                              f"{now.timestamp - older.timestamp}s TWAP {_ratio(average)} $SERV "
+                              f"base units per stablecoin base unit (limit "
+                              f"{self.s.max_twap_deviation_bps} bps); the chunk waits")
             raise Wait(self.id, float(self.s.buyback_pause_recheck_s), "price_deviation")
         return amount_out_at(chunk, reserve_in, average)
 
@@ -568,6 +569,11 @@ class _Run:
             raise BuybackStuck(str(exc)) from None
         log.info("buyback %d burned %s $SERV base units in %s", bb.id, burn_row.amount_out,
                  burn_row.tx_hash)
+
+
+def _ratio(value: Fraction) -> str:
+    """A price for people to read: 8 significant digits, exact arithmetic (no float)."""
+    return format(Decimal(value.numerator) / Decimal(value.denominator), ".8g")
 
 
 async def record_observation(ctx: AppContext, t: Treasury, pair: str) -> Observation:

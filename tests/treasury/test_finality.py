@@ -4,6 +4,8 @@ signed bytes: one swap and one burn on the final chain, never a second payment."
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+
 import pytest
 
 from app.config import Settings
@@ -22,69 +24,69 @@ async def _final_chain(t: TApp, since: int) -> list[str]:
     return [x["kind"] for x in await t.treasury_txs(since) if x["status"] == 1]
 
 
-async def test_burned_only_at_depth_and_a_reorg_rebroadcasts_the_same_bytes(
-        treasury_settings, devnet_layout, operator) -> None:  # type: ignore[no-untyped-def]
+@pytest.fixture
+async def deep(treasury_settings, devnet_layout, operator) -> AsyncIterator[tuple[TApp, int, int]]:  # type: ignore[no-untyped-def]
+    """(app, a started 150 USD buyback, the block before it) with CONFIRMATIONS=DEPTH."""
     async with treasury_app(treasury_settings(confirmations=DEPTH), devnet_layout, operator) as t:
         await t.add_revenue("150")
         bid = await check_buyback_threshold({"app": t.ctx})
         assert bid is not None
-        start = await t.w3.eth.block_number
-        before = await t.balances()
-        snapshot = t.tester.take_snapshot()
-
-        with pytest.raises(Wait) as waited:  # approve + swap mined, 1 confirmation each
-            await t.run(bid)
-        assert waited.value.reason.startswith("confirmations: the swaps")
-        first = {r.kind: r.tx_hash for r in await t.txs(bid)}
-        assert await _final_chain(t, start) == ["approve", "swap"]
-
-        t.tester.revert_to_snapshot(snapshot)  # a reorg: both blocks are gone
-        assert await _final_chain(t, start) == []
-        with pytest.raises(Wait):
-            await t.run(bid)  # notices, re-broadcasts the stored bytes, waits for depth again
-        assert {r.kind: r.tx_hash for r in await t.txs(bid)} == first  # no new signature
-        assert await _final_chain(t, start) == ["approve", "swap"]
-        auth = await t.operator_auth()
-        kinds = [e["kind"] for e in (await t.api.client.get(
-            f"/buybacks/{bid}", headers=auth)).json()["events"]]
-        assert kinds.count("reorg") == 2
-
-        t.tester.mine_blocks(DEPTH)
-        with pytest.raises(Wait) as waited:  # the burn is mined, not yet deep
-            await t.run(bid)
-        assert waited.value.reason.startswith("confirmations: the burn")
-        assert (await t.buyback(bid)).status == "burning"
-        t.tester.mine_blocks(DEPTH - 1)
-        assert await t.run(bid) == "burned"
-
-        kinds = await _final_chain(t, start)
-        assert sorted(kinds) == ["approve", "burn", "swap"]  # paid once, burned once
-        bb = await t.buyback(bid)
-        after = await t.balances()
-        assert before["treasury_usd"] - after["treasury_usd"] == bb.quote_amount_in
-        assert after["burned"] - before["burned"] == bb.serv_burned
-        body = (await t.api.client.get(f"/burns/{bid}/verify")).json()
-        assert body["verified"] is True, body
+        yield t, bid, await t.w3.eth.block_number
 
 
-async def test_a_reorged_burn_is_rebroadcast_not_signed_again(
-        treasury_settings, devnet_layout, operator) -> None:  # type: ignore[no-untyped-def]
-    async with treasury_app(treasury_settings(confirmations=DEPTH), devnet_layout, operator) as t:
-        await t.add_revenue("150")
-        bid = await check_buyback_threshold({"app": t.ctx})
-        assert bid is not None
-        start = await t.w3.eth.block_number
-        with pytest.raises(Wait):
-            await t.run(bid)
-        t.tester.mine_blocks(DEPTH)
-        snapshot = t.tester.take_snapshot()
-        with pytest.raises(Wait):  # burn mined at depth 1
-            await t.run(bid)
-        [burn] = [r for r in await t.txs(bid) if r.kind == "burn"]
-        t.tester.revert_to_snapshot(snapshot)
-        with pytest.raises(Wait):
-            await t.run(bid)
-        assert [r.tx_hash for r in await t.txs(bid) if r.kind == "burn"] == [burn.tx_hash]
-        t.tester.mine_blocks(DEPTH)
-        assert await t.run(bid) == "burned"
-        assert sorted(await _final_chain(t, start)) == ["approve", "burn", "swap"]
+async def test_burned_only_at_depth_and_a_reorg_rebroadcasts_the_same_bytes(deep) -> None:  # type: ignore[no-untyped-def]
+    t, bid, start = deep
+    before = await t.balances()
+    snapshot = t.tester.take_snapshot()
+
+    with pytest.raises(Wait) as waited:  # approve + swap mined, 1 confirmation each
+        await t.run(bid)
+    assert waited.value.reason.startswith("confirmations: the swaps")
+    first = {r.kind: r.tx_hash for r in await t.txs(bid)}
+    assert await _final_chain(t, start) == ["approve", "swap"]
+
+    t.tester.revert_to_snapshot(snapshot)  # a reorg: both blocks are gone
+    assert await _final_chain(t, start) == []
+    with pytest.raises(Wait):
+        await t.run(bid)  # notices, re-broadcasts the stored bytes, waits for depth again
+    assert {r.kind: r.tx_hash for r in await t.txs(bid)} == first  # no new signature
+    assert await _final_chain(t, start) == ["approve", "swap"]
+    auth = await t.operator_auth()
+    kinds = [e["kind"] for e in (await t.api.client.get(
+        f"/buybacks/{bid}", headers=auth)).json()["events"]]
+    assert kinds.count("reorg") == 2
+
+    t.tester.mine_blocks(DEPTH)
+    with pytest.raises(Wait) as waited:  # the burn is mined, not yet deep
+        await t.run(bid)
+    assert waited.value.reason.startswith("confirmations: the burn")
+    assert (await t.buyback(bid)).status == "burning"
+    t.tester.mine_blocks(DEPTH - 1)
+    assert await t.run(bid) == "burned"
+
+    kinds = await _final_chain(t, start)
+    assert sorted(kinds) == ["approve", "burn", "swap"]  # paid once, burned once
+    bb = await t.buyback(bid)
+    after = await t.balances()
+    assert before["treasury_usd"] - after["treasury_usd"] == bb.quote_amount_in
+    assert after["burned"] - before["burned"] == bb.serv_burned
+    body = (await t.api.client.get(f"/burns/{bid}/verify")).json()
+    assert body["verified"] is True, body
+
+
+async def test_a_reorged_burn_is_rebroadcast_not_signed_again(deep) -> None:  # type: ignore[no-untyped-def]
+    t, bid, start = deep
+    with pytest.raises(Wait):
+        await t.run(bid)
+    t.tester.mine_blocks(DEPTH)
+    snapshot = t.tester.take_snapshot()
+    with pytest.raises(Wait):  # burn mined at depth 1
+        await t.run(bid)
+    [burn] = [r for r in await t.txs(bid) if r.kind == "burn"]
+    t.tester.revert_to_snapshot(snapshot)
+    with pytest.raises(Wait):
+        await t.run(bid)
+    assert [r.tx_hash for r in await t.txs(bid) if r.kind == "burn"] == [burn.tx_hash]
+    t.tester.mine_blocks(DEPTH)
+    assert await t.run(bid) == "burned"
+    assert sorted(await _final_chain(t, start)) == ["approve", "burn", "swap"]
