@@ -25,7 +25,7 @@ from redis.exceptions import RedisError
 from app.chainlink import attach_chain, detach_chain
 from app.context import AppContext
 from app.errors import AppError
-from app.treasury import repository, runner
+from app.treasury import price, repository, runner
 from app.treasury.dispatch import enqueue_buyback
 from app.treasury.onchain import get_treasury
 
@@ -208,7 +208,7 @@ async def check_buyback_threshold(ctx: dict[str, Any]) -> int | None:
 
 async def _observe(app: AppContext) -> None:
     try:
-        await runner.observe_price(app)
+        await price.observe_price(app)
     except AppError:
         pass  # no chain or treasury configured: nothing to observe
     except Exception as exc:  # provider errors: the next check observes again

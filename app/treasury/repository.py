@@ -168,7 +168,6 @@ class Totals:
     total_serv_burned: int  # base units, per our records
     last_buyback_at: datetime | None
     active_buyback_id: int | None
-    active_buyback_status: str | None
 
 
 async def totals(session: AsyncSession) -> Totals:
@@ -184,8 +183,7 @@ async def totals(session: AsyncSession) -> Totals:
         buybacks_burned=int(n), total_buyback_usd=ZERO_USD if usd is None else Decimal(usd),
         total_serv_burned=sum(a or 0 for a in amounts),
         last_buyback_at=last,
-        active_buyback_id=active.id if active else None,
-        active_buyback_status=active.status if active else None)
+        active_buyback_id=active.id if active else None)
 
 
 
@@ -287,15 +285,15 @@ async def add_event(session: AsyncSession, buyback_id: int, kind: str, detail: s
     await session.flush()
 
 
-async def events_of(session: AsyncSession, buyback_id: int) -> list[BuybackEvent]:
-    return list((await session.execute(select(BuybackEvent).where(
-        BuybackEvent.buyback_id == buyback_id).order_by(BuybackEvent.id))).scalars())
-
-
-async def last_event(session: AsyncSession, buyback_id: int) -> BuybackEvent | None:
-    return (await session.execute(select(BuybackEvent).where(
-        BuybackEvent.buyback_id == buyback_id).order_by(BuybackEvent.id.desc())
-        .limit(1))).scalar_one_or_none()
+async def events_of(session: AsyncSession,
+                    buyback_ids: list[int]) -> dict[int, list[BuybackEvent]]:
+    out: dict[int, list[BuybackEvent]] = {i: [] for i in buyback_ids}
+    if buyback_ids:
+        rows = await session.execute(select(BuybackEvent).where(
+            BuybackEvent.buyback_id.in_(buyback_ids)).order_by(BuybackEvent.id))
+        for e in rows.scalars():
+            out[e.buyback_id].append(e)
+    return out
 
 
 # --- operator switches -----------------------------------------------------------------------
@@ -365,9 +363,3 @@ async def observation_before(session: AsyncSession, pair: str, at_most: int,
         PriceObservation.pair == pair, PriceObservation.timestamp <= at_most,
         PriceObservation.timestamp >= at_least)
         .order_by(PriceObservation.timestamp.desc()).limit(1))).scalar_one_or_none()
-
-
-async def latest_observation(session: AsyncSession, pair: str) -> PriceObservation | None:
-    return (await session.execute(select(PriceObservation).where(
-        PriceObservation.pair == pair).order_by(PriceObservation.timestamp.desc())
-        .limit(1))).scalar_one_or_none()

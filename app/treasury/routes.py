@@ -17,7 +17,7 @@ from app.models import (ACTIVE_BUYBACK_STATUSES, Buyback, BuybackEvent, BuybackS
 from app.treasury import repository, verify
 from app.treasury.dispatch import enqueue_buyback
 from app.treasury.onchain import get_treasury
-from app.treasury.runner import cancel
+from app.treasury.cancel import cancel
 from app.treasury.schemas import (BuybackList, BuybackOut, BuybackQuery, BurnList, BurnOut,
                                   CancelOut, ControlOut, DryRunOut, EventOut, PageQuery, PauseIn,
                                   SummaryOut, TriggerIn, TriggerOut, TxOut, VerifyOut)
@@ -112,7 +112,7 @@ async def list_buybacks(request: Request, query: BuybackQuery) -> BuybackList:
                                                   offset=query.offset)
         txs = await repository.txs_of(session, [b.id for b in rows])
         events = {b.id: (await repository.revenue_of(session, b.id))[1] for b in rows}
-        logs = {b.id: await repository.events_of(session, b.id) for b in rows}
+        logs = await repository.events_of(session, [b.id for b in rows])
     return BuybackList(items=[_buyback_out(request, b, txs[b.id], events[b.id], logs[b.id])
                               for b in rows],
                        total=total, limit=query.limit, offset=query.offset)
@@ -128,7 +128,7 @@ async def get_buyback(request: Request) -> BuybackOut:
         bb = await repository.get_buyback(session, bid)
         txs = (await repository.txs_of(session, [bid]))[bid]
         _, events = await repository.revenue_of(session, bid)
-        log_ = await repository.events_of(session, bid)
+        log_ = (await repository.events_of(session, [bid]))[bid]
     return _buyback_out(request, bb, txs, events, log_)
 
 

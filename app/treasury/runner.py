@@ -38,15 +38,14 @@ import secrets
 import time
 from collections.abc import Awaitable, Callable
 from decimal import ROUND_FLOOR, Decimal
-from fractions import Fraction
 from typing import Any
 
 from eth_utils import to_checksum_address
 
 from app.context import AppContext
-from app.errors import Conflict
 from app.models import (ACTIVE_BUYBACK_STATUSES, Buyback, BuybackStatus, BuybackTx,
                         utcnow)
+from app.treasury import price
 from app.treasury import repository as repo
 from app.treasury.onchain import Treasury, get_treasury
 from app.treasury.verify import usd_of
@@ -54,7 +53,6 @@ from chain.burn import burn
 from chain.dex import ensure_allowance, plan_chunks, swap
 from chain.errors import (ConfigError, ContractNotFound, InsufficientBalance, PriceImpactTooHigh,
                           TxReverted)
-from chain.oracle import Observation, amount_out_at, deviation_bps, observe, twap
 from chain.tokens import erc20, received, transfers
 from chain.tx import NonceStatus, PreparedTx, TxSender, TxStatus
 
@@ -87,10 +85,6 @@ class Wait(Exception):
         self.seconds = seconds
         self.reason = reason
 
-
-
-class NotCancellable(Conflict):
-    code = "buyback_not_cancellable"
 
 
 async def run_buyback(ctx: AppContext, buyback_id: int, *, treasury: Treasury | None = None,
@@ -431,36 +425,14 @@ class _Run:
         await self._record_by_hash(result.tx_hash)
 
     async def _twap_gate(self, chunk: int, reserve_in: int) -> int | None:
-        """The pair's TWAP over TWAP_WINDOW_S, from observations we stored: when the spot price
-        is more than MAX_TWAP_DEVIATION_BPS away, the chunk waits (an event says why); else the
-        returned cap (what ``chunk`` buys at the TWAP) bounds amountOutMin. None: disabled."""
-        window = int(self.s.twap_window_s)
-        if window <= 0:
-            return None
-        pair = await self.t.router.pair(self.t.quote, self.t.serv)
-        now = await record_observation(self.ctx, self.t, pair)
-        async with self.db.sessions() as session:
-            old = await repo.observation_before(session, pair, now.timestamp - window,
-                                                now.timestamp - 4 * window)
-        if old is None:
-            await self._event("twap_warmup", f"no price observation of {pair} from "
-                                             f"{window}s to {4 * window}s ago yet; waiting")
-            raise Wait(self.id, float(window), "twap_warmup")
-        older = Observation(int(old.block_number), int(old.timestamp), int(old.price0_cumulative),
-                            int(old.price1_cumulative), 0, 0)
-        quote_is_0 = int(self.t.quote, 16) < int(self.t.serv, 16)  # Uniswap sorts token0 < token1
-        average = twap(older, now, quote_is_0)
-        r_in, r_out = (now.reserve0, now.reserve1) if quote_is_0 else (now.reserve1, now.reserve0)
-        spot = Fraction(r_out, r_in)
-        off = deviation_bps(spot, average)
-        if off > self.s.max_twap_deviation_bps:
-            await self._event("price_deviation",
-                              f"spot {_ratio(spot)} is {off} bps from the "
-                              f"{now.timestamp - older.timestamp}s TWAP {_ratio(average)} $SERV "
-                              f"base units per stablecoin base unit (limit "
-                              f"{self.s.max_twap_deviation_bps} bps); the chunk waits")
-            raise Wait(self.id, float(self.s.buyback_pause_recheck_s), "price_deviation")
-        return amount_out_at(chunk, reserve_in, average)
+        """None when the TWAP check is off; else the cap on what ``chunk`` should buy (for
+        amountOutMin). A spot price off its TWAP, or no price history yet, is a Wait, with
+        an event saying why."""
+        verdict = await price.check(self.ctx, self.t, chunk, reserve_in)
+        if verdict.wait_reason is not None:
+            await self._event(verdict.wait_reason, verdict.detail)
+            raise Wait(self.id, verdict.wait_s, verdict.wait_reason)
+        return verdict.cap
 
     def _pause_between_chunks(self, mined_swaps: list[BuybackTx]) -> None:
         """Chunking only lowers the total price impact if arbitrage restores the price between
@@ -569,78 +541,3 @@ class _Run:
             raise BuybackStuck(str(exc)) from None
         log.info("buyback %d burned %s $SERV base units in %s", bb.id, burn_row.amount_out,
                  burn_row.tx_hash)
-
-
-def _ratio(value: Fraction) -> str:
-    """A price for people to read: 8 significant digits, exact arithmetic (no float)."""
-    return format(Decimal(value.numerator) / Decimal(value.denominator), ".8g")
-
-
-async def record_observation(ctx: AppContext, t: Treasury, pair: str) -> Observation:
-    """Read the pair's cumulative prices now and store them (the TWAP's history)."""
-    now = await observe(t.w3, pair)
-    async with ctx.db.transaction() as session:
-        await repo.add_observation(session, pair, now.block_number, now.timestamp,
-                                   now.price0_cumulative, now.price1_cumulative,
-                                   keep_s=4 * max(int(ctx.settings.twap_window_s), 1))
-    return now
-
-
-async def observe_price(ctx: AppContext) -> None:
-    """For the worker's threshold check: keep the TWAP's history filled between buybacks."""
-    if ctx.settings.twap_window_s <= 0:
-        return
-    t = await get_treasury(ctx)
-    await record_observation(ctx, t, await t.router.pair(t.quote, t.serv))
-
-
-async def cancel(ctx: AppContext, buyback_id: int, by: str) -> tuple[Buyback, int]:
-    """Cancel an active buyback that cannot go on, releasing its revenue, ONLY when the chain
-    proves no transaction of it can still be mined: no swap was mined (what was bought must be
-    burned, not released), and every transaction without a final outcome has its nonce used,
-    CONFIRMATIONS deep, by something else. Raises NotCancellable (409) otherwise. Returns the
-    buyback and how many revenue events were released."""
-    t = await get_treasury(ctx)
-    async with ctx.db.sessions() as session:
-        bb = await repo.get_buyback(session, buyback_id)
-        rows = (await repo.txs_of(session, [buyback_id]))[buyback_id]
-    if bb.status not in ACTIVE_BUYBACK_STATUSES:
-        raise NotCancellable(f"buyback {buyback_id} is {bb.status}, not active")
-    if any(r.kind == "swap" and r.status == "mined" for r in rows):
-        raise NotCancellable(f"buyback {buyback_id} has mined swaps: the $SERV they bought "
-                             "must be burned (resume it), not its revenue released")
-    depth = max(int(ctx.settings.confirmations), 1)
-    head = await t.w3.eth.block_number
-    final_block = max(head - depth + 1, 0)
-    used = await t.w3.eth.get_transaction_count(t.address, final_block)  # type: ignore[arg-type]
-    open_rows = [r for r in rows if r.status == "prepared"]
-    for r in open_rows:
-        try:
-            receipt = await t.w3.eth.get_transaction_receipt(r.tx_hash)  # type: ignore[arg-type]
-        except Exception:  # not mined (web3 raises TransactionNotFound)
-            receipt = None
-        if receipt is not None or r.nonce >= used:
-            raise NotCancellable(
-                f"buyback {buyback_id}: {r.kind} {r.tx_hash} (nonce {r.nonce}) can still be "
-                f"mined: its nonce is not used {depth} block(s) deep (account nonce {used} at "
-                f"block {final_block})")
-    async with ctx.db.transaction() as session:
-        await repo.lock_buyback(session, buyback_id)
-        now_rows = (await repo.txs_of(session, [buyback_id]))[buyback_id]
-        if len(now_rows) != len(rows):
-            raise NotCancellable(f"buyback {buyback_id} sent a transaction meanwhile; look again")
-        current = await repo.get_buyback(session, buyback_id)
-        await session.refresh(current)
-        for r in open_rows:
-            await repo.supersede(session, r)
-        try:
-            released = await repo.fail_and_release(
-                session, buyback_id, current.status, f"cancelled by {by}",
-                status=BuybackStatus.cancelled)
-        except repo.StateChanged as exc:
-            raise NotCancellable(str(exc)) from None
-        await repo.add_event(session, buyback_id, "cancelled",
-                             f"by {by}; {released} revenue event(s) unallocated again; "
-                             f"{len(open_rows)} transaction(s) proven unminable")
-    async with ctx.db.sessions() as session:
-        return await repo.get_buyback(session, buyback_id), released
