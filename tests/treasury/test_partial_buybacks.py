@@ -42,8 +42,8 @@ async def summary(t: TApp) -> dict[str, object]:
 
 
 async def test_a_partial_buyback_records_what_it_swapped_and_gives_the_rest_back(
-        treasury_settings, devnet_layout, operator) -> None:  # type: ignore[no-untyped-def]
-    settings = treasury_settings(max_price_impact_bps=40, buyback_threshold_usd=Decimal(1))
+        any_db, treasury_settings, devnet_layout, operator) -> None:  # type: ignore[no-untyped-def]
+    settings = treasury_settings(any_db, max_price_impact_bps=40, buyback_threshold_usd=Decimal(1))
     async with treasury_app(settings, devnet_layout, operator) as t:
         await t.add_revenue("700.000001", "1399.999999")
         bid = await check_buyback_threshold({"app": t.ctx})
@@ -95,10 +95,10 @@ async def test_a_partial_buyback_records_what_it_swapped_and_gives_the_rest_back
         assert s["total_usd"] == "2100.500000"  # what was swapped, not what was claimed twice
 
 
-async def test_a_failed_buyback_reconciles_too(tapp: TApp) -> None:
+async def test_a_failed_buyback_reconciles_too(tapp_any: TApp) -> None:
     """Nothing swapped (the very first chunk is front-run): usd_swapped 0, the events are
-    released (no carry-over), and the ledger still adds up."""
-    t = tapp
+    released (no carry-over), and the ledger still adds up (SQLite and PostgreSQL)."""
+    t = tapp_any
     await t.add_revenue("100")
     bid = await check_buyback_threshold({"app": t.ctx})
     assert bid is not None and await t.run(bid, checkpoint=front_run(t, 1)) == "failed"
