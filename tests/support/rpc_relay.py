@@ -1,6 +1,7 @@
 """A JSON-RPC relay on 127.0.0.1 that records every request and forwards it to an upstream node:
 the local stand-in for a private transaction relay (Flashbots Protect-style: eth_sendRawTransaction
-in, forwarded to block builders) and a tap on the public endpoint."""
+in, forwarded to block builders) and a tap on the public endpoint. Served by chain.node's HTTP
+server, with the relay in place of the eth-tester dispatcher."""
 
 from __future__ import annotations
 
@@ -9,8 +10,9 @@ import json
 import threading
 import urllib.request
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+
+from chain.node import make_server
 
 
 class Relay:
@@ -32,36 +34,20 @@ class Relay:
         with self._lock:
             self.requests.clear()
 
-    def forward(self, body: bytes) -> bytes:
-        parsed = json.loads(body or b"null")
+    def handle(self, request: Any) -> Any:
+        """Record, forward, and answer what the upstream node answered."""
         with self._lock:
-            self.requests.extend(parsed if isinstance(parsed, list) else [parsed])
-        req = urllib.request.Request(self.upstream, data=body,
+            self.requests.extend(request if isinstance(request, list) else [request])
+        req = urllib.request.Request(self.upstream, data=json.dumps(request).encode(),
                                      headers={"Content-Type": "application/json"})
         with urllib.request.urlopen(req, timeout=30) as answer:  # noqa: S310 (127.0.0.1 only)
-            return answer.read()  # type: ignore[no-any-return]
+            return json.loads(answer.read())
 
 
 @contextlib.contextmanager
 def running_relay(upstream: str) -> Iterator[tuple[str, Relay]]:
     relay = Relay(upstream)
-
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-
-        def do_POST(self) -> None:  # noqa: N802
-            payload = relay.forward(self.rfile.read(int(self.headers.get("Content-Length") or 0)))
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(payload)))
-            self.end_headers()
-            self.wfile.write(payload)
-
-        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    server.daemon_threads = True
+    server = make_server("127.0.0.1", 0, relay)  # type: ignore[arg-type]
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:

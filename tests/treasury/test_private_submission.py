@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 
+from chain.client import close
 from jobs.treasury_tasks import check_buyback_threshold
 from tests.support.rpc_relay import running_relay
 from tests.treasury.conftest import SimulatedCrash, crash_at, treasury_app
@@ -22,7 +23,7 @@ async def test_signed_transactions_go_only_to_the_private_endpoint(
             assert bid is not None
             with pytest.raises(SimulatedCrash):  # stored, not sent: the resume re-broadcasts it
                 await t.run(bid, checkpoint=crash_at("burn:prepared"))
-            t.ctx.extras.pop("treasury", None)
+            await close(t.ctx.extras.pop("treasury").private_w3)  # a restart: a new Treasury
             assert await t.run(bid) == "burned"
             rows = await t.txs(bid)
             assert sorted(r.kind for r in rows) == ["approve", "burn", "swap"]
