@@ -16,7 +16,7 @@ from chain.oracle import deviation_bps, observe, twap
 from chain.tokens import erc20
 from chain.tx import TxSender
 from jobs.treasury_tasks import check_buyback_threshold
-from tests.treasury.conftest import USD6, TApp, treasury_app
+from tests.treasury.conftest import USD6, Stopwatch, TApp, treasury_app
 
 WINDOW = 600
 TWAP = dict(twap_window_s=WINDOW, max_twap_deviation_bps=200, buyback_pause_recheck_s=30)
@@ -50,8 +50,10 @@ async def test_a_pushed_pool_makes_the_buyback_wait_then_it_completes(
         trader = _trader(t)
         push = await swap(trader, router, 80_000 * USD6, path, max_slippage_bps=9_999,
                           max_price_impact_bps=9_999)
+        clock = Stopwatch()
         with pytest.raises(Wait) as waited:
             await t.run(bid)
+        print(f"\nMEASURE TWAP check that refused a pushed pool: {clock.seconds:.3f}s")
         assert waited.value.reason == "price_deviation"
         assert [x for x in await t.treasury_txs(start)] == []  # nothing sent, not even approve
         auth = await t.operator_auth()
@@ -65,7 +67,9 @@ async def test_a_pushed_pool_makes_the_buyback_wait_then_it_completes(
         await swap(trader, router, push.received, [d.serv_token, d.quote_token],
                    max_slippage_bps=9_999, max_price_impact_bps=9_999)
         await _later(t, 30)
+        clock = Stopwatch()
         assert await t.run(bid) == "burned"
+        print(f"\nMEASURE buyback with the TWAP check, once the price was back: {clock.seconds:.3f}s")
         bb = await t.buyback(bid)
         # bought at about the unpushed price (the pusher paid two LP fees, the pool kept them)
         assert abs(int(bb.serv_received or 0) - fair) * 10_000 <= fair * 50
