@@ -265,7 +265,7 @@ class _Run:
         Gone: the row is in flight again (resolve re-broadcasts its bytes). Moved to another
         block, or a different status: recorded again."""
         head = await self.t.w3.eth.block_number
-        undone = False
+        swaps_changed = False
         for row in await self._txs():
             if row.status not in ("mined", "reverted") or row.block_number is None:
                 continue
@@ -279,25 +279,25 @@ class _Run:
                     await self._record_outcome(row, receipt)
                     await self._event("reorg", f"{row.kind} {row.tx_hash} moved to block "
                                                f"{found.block_number} ({found.status.value})")
+                    swaps_changed |= row.kind == "swap"
                 continue
             async with self.db.transaction() as session:
                 await repo.unmine(session, row)
             await self._event("reorg", f"{row.kind} {row.tx_hash} (nonce {row.nonce}) is no "
                                        f"longer in block {row.block_number}; in flight again")
-            undone = True
-        if undone:
+            swaps_changed |= row.kind == "swap"
+        if swaps_changed:
             await self._rewind()
 
     async def _rewind(self) -> None:
-        """After a reorg took swaps away, a buyback that had moved on but has no burn yet goes
-        back to swapping (a burn already signed is resolved by the same rules as the swaps:
-        its bytes are re-broadcast after theirs, in nonce order)."""
+        """After a reorg changed a swap's outcome (gone, or mined where it had reverted), a
+        buyback that had moved on but has no burn yet goes back to swapping, so what it
+        received and swapped is counted again (a burn already signed is resolved by the same
+        rules as the swaps: its bytes are re-broadcast after theirs, in nonce order)."""
         bb = await self._load()
         rows = await self._txs()
-        swaps_open = any(r.kind == "swap" and r.status == "prepared" for r in rows)
         burn_signed = any(r.kind == "burn" and r.status in ("prepared", "mined") for r in rows)
-        if swaps_open and not burn_signed and bb.status in (BuybackStatus.swapped,
-                                                            BuybackStatus.burning):
+        if not burn_signed and bb.status in (BuybackStatus.swapped, BuybackStatus.burning):
             await self._set_status(bb, bb.status, status=BuybackStatus.swapping)
 
     def _wait_for_depth(self, rows: list[BuybackTx], head: int, what: str) -> None:
