@@ -1,4 +1,4 @@
-"""The `mia` command: serve, dev, worker, migrate, apikey, devnet."""
+"""The `mia` command: serve, dev, worker, migrate, apikey, devnet, verify-burns."""
 
 from __future__ import annotations
 
@@ -37,11 +37,18 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("devnet", help="deploy the local chain contracts (see `mia devnet --help`)",
                    add_help=False)
 
+    sub.add_parser("verify-burns", add_help=False,
+                   help="check every published burn against the chain alone (`--rpc URL --api URL`)")
+
     args, rest = parser.parse_known_args(argv)
     if args.command == "devnet":
         from chain.devnet import main as devnet_main
 
         return devnet_main(rest)
+    if args.command == "verify-burns":  # reads no database and no settings: an auditor's tool
+        from chain.audit import main as audit_main
+
+        return audit_main(rest, prog="mia verify-burns")
     if rest:
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")

@@ -105,7 +105,7 @@ class Settings(BaseSettings):
     dex_router_address: str | None = None  # Uniswap V2-compatible router
     max_slippage_bps: int = 100  # amountOutMin = quote x (1 - this / 10000)
     max_price_impact_bps: int = 200  # larger buybacks are split into chunks under this
-    confirmations: int = 1  # blocks (its own included) before a transaction counts
+    confirmations: int = 12  # blocks (its own included) before a tx counts; `mia dev` uses 1
     max_fee_gwei: Decimal = Decimal("200")  # cap of maxFeePerGas; nothing is sent above it
     tx_timeout_s: float = 120.0  # per attempt, before a same-nonce fee-bumped replacement
     swap_deadline_s: int = 300  # the router's deadline, from the chain head
@@ -113,6 +113,22 @@ class Settings(BaseSettings):
     buyback_check_interval_s: int = 60  # how often the worker compares revenue to the threshold
     buyback_chunk_interval_s: float = 60.0  # seconds between a chunked buyback's swaps, so that
     # arbitrage can restore the pool price; the worker is not held meanwhile (0: back to back)
+    buyback_chunk_interval_max_s: float | None = None  # each wait is drawn from
+    # [BUYBACK_CHUNK_INTERVAL_S, this] so the next chunk's time cannot be predicted (None: fixed)
+    buyback_check_jitter_s: float = 0.0  # each threshold check waits interval + [0, this) s
+    twap_window_s: int = 600  # TWAP over the pair's cumulative prices; 0 disables (tests only)
+    max_twap_deviation_bps: int = 200  # spot farther than this from the TWAP: the chunk waits
+    buyback_pause_recheck_s: float = 60.0  # how soon a paused buyback (deviation, operator) looks again
+    private_tx_rpc_url: str | None = None  # signed swaps/burns go only here (reads: CHAIN_RPC_URL)
+
+    @model_validator(mode="after")
+    def _chunk_interval_range(self) -> Settings:
+        top = self.buyback_chunk_interval_max_s
+        if top is not None and top < self.buyback_chunk_interval_s:
+            raise ValueError("BUYBACK_CHUNK_INTERVAL_MAX_S must be >= BUYBACK_CHUNK_INTERVAL_S")
+        if not 0 < self.max_twap_deviation_bps < 10_000:
+            raise ValueError("MAX_TWAP_DEVIATION_BPS must be in (0, 10000)")
+        return self
 
     @field_validator("cors_origins", "operator_addresses", mode="before")
     @classmethod

@@ -71,7 +71,7 @@ async def open_context(settings: Settings) -> AsyncIterator[AppContext]:
         stack.push_async_callback(notifier.stop)
         chain = open_chain(settings.chain_rpc_url)
         stack.push_async_callback(close_chain, chain)
-        yield AppContext(
+        ctx = AppContext(
             settings=settings, db=db, redis=redis, queue=queue, notifier=notifier,
             limiter=RateLimiter(redis, settings.redis_prefix),
             # arq is not cluster-aware (README "Redis Cluster"): on a cluster it gets a plain
@@ -80,3 +80,10 @@ async def open_context(settings: Settings) -> AsyncIterator[AppContext]:
                  if cluster else ArqRedis(redis.connection_pool,
                                           default_queue_name=arq_queue_name(settings))),
             auth_cache=TTLCache(settings.auth_cache_ttl_s), chain=chain)
+        stack.push_async_callback(_close_treasury, ctx)  # closed before the chain it uses
+        yield ctx
+
+
+async def _close_treasury(ctx: AppContext) -> None:
+    if ctx.treasury is not None:
+        await ctx.treasury.aclose()

@@ -34,7 +34,7 @@ RUNPOD_DEV_KEY = "dev-standin-key"  # the local stand-in's key, not a RunPod key
 # Dev economics: a visible loop within a minute. Production defaults are in .env.example.
 DEV_DEFAULTS = {"PRICE_PER_1K_TOKENS_USD": "1.00", "BUYBACK_THRESHOLD_USD": "0.10",
                 "BUYBACK_CHECK_INTERVAL_S": "5", "BUYBACK_CHUNK_INTERVAL_S": "5",
-                "IDLE_TO_RUNPOD_AFTER_S": "20"}
+                "IDLE_TO_RUNPOD_AFTER_S": "20", "CONFIRMATIONS": "1", "TWAP_WINDOW_S": "5"}
 
 
 @dataclass

@@ -6,7 +6,7 @@ import enum
 from datetime import UTC, datetime
 from decimal import Decimal
 
-from sqlalchemy import (BigInteger, DateTime, ForeignKey, Index, Integer, String, Text,
+from sqlalchemy import (BigInteger, Boolean, DateTime, ForeignKey, Index, Integer, String, Text,
                         TypeDecorator, UniqueConstraint)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, synonym
 
@@ -238,17 +238,24 @@ class RevenueEvent(Base):
     """The revenue ledger: one row per completed idle job, written in the completing transaction.
 
     buyback_id is set by the treasury when a buyback claims the event (each USD at most once).
+    A carry-over event (source "carryover", no idle job) gives back the revenue a partly done
+    buyback did not spend: carried_from_buyback_id names it, at most one per buyback. It is not
+    new revenue, so revenue totals leave it out.
     """
 
     __tablename__ = "revenue_events"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    idle_job_id: Mapped[int] = mapped_column(ForeignKey("idle_jobs.id"), unique=True)
+    idle_job_id: Mapped[int | None] = mapped_column(ForeignKey("idle_jobs.id"), unique=True)
     amount_usd: Mapped[Decimal] = mapped_column(USD)
     source: Mapped[str] = mapped_column(String(16))  # miner | runpod
     output_tokens: Mapped[int] = mapped_column(Integer)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     buyback_id: Mapped[int | None] = mapped_column(Integer, index=True)
+    carried_from_buyback_id: Mapped[int | None] = mapped_column(Integer, unique=True)
+
+
+CARRYOVER_SOURCE = "carryover"
 
 
 class SystemMetrics(Base):
@@ -285,6 +292,7 @@ class BuybackStatus(enum.StrEnum):
     burning = "burning"
     burned = "burned"
     failed = "failed"
+    cancelled = "cancelled"  # by an operator, once no transaction of it could still be mined
 
 
 ACTIVE_BUYBACK_STATUSES = frozenset({BuybackStatus.planned, BuybackStatus.swapping,
@@ -306,7 +314,10 @@ class Buyback(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     status: Mapped[str] = mapped_column(String(16), default=BuybackStatus.planned)
     active_slot: Mapped[int | None] = mapped_column(Integer)
-    usd_amount: Mapped[Decimal] = mapped_column(USD)  # sum of the RevenueEvents it claimed
+    usd_amount: Mapped[Decimal] = mapped_column(USD)  # usd_claimed: the RevenueEvents it claimed
+    # stablecoin the mined swaps took from the treasury, in USD (rounded up to the micro-dollar);
+    # set when the swaps end; usd_amount - usd_swapped went back to unallocated (carry-over)
+    usd_swapped: Mapped[Decimal | None] = mapped_column(USD)
     quote_amount_in: Mapped[int | None] = mapped_column(TokenAmount)  # stablecoin to swap
     amount_out_min_total: Mapped[int | None] = mapped_column(TokenAmount)  # over mined swaps
     serv_received: Mapped[int | None] = mapped_column(TokenAmount)  # from the swaps' logs
@@ -345,3 +356,45 @@ class BuybackTx(Base):
     gas_used: Mapped[int | None] = mapped_column(BigInteger)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     mined_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class BuybackEvent(Base):
+    """What happened to a buyback and why, for operators: pauses (price deviation, operator),
+    reorgs, cancels, carry-overs. Append-only."""
+
+    __tablename__ = "buyback_events"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    buyback_id: Mapped[int] = mapped_column(
+        ForeignKey("buybacks.id", name="fk_buyback_events_buyback_id"), index=True)
+    kind: Mapped[str] = mapped_column(String(32))
+    detail: Mapped[str] = mapped_column(String(1000))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class TreasuryControl(Base):
+    """Operator switches of the treasury: one row (id 1). paused stops new buybacks and the
+    next step of the active one."""
+
+    __tablename__ = "treasury_controls"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    paused: Mapped[bool] = mapped_column(Boolean, default=False)
+    reason: Mapped[str | None] = mapped_column(String(200))
+    changed_by: Mapped[str | None] = mapped_column(String(42))
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class PriceObservation(Base):
+    """A Uniswap V2 pair's cumulative prices (UQ112x112 sums, integers) at a block timestamp
+    (seconds): two of them a window apart give the time-weighted average price over it."""
+
+    __tablename__ = "price_observations"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    pair: Mapped[str] = mapped_column(String(42), index=True)
+    block_number: Mapped[int] = mapped_column(BigInteger)
+    timestamp: Mapped[int] = mapped_column(BigInteger)
+    price0_cumulative: Mapped[int] = mapped_column(TokenAmount)
+    price1_cumulative: Mapped[int] = mapped_column(TokenAmount)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

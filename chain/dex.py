@@ -15,18 +15,15 @@ from typing import Any
 
 from eth_utils import to_checksum_address
 from web3 import AsyncWeb3
-from web3.exceptions import TransactionNotFound
 
 from chain import artifacts
 from chain.errors import (
-    ChainError,
     ConfigError,
     ContractNotFound,
     DeadlineExpired,
     InsufficientBalance,
     InsufficientLiquidity,
     PriceImpactTooHigh,
-    TxNotFound,
     map_exception,
 )
 from chain.tokens import erc20, received
@@ -66,19 +63,6 @@ class SwapResult:
     deadline: int  # unix seconds
     price_impact_bps: int  # of the quote the swap was priced from
     approve_tx_hash: str | None = None
-
-
-@dataclass(frozen=True)
-class BuybackResult:
-    swaps: tuple[SwapResult, ...]
-
-    @property
-    def amount_in(self) -> int:
-        return sum(s.amount_in for s in self.swaps)
-
-    @property
-    def received(self) -> int:
-        return sum(s.received for s in self.swaps)
 
 
 class UniswapV2Router:
@@ -234,23 +218,6 @@ async def ensure_allowance(
     )
 
 
-def approve_tx(w3: AsyncWeb3, token: str, spender: str, amount: int) -> dict[str, Any]:
-    """Unsigned ERC-20 approve(spender, amount) call."""
-    contract = erc20(w3, token)
-    return {"to": contract.address, "data": contract.encode_abi("approve", [to_checksum_address(spender), int(amount)]), "value": 0}
-
-
-async def received_by(w3: AsyncWeb3, tx_hash: str, token: str, to: str) -> int:
-    """Base units of ``token`` a mined transaction paid to ``to`` (from its Transfer logs);
-    how a resumed buyback learns what an earlier swap bought. Raises TxNotFound for a hash
-    that is unknown or not mined yet; a reverted transaction paid 0."""
-    try:
-        receipt = await w3.eth.get_transaction_receipt(tx_hash)  # type: ignore[arg-type]
-    except TransactionNotFound:
-        raise TxNotFound(f"no mined transaction {tx_hash}") from None
-    return received(receipt, token, to)
-
-
 async def deadline_in(w3: AsyncWeb3, seconds: int) -> int:
     """Unix deadline ``seconds`` from now; by the later of the wall clock and the chain head,
     so an idle dev chain with an old head block does not yield an already-past deadline."""
@@ -272,9 +239,12 @@ async def swap(
     confirmations: int = 1,
     timeout: float = 120.0,
     on_prepared: OnPrepared | None = None,
+    expected_out_cap: int | None = None,
 ) -> SwapResult:
     """Quote, refuse if the impact is too high, approve if short, then swapExactTokensForTokens
-    with amountOutMin = quote * (1 - slippage) and ``to`` = the treasury (default: sender).
+    with amountOutMin = min(quote, ``expected_out_cap``) * (1 - slippage) and ``to`` = the
+    treasury (default: sender). ``expected_out_cap`` is what an independent price (a TWAP) says
+    the amount should buy: the spot quote alone can be pushed in the same block.
     Nothing is sent when the balance is short or the quote fails. When an approve was needed,
     quote, impact check and deadline are taken again after it is mined."""
     path = _path(path)
@@ -295,6 +265,8 @@ async def swap(
                 f"for {amount_in} in; split the buyback"
             )
         min_out = quote.amount_out_min(max_slippage_bps)
+        if expected_out_cap is not None:
+            min_out = min(min_out, expected_out_cap * (10_000 - max_slippage_bps) // 10_000)
         if min_out <= 0:
             raise InsufficientLiquidity(f"quote for {amount_in} pays nothing")
         deadline = fixed_deadline
@@ -334,37 +306,6 @@ async def swap(
     log.info("swap %s: %d in, %d out (quoted %d, min %d)", result.tx_hash, amount_in, got,
              quote.amount_out, min_out)
     return result
-
-
-async def buyback(
-    sender: TxSender,
-    router: UniswapV2Router,
-    amount_in: int,
-    path: Sequence[str],
-    *,
-    to: str | None = None,
-    max_slippage_bps: int,
-    max_price_impact_bps: int,
-    fee_bps: int = 30,
-    **kw: Any,
-) -> BuybackResult:
-    """Swap ``amount_in`` in chunks that each stay under ``max_price_impact_bps``.
-    If a chunk fails, the raised ChainError carries ``completed`` (the swaps already done)."""
-    path = _path(path)
-    chunks = plan_chunks(amount_in, await router.reserves(path), max_price_impact_bps, fee_bps)
-    done: list[SwapResult] = []
-    for chunk in chunks:
-        try:
-            done.append(
-                await swap(
-                    sender, router, chunk, path, to=to, max_slippage_bps=max_slippage_bps,
-                    max_price_impact_bps=max_price_impact_bps, **kw,
-                )
-            )
-        except ChainError as exc:
-            exc.completed = tuple(done)  # type: ignore[attr-defined]
-            raise
-    return BuybackResult(tuple(done))
 
 
 def _hexstr(value: Any) -> str:

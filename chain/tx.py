@@ -213,7 +213,9 @@ class TxSender:
 
     ``max_fee_wei`` caps maxFeePerGas (MAX_FEE_GWEI * 10**9); ``priority_fee_wei`` is the tip;
     ``gas_margin_bps`` is added to the estimate; ``replacement_bump_bps`` (>= 1000, what nodes
-    require) is the fee increase of each replacement.
+    require) is the fee increase of each replacement. ``broadcast_w3``, when given, is the only
+    node signed bytes are sent to (a private relay: nothing reaches the public mempool);
+    everything else (nonces, fees, receipts) is read through ``w3``.
     """
 
     def __init__(
@@ -228,12 +230,14 @@ class TxSender:
         nonce_store: NonceStore | None = None,
         poll_interval: float = 0.05,
         chain_id: int | None = None,
+        broadcast_w3: AsyncWeb3 | None = None,
     ) -> None:
         if max_fee_wei <= 0:
             raise ConfigError("max_fee_wei must be positive")
         if replacement_bump_bps < 1_000:
             raise ConfigError("replacement_bump_bps must be >= 1000 (nodes require +10%)")
         self.w3 = w3
+        self.broadcast_w3 = broadcast_w3 or w3
         self._account = account
         self.address = to_checksum_address(account.address)
         self.max_fee_wei = int(max_fee_wei)
@@ -391,7 +395,7 @@ class TxSender:
 
     async def broadcast_raw(self, raw: bytes, tx_hash: str) -> str:
         try:
-            sent = await self.w3.eth.send_raw_transaction(raw)
+            sent = await self.broadcast_w3.eth.send_raw_transaction(raw)
         except Exception as exc:
             known = await self.lookup(tx_hash)
             if known.status is not TxStatus.UNKNOWN:

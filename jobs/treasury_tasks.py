@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import secrets
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -22,7 +23,7 @@ from redis.exceptions import RedisError
 
 from app.context import AppContext
 from app.errors import AppError
-from app.treasury import runner, service
+from app.treasury import price, repository, runner
 from app.treasury.dispatch import enqueue_buyback
 from app.treasury.onchain import get_treasury
 
@@ -32,6 +33,7 @@ RETRY_BASE_S = 2.0
 RETRY_MAX_S = 300.0
 LOCK_TTL_S = 60
 LOCK_BUSY_RETRY_S = 5
+_random = secrets.SystemRandom()
 
 
 class RunnerLockLost(Exception):
@@ -115,10 +117,11 @@ async def run_buyback(ctx: dict[str, Any], buyback_id: int) -> str:
 async def _run(ctx: dict[str, Any], app: AppContext, buyback_id: int) -> str:
     try:
         return await runner.run_buyback(app, buyback_id)
-    except runner.ChunkPause as pause:
-        # Not a failure: the next chunk waits for the pool price to recover, without holding
-        # this worker (or the runner lock). The job keeps its deterministic id while deferred,
-        # so the cron's re-enqueue is a no-op meanwhile; the runner checks the interval too.
+    except runner.Wait as pause:
+        # Not a failure (chunk interval, price off its TWAP, confirmations, operator pause):
+        # nothing is sent now, and this worker (and the runner lock) is not held meanwhile.
+        # The job keeps its deterministic id while deferred, so the cron's re-enqueue is a
+        # no-op meanwhile; the runner checks its conditions again from the records.
         log.info("%s", pause)
         raise Retry(defer=pause.seconds) from None
     except runner.BuybackStuck:
@@ -147,19 +150,29 @@ async def check_buyback_threshold(ctx: dict[str, Any]) -> int | None:
     POST /trigger-buyback, so they race safely), and re-enqueue an active buyback whose arq job
     is gone (Redis lost it, or the API could not enqueue). Returns the buyback id it enqueued.
 
-    Scheduled every second; does its work at most every BUYBACK_CHECK_INTERVAL_S per worker."""
+    Scheduled every second; does its work at most every BUYBACK_CHECK_INTERVAL_S plus a random
+    [0, BUYBACK_CHECK_JITTER_S) per worker, so a buyback's start cannot be timed from outside.
+    Starts nothing while an operator has paused the treasury. Each check also stores a price
+    observation of the pool, the history the runner's TWAP is computed from."""
     app: AppContext = ctx["app"]
     now = time.monotonic()
     if now < ctx.get("treasury_next_check", 0.0):
         return None
-    ctx["treasury_next_check"] = now + app.settings.buyback_check_interval_s
+    jitter = float(app.settings.buyback_check_jitter_s)
+    ctx["treasury_next_check"] = now + app.settings.buyback_check_interval_s + (
+        _random.uniform(0, jitter) if jitter > 0 else 0.0)
+    await _observe(app)
     async with app.db.sessions() as session:
-        active = await service.active_buyback(session)
+        active = await repository.active_buyback(session)
+        paused = (await repository.control(session)).paused
         if active is None:
-            usd, _ = await service.unallocated_usd(session)
+            usd, _ = await repository.unallocated_usd(session)
     if active is not None:
         await _enqueue(app, active.id)
         return active.id
+    if paused:
+        log.info("threshold check: the treasury is paused by an operator; no buyback starts")
+        return None
     if usd < app.settings.buyback_threshold_usd or usd <= 0:
         return None
     try:  # a buyback this worker cannot run would hold the active slot: start none
@@ -169,14 +182,23 @@ async def check_buyback_threshold(ctx: dict[str, Any]) -> int | None:
         return None
     try:
         async with app.db.transaction() as session:
-            bb = await service.start_buyback(session, "auto")
-    except (service.BuybackActive, service.NoRevenue) as exc:
+            bb = await repository.start_buyback(session, "auto")
+    except (repository.BuybackActive, repository.NoRevenue) as exc:
         log.info("threshold check: %s", exc.detail)
         return None
     log.info("buyback %d started: %s USD unallocated >= threshold %s USD", bb.id, bb.usd_amount,
              app.settings.buyback_threshold_usd)
     await _enqueue(app, bb.id)
     return bb.id
+
+
+async def _observe(app: AppContext) -> None:
+    try:
+        await price.observe_price(app)
+    except AppError:
+        pass  # no chain or treasury configured: nothing to observe
+    except Exception as exc:  # provider errors: the next check observes again
+        log.warning("price observation failed: %s", type(exc).__name__)
 
 
 async def _enqueue(app: AppContext, buyback_id: int) -> None:

@@ -19,9 +19,10 @@ from arq.worker import Worker
 
 from app.config import Settings
 from app.context import AppContext, arq_queue_name, open_context
-from app.idle import revenue, runpod_flow
+from app.idle import runpod_flow
 from app.idle.dispatch import PROCESS_IDLE_JOB
 from app.ops import maintenance, metrics
+from app.treasury import repository as treasury_repository
 from app.treasury.dispatch import RUN_BUYBACK
 from jobs import treasury_tasks
 
@@ -85,7 +86,7 @@ async def check_revenue(ctx: dict[str, Any]) -> str:
     async with app.db.transaction() as session:
         await metrics.refresh_system_metrics(session)
     async with app.db.sessions() as session:
-        amount, events = await revenue.unallocated(session)
+        amount, events = await treasury_repository.unallocated_usd(session)
     log.info("unallocated idle revenue: %s USD in %d event(s) (threshold %s USD)", amount,
              events, app.settings.buyback_threshold_usd)
     return str(amount)

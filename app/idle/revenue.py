@@ -49,14 +49,10 @@ async def record(session: AsyncSession, *, idle_job_id: int, amount_usd: Decimal
 
 
 async def by_source(session: AsyncSession) -> dict[str, tuple[Decimal, int]]:
-    """{source: (total USD, events)} in one aggregate query."""
+    """{source: (total USD, events)} in one aggregate query; the treasury's carry-overs (revenue
+    a partial buyback gave back) are not new revenue and are left out. What is unallocated is
+    the treasury's to say (app.treasury.repository.unallocated_usd)."""
     rows = await session.execute(
-        select(RevenueEvent.source, _sum(), func.count()).group_by(RevenueEvent.source))
+        select(RevenueEvent.source, _sum(), func.count())
+        .where(RevenueEvent.carried_from_buyback_id.is_(None)).group_by(RevenueEvent.source))
     return {source: (usd(total), int(n)) for source, total, n in rows}
-
-
-async def unallocated(session: AsyncSession) -> tuple[Decimal, int]:
-    """Revenue no buyback has claimed yet: (USD, events)."""
-    total, n = (await session.execute(
-        select(_sum(), func.count()).where(RevenueEvent.buyback_id.is_(None)))).one()
-    return usd(total), int(n)

@@ -21,7 +21,7 @@ from app.idle import revenue
 from app.models import (MICRO_PER_USD, ChatJob, IdleJob, JobStatus, Miner, RevenueEvent,
                         SystemMetrics, utcnow)
 from app.queue import KINDS
-from app.treasury import service as treasury
+from app.treasury import repository as treasury
 
 ACTIVE_MINER_WINDOW_S = 300
 SOURCES = ("miner", "runpod")
@@ -33,9 +33,9 @@ async def refresh_system_metrics(session: AsyncSession) -> None:
     # go in as they are, a count is scaled to micro-units so it reads back as itself.
     derived = {
         "runpod_income_usd": select(func.coalesce(func.sum(RevenueEvent.amount_usd), 0))
-        .scalar_subquery(),
+        .where(RevenueEvent.carried_from_buyback_id.is_(None)).scalar_subquery(),
         "total_idle_jobs_processed": select(func.count(RevenueEvent.id) * int(MICRO_PER_USD))
-        .scalar_subquery(),
+        .where(RevenueEvent.carried_from_buyback_id.is_(None)).scalar_subquery(),
         "total_buyback_usd": treasury.burned_usd_subquery(),
     }
     for name, value in derived.items():
@@ -73,7 +73,7 @@ async def queue_depths(ctx: AppContext) -> dict[str, int | None]:
 async def collect(ctx: AppContext) -> dict[str, Any]:
     async with ctx.db.sessions() as session:
         sources = await revenue.by_source(session)
-        unallocated, _ = await revenue.unallocated(session)
+        unallocated, _ = await treasury.unallocated_usd(session)
         jobs: dict[str, dict[str, int]] = {}
         for kind, model in JOB_MODELS.items():
             rows = await session.execute(select(model.status, func.count()).group_by(model.status))
@@ -92,8 +92,9 @@ async def collect(ctx: AppContext) -> dict[str, Any]:
         "total_buyback_usd": buybacks.total_buyback_usd,  # USD of burned buybacks
         "last_buyback_timestamp": buybacks.last_buyback_at,
         "total_serv_burned": str(buybacks.total_serv_burned),  # base units, per our records
+        # only which buyback is active: its step (and so when its next swap comes) is not public
         "active_buyback": None if buybacks.active_buyback_id is None else {
-            "id": buybacks.active_buyback_id, "status": buybacks.active_buyback_status},
+            "id": buybacks.active_buyback_id},
         "queue_depth": depths,
         "active_miners": active,
         "jobs": jobs,

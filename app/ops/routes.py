@@ -62,7 +62,7 @@ class MetricsOut(ResponseBody):
     total_buyback_usd: Decimal
     last_buyback_timestamp: datetime | None
     total_serv_burned: str = Field(description="$SERV burned, integer base units")
-    active_buyback: dict[str, int | str] | None = Field(description="id and status, or null")
+    active_buyback: dict[str, int | str] | None = Field(description="{id} of the active buyback (not its step), or null")
     queue_depth: dict[str, int | None]
     active_miners: int
     jobs: dict[str, dict[str, int]]

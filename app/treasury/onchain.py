@@ -1,7 +1,9 @@
 """The treasury's handle on the chain: addresses, the signing account and the DEX router.
 
 Built once per process from Settings over the context's web3 client (app/chainlink.py), and kept
-in ``ctx.treasury``. Read-only uses (GET /burns/...) need no key: the treasury address
+in ``ctx.treasury``. With PRIVATE_TX_RPC_URL, signed transactions are sent only to that endpoint
+(a private relay), never to CHAIN_RPC_URL's public mempool. Read-only uses (GET /burns/...) need
+no key: the treasury address
 comes from TREASURY_ADDRESS then. A TxSender is made per buyback run (see runner.py), so every
 run starts like a restart: nonces come from the chain after the stored transactions are resolved.
 """
@@ -18,6 +20,7 @@ from web3 import AsyncWeb3
 from app.config import Settings
 from app.context import AppContext
 from app.errors import ServiceUnavailable
+from chain.client import make_web3
 from chain.config import ChainConfig
 from chain.dex import UniswapV2Router
 from chain.errors import ConfigError
@@ -60,6 +63,7 @@ class Treasury:
     router: UniswapV2Router
     burn_address: str
     can_sign: bool
+    private_w3: AsyncWeb3 | None = None  # PRIVATE_TX_RPC_URL: where signed bytes go, if set
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)  # one buyback run per process
     _decimals: dict[str, int] = field(default_factory=dict)
 
@@ -72,7 +76,15 @@ class Treasury:
         if not self.can_sign:
             raise ServiceUnavailable("the treasury has no signing key (TREASURY_PRIVATE_KEY or "
                                      "TREASURY_KEYSTORE)", code="treasury_no_signer")
-        return TxSender.from_config(self.w3, self.config, poll_interval=0.05)
+        return TxSender.from_config(self.w3, self.config, poll_interval=0.05,
+                                    broadcast_w3=self.private_w3)
+
+    async def aclose(self) -> None:
+        """Closes the private relay's client (the public one is the context's)."""
+        if self.private_w3 is not None:
+            from chain.client import close
+
+            await close(self.private_w3)
 
     async def decimals(self, token: str) -> int:
         if token not in self._decimals:
@@ -136,6 +148,8 @@ async def _build(ctx: AppContext) -> Treasury:
     if chain_id != s.chain_id:
         raise _unconfigured(f"the node at CHAIN_RPC_URL has chain id {chain_id}, CHAIN_ID is "
                             f"{s.chain_id}: refusing to use the wrong chain")
+    private = make_web3(s.private_tx_rpc_url) if s.private_tx_rpc_url else None
     return Treasury(w3=w3, config=config, address=address, serv=str(config.serv_token),
                     quote=str(config.quote_token), router=UniswapV2Router(w3, str(config.router)),
-                    burn_address=config.burn_address, can_sign=config.has_signer)
+                    burn_address=config.burn_address, can_sign=config.has_signer,
+                    private_w3=private)

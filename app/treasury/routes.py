@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from decimal import Decimal
 
 from redis.exceptions import RedisError
 from starlette.requests import Request
@@ -11,13 +12,15 @@ from starlette.responses import Response
 from app.auth.guards import require_wallet
 from app.context import ctx
 from app.errors import NotFound
-from app.models import ACTIVE_BUYBACK_STATUSES, Buyback, BuybackStatus, BuybackTx
-from app.treasury import service, verify
+from app.models import (ACTIVE_BUYBACK_STATUSES, Buyback, BuybackEvent, BuybackStatus, BuybackTx,
+                        TreasuryControl)
+from app.treasury import repository, verify
 from app.treasury.dispatch import enqueue_buyback
 from app.treasury.onchain import get_treasury
+from app.treasury.cancel import cancel
 from app.treasury.schemas import (BuybackList, BuybackOut, BuybackQuery, BurnList, BurnOut,
-                                  DryRunOut, PageQuery, SummaryOut, TriggerIn, TriggerOut, TxOut,
-                                  VerifyOut)
+                                  CancelOut, ControlOut, DryRunOut, EventOut, PageQuery, PauseIn,
+                                  SummaryOut, TriggerIn, TriggerOut, TxOut, VerifyOut)
 from app.web import Router, json_response
 
 log = logging.getLogger(__name__)
@@ -43,10 +46,18 @@ def _buyback_id(request: Request) -> int:
     return int(raw)
 
 
-def _buyback_out(request: Request, bb: Buyback, txs: list[BuybackTx], events: int) -> BuybackOut:
+def _returned(bb: Buyback) -> Decimal | None:
+    if bb.usd_swapped is None or bb.status != BuybackStatus.burned:
+        return None
+    return bb.usd_amount - bb.usd_swapped
+
+
+def _buyback_out(request: Request, bb: Buyback, txs: list[BuybackTx], events: int,
+                 log_: list[BuybackEvent]) -> BuybackOut:
     return BuybackOut(
         id=bb.id, status=bb.status, active=bb.status in ACTIVE_BUYBACK_STATUSES,
-        usd_amount=bb.usd_amount, revenue_events=events, quote_amount_in=bb.quote_amount_in,
+        usd_amount=bb.usd_amount, usd_claimed=bb.usd_amount, usd_swapped=bb.usd_swapped,
+        usd_returned=_returned(bb), revenue_events=events, quote_amount_in=bb.quote_amount_in,
         amount_out_min_total=bb.amount_out_min_total, serv_received=bb.serv_received,
         serv_burned=bb.serv_burned, quote_unspent=bb.quote_unspent, triggered_by=bb.triggered_by,
         failure_reason=bb.failure_reason, gas_used_total=sum(t.gas_used or 0 for t in txs),
@@ -56,7 +67,8 @@ def _buyback_out(request: Request, bb: Buyback, txs: list[BuybackTx], events: in
                             amount_out_min=t.amount_out_min, amount_out=t.amount_out,
                             block_number=t.block_number, gas_used=t.gas_used,
                             created_at=t.created_at, mined_at=t.mined_at,
-                            explorer_url=_explorer(request, t.tx_hash)) for t in txs])
+                            explorer_url=_explorer(request, t.tx_hash)) for t in txs],
+        events=[EventOut(kind=e.kind, detail=e.detail, created_at=e.created_at) for e in log_])
 
 
 @router.post("/trigger-buyback", body=TriggerIn, responses={202: TriggerOut, 200: DryRunOut},
@@ -71,16 +83,16 @@ async def trigger_buyback(request: Request, body: TriggerIn) -> Response:
     t = await get_treasury(c)  # 503 when no chain or treasury is configured
     if body.dry_run:
         async with c.db.sessions() as session:
-            usd, events = await service.unallocated_usd(session)
+            usd, events = await repository.unallocated_usd(session)
         if body.amount_usd is not None:
             usd = min(usd, body.amount_usd)
         if usd <= 0:
-            raise service.NoRevenue("there is no unallocated revenue to buy back with")
+            raise repository.NoRevenue("there is no unallocated revenue to buy back with")
         plan = await verify.dry_run(t, c.settings, usd)
         return json_response(DryRunOut(usd_amount=usd, revenue_events=events, **plan), 200)
     async with c.db.transaction() as session:
-        bb = await service.start_buyback(session, who.address, body.amount_usd)
-        _, events = await service.revenue_of(session, bb.id)
+        bb = await repository.start_buyback(session, who.address, body.amount_usd)
+        _, events = await repository.revenue_of(session, bb.id)
     try:
         await enqueue_buyback(c, bb.id)
     except RedisError as exc:  # committed: the worker's cron re-enqueues active buybacks
@@ -96,11 +108,13 @@ async def list_buybacks(request: Request, query: BuybackQuery) -> BuybackList:
     """Operator: every buyback, newest first, with its transactions."""
     await require_wallet(request, "operator")
     async with ctx(request).db.sessions() as session:
-        rows, total = await service.list_buybacks(session, status=query.status, limit=query.limit,
+        rows, total = await repository.list_buybacks(session, status=query.status, limit=query.limit,
                                                   offset=query.offset)
-        txs = await service.txs_of(session, [b.id for b in rows])
-        events = {b.id: (await service.revenue_of(session, b.id))[1] for b in rows}
-    return BuybackList(items=[_buyback_out(request, b, txs[b.id], events[b.id]) for b in rows],
+        txs = await repository.txs_of(session, [b.id for b in rows])
+        events = {b.id: (await repository.revenue_of(session, b.id))[1] for b in rows}
+        logs = await repository.events_of(session, [b.id for b in rows])
+    return BuybackList(items=[_buyback_out(request, b, txs[b.id], events[b.id], logs[b.id])
+                              for b in rows],
                        total=total, limit=query.limit, offset=query.offset)
 
 
@@ -111,10 +125,11 @@ async def get_buyback(request: Request) -> BuybackOut:
     await require_wallet(request, "operator")
     bid = _buyback_id(request)
     async with ctx(request).db.sessions() as session:
-        bb = await service.get_buyback(session, bid)
-        txs = (await service.txs_of(session, [bid]))[bid]
-        _, events = await service.revenue_of(session, bid)
-    return _buyback_out(request, bb, txs, events)
+        bb = await repository.get_buyback(session, bid)
+        txs = (await repository.txs_of(session, [bid]))[bid]
+        _, events = await repository.revenue_of(session, bid)
+        log_ = (await repository.events_of(session, [bid]))[bid]
+    return _buyback_out(request, bb, txs, events, log_)
 
 
 @router.get("/burns", query=PageQuery, responses={200: BurnList})
@@ -123,9 +138,9 @@ async def list_burns(request: Request, query: PageQuery) -> Response:
     explorer links. Cacheable for 30 s."""
     c = ctx(request)
     async with c.db.sessions() as session:
-        rows, total = await service.list_buybacks(session, status=BuybackStatus.burned,
+        rows, total = await repository.list_buybacks(session, status=BuybackStatus.burned,
                                                   limit=query.limit, offset=query.offset)
-        txs = await service.txs_of(session, [b.id for b in rows])
+        txs = await repository.txs_of(session, [b.id for b in rows])
     decimals = await verify.serv_decimals(c)
     items = []
     for b in rows:
@@ -134,7 +149,10 @@ async def list_burns(request: Request, query: PageQuery) -> Response:
         items.append(BurnOut(
             buyback_id=b.id, serv_burned=b.serv_burned or 0,
             serv_burned_decimal=verify.human(b.serv_burned or 0, decimals),
-            usd_amount=b.usd_amount, swap_tx_hashes=[t.tx_hash for t in swaps],
+            usd_amount=b.usd_amount, usd_claimed=b.usd_amount,
+            usd_swapped=b.usd_amount if b.usd_swapped is None else b.usd_swapped,
+            partial=b.usd_swapped is not None and b.usd_swapped < b.usd_amount,
+            swap_tx_hashes=[t.tx_hash for t in swaps],
             swap_blocks=[t.block_number or 0 for t in swaps],
             burn_tx_hash=burn.tx_hash if burn else "", burn_block=burn.block_number if burn else None,
             burned_at=b.completed_at,
@@ -148,12 +166,14 @@ async def list_burns(request: Request, query: PageQuery) -> Response:
 @router.get("/burns/summary", responses={200: SummaryOut}, errors=(503,))
 async def burns_summary(request: Request) -> Response:
     """Public: $SERV burned per our records and per the chain (the burn address's balance), and
-    the difference (anything else sent to the burn address). Cacheable for 30 s."""
+    the difference (anything else sent to the burn address); and the revenue ledger reconciled
+    to the micro-dollar: revenue = swapped + unallocated + in flight. Cacheable for 30 s."""
     c = ctx(request)
     t = await get_treasury(c)
     async with c.db.sessions() as session:
-        totals = await service.totals(session)
-    out = await verify.summary(c, t, totals)
+        totals = await repository.totals(session)
+        ledger = await repository.ledger(session)
+    out = await verify.summary(c, t, totals, ledger)
     return json_response(out, headers=PUBLIC_CACHE)
 
 
@@ -166,7 +186,58 @@ async def verify_burn(request: Request) -> Response:
     t = await get_treasury(c)
     bid = _buyback_id(request)
     async with c.db.sessions() as session:
-        bb = await service.get_buyback(session, bid)
-        txs = (await service.txs_of(session, [bid]))[bid]
+        bb = await repository.get_buyback(session, bid)
+        txs = (await repository.txs_of(session, [bid]))[bid]
     out = await verify.verify(t, c.settings, bb, txs)
     return json_response(out, headers=PUBLIC_CACHE)
+
+
+def _control_out(row: TreasuryControl) -> ControlOut:
+    return ControlOut(paused=row.paused, reason=row.reason, changed_by=row.changed_by,
+                      updated_at=row.updated_at)
+
+
+@router.get("/treasury/controls", responses={200: ControlOut}, errors=(401, 403),
+            auth=("MinerToken",))
+async def get_controls(request: Request) -> ControlOut:
+    """Operator: whether buybacks are paused, by whom and why."""
+    await require_wallet(request, "operator")
+    async with ctx(request).db.sessions() as session:
+        return _control_out(await repository.control(session))
+
+
+@router.post("/treasury/pause", body=PauseIn, responses={200: ControlOut}, errors=(401, 403),
+             auth=("MinerToken",))
+async def pause(request: Request, body: PauseIn) -> ControlOut:
+    """Operator: no buyback starts, and the active one sends nothing more (it waits where it
+    is, with whatever it already sent still resolved), until resumed."""
+    who = await require_wallet(request, "operator")
+    async with ctx(request).db.transaction() as session:
+        await repository.set_paused(session, True, who.address, body.reason)
+        row = await repository.control(session)
+    return _control_out(row)
+
+
+@router.post("/treasury/resume", responses={200: ControlOut}, errors=(401, 403),
+             auth=("MinerToken",))
+async def resume(request: Request) -> ControlOut:
+    """Operator: buybacks go on; the active one continues at its next run."""
+    who = await require_wallet(request, "operator")
+    async with ctx(request).db.transaction() as session:
+        await repository.set_paused(session, False, who.address, None)
+        row = await repository.control(session)
+    return _control_out(row)
+
+
+@router.post("/buybacks/{buyback_id}/cancel", responses={200: CancelOut},
+             errors=(401, 403, 404, 409, 503), auth=("MinerToken",))
+async def cancel_buyback(request: Request) -> CancelOut:
+    """Operator: end a stuck buyback and release its revenue, only when the chain proves none
+    of its transactions can still be mined (each nonce used, CONFIRMATIONS deep, by another
+    transaction) and no swap was mined; 409 `buyback_not_cancellable` says which one can."""
+    who = await require_wallet(request, "operator")
+    c = ctx(request)
+    bid = _buyback_id(request)
+    bb, released = await cancel(c, bid, who.address)
+    return CancelOut(buyback_id=bb.id, status=bb.status, failure_reason=bb.failure_reason,
+                     revenue_events_released=released)

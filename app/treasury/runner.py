@@ -1,5 +1,7 @@
 """Drive one buyback to the end: planned -> swapping -> swapped -> burning -> burned | failed.
 
+A state machine over app/treasury/repository.py (every write is a conditional update there).
+
 Resumable: every signed transaction is committed as a BuybackTx row (hash, nonce, raw bytes)
 BEFORE it is broadcast, and each run first resolves the rows whose outcome is not recorded yet
 by asking the chain (receipt by hash; else whether the nonce was used), re-broadcasting the
@@ -7,36 +9,48 @@ stored bytes when the nonce is still free. A stored transaction can only ever be
 new work is planned only from recorded outcomes, so a crash at any point never leads to a
 second swap of the same stablecoin or a second burn.
 
+Finality: an outcome counts once its block is CONFIRMATIONS deep. Each run re-reads the
+receipts of outcomes that are not that deep yet; one whose block a reorg took away goes back to
+"prepared", and the resolve step re-broadcasts its same signed bytes (or finds its nonce used
+by something else and stops: BuybackStuck). The swaps must be final before the burn is sized,
+and a buyback is burned only once its burn is final.
+
 Failures:
 - definitive (slippage, deadline, price impact, empty treasury, wrong contract, a revert)
   BEFORE any swap was mined: the buyback fails with the reason and its revenue becomes
   unallocated again, in one transaction.
-- definitive AFTER some swap chunks were mined: what was bought is burned; quote_unspent holds
-  the stablecoin that was not swapped (it stays in the treasury, and the revenue events stay
-  with this buyback); failure_reason starts with "partial:".
+- definitive AFTER some swap chunks were mined: what was bought is burned; usd_swapped says
+  what the mined swaps spent, and the rest of the claimed revenue goes back to unallocated as
+  one carry-over ledger entry when the buyback is burned; failure_reason starts with
+  "partial:".
 - transient (RPC down, receipt timeout, fee cap, nonce trouble): raised; the worker retries
   later and the next run resumes from the records.
+- waits (Wait: the chunk interval, a spot price off its TWAP, depth not reached, an operator
+  pause): the run ends without sending; the worker runs it again later.
 - the chain contradicts the records (our nonce used by a transaction we never stored):
-  BuybackStuck is raised and nothing more is sent; an operator must look.
+  BuybackStuck is raised and nothing more is sent; an operator must look (and may cancel).
 """
 
 from __future__ import annotations
 
 import logging
+import secrets
 import time
 from collections.abc import Awaitable, Callable
 from decimal import ROUND_FLOOR, Decimal
 from typing import Any
 
 from eth_utils import to_checksum_address
-from sqlalchemy import select, update
 
 from app.context import AppContext
-from app.models import ACTIVE_BUYBACK_STATUSES, Buyback, BuybackStatus, BuybackTx, utcnow
-from app.treasury import service
+from app.models import (ACTIVE_BUYBACK_STATUSES, Buyback, BuybackStatus, BuybackTx,
+                        utcnow)
+from app.treasury import price
+from app.treasury import repository as repo
 from app.treasury.onchain import Treasury, get_treasury
-from chain.dex import ensure_allowance, plan_chunks, swap
+from app.treasury.verify import usd_of
 from chain.burn import burn
+from chain.dex import ensure_allowance, plan_chunks, swap
 from chain.errors import (ConfigError, ContractNotFound, InsufficientBalance, PriceImpactTooHigh,
                           TxReverted)
 from chain.tokens import erc20, received, transfers
@@ -47,6 +61,8 @@ log = logging.getLogger(__name__)
 Checkpoint = Callable[[str], Awaitable[None]]
 DEFINITIVE = (TxReverted, InsufficientBalance, PriceImpactTooHigh, ContractNotFound, ConfigError)
 MAX_BURN_REVERTS = 3
+SECONDS_PER_BLOCK_GUESS = 12.0  # how long to wait per missing confirmation before looking again
+_random = secrets.SystemRandom()  # chunk waits an observer cannot predict from our code
 
 
 class BuybackStuck(Exception):
@@ -58,15 +74,17 @@ class ConcurrentRunner(Exception):
     run sends nothing and a later one resumes from the records."""
 
 
-class ChunkPause(Exception):
-    """A chunk was mined and more remains, but BUYBACK_CHUNK_INTERVAL_S has not passed since:
-    the run ends here (the worker is not held) and the caller runs the buyback again after
-    ``seconds``. The next run resumes from the records and quotes at the pool's price then."""
+class Wait(Exception):
+    """Not a failure: nothing is sent now and the caller runs the buyback again after
+    ``seconds``; the next run resumes from the records (and quotes at the pool's price then).
+    ``reason`` says why: chunk_interval, price_deviation, twap_warmup, confirmations, paused."""
 
-    def __init__(self, buyback_id: int, seconds: float) -> None:
-        super().__init__(f"buyback {buyback_id}: next chunk in {seconds:.1f}s")
+    def __init__(self, buyback_id: int, seconds: float, reason: str = "chunk_interval") -> None:
+        super().__init__(f"buyback {buyback_id}: {reason}, next step in {seconds:.1f}s")
         self.buyback_id = buyback_id
         self.seconds = seconds
+        self.reason = reason
+
 
 
 async def run_buyback(ctx: AppContext, buyback_id: int, *, treasury: Treasury | None = None,
@@ -107,15 +125,19 @@ class _Run:
         bb = await self._load()
         if bb.status not in ACTIVE_BUYBACK_STATUSES:
             return bb.status
+        await self._recheck_unfinal()
         await self._resolve_stored()
         while True:
             bb = await self._load()
+            if bb.status in ACTIVE_BUYBACK_STATUSES:
+                await self._operator_pause()
             if bb.status == BuybackStatus.planned:
                 await self._plan(bb)
             elif bb.status == BuybackStatus.swapping:
                 await self._swap_step(bb)
             elif bb.status == BuybackStatus.swapped:
                 await self._cp("swapped")
+                await self._swaps_final()
                 await self._set_status(bb, BuybackStatus.swapped, status=BuybackStatus.burning)
             elif bb.status == BuybackStatus.burning:
                 await self._burn_step(bb)
@@ -126,42 +148,41 @@ class _Run:
 
     async def _load(self) -> Buyback:
         async with self.db.transaction() as session:
-            bb = await service.get_buyback(session, self.id)
+            bb = await repo.get_buyback(session, self.id)
         self._quote_amount_in = None if bb.quote_amount_in is None else int(bb.quote_amount_in)
         return bb
 
     async def _txs(self) -> list[BuybackTx]:
         async with self.db.transaction() as session:
-            return (await service.txs_of(session, [self.id]))[self.id]
+            return (await repo.txs_of(session, [self.id]))[self.id]
 
     async def _set_status(self, bb: Buyback, expected: str, **values: Any) -> None:
-        """Conditional update: only from ``expected``, so two runs can never both advance."""
+        try:
+            async with self.db.transaction() as session:
+                await repo.advance(session, bb.id, expected, **values)
+        except repo.StateChanged as exc:
+            raise BuybackStuck(str(exc)) from None
+
+    async def _event(self, kind: str, detail: str) -> None:
         async with self.db.transaction() as session:
-            done = await session.execute(
-                update(Buyback).where(Buyback.id == bb.id, Buyback.status == expected)
-                .values(updated_at=utcnow(), **values)
-                .execution_options(synchronize_session=False))
-            if done.rowcount != 1:
-                raise BuybackStuck(f"buyback {bb.id} left status {expected} under us")
+            await repo.add_event(session, self.id, kind, detail)
+        log.info("buyback %d: %s: %s", self.id, kind, detail)
 
     async def _persist(self, prepared: PreparedTx) -> None:
         """on_prepared for every transaction (replacements too): commit the row, THEN the
         toolkit broadcasts."""
         kind, amount_in, amount_out_min = self._describe(prepared)
         async with self.db.transaction() as session:
-            # Row-lock the buyback (an UPDATE: a row lock on PostgreSQL, the write lock on
-            # SQLite) so two runners' checks and inserts are serialized.
-            await session.execute(update(Buyback).where(Buyback.id == self.id)
-                                  .values(updated_at=utcnow())
-                                  .execution_options(synchronize_session=False))
-            rows = (await service.txs_of(session, [self.id]))[self.id]
+            await repo.lock_buyback(session, self.id)
+            bb = await repo.get_buyback(session, self.id)
+            await session.refresh(bb)
+            if bb.status not in ACTIVE_BUYBACK_STATUSES:  # an operator cancelled it meanwhile
+                raise ConcurrentRunner(f"buyback {self.id} is {bb.status}; sending nothing")
+            rows = (await repo.txs_of(session, [self.id]))[self.id]
             self._refuse_second_runner(rows, kind, prepared.nonce, amount_in or 0)
-            seq = len(rows) + 1
-            session.add(BuybackTx(buyback_id=self.id, kind=kind, seq=seq,
-                                  tx_hash=prepared.tx_hash.lower(), nonce=prepared.nonce,
-                                  raw_tx="0x" + prepared.raw.hex(), status="prepared",
-                                  amount_in=amount_in, amount_out_min=amount_out_min,
-                                  created_at=utcnow()))
+            await repo.add_tx(session, self.id, kind=kind, tx_hash=prepared.tx_hash.lower(),
+                              nonce=prepared.nonce, raw_tx="0x" + prepared.raw.hex(),
+                              amount_in=amount_in, amount_out_min=amount_out_min)
         await self._cp(f"{kind}:prepared")
 
     def _refuse_second_runner(self, rows: list[BuybackTx], kind: str, nonce: int,
@@ -219,27 +240,72 @@ class _Run:
                              if x.token == self.t.serv and x.from_address == self.t.address
                              and x.to_address == self.t.burn_address)
         status = "mined" if ok else "reverted"
+        block = int(receipt["blockNumber"])
         async with self.db.transaction() as session:
-            await session.execute(
-                update(BuybackTx).where(BuybackTx.id == row.id).values(
-                    status=status, amount_out=amount_out,
-                    block_number=int(receipt["blockNumber"]), gas_used=int(receipt["gasUsed"]),
-                    mined_at=utcnow()).execution_options(synchronize_session=False))
-            await session.execute(
-                update(BuybackTx).where(BuybackTx.buyback_id == self.id,
-                                        BuybackTx.nonce == row.nonce, BuybackTx.id != row.id,
-                                        BuybackTx.status == "prepared")
-                .values(status="superseded").execution_options(synchronize_session=False))
-        row.status, row.amount_out = status, amount_out
+            await repo.record_outcome(session, row, status, amount_out, block,
+                                      int(receipt["gasUsed"]))
+        row.status, row.amount_out, row.block_number = status, amount_out, block
         return status
 
     async def _record_by_hash(self, tx_hash: str) -> BuybackTx:
         async with self.db.transaction() as session:
-            row = (await session.execute(select(BuybackTx).where(
-                BuybackTx.tx_hash == tx_hash.lower()))).scalar_one()
+            row = await repo.tx_by_hash(session, tx_hash)
         receipt = await self.t.w3.eth.get_transaction_receipt(tx_hash)  # type: ignore[arg-type]
         await self._record_outcome(row, receipt)
         return row
+
+    # --- finality ---------------------------------------------------------------------------
+
+    @property
+    def _depth(self) -> int:
+        return max(int(self.s.confirmations), 1)
+
+    async def _recheck_unfinal(self) -> None:
+        """Outcomes not yet CONFIRMATIONS deep may be undone by a reorg: re-read each receipt.
+        Gone: the row is in flight again (resolve re-broadcasts its bytes). Moved to another
+        block, or a different status: recorded again."""
+        head = await self.t.w3.eth.block_number
+        swaps_changed = False
+        for row in await self._txs():
+            if row.status not in ("mined", "reverted") or row.block_number is None:
+                continue
+            if head - int(row.block_number) + 1 >= self._depth:
+                continue  # final (a reorg deeper than CONFIRMATIONS is out of scope)
+            found = await self.sender.lookup(row.tx_hash)
+            if found.status in (TxStatus.SUCCESS, TxStatus.REVERTED):
+                if found.block_number != row.block_number or (
+                        (found.status is TxStatus.SUCCESS) != (row.status == "mined")):
+                    receipt = await self.t.w3.eth.get_transaction_receipt(row.tx_hash)  # type: ignore[arg-type]
+                    await self._record_outcome(row, receipt)
+                    await self._event("reorg", f"{row.kind} {row.tx_hash} moved to block "
+                                               f"{found.block_number} ({found.status.value})")
+                    swaps_changed |= row.kind == "swap"
+                continue
+            async with self.db.transaction() as session:
+                await repo.unmine(session, row)
+            await self._event("reorg", f"{row.kind} {row.tx_hash} (nonce {row.nonce}) is no "
+                                       f"longer in block {row.block_number}; in flight again")
+            swaps_changed |= row.kind == "swap"
+        if swaps_changed:
+            await self._rewind()
+
+    async def _rewind(self) -> None:
+        """After a reorg changed a swap's outcome (gone, or mined where it had reverted), a
+        buyback that had moved on but has no burn yet goes back to swapping, so what it
+        received and swapped is counted again (a burn already signed is resolved by the same
+        rules as the swaps: its bytes are re-broadcast after theirs, in nonce order)."""
+        bb = await self._load()
+        rows = await self._txs()
+        burn_signed = any(r.kind == "burn" and r.status in ("prepared", "mined") for r in rows)
+        if not burn_signed and bb.status in (BuybackStatus.swapped, BuybackStatus.burning):
+            await self._set_status(bb, bb.status, status=BuybackStatus.swapping)
+
+    def _wait_for_depth(self, rows: list[BuybackTx], head: int, what: str) -> None:
+        missing = max((self._depth - (head - int(r.block_number or head) + 1) for r in rows),
+                      default=0)
+        if missing > 0:
+            raise Wait(self.id, missing * SECONDS_PER_BLOCK_GUESS,
+                       f"confirmations: {what} needs {missing} more block(s)")
 
     # --- resume -------------------------------------------------------------------------------
 
@@ -279,7 +345,7 @@ class _Run:
             pending = [latest]
         prepared = PreparedTx.from_raw(pending[-1].raw_tx)
         receipt = await self.sender.wait_or_replace(
-            prepared, confirmations=self.s.confirmations, timeout=self.s.tx_timeout_s,
+            prepared, confirmations=1, timeout=self.s.tx_timeout_s,
             on_prepared=self._persist, raise_on_revert=False)
         mined_hash = "0x" + bytes(receipt["transactionHash"]).hex()
         row = await self._record_by_hash(mined_hash)
@@ -300,6 +366,13 @@ class _Run:
             await self._swap_failed(bb, reason)
 
     # --- steps --------------------------------------------------------------------------------
+
+    async def _operator_pause(self) -> None:
+        async with self.db.sessions() as session:
+            c = await repo.control(session)
+        if c.paused:
+            raise Wait(self.id, float(self.s.buyback_pause_recheck_s),
+                       f"paused by an operator ({c.changed_by}): {c.reason or 'no reason given'}")
 
     async def _plan(self, bb: Buyback) -> None:
         decimals = await self.t.decimals(self.t.quote)
@@ -323,26 +396,25 @@ class _Run:
         total = int(bb.quote_amount_in or 0)
         remaining = total - spent
         if remaining <= 0:
-            await self._set_status(bb, BuybackStatus.swapping, status=BuybackStatus.swapped,
-                                   serv_received=sum(r.amount_out or 0 for r in swaps),
-                                   amount_out_min_total=sum(r.amount_out_min or 0 for r in swaps),
-                                   quote_unspent=0)
+            await self._swaps_done(bb, swaps, note=None)
             return
         self._pause_between_chunks(swaps)
         t, s = self.t, self.s
         try:
+            reserves = await t.router.reserves(t.path)
+            chunk = plan_chunks(remaining, reserves, s.max_price_impact_bps)[0]
+            cap = await self._twap_gate(chunk, reserves[0][0])  # before anything is sent
             approved = await ensure_allowance(self.sender, t.quote, t.router.address, remaining,
-                                              confirmations=s.confirmations,
-                                              timeout=s.tx_timeout_s, on_prepared=self._persist)
+                                              confirmations=1, timeout=s.tx_timeout_s,
+                                              on_prepared=self._persist)
             if approved is not None:
                 await self._record_by_hash("0x" + bytes(approved["transactionHash"]).hex())
-            chunk = plan_chunks(remaining, await t.router.reserves(t.path),
-                                s.max_price_impact_bps)[0]
             result = await swap(self.sender, t.router, chunk, t.path, to=t.address,
                                 max_slippage_bps=s.max_slippage_bps,
                                 max_price_impact_bps=s.max_price_impact_bps,
-                                deadline_seconds=s.swap_deadline_s, confirmations=s.confirmations,
-                                timeout=s.tx_timeout_s, on_prepared=self._persist)
+                                deadline_seconds=s.swap_deadline_s, confirmations=1,
+                                timeout=s.tx_timeout_s, on_prepared=self._persist,
+                                expected_out_cap=cap)
         except DEFINITIVE as exc:
             tx_hash = getattr(exc, "tx_hash", None)
             if tx_hash:
@@ -352,17 +424,50 @@ class _Run:
         await self._cp("swap:sent")
         await self._record_by_hash(result.tx_hash)
 
+    async def _twap_gate(self, chunk: int, reserve_in: int) -> int | None:
+        """None when the TWAP check is off; else the cap on what ``chunk`` should buy (for
+        amountOutMin). A spot price off its TWAP, or no price history yet, is a Wait, with
+        an event saying why."""
+        verdict = await price.check(self.ctx, self.t, chunk, reserve_in)
+        if verdict.wait_reason is not None:
+            await self._event(verdict.wait_reason, verdict.detail)
+            raise Wait(self.id, verdict.wait_s, verdict.wait_reason)
+        return verdict.cap
+
     def _pause_between_chunks(self, mined_swaps: list[BuybackTx]) -> None:
         """Chunking only lowers the total price impact if arbitrage restores the price between
-        chunks: the next chunk waits BUYBACK_CHUNK_INTERVAL_S after the last mined one. Checked
-        from the records, so an early re-run (a cron re-enqueue, a retry) waits too."""
-        interval = float(self.s.buyback_chunk_interval_s)
+        chunks: the next chunk waits a draw from [BUYBACK_CHUNK_INTERVAL_S,
+        BUYBACK_CHUNK_INTERVAL_MAX_S] after the last mined one, drawn afresh at each look so
+        the time of the next chunk cannot be predicted. Checked from the records, so an early
+        re-run (a cron re-enqueue, a retry) waits too."""
+        low = float(self.s.buyback_chunk_interval_s)
+        high = self.s.buyback_chunk_interval_max_s
+        interval = low if high is None else _random.uniform(low, float(high))
         if interval <= 0 or not mined_swaps:
             return
         last = max(r.mined_at or r.created_at for r in mined_swaps)
         wait = interval - (utcnow() - last).total_seconds()
         if wait > 0:
-            raise ChunkPause(self.id, wait)
+            raise Wait(self.id, wait, "chunk_interval")
+
+    async def _swaps_final(self) -> None:
+        """The burn is sized from the swaps' output: they must be CONFIRMATIONS deep first."""
+        swaps = [r for r in await self._txs() if r.kind == "swap" and r.status == "mined"]
+        self._wait_for_depth(swaps, await self.t.w3.eth.block_number, "the swaps")
+
+    async def _swaps_done(self, bb: Buyback, swaps: list[BuybackTx], note: str | None) -> None:
+        """Swapping ends: record what the mined swaps received and what they spent
+        (usd_swapped, from their recorded inputs, which verify checks against the chain)."""
+        spent = sum(int(r.amount_in or 0) for r in swaps)
+        usd_swapped = min(usd_of(spent, await self.t.decimals(self.t.quote)),
+                          Decimal(bb.usd_amount))
+        values: dict[str, Any] = dict(
+            status=BuybackStatus.swapped, serv_received=sum(r.amount_out or 0 for r in swaps),
+            amount_out_min_total=sum(r.amount_out_min or 0 for r in swaps),
+            quote_unspent=int(bb.quote_amount_in or 0) - spent, usd_swapped=usd_swapped)
+        if note is not None:
+            values["failure_reason"] = note[:1000]
+        await self._set_status(bb, BuybackStatus.swapping, **values)
 
     async def _swap_failed(self, bb: Buyback, reason: str) -> None:
         swaps = [r for r in await self._txs() if r.kind == "swap" and r.status == "mined"]
@@ -373,25 +478,18 @@ class _Run:
         spent = sum(r.amount_in or 0 for r in swaps)
         unspent = int(bb.quote_amount_in or 0) - spent
         note = (f"partial: swaps stopped after {len(swaps)} chunk(s) ({reason}); {unspent} base "
-                "units of the stablecoin were not swapped and stay in the treasury")
+                "units of the stablecoin were not swapped; their revenue goes back to "
+                "unallocated when this buyback is burned")
         log.warning("buyback %d: %s", bb.id, note)
-        await self._set_status(bb, BuybackStatus.swapping, status=BuybackStatus.swapped,
-                               serv_received=sum(r.amount_out or 0 for r in swaps),
-                               amount_out_min_total=sum(r.amount_out_min or 0 for r in swaps),
-                               quote_unspent=unspent, failure_reason=note[:1000])
+        await self._swaps_done(bb, swaps, note=note)
 
     async def _fail(self, bb: Buyback, expected: str, reason: str) -> None:
         """Failed, no longer active, and its revenue unallocated again: one transaction."""
-        now = utcnow()
-        async with self.db.transaction() as session:
-            done = await session.execute(
-                update(Buyback).where(Buyback.id == bb.id, Buyback.status == expected)
-                .values(status=BuybackStatus.failed, active_slot=None, failure_reason=reason[:1000],
-                        updated_at=now, completed_at=now)
-                .execution_options(synchronize_session=False))
-            if done.rowcount != 1:
-                raise BuybackStuck(f"buyback {bb.id} left status {expected} under us")
-            released = await service.release_revenue(session, bb.id)
+        try:
+            async with self.db.transaction() as session:
+                released = await repo.fail_and_release(session, bb.id, expected, reason)
+        except repo.StateChanged as exc:
+            raise BuybackStuck(str(exc)) from None
         log.info("buyback %d failed (%s); %d revenue event(s) unallocated again", bb.id, reason,
                  released)
 
@@ -401,6 +499,8 @@ class _Run:
         if mined:
             await self._finish(bb, mined[0])
             return
+        if any(r.status == "prepared" for r in burns):
+            raise ConcurrentRunner(f"buyback {self.id}: a burn is in flight")
         if sum(r.status == "reverted" for r in burns) >= MAX_BURN_REVERTS:
             raise BuybackStuck(f"buyback {bb.id}: {MAX_BURN_REVERTS} burn transactions reverted")
         amount = int(bb.serv_received or 0)
@@ -409,7 +509,7 @@ class _Run:
         s = self.s
         try:
             result = await burn(self.sender, self.t.serv, amount, burn_address=self.t.burn_address,
-                                confirmations=s.confirmations, timeout=s.tx_timeout_s,
+                                confirmations=1, timeout=s.tx_timeout_s,
                                 on_prepared=self._persist)
         except TxReverted as exc:
             if exc.tx_hash:
@@ -423,9 +523,21 @@ class _Run:
         await self._finish(bb, row)
 
     async def _finish(self, bb: Buyback, burn_row: BuybackTx) -> None:
-        now = utcnow()
-        await self._set_status(bb, BuybackStatus.burning, status=BuybackStatus.burned,
-                               serv_burned=int(burn_row.amount_out or 0), active_slot=None,
-                               completed_at=now)
+        """Burned once the burn is CONFIRMATIONS deep; in the same transaction, what the
+        buyback claimed but did not swap goes back to unallocated (one carry-over entry)."""
+        head = await self.t.w3.eth.block_number
+        self._wait_for_depth([burn_row], head, "the burn")
+        try:
+            async with self.db.transaction() as session:
+                await repo.advance(session, bb.id, BuybackStatus.burning,
+                                   status=BuybackStatus.burned,
+                                   serv_burned=int(burn_row.amount_out or 0), active_slot=None,
+                                   completed_at=utcnow())
+                back = await repo.carry_over(session, bb, Decimal(bb.usd_swapped or 0))
+                if back > 0:
+                    await repo.add_event(session, bb.id, "carry_over",
+                                         f"{back} USD not swapped went back to unallocated")
+        except repo.StateChanged as exc:
+            raise BuybackStuck(str(exc)) from None
         log.info("buyback %d burned %s $SERV base units in %s", bb.id, burn_row.amount_out,
                  burn_row.tx_hash)

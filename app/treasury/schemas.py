@@ -77,11 +77,20 @@ class TxOut(ResponseBody):
     explorer_url: str | None
 
 
+class EventOut(ResponseBody):
+    kind: str
+    detail: str
+    created_at: datetime
+
+
 class BuybackOut(ResponseBody):
     id: int
     status: str
     active: bool
-    usd_amount: USDStr
+    usd_amount: USDStr  # = usd_claimed (the seed's name)
+    usd_claimed: USDStr  # the revenue events it claimed
+    usd_swapped: USDStr | None  # stablecoin its mined swaps spent (None until swapping ends)
+    usd_returned: USDStr | None  # usd_claimed - usd_swapped, back to unallocated once burned
     revenue_events: int
     quote_amount_in: Units | None
     amount_out_min_total: Units | None
@@ -95,6 +104,7 @@ class BuybackOut(ResponseBody):
     updated_at: datetime
     completed_at: datetime | None
     transactions: list[TxOut]
+    events: list[EventOut]  # pauses (and why), reorgs, carry-overs, a cancel
 
 
 class BuybackList(ResponseBody):
@@ -117,7 +127,10 @@ class BurnOut(ResponseBody):
     buyback_id: int
     serv_burned: Units
     serv_burned_decimal: str
-    usd_amount: USDStr
+    usd_amount: USDStr  # = usd_claimed (the seed's name)
+    usd_claimed: USDStr
+    usd_swapped: USDStr  # what the swaps spent; less than claimed for a partial buyback
+    partial: bool
     swap_tx_hashes: list[str]
     swap_blocks: list[int]
     burn_tx_hash: str
@@ -149,6 +162,13 @@ class SummaryOut(ResponseBody):
     difference: Units  # chain balance - recorded (others may also send to the burn address)
     difference_decimal: str
     block_number: int
+    # the revenue ledger, reconciled to the micro-dollar:
+    # revenue_usd = swapped_usd + unallocated_usd + in_flight_usd
+    revenue_usd: USDStr  # every idle job's revenue (carry-overs are not new revenue)
+    swapped_usd: USDStr  # stablecoin spent by finished buybacks
+    unallocated_usd: USDStr  # claimable now, carry-overs of partial buybacks included
+    in_flight_usd: USDStr  # claimed by the active buyback
+    reconciled: bool
 
 
 class CheckOut(ResponseBody):
@@ -163,3 +183,21 @@ class VerifyOut(ResponseBody):
     verified: bool
     checks: list[CheckOut]
     block_number: int
+
+
+class PauseIn(RequestBody):
+    reason: str | None = Field(None, max_length=200)
+
+
+class ControlOut(ResponseBody):
+    paused: bool
+    reason: str | None
+    changed_by: str | None
+    updated_at: datetime
+
+
+class CancelOut(ResponseBody):
+    buyback_id: int
+    status: str
+    failure_reason: str | None
+    revenue_events_released: int

@@ -3,7 +3,7 @@ totals with the burn address's balance, and price a buyback without sending anyt
 
 from __future__ import annotations
 
-from decimal import ROUND_FLOOR, Decimal
+from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 from typing import Any
 
 from eth_utils import to_checksum_address
@@ -12,14 +12,20 @@ from web3.exceptions import TransactionNotFound
 from app.config import Settings
 from app.context import AppContext
 from app.errors import AppError, ServiceUnavailable
-from app.models import Buyback, BuybackStatus, BuybackTx
+from app.models import USD_PLACES, Buyback, BuybackStatus, BuybackTx
 from app.treasury.onchain import Treasury, get_treasury
 from app.treasury.schemas import CheckOut, ChunkOut, SummaryOut, VerifyOut
-from app.treasury.service import Totals
+from app.treasury.repository import Totals
 from chain.burn import verify_burn
 from chain.dex import amount_out, plan_chunks, simulate_impact_bps
 from chain.errors import ChainError, TxNotFound
 from chain.tokens import received, transfers
+
+
+def usd_of(units: int, decimals: int) -> Decimal:
+    """Stablecoin base units as USD, rounded UP to the micro-dollar (what was swapped is never
+    understated, so what goes back to unallocated is never more than was kept)."""
+    return Decimal(units).scaleb(-decimals).quantize(USD_PLACES, rounding=ROUND_CEILING)
 
 
 def human(units: int, decimals: int) -> str:
@@ -41,7 +47,7 @@ def _unavailable(exc: BaseException) -> ServiceUnavailable:
                               code="chain_unavailable")
 
 
-async def summary(ctx: AppContext, t: Treasury, totals: Totals) -> SummaryOut:
+async def summary(ctx: AppContext, t: Treasury, totals: Totals, ledger: Ledger) -> SummaryOut:
     try:
         decimals = await t.decimals(t.serv)
         block = await t.w3.eth.block_number
@@ -56,7 +62,10 @@ async def summary(ctx: AppContext, t: Treasury, totals: Totals) -> SummaryOut:
         recorded_burned_decimal=human(totals.total_serv_burned, decimals),
         chain_burn_address_balance=on_chain,
         chain_burn_address_balance_decimal=human(on_chain, decimals),
-        difference=diff, difference_decimal=human(diff, decimals), block_number=block)
+        difference=diff, difference_decimal=human(diff, decimals), block_number=block,
+        revenue_usd=ledger.revenue, swapped_usd=ledger.swapped,
+        unallocated_usd=ledger.unallocated, in_flight_usd=ledger.in_flight,
+        reconciled=ledger.reconciled)
 
 
 async def verify(t: Treasury, settings: Settings, bb: Buyback, txs: list[BuybackTx]) -> VerifyOut:
@@ -93,7 +102,7 @@ async def verify(t: Treasury, settings: Settings, bb: Buyback, txs: list[Buyback
               f"to {t.burn_address} in {burn.tx_hash}")
         check("amount_matches_record", v.amount == bb.serv_burned,
               f"on chain {v.amount}, recorded {bb.serv_burned} (base units)")
-        bought, problems = 0, []
+        bought, spent, problems = 0, 0, []
         for s in swaps:
             try:
                 receipt = await t.w3.eth.get_transaction_receipt(s.tx_hash)  # type: ignore[arg-type]
@@ -117,11 +126,18 @@ async def verify(t: Treasury, settings: Settings, bb: Buyback, txs: list[Buyback
                                 f"treasury, recorded {s.amount_in}")
                 continue
             bought += received(receipt, t.serv, t.address)
+            spent += paid
         ok = bool(swaps) and not problems and bought == v.amount
         check("swap_output_equals_burn_input", ok,
               "; ".join(problems) if problems else
               f"{len(swaps)} swap(s) paid the treasury {bought} base units on chain; the burn "
               f"moved {v.amount}; recorded received {bb.serv_received}")
+        swapped_usd = usd_of(spent, await t.decimals(t.quote))
+        check("usd_swapped_matches_swaps", not problems and bb.usd_swapped is not None
+              and swapped_usd == bb.usd_swapped,
+              f"the swaps took {spent} stablecoin base units ({swapped_usd} USD) from the "
+              f"treasury on chain; recorded usd_swapped {bb.usd_swapped} of usd_claimed "
+              f"{bb.usd_amount}")
         check("confirmations", v.confirmations >= max(settings.confirmations, 1),
               f"{v.confirmations} confirmation(s), {max(settings.confirmations, 1)} required")
     except AppError:

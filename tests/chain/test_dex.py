@@ -6,7 +6,6 @@ from eth_account import Account
 from chain.burn import BURN_ADDRESS
 from chain.dex import (
     UniswapV2Router,
-    buyback,
     plan_chunks,
     simulate_impact_bps,
     swap,
@@ -150,22 +149,21 @@ async def test_swap_refuses_high_price_impact(chain: Chain) -> None:
     assert await balances(chain) == before
 
 
-async def test_large_buyback_is_split_under_the_impact_limit(chain: Chain) -> None:
+async def test_amount_out_min_is_the_lower_of_the_quote_and_the_cap(chain: Chain) -> None:
+    """expected_out_cap (what a TWAP says the amount buys) bounds amountOutMin from above: a
+    spot quote inflated within the block cannot raise it; a lower quote still wins."""
     d = chain.devnet
     path = [d.quote_token, d.serv_token]
-    total = 60_000 * USD  # 6% of the pool's USD reserve: ~600 bps in one go
-    assert (await chain.router.quote(total, path)).price_impact_bps > 200
-    result = await buyback(chain.treasury, chain.router, total, path, to=d.treasury,
-                           max_slippage_bps=50, max_price_impact_bps=200)
-    assert len(result.swaps) >= 3
-    assert result.amount_in == total
-    assert all(s.price_impact_bps <= 200 for s in result.swaps)
-    assert all(s.received == s.quoted_out for s in result.swaps)
-    nonces = [s.nonce for s in result.swaps]
-    assert nonces == sorted(set(nonces))
-    b = await balances(chain)
-    assert b["treasury_serv"] == result.received
-    assert b["treasury_usd"] == 100_000 * USD - total
+    quote = await chain.router.quote(1_000 * USD, path)
+    cap = quote.amount_out * 9_000 // 10_000
+    capped = await swap(chain.treasury, chain.router, 1_000 * USD, path, to=d.treasury,
+                        max_slippage_bps=50, max_price_impact_bps=200, expected_out_cap=cap)
+    assert capped.amount_out_min == cap * 9_950 // 10_000
+    quote = await chain.router.quote(1_000 * USD, path)
+    loose = await swap(chain.treasury, chain.router, 1_000 * USD, path, to=d.treasury,
+                       max_slippage_bps=50, max_price_impact_bps=200,
+                       expected_out_cap=quote.amount_out * 2)
+    assert loose.amount_out_min == quote.amount_out * 9_950 // 10_000
 
 
 def test_plan_chunks() -> None:

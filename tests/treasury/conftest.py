@@ -62,7 +62,7 @@ def treasury_settings(settings_factory, devnet_layout: Devnet, operator: LocalAc
             burn_address=d.burn_address, treasury_private_key=d.treasury_key,
             operator_addresses=operator.address, tx_timeout_s=10.0, max_fee_gwei=Decimal(1000),
             explorer_tx_url="https://explorer.test/tx/{tx_hash}", run_maintenance_in_api=False,
-            buyback_chunk_interval_s=0)
+            buyback_chunk_interval_s=0, confirmations=1, twap_window_s=0)
         values.update(overrides)
         return settings_factory(database_url, **values)
 

@@ -3,6 +3,8 @@ tampered record."""
 
 from __future__ import annotations
 
+from decimal import Decimal
+
 from eth_account import Account
 from sqlalchemy import update
 
@@ -102,7 +104,7 @@ async def test_verify_on_a_tampered_record_names_the_failing_check(tapp: TApp) -
         await session.execute(update(BuybackTx).where(BuybackTx.id == burn.id)
                               .values(tx_hash=swap.tx_hash))
     assert await failing() == {"transfer_to_burn_address", "amount_matches_record",
-                               "swap_output_equals_burn_input"}
+                               "swap_output_equals_burn_input", "usd_swapped_matches_swaps"}
     async with t.ctx.db.transaction() as session:
         await session.execute(update(BuybackTx).where(BuybackTx.id == burn.id)
                               .values(tx_hash=burn.tx_hash))
@@ -110,6 +112,10 @@ async def test_verify_on_a_tampered_record_names_the_failing_check(tapp: TApp) -
                               .values(tx_hash=swap.tx_hash))
     body = (await t.api.client.get(f"/burns/{bid}/verify")).json()
     assert body["verified"] is True
+    async with t.ctx.db.transaction() as session:  # one micro-dollar more swapped than on chain
+        await session.execute(update(Buyback).where(Buyback.id == bid)
+                              .values(usd_swapped=bb.usd_swapped + Decimal("0.000001")))
+    assert await failing() == {"usd_swapped_matches_swaps"}
 
 
 async def test_no_chain_configured_answers_503_and_burns_still_list(settings_factory) -> None:

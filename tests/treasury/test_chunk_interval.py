@@ -4,13 +4,14 @@ the pool price, and the wait does not hold the worker (the run ends; the job is 
 from __future__ import annotations
 
 import asyncio
+import time
 from decimal import Decimal
 
 import pytest
 from arq import Retry
 from eth_account import Account
 
-from app.treasury.runner import ChunkPause
+from app.treasury.runner import Wait
 from chain.dex import amount_out, plan_chunks, swap
 from chain.tx import TxSender
 from jobs import treasury_tasks
@@ -32,7 +33,7 @@ async def test_the_next_chunk_waits_and_quotes_the_recovered_price(treasury_sett
         bid = await check_buyback_threshold({"app": t.ctx})
         assert bid is not None
 
-        with pytest.raises(ChunkPause) as first:
+        with pytest.raises(Wait) as first:
             await t.run(bid)
         assert 0 < first.value.seconds <= INTERVAL
         [chunk1] = [x for x in await t.txs(bid) if x.kind == "swap"]
@@ -41,7 +42,7 @@ async def test_the_next_chunk_waits_and_quotes_the_recovered_price(treasury_sett
 
         # too early: the run ends again and sends nothing
         nonce = await t.w3.eth.get_transaction_count(d.treasury)
-        with pytest.raises(ChunkPause):
+        with pytest.raises(Wait):
             await t.run(bid)
         assert await t.w3.eth.get_transaction_count(d.treasury) == nonce
         assert len([x for x in await t.txs(bid) if x.kind == "swap"]) == 1
@@ -60,7 +61,7 @@ async def test_the_next_chunk_waits_and_quotes_the_recovered_price(treasury_sett
         assert recovered[1] > after_chunk1[1]  # more $SERV per USD again
 
         await asyncio.sleep(INTERVAL)
-        with pytest.raises(ChunkPause):  # chunk 2 now, then a pause before chunk 3
+        with pytest.raises(Wait):  # chunk 2 now, then a pause before chunk 3
             await t.run(bid)
         chunk2 = [x for x in await t.txs(bid) if x.kind == "swap"][1]
         assert chunk2.status == "mined"
@@ -77,10 +78,43 @@ async def test_the_next_chunk_waits_and_quotes_the_recovered_price(treasury_sett
         while status is None:
             try:
                 status = await t.run(bid)
-            except ChunkPause as pause:
+            except Wait as pause:
                 await asyncio.sleep(pause.seconds)
         assert status == "burned"
         swaps = [x for x in await t.txs(bid) if x.kind == "swap"]
         assert len(swaps) == 3 and sum(x.amount_in for x in swaps) == 2500_500000
         bb = await t.buyback(bid)
         assert bb.serv_burned == bb.serv_received == sum(x.amount_out for x in swaps)
+
+
+async def test_chunk_waits_are_drawn_from_a_range(treasury_settings, devnet_layout,
+                                                  operator) -> None:
+    """With BUYBACK_CHUNK_INTERVAL_MAX_S the wait before the next chunk is not a constant an
+    observer can read off the last swap: each look draws from [min, max]."""
+    settings = treasury_settings(max_price_impact_bps=40, buyback_threshold_usd=Decimal(1),
+                                 buyback_chunk_interval_s=100, buyback_chunk_interval_max_s=300)
+    async with treasury_app(settings, devnet_layout, operator) as t:
+        await t.add_revenue("2500")
+        bid = await check_buyback_threshold({"app": t.ctx})
+        assert bid is not None
+        waits = []
+        for _ in range(12):
+            with pytest.raises(Wait) as waited:
+                await t.run(bid)
+            waits.append(waited.value.seconds)
+        assert all(90 < w <= 300 for w in waits), waits
+        assert len({round(w) for w in waits}) > 6, waits  # not one fixed interval
+        assert len([x for x in await t.txs(bid) if x.kind == "swap"]) == 1
+
+
+async def test_threshold_checks_are_jittered(treasury_settings, devnet_layout, operator) -> None:
+    settings = treasury_settings(buyback_check_interval_s=60, buyback_check_jitter_s=30)
+    async with treasury_app(settings, devnet_layout, operator) as t:
+        gaps = []
+        for _ in range(10):
+            ctx = {"app": t.ctx}
+            before = time.monotonic()
+            await check_buyback_threshold(ctx)
+            gaps.append(ctx["treasury_next_check"] - before)
+        assert all(59 < g < 91 for g in gaps), gaps
+        assert len({round(g, 3) for g in gaps}) > 5, gaps

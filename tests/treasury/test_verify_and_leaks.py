@@ -37,7 +37,8 @@ async def test_a_swap_record_pointing_at_a_plain_transfer_fails_verify(tapp: TAp
         await session.execute(update(BuybackTx).where(BuybackTx.id == swap.id).values(tx_hash=fake))
     body = (await t.api.client.get(f"/burns/{bid}/verify")).json()
     failing = {c["name"] for c in body["checks"] if not c["ok"]}
-    assert body["verified"] is False and failing == {"swap_output_equals_burn_input"}, body
+    assert body["verified"] is False and failing == {"swap_output_equals_burn_input",
+                                                     "usd_swapped_matches_swaps"}, body
 
 
 class _Unauthorized(BaseHTTPRequestHandler):
