@@ -57,6 +57,8 @@ class Settings(BaseSettings):
     rate_limit_address_burst: int = 400
     rate_limit_signin_per_min: int = 60  # per client IP: /auth/nonce, /register_miner,
     # /auth/login together (a sign-in is two requests); a full minute's worth may come at once
+    rate_limit_auth_fail_per_min: int = 30  # per client IP: unknown or revoked keys and tokens;
+    # past it 429, answered from memory without a database read
 
     # --- chat and the job queue (seconds unless named otherwise) -------------------------------
     chat_allow_anonymous: bool = False
