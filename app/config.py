@@ -148,8 +148,8 @@ class Settings(BaseSettings):
         if "*" in value:
             # Trusting every peer makes X-Forwarded-For's left-most entry, which the caller
             # writes, the client IP: every per-IP limit and the nonce store become unbounded.
-            raise ValueError("FORWARDED_ALLOW_IPS=* would let any caller pick its own client IP "
-                             "with X-Forwarded-For; list your proxies' addresses or CIDR ranges "
+            raise ValueError("'*' would let any caller pick its own client IP with "
+                             "X-Forwarded-For; list your proxies' addresses or CIDR ranges "
                              "(e.g. 10.0.0.0/8)")
         trusted = []
         for entry in value:
@@ -157,8 +157,7 @@ class Settings(BaseSettings):
                 trusted.append(str(ipaddress.ip_network(entry, strict=False)) if "/" in entry
                                else str(ipaddress.ip_address(entry)))
             except ValueError:
-                raise ValueError(f"FORWARDED_ALLOW_IPS: {entry!r} is not an IP address or a "
-                                 "CIDR range") from None
+                raise ValueError(f"{entry!r} is not an IP address or a CIDR range") from None
         return trusted
 
     @field_validator("database_url")
