@@ -14,8 +14,14 @@ refused here, without a database read, until its Retry-After has passed.
 
 from __future__ import annotations
 
+import logging
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from app.context import AppContext
+
+log = logging.getLogger(__name__)
 
 MAX_ENTRIES = 100_000  # beyond this a table starts over rather than grow without bound
 EVENT_CHANNEL = "events:auth"  # under the Redis prefix; any message means "forget everything"
@@ -93,3 +99,12 @@ async def forget_everywhere(redis: Any, redis_prefix: str) -> bool:
         return True
     except Exception:
         return False
+
+
+async def announce_revocation(c: AppContext) -> None:
+    """After a key or token is revoked (committed): this process forgets at once, the others
+    when Redis tells them, or within AUTH_CACHE_TTL_S if it cannot."""
+    c.auth_cache.clear()
+    if not await forget_everywhere(c.redis, c.settings.redis_prefix):
+        log.warning("could not announce a revocation over Redis; other processes honour it "
+                    "within AUTH_CACHE_TTL_S")
