@@ -35,6 +35,7 @@ class Settings(BaseSettings):
     cors_origins: Annotated[list[str], NoDecode] = []  # "*" for any origin (never with credentials)
     cors_allow_credentials: bool = False  # auth is a Bearer header, so browsers need no cookies
     log_level: str = "INFO"
+    metrics_token: SecretStr | None = None  # set: /metrics wants Authorization: Bearer <it>
 
     # --- the server (`mia serve`) and timeouts (seconds) -------------------------------------
     server_keepalive_s: int = 75  # idle keep-alive; above a load balancer's 60 s idle timeout
@@ -57,6 +58,7 @@ class Settings(BaseSettings):
     rate_limit_address_burst: int = 400
     rate_limit_signin_per_min: int = 60  # per client IP: /auth/nonce, /register_miner,
     # /auth/login together (a sign-in is two requests); a full minute's worth may come at once
+    rate_limit_chain_reads_per_min: int = 60  # per client IP: /burns/summary, /burns/{id}/verify
     rate_limit_auth_fail_per_min: int = 30  # per client IP: unknown or revoked keys and tokens;
     # past it 429, answered from memory without a database read
 
