@@ -1,9 +1,9 @@
 """Auth housekeeping for the arq worker: WHEN expired session tokens are deleted. WHAT is deleted
 is app/auth/sessions.py.
 
-Register in jobs/worker.py's WorkerSettings: prune_expired_tokens as a cron, hourly
-(`cron(prune_expired_tokens, minute=PRUNE_MINUTE, second=0)`); it is idempotent, so two workers
-running it at once only delete the same rows twice over.
+Registered in jobs/worker.py's CRONS as
+`(auth_tasks.prune_expired_tokens, dict(minute=auth_tasks.PRUNE_MINUTE, second={0}))`: hourly.
+It is idempotent, so two workers running it at once only delete the same rows twice over.
 """
 
 from __future__ import annotations
