@@ -10,6 +10,7 @@ HEAD_POLL_S behind the chain, never behind the records.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import time
 from collections.abc import Awaitable, Callable, Hashable
@@ -37,6 +38,7 @@ class BlockCache:
     def __init__(self) -> None:
         self._answers: dict[str, _Answer] = {}
         self._head: tuple[float, int] | None = None  # (asked at, block number)
+        self.flights: dict[tuple[str, tuple[int, Hashable]], asyncio.Lock] = {}
         self.computed = 0  # answers computed, not served from the cache (tests and metrics)
 
     async def head(self, c: AppContext) -> int | None:
@@ -100,10 +102,22 @@ def per_block(records: Records) -> Callable[[Handler], Handler]:
             hit = cache.get(key, version)
             if hit is not None:
                 return hit
-            response = await handler(request, **kwargs)
-            cache.computed += 1
-            if response.status_code == 200:
-                cache.put(key, version, response)
-            return response
+            # One computation per (path, version) at a time: a burst arriving with a new block
+            # waits for the first caller's answer instead of each asking the chain.
+            flight = (key, version)
+            lock = cache.flights.setdefault(flight, asyncio.Lock())
+            try:
+                async with lock:
+                    hit = cache.get(key, version)
+                    if hit is not None:
+                        return hit
+                    response = await handler(request, **kwargs)
+                    cache.computed += 1
+                    if response.status_code == 200:
+                        cache.put(key, version, response)
+                    return response
+            finally:
+                if not lock.locked() and cache.flights.get(flight) is lock:
+                    del cache.flights[flight]  # waiters still hold it; newcomers find the answer
         return cached
     return wrap

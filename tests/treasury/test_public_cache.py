@@ -3,6 +3,8 @@ per change of the records they read, and a per-IP limit in front of them."""
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 from sqlalchemy import update
 
@@ -73,6 +75,13 @@ async def test_summary_and_verify_are_computed_once_per_block_and_record(tapp: T
     # Unknown and malformed ids answer 404 as before, uncached.
     for raw in ("999", "x", "99999999999"):
         assert (await t.api.client.get(f"/burns/{raw}/verify")).status_code == 404
+
+
+async def test_a_burst_at_a_new_block_is_computed_once(tapp: TApp) -> None:
+    t = tapp
+    answers = await asyncio.gather(*(t.api.client.get("/burns/summary") for _ in range(20)))
+    assert {r.status_code for r in answers} == {200} and len({r.content for r in answers}) == 1
+    assert computed(t) == 1 and t.api.app.state.block_cache.flights == {}
 
 
 async def test_cached_answers_carry_fresh_headers(treasury_settings, devnet_layout, operator) -> None:  # type: ignore[no-untyped-def]
