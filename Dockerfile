@@ -22,7 +22,8 @@ COPY miner ./miner
 RUN pip wheel --no-cache-dir --wheel-dir /wheels .
 
 FROM python:3.11-slim-bookworm AS runtime
-ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 HOST=0.0.0.0 PORT=8000
+# ENV=production: the image refuses to serve without PUBLIC_URL or with a development CHAIN_ID.
+ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 HOST=0.0.0.0 PORT=8000 ENV=production
 RUN useradd --create-home --uid 10001 mia
 WORKDIR /app
 COPY --from=build /wheels /wheels

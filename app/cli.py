@@ -7,7 +7,15 @@ import asyncio
 import logging
 import sys
 
+from pydantic import ValidationError
+
 from app.config import Settings
+
+
+def settings_errors(exc: ValidationError) -> list[str]:
+    """One line per invalid setting, named as its environment variable."""
+    return [f"{'.'.join(str(p) for p in e['loc']).upper() or 'settings'}: "
+            f"{e['msg'].removeprefix('Value error, ')}" for e in exc.errors()]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -54,7 +62,19 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     for noisy in ("alembic", "httpx"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
-    settings = Settings()
+    try:
+        settings = Settings()
+    except ValidationError as exc:
+        for line in settings_errors(exc):
+            print(f"mia {args.command}: {line}", file=sys.stderr)
+        return 2
+    if args.command in ("serve", "worker") and settings.env == "production":
+        problems = settings.production_problems()
+        for problem in problems:
+            print(f"mia {args.command}: refusing to start with ENV=production: {problem}",
+                  file=sys.stderr)
+        if problems:
+            return 2
     if args.command == "migrate":
         from app.migrate import upgrade
 

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import ipaddress
 from decimal import Decimal
 from functools import cached_property
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -27,20 +28,24 @@ class Settings(BaseSettings):
     burn_address: str = "0x000000000000000000000000000000000000dEaD"
 
     # --- HTTP ---------------------------------------------------------------------------------
+    env: Literal["development", "production"] = "development"  # production: `mia serve` and
+    # `mia worker` refuse dev settings (production_problems below)
     host: str = "127.0.0.1"
     public_url: str = ""  # e.g. https://api.example.com; defaults to http://{host}:{port}
     max_body_bytes: int = 256 * 1024
     cors_origins: Annotated[list[str], NoDecode] = []  # "*" for any origin (never with credentials)
     cors_allow_credentials: bool = False  # auth is a Bearer header, so browsers need no cookies
     log_level: str = "INFO"
+    metrics_token: SecretStr | None = None  # set: /metrics wants Authorization: Bearer <it>
 
     # --- the server (`mia serve`) and timeouts (seconds) -------------------------------------
     server_keepalive_s: int = 75  # idle keep-alive; above a load balancer's 60 s idle timeout
     server_graceful_shutdown_s: int = 35  # in-flight requests (a 30 s long-poll) may finish
     server_max_connections: int = 10_000  # per process, then 503; 0: no cap. Each long-poll
     # holds one Redis connection, and the Redis pool stops at 10000 (app/context.py)
-    forwarded_allow_ips: str = "127.0.0.1"  # proxies trusted for X-Forwarded-For (the client
-    # IP the sign-in limits count); "*" behind a platform proxy that is the only way in
+    # Proxies trusted to append to X-Forwarded-For: addresses and CIDR ranges, never "*". The
+    # client IP (what per-IP limits count) is the right-most entry that is not one of them.
+    forwarded_allow_ips: Annotated[list[str], NoDecode] = ["127.0.0.1"]
     db_command_timeout_s: float = 10.0  # one SQL statement (PostgreSQL), then 503
     db_pool_timeout_s: float = 10.0  # waiting for a pooled connection (PostgreSQL), then 503
     db_pool_size: int = 10  # PostgreSQL connections per process, and up to twice as many more
@@ -54,6 +59,9 @@ class Settings(BaseSettings):
     rate_limit_address_burst: int = 400
     rate_limit_signin_per_min: int = 60  # per client IP: /auth/nonce, /register_miner,
     # /auth/login together (a sign-in is two requests); a full minute's worth may come at once
+    rate_limit_chain_reads_per_min: int = 60  # per client IP: /burns/summary, /burns/{id}/verify
+    rate_limit_auth_fail_per_min: int = 30  # per client IP: unknown or revoked keys and tokens;
+    # past it 429, answered from memory without a database read
 
     # --- chat and the job queue (seconds unless named otherwise) -------------------------------
     chat_allow_anonymous: bool = False
@@ -130,7 +138,7 @@ class Settings(BaseSettings):
             raise ValueError("MAX_TWAP_DEVIATION_BPS must be in (0, 10000)")
         return self
 
-    @field_validator("cors_origins", "operator_addresses", mode="before")
+    @field_validator("cors_origins", "operator_addresses", "forwarded_allow_ips", mode="before")
     @classmethod
     def _split_csv(cls, value: object) -> object:
         if isinstance(value, str):
@@ -152,6 +160,24 @@ class Settings(BaseSettings):
             raise ValueError("CORS_ORIGINS=* cannot be combined with CORS_ALLOW_CREDENTIALS=true;"
                              " list the allowed origins")
         return self
+
+    @field_validator("forwarded_allow_ips")
+    @classmethod
+    def _trusted_proxies(cls, value: list[str]) -> list[str]:
+        if "*" in value:
+            # Trusting every peer makes X-Forwarded-For's left-most entry, which the caller
+            # writes, the client IP: every per-IP limit and the nonce store become unbounded.
+            raise ValueError("'*' would let any caller pick its own client IP with "
+                             "X-Forwarded-For; list your proxies' addresses or CIDR ranges "
+                             "(e.g. 10.0.0.0/8)")
+        trusted = []
+        for entry in value:
+            try:
+                trusted.append(str(ipaddress.ip_network(entry, strict=False)) if "/" in entry
+                               else str(ipaddress.ip_address(entry)))
+            except ValueError:
+                raise ValueError(f"{entry!r} is not an IP address or a CIDR range") from None
+        return trusted
 
     @field_validator("database_url")
     @classmethod
@@ -181,6 +207,20 @@ class Settings(BaseSettings):
     @cached_property
     def operators(self) -> frozenset[str]:
         return frozenset(a.lower() for a in self.operator_addresses)
+
+    def production_problems(self) -> list[str]:
+        """Why these settings must not run a public deployment, one line each (empty: fine).
+        FORWARDED_ALLOW_IPS=* never gets this far: it is refused whatever ENV says."""
+        problems = []
+        if not self.public_url:
+            problems.append(f"PUBLIC_URL is not set: miners would sign in to {self.base_url}")
+        if self.chain_id in DEV_CHAIN_IDS:
+            problems.append(f"CHAIN_ID={self.chain_id} is a development chain; set the chain "
+                            "your treasury and contract wallets live on")
+        return problems
+
+
+DEV_CHAIN_IDS = frozenset({31337, 1337})  # Hardhat/Anvil and Ganache/geth --dev
 
 
 def load_settings(**overrides: object) -> Settings:

@@ -19,7 +19,7 @@ from app.notify import Notifier
 from app.queue import JobQueue
 from app.ratelimit import RateLimiter
 from app.redis_client import open_redis
-from app.ttlcache import TTLCache
+from app.ttlcache import SecretCache
 
 if TYPE_CHECKING:  # a type only: the treasury builds its handle itself, on first use
     from app.treasury.onchain import Treasury
@@ -34,7 +34,7 @@ class AppContext:
     notifier: Notifier
     limiter: RateLimiter
     arq: ArqRedis  # enqueues on the worker's queue (arq_queue_name), sharing `redis`'s pool
-    auth_cache: TTLCache  # secret hash -> principal (app/auth/cache.py)
+    auth_cache: SecretCache  # bearer secrets -> principals, refusals (app/auth/cache.py)
     chain: ChainLink | None = None  # with CHAIN_RPC_URL
     treasury: Treasury | None = None  # made by app/treasury/onchain.get_treasury on first use
 
@@ -79,7 +79,7 @@ async def open_context(settings: Settings) -> AsyncIterator[AppContext]:
             arq=(ArqRedis.from_url(settings.redis_url, default_queue_name=arq_queue_name(settings))
                  if cluster else ArqRedis(redis.connection_pool,
                                           default_queue_name=arq_queue_name(settings))),
-            auth_cache=TTLCache(settings.auth_cache_ttl_s), chain=chain)
+            auth_cache=SecretCache(settings.auth_cache_ttl_s), chain=chain)
         stack.push_async_callback(_close_treasury, ctx)  # closed before the chain it uses
         yield ctx
 

@@ -18,6 +18,7 @@ from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import Response
+from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from app import __version__
 from app.auth import cache as auth_cache
@@ -65,7 +66,9 @@ def create_app(settings: Settings | None = None) -> Starlette:
 
     endpoints = all_endpoints(ROUTERS)
     schema = build_openapi(endpoints, title="MIA backend", version=__version__)
-    middleware = []
+    # The client IP is the right-most X-Forwarded-For entry that is not a trusted proxy (never
+    # the left-most, which the caller writes); an untrusted peer's header is ignored.
+    middleware = [Middleware(ProxyHeadersMiddleware, trusted_hosts=settings.forwarded_allow_ips)]
     if settings.cors_origins:  # "*" never comes with credentials (refused in Settings)
         middleware.append(Middleware(CORSMiddleware, allow_origins=settings.cors_origins,
                                      allow_methods=["GET", "POST", "DELETE"],

@@ -193,3 +193,11 @@ async def limit_anonymous_chat(request: Request) -> None:
     await c.limiter.enforce("anon", client_ip(request),
                              Rate.per_minute(c.settings.chat_anon_rate_per_min),
                              "anonymous chats from this address")
+
+
+async def limit_chain_reads(request: Request) -> None:
+    """Per client IP: the public answers that read the chain (/burns/summary, .../verify)."""
+    c: AppContext = request.app.state.ctx
+    await c.limiter.enforce("chain", client_ip(request),
+                             Rate.per_minute(c.settings.rate_limit_chain_reads_per_min),
+                             "chain checks from this address")

@@ -19,7 +19,7 @@ def uvicorn_limits(settings: Settings) -> dict[str, Any]:
         # Per process: connections plus in-flight requests; beyond it uvicorn answers a plain
         # 503 instead of letting file descriptors and the Redis pool run out.
         "limit_concurrency": settings.server_max_connections or None,
-        # Whose X-Forwarded-For to believe: the per-IP sign-in limits count that address.
-        "forwarded_allow_ips": settings.forwarded_allow_ips,
-        "proxy_headers": True,
+        # X-Forwarded-For is resolved by the app itself (create_app, FORWARDED_ALLOW_IPS), the
+        # same under any server; uvicorn would otherwise apply its own env-read trust list.
+        "proxy_headers": False,
     }

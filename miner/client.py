@@ -12,6 +12,7 @@ from typing import Any
 
 import httpx
 
+from miner.signin import ForeignMessage, check_sign_in_message
 from miner.wallet import Wallet
 
 log = logging.getLogger("miner.client")
@@ -209,11 +210,11 @@ class BackendClient:
         message = r.json().get("message")
         if not isinstance(message, str) or not message:
             raise BackendRejected(r.status_code, "bad_nonce", "the nonce response has no message")
-        # Never sign a sign-in message for somebody else's address.
-        if self.wallet.address.lower() not in message.lower():
-            raise BackendRejected(
-                r.status_code, "bad_nonce", "the sign-in message does not name this wallet"
-            )
+        # Never sign a sign-in message for another site or another address.
+        try:
+            check_sign_in_message(message, self.base_url, self.wallet.address)
+        except ForeignMessage as exc:
+            raise BackendRejected(r.status_code, "foreign_sign_in", str(exc)) from None
         return {"message": message, "signature": self.wallet.sign_text(message)}
 
     async def _sign_in(self) -> None:

@@ -95,10 +95,6 @@ async def revoke_key(request: Request, who: Wallet) -> ApiKeyOut:
         business = (await session.execute(
             select(Business.name).where(Business.id == key.business_id)
         )).scalar_one()
-    c = ctx(request)
-    c.auth_cache.clear()
-    if not await auth_cache.forget_everywhere(c.redis, c.settings.redis_prefix):
-        log.warning("could not announce a revocation over Redis; other processes honour it "
-                    "within AUTH_CACHE_TTL_S")
+    await auth_cache.announce_revocation(ctx(request))
     log.info("API key %d (%s...) revoked by %s", key.id, key.prefix, who.address)
     return _out(key, business)

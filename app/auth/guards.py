@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
@@ -12,9 +13,9 @@ from app.auth import apikeys, sessions
 from app.auth.principals import Client, Wallet
 from app.auth.secrets import bearer, hash_secret
 from app.context import AppContext, ctx
-from app.errors import Forbidden, Unauthorized
+from app.errors import Forbidden, RateLimited, Unauthorized
 from app.models import utcnow
-from app.ratelimit import limit_address, limit_anonymous_chat, limit_api_key
+from app.ratelimit import Rate, client_ip, limit_address, limit_anonymous_chat, limit_api_key
 
 T = TypeVar("T")
 
@@ -40,7 +41,7 @@ async def require_client(request: Request, scope: str, *, submits: bool = False)
     c = ctx(request)
     token = bearer(request.headers.get("authorization"))
     if token is not None:
-        client: Client = await _identify(c, token, apikeys.authenticate)
+        client: Client = await _identify(request, "key", token, apikeys.authenticate)
         apikeys.require_scope(client, scope)
         await limit_api_key(c, client.api_key_id)
         return client
@@ -52,15 +53,22 @@ async def require_client(request: Request, scope: str, *, submits: bool = False)
                        code="missing_api_key")
 
 
-async def require_wallet(request: Request, role: str) -> Wallet:
+async def require_session(request: Request) -> Wallet:
+    """A live session token of any role (rate-limited per wallet)."""
     c = ctx(request)
     token = bearer(request.headers.get("authorization"))
     if token is None:
         raise Unauthorized("a session token is required: sign in with /auth/login",
                            code="missing_token")
-    who, expires_at = await _identify(c, token, sessions.authenticate)
+    who, expires_at = await _identify(request, "token", token, sessions.authenticate)
     sessions.check_expiry(expires_at, utcnow())
     await limit_address(c, who.address)
+    return who
+
+
+async def require_wallet(request: Request, role: str) -> Wallet:
+    c = ctx(request)
+    who = await require_session(request)
     if role not in who.roles:
         raise Forbidden(f"this session lacks the {role!r} role", code="insufficient_role")
     if role == "operator" and who.address.lower() not in c.settings.operators:
@@ -69,13 +77,44 @@ async def require_wallet(request: Request, role: str) -> Wallet:
     return who
 
 
-async def _identify(c: AppContext, secret: str,
+async def _identify(request: Request, kind: str, secret: str,
                     authenticate: Callable[[AsyncSession, str], Awaitable[T]]) -> T:
-    """Who a bearer secret stands for: remembered (app/auth/cache.py) or read by its hash."""
+    """Who a bearer secret of `kind` ("key", "token") stands for: remembered
+    (app/auth/cache.py) or read by its hash. A refused secret is remembered as refused, and
+    counts against its client IP's budget of failed authentications."""
+    c = ctx(request)
     secret_hash = hash_secret(secret)
-    known: T | None = c.auth_cache.get(secret_hash)
-    if known is None:
-        async with c.db.reads() as session:
-            known = await authenticate(session, secret_hash)
-        c.auth_cache.put(secret_hash, known)
-    return known
+    known: T | None = c.auth_cache.get(kind, secret_hash)
+    if known is not None:
+        return known
+    ip = client_ip(request)
+    blocked_for = c.auth_cache.blocked_for(ip)
+    if blocked_for > 0:  # this IP used up its failures: no database read, no Redis call
+        raise _too_many_failures(blocked_for)
+    refused = c.auth_cache.refusal(kind, secret_hash)
+    if refused is None:
+        try:
+            async with c.db.reads() as session:
+                known = await authenticate(session, secret_hash)
+        except Unauthorized as exc:
+            refused = (exc.code, exc.detail)
+            c.auth_cache.refuse(kind, secret_hash, *refused)
+        else:
+            c.auth_cache.put(kind, secret_hash, known)
+            return known
+    await _count_failure(c, ip)
+    raise Unauthorized(refused[1], code=refused[0])
+
+
+async def _count_failure(c: AppContext, ip: str) -> None:
+    rate = Rate.per_minute(c.settings.rate_limit_auth_fail_per_min)
+    decision = await c.limiter.hit("authfail", ip, rate)
+    if not decision.allowed:
+        c.auth_cache.block(ip, decision.retry_after_ms / 1000)
+        raise _too_many_failures(decision.retry_after_ms / 1000)
+
+
+def _too_many_failures(seconds: float) -> RateLimited:
+    wait = max(1, math.ceil(seconds))
+    return RateLimited(f"too many failed authentications from this address; retry after "
+                       f"{wait} s", retry_after_s=wait)

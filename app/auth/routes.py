@@ -3,8 +3,12 @@ from __future__ import annotations
 from starlette.requests import Request
 
 from app.auth import sessions, signin
-from app.auth.schemas import LoginOut, NonceOut, NonceQuery, SignInBody
+from app.auth.cache import announce_revocation
+from app.auth.guards import require_session
+from app.auth.principals import Wallet
 from app.auth.roles import miner_id_for, roles_for
+from app.auth.schemas import LoginOut, LogoutOut, NonceOut, NonceQuery, SignInBody
+from app.auth.secrets import bearer, hash_secret
 from app.context import ctx
 from app.errors import Forbidden
 from app.models import utcnow
@@ -38,3 +42,15 @@ async def login(request: Request, body: SignInBody) -> LoginOut:
                                               miner_id=miner_id, roles=roles,
                                               ttl_s=c.settings.token_ttl_s, now=now)
     return LoginOut(token=token, expires_at=expires, address=address, roles=sorted(roles))
+
+
+@router.post("/auth/logout", responses={200: LogoutOut}, auth=("MinerToken",),
+             guard=require_session)
+async def logout(request: Request, who: Wallet) -> LogoutOut:
+    """Revoke the session token of this request, in every API process at once."""
+    c = ctx(request)
+    token = bearer(request.headers.get("authorization")) or ""  # the guard has checked it
+    async with c.db.transaction() as session:
+        await sessions.revoke(session, hash_secret(token), utcnow())
+    await announce_revocation(c)
+    return LogoutOut(revoked=True)

@@ -35,3 +35,7 @@ class LoginOut(ResponseBody):
     expires_at: datetime
     address: str
     roles: list[str]
+
+
+class LogoutOut(ResponseBody):
+    revoked: bool = Field(description="the token used for this request no longer works")

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from sqlalchemy import select
+from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.auth.principals import Wallet
 from app.auth.secrets import TOKEN_PREFIX, hash_secret, new_secret
 from app.errors import Unauthorized
-from app.models import AuthToken
+from app.models import AuthToken, utcnow
 
 
 async def issue(session: AsyncSession, *, address: str, miner_id: int | None,
@@ -39,3 +39,17 @@ async def authenticate(session: AsyncSession, token_hash: str) -> tuple[Wallet, 
 def check_expiry(expires_at: datetime, now: datetime) -> None:
     if expires_at <= now:
         raise Unauthorized("this session token has expired; sign in again", code="token_expired")
+
+
+async def revoke(session: AsyncSession, token_hash: str, now: datetime) -> None:
+    """Idempotent: an already revoked token keeps its first revocation time."""
+    await session.execute(update(AuthToken).where(AuthToken.token_hash == token_hash,
+                                                  AuthToken.revoked_at.is_(None))
+                          .values(revoked_at=now))
+
+
+async def prune_expired_tokens(session: AsyncSession, now: datetime | None = None) -> int:
+    """Delete the session tokens that expired before `now` (revoked or not); returns how many.
+    An expired token is refused anyway (check_expiry), so nothing is lost but the rows."""
+    result = await session.execute(delete(AuthToken).where(AuthToken.expires_at < (now or utcnow())))
+    return result.rowcount or 0  # type: ignore[attr-defined]

@@ -10,6 +10,7 @@ from collections.abc import Awaitable, Callable
 
 from eth_account.messages import _hash_eip191_message, encode_defunct
 from eth_keys import keys
+from eth_keys.constants import SECPK1_N
 from eth_keys.exceptions import BadSignature, ValidationError
 from eth_utils import keccak
 
@@ -37,7 +38,11 @@ def parse_signature(signature: str | bytes) -> bytes | None:
 
 
 def recover(hash32: bytes, sig: bytes) -> str | None:
-    """The EOA that produced a 65-byte r‖s‖v signature over hash32, or None."""
+    """The EOA that produced a 65-byte r‖s‖v signature over hash32, or None.
+
+    Only the low-s form counts (EIP-2: 1 <= s <= n/2): for every signature (r, s, v) the twin
+    (r, n - s, v ^ 1) recovers the same address, so without the rule one signed sign-in or
+    result has two valid encodings."""
     if len(sig) != 65:
         return None
     v = sig[64]
@@ -45,9 +50,11 @@ def recover(hash32: bytes, sig: bytes) -> str | None:
         v -= 27
     if v not in (0, 1):
         return None
+    r, s = int.from_bytes(sig[:32], "big"), int.from_bytes(sig[32:64], "big")
+    if not (1 <= r < SECPK1_N and 1 <= s <= SECPK1_N // 2):
+        return None
     try:
-        signature = keys.Signature(vrs=(v, int.from_bytes(sig[:32], "big"),
-                                        int.from_bytes(sig[32:64], "big")))
+        signature = keys.Signature(vrs=(v, r, s))
         return signature.recover_public_key_from_msg_hash(hash32).to_checksum_address()
     except (BadSignature, ValidationError, ValueError):
         return None

@@ -5,7 +5,7 @@ from datetime import datetime
 from pydantic import Field
 
 from app.auth.schemas import MAX_MESSAGE, SIGNATURE
-from app.schemas import QueryParams, RequestBody, ResponseBody
+from app.schemas import RequestBody, ResponseBody
 
 
 class RegisterIn(RequestBody):

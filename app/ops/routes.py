@@ -4,11 +4,15 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Literal
 
+import hmac
+
 from pydantic import Field
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 
+from app.auth.secrets import bearer
 from app.context import ctx
+from app.errors import Unauthorized
 from app.ops import metrics
 from app.ops.health import run_checks
 from app.schemas import QueryParams, ResponseBody
@@ -76,10 +80,24 @@ PROMETHEUS = {"text/plain": {"schema": {"type": "string",
                                         "description": "Prometheus text exposition format 0.0.4"}}}
 
 
-@router.get("/metrics", query=MetricsQuery, responses={200: MetricsOut}, content={200: PROMETHEUS})
+def _require_metrics_token(request: Request) -> None:
+    expected = ctx(request).settings.metrics_token
+    if expected is None:
+        return
+    given = bearer(request.headers.get("authorization")) or ""
+    # Constant time: the token is compared, never looked up.
+    if not hmac.compare_digest(given.encode(), expected.get_secret_value().encode()):
+        raise Unauthorized("this deployment's metrics need its METRICS_TOKEN: "
+                           "Authorization: Bearer <token>", code="invalid_metrics_token")
+
+
+@router.get("/metrics", query=MetricsQuery, responses={200: MetricsOut}, content={200: PROMETHEUS},
+            errors=(401,))
 async def get_metrics(request: Request, query: MetricsQuery) -> Response:
     """Revenue, buybacks, queue depths, active miners and jobs by status. JSON (money as
-    strings); Prometheus text with `Accept: text/plain` or `?format=prometheus`."""
+    strings); Prometheus text with `Accept: text/plain` or `?format=prometheus`. With
+    METRICS_TOKEN set, only for `Authorization: Bearer <METRICS_TOKEN>`."""
+    _require_metrics_token(request)
     values = await metrics.collect(ctx(request))
     wants_text = query.format == "prometheus" or (
         query.format is None and "text/plain" in request.headers.get("accept", ""))

@@ -10,12 +10,15 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from app.auth.guards import require_wallet
+from app.blockcache import per_block
 from app.context import ctx
 from app.errors import NotFound
 from app.models import (ACTIVE_BUYBACK_STATUSES, Buyback, BuybackEvent, BuybackStatus, BuybackTx,
                         TreasuryControl)
+from app.ratelimit import limit_chain_reads
 from app.treasury import repository, verify
 from app.treasury.dispatch import enqueue_buyback
+from app.treasury.fingerprints import burn_records, summary_records
 from app.treasury.onchain import get_treasury
 from app.treasury.cancel import cancel
 from app.treasury.schemas import (BuybackList, BuybackOut, BuybackQuery, BurnList, BurnOut,
@@ -163,7 +166,9 @@ async def list_burns(request: Request, query: PageQuery) -> Response:
                                   offset=query.offset), headers=PUBLIC_CACHE)
 
 
-@router.get("/burns/summary", responses={200: SummaryOut}, errors=(503,))
+@router.get("/burns/summary", responses={200: SummaryOut}, errors=(503,),
+            limit=limit_chain_reads)
+@per_block(summary_records)
 async def burns_summary(request: Request) -> Response:
     """Public: $SERV burned per our records and per the chain (the burn address's balance), and
     the difference (anything else sent to the burn address); and the revenue ledger reconciled
@@ -177,7 +182,9 @@ async def burns_summary(request: Request) -> Response:
     return json_response(out, headers=PUBLIC_CACHE)
 
 
-@router.get("/burns/{buyback_id}/verify", responses={200: VerifyOut}, errors=(404, 503))
+@router.get("/burns/{buyback_id}/verify", responses={200: VerifyOut}, errors=(404, 503),
+            limit=limit_chain_reads)
+@per_block(burn_records)
 async def verify_burn(request: Request) -> Response:
     """Public: re-read the chain and check the recorded burn: receipt success, a Transfer of
     $SERV from the treasury to the burn address, the amount equals the record, the swaps' output

@@ -15,7 +15,7 @@ from app.errors import AppError, ServiceUnavailable
 from app.models import USD_PLACES, Buyback, BuybackStatus, BuybackTx
 from app.treasury.onchain import Treasury, get_treasury
 from app.treasury.schemas import CheckOut, ChunkOut, SummaryOut, VerifyOut
-from app.treasury.repository import Totals
+from app.treasury.repository import Ledger, Totals
 from chain.burn import verify_burn
 from chain.dex import amount_out, plan_chunks, simulate_impact_bps
 from chain.errors import ChainError, TxNotFound

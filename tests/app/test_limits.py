@@ -295,7 +295,8 @@ def test_openapi_documents_429_with_retry_after_on_every_limited_endpoint() -> N
             assert header["schema"] == {"type": "integer", "minimum": 1}
         else:
             assert "429" not in responses, (ep.method, ep.path)
-    signin = {(ep.method, ep.path) for ep in endpoints if ep.limit is not None}
-    assert signin == {("GET", "/auth/nonce"), ("POST", "/auth/login"),
-                      ("POST", "/register_miner")}
+    per_ip = {(ep.method, ep.path) for ep in endpoints if ep.limit is not None}
+    assert per_ip == {("GET", "/auth/nonce"), ("POST", "/auth/login"),
+                      ("POST", "/register_miner"),  # sign-in; and the public chain checks:
+                      ("GET", "/burns/summary"), ("GET", "/burns/{buyback_id}/verify")}
     assert limited > 20

@@ -7,7 +7,7 @@ import time
 from sqlalchemy import text
 
 from app.auth.apikeys import create_api_key
-from app.ttlcache import TTLCache as AuthCache
+from app.auth.cache import AuthCache
 from app.cli import revoke_api_key
 from tests.support.harness import running_app, until
 
@@ -54,11 +54,12 @@ def test_cache_forgets_after_its_ttl_and_never_keeps_with_ttl_zero(monkeypatch) 
     now = [1000.0]
     monkeypatch.setattr(time, "monotonic", lambda: now[0])
     cache = AuthCache(ttl_s=5)
-    cache.put("h", "who")
+    cache.put("key", "h", "who")
     now[0] += 4.9
-    assert cache.get("h") == "who"
+    assert cache.get("key", "h") == "who"
+    assert cache.get("token", "h") is None  # a kind of its own
     now[0] += 0.2
-    assert cache.get("h") is None
+    assert cache.get("key", "h") is None
     off = AuthCache(ttl_s=0)
-    off.put("h", "who")
-    assert off.get("h") is None
+    off.put("key", "h", "who")
+    assert off.get("key", "h") is None

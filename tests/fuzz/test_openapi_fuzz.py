@@ -105,7 +105,9 @@ def _operators(ctx: Any) -> bool:
 # (a 403 each, which the miner pass's twin already covers).
 ANONYMOUS = schema
 WITH_API_KEY = schema.include(_takes("ApiKey"))
-WITH_SESSION = schema.include(_takes("MinerToken"))
+# Logging out would revoke the token every later request of the pass uses (the anonymous pass
+# still fuzzes /auth/logout, tests/auth/test_logout.py the rest).
+WITH_SESSION = schema.include(_takes("MinerToken")).exclude(path="/auth/logout")
 OPERATOR_ONLY = schema.include(_operators)  # include() twice would be a union
 
 
@@ -237,6 +239,7 @@ def live(request: pytest.FixtureRequest, redis_url: str, sqlite_template: Path,
         # Rate limits high enough that the fuzz reaches the handlers behind them (429 itself
         # is covered by tests/app/test_limits.py); background loops at their production pace.
         chat_anon_rate_per_min=100_000, rate_limit_signin_per_min=100_000,
+        rate_limit_auth_fail_per_min=100_000, rate_limit_chain_reads_per_min=100_000,
         reaper_interval_s=1.0, reconcile_interval_s=10.0)
     try:
         with live_server(settings) as url, httpx.Client(base_url=url, timeout=10) as client, \

@@ -25,6 +25,7 @@ class Harness:
     settings: Settings
     client: httpx.AsyncClient
     ctx: AppContext
+    app: Any = None  # the Starlette app (its state), for tests that look inside
 
     async def api_key(self, business: str = "acme", scopes: str = "chat") -> str:
         async with self.ctx.db.transaction() as session:
@@ -111,4 +112,4 @@ async def running_app(settings: Settings) -> AsyncIterator[Harness]:
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url=settings.base_url,
                                      timeout=90) as client:
-            yield Harness(settings, client, app.state.ctx)
+            yield Harness(settings, client, app.state.ctx, app)

@@ -7,6 +7,7 @@ import contextlib
 import threading
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import uvicorn
 
@@ -16,10 +17,12 @@ from app.main import create_app
 
 
 @contextlib.contextmanager
-def live_server(settings: Settings) -> Iterator[str]:
+def live_server(settings: Settings, **options: Any) -> Iterator[str]:
+    """options: more uvicorn.Config arguments, e.g. app.serving.uvicorn_limits(settings) to
+    serve as `mia serve` does."""
     port = free_port()
     config = uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning",
-                            lifespan="on")
+                            lifespan="on", **options)
     server = uvicorn.Server(config)
     thread = threading.Thread(target=lambda: asyncio.run(server.serve()), daemon=True)
     thread.start()

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import pytest
 
-from chain.client import close
 from jobs.treasury_tasks import check_buyback_threshold
 from tests.support.rpc_relay import running_relay
 from tests.treasury.conftest import SimulatedCrash, crash_at, treasury_app
