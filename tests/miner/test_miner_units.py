@@ -173,8 +173,10 @@ def test_config_from_env_and_flags_win() -> None:
         "MIA_MINER_CONCURRENCY": "4",
         "MIA_MINER_MAX_TOKENS": "300",
         "MIA_MINER_ACCEPT_IDLE": "yes",
+        "MIA_MINER_BATCH": "OFF",
     }
     cfg = load_config([], env)
+    assert cfg.batch == "off" and load_config(["--batch", "auto"], env).batch == "auto"
     assert cfg.backend_url == "http://127.0.0.1:9000"
     assert (cfg.model, cfg.concurrency, cfg.max_tokens, cfg.accept_idle) == ("mixtral", 4, 300, True)
     cfg = load_config(["--concurrency", "8", "--no-accept-idle", "--model", "llama3"], env)
@@ -186,7 +188,7 @@ def test_config_defaults() -> None:
     cfg = load_config([], {})
     assert cfg.backend_url == "http://127.0.0.1:8000"
     assert cfg.concurrency == 1 and cfg.accept_idle is False and cfg.model is None
-    assert cfg.poll_wait == 10 and cfg.temperature == 0.7
+    assert cfg.poll_wait == 10 and cfg.temperature == 0.7 and cfg.batch == "auto"
 
 
 @pytest.mark.parametrize(
@@ -199,6 +201,7 @@ def test_config_defaults() -> None:
         (["--backend", "127.0.0.1:8000"], {}, "http://"),
         (["--private-key", TEST_KEY, "--keystore", "k.json"], {}, "not both"),
         (["--log-level", "loud"], {}, "log level"),
+        ([], {"MIA_MINER_BATCH": "sometimes"}, "auto or off"),
     ],
 )
 def test_config_errors_are_plain(argv, env, words) -> None:
