@@ -129,24 +129,33 @@ async def _miner(http: aiohttp.ClientSession, miner: tuple[Wallet, dict[str, str
     wallet, auth = miner
     params = {"wait": str(min(role.wait_s, MINER_MAX_WAIT_S))}
     while True:
-        try:
-            async with http.get("/job/next", params=params, headers=auth) as r:
-                if r.status == 204:
-                    continue
-                if r.status != 200:
-                    stats.errors[f"next {r.status}"] += 1
-                    await _backoff(r)
-                    continue
-                job = await r.json()
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            stats.errors[f"next {type(exc).__name__}"] += 1
-            await asyncio.sleep(0.2)
+        job = await _long_poll(http, "/job/next", params, auth, stats, "next")
+        if job is None:
             continue
         if role.think_s:
             await asyncio.sleep(role.think_s)
         body = {"job_id": job["job_id"], "lease_id": job["lease_id"], "output": OUTPUT,
                 "output_tokens": 1, "signature": wallet.sign_result(job["job_id"], OUTPUT)}
         await _post_result(http, auth, body, window, stats)
+
+
+async def _long_poll(http: aiohttp.ClientSession, path: str, params: dict[str, str],
+                     auth: dict[str, str], stats: Stats, label: str) -> Any:
+    """One lease request: its JSON, or None when no job came (204) or it failed (then after a
+    pause, counted under `label`)."""
+    try:
+        async with http.get(path, params=params, headers=auth) as r:
+            if r.status == 204:
+                return None
+            if r.status != 200:
+                stats.errors[f"{label} {r.status}"] += 1
+                await _backoff(r)
+                return None
+            return await r.json()
+    except (aiohttp.ClientError, TimeoutError) as exc:
+        stats.errors[f"{label} {type(exc).__name__}"] += 1
+        await asyncio.sleep(0.2)
+        return None
 
 
 async def _post_result(http: aiohttp.ClientSession, auth: dict[str, str], body: dict[str, Any],
@@ -173,19 +182,10 @@ async def _batch_miner(http: aiohttp.ClientSession, miner: tuple[Wallet, dict[st
     wallet, auth = miner
     params = {"max": str(role.batch_max), "wait": str(min(role.wait_s, MINER_MAX_WAIT_S))}
     while True:
-        try:
-            async with http.get("/job/batch", params=params, headers=auth) as r:
-                if r.status == 204:
-                    continue
-                if r.status != 200:
-                    stats.errors[f"batch {r.status}"] += 1
-                    await _backoff(r)
-                    continue
-                jobs = (await r.json())["jobs"]
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            stats.errors[f"batch {type(exc).__name__}"] += 1
-            await asyncio.sleep(0.2)
+        answer = await _long_poll(http, "/job/batch", params, auth, stats, "batch")
+        if answer is None:
             continue
+        jobs = answer["jobs"]
         if role.think_s:  # the model answers a batch in one pass, as a GPU server would
             await asyncio.sleep(role.think_s)
         # Every result is signed on its own, in a batch too.

@@ -193,11 +193,7 @@ class Miner:
                 # poll returns within poll_wait seconds.
                 lease = await self._poll()
             except (BackendError, ValueError) as exc:  # ValueError: a 200 that is not JSON
-                delay = backoff.fail()
-                if isinstance(exc, BackendUnavailable) and exc.retry_after:
-                    delay = max(delay, min(exc.retry_after, self.cfg.backoff_cap))
-                log.warning("backend: %s; retrying in %.1fs", exc, delay)
-                await self._sleep(delay)
+                await self._poll_failed(backoff, exc)
                 continue
             backoff.reset()
             if lease is None:
@@ -206,6 +202,13 @@ class Miner:
             # other and is finished. Releasing it instead would cost it a delivery attempt,
             # and our other open polls could take it straight back (and release it again).
             await self._handle(lease)
+
+    async def _poll_failed(self, backoff: Backoff, exc: Exception) -> None:
+        delay = backoff.fail()
+        if isinstance(exc, BackendUnavailable) and exc.retry_after:
+            delay = max(delay, min(exc.retry_after, self.cfg.backoff_cap))
+        log.warning("backend: %s; retrying in %.1fs", exc, delay)
+        await self._sleep(delay)
 
     async def _poll(self) -> Lease | None:
         if not self.idle_enabled:
@@ -249,11 +252,7 @@ class Miner:
                     self._batchers.clear()
                     break
                 except (BackendError, ValueError) as exc:  # ValueError: a 200 that is not JSON
-                    delay = backoff.fail()
-                    if isinstance(exc, BackendUnavailable) and exc.retry_after:
-                        delay = max(delay, min(exc.retry_after, self.cfg.backoff_cap))
-                    log.warning("backend: %s; retrying in %.1fs", exc, delay)
-                    await self._sleep(delay)
+                    await self._poll_failed(backoff, exc)
                     continue
                 backoff.reset()
                 for lease in leases:
