@@ -1,8 +1,9 @@
 """A small backend that speaks the miner protocol exactly as docs and the batch contract say
-(sign-in, /job/next, /job/result, /job/batch, /job/results, extend, release), served on
-127.0.0.1 by tests/miner/support.UvicornThread. It verifies every signature and counts every
-request, so a test can see which protocol a miner used. `batch=False` is a backend from before
-the batch protocol: its batch routes answer 404.
+(sign-in, /job/next, /job/result, /job/batch, /job/results, extend, release, and the same under
+/idle-job, which hands out nothing while a chat job waits), served on 127.0.0.1 by
+tests/miner/support.UvicornThread. It verifies every signature and counts every request, so a
+test can see which protocol a miner used. `batch=False` is a backend from before the batch
+protocol: its batch routes answer 404.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ MAX_BATCH = 64
 class FakeJob:
     job_id: str
     prompt: str
+    kind: str = "chat"  # or "idle"
     status: str = "queued"  # queued | leased | completed | failed
     lease_id: str | None = None
     expires: datetime | None = None
@@ -57,8 +59,9 @@ class ProtocolServer:
     batch_sizes: list[int] = field(default_factory=list)  # results per POST /job/results
     lease_sizes: list[int] = field(default_factory=list)  # jobs per 200 of GET /job/batch
     posted: Counter[str] = field(default_factory=Counter)  # job id -> results posted for it
+    leased: list[str] = field(default_factory=list)  # job ids in the order they were leased
     fail_results: int = 0  # the next this many POST /job/results answer 503 (Retry-After: 0)
-    _queue: list[str] = field(default_factory=list)
+    _queues: dict[str, list[str]] = field(default_factory=lambda: {"chat": [], "idle": []})
     _tokens: dict[str, str] = field(default_factory=dict)  # token -> address
     _nonces: set[str] = field(default_factory=set)
 
@@ -67,7 +70,7 @@ class ProtocolServer:
     def add_job(self, prompt: str, **kw: Any) -> str:
         job = FakeJob(job_id=str(uuid.uuid4()), prompt=prompt, **kw)
         self.jobs[job.job_id] = job
-        self._queue.append(job.job_id)
+        self._queues[job.kind].append(job.job_id)
         return job.job_id
 
     def app(self) -> Starlette:
@@ -76,15 +79,27 @@ class ProtocolServer:
             Route("/auth/nonce", self.nonce),
             Route("/auth/login", self.login, methods=["POST"]),
             Route("/register_miner", self.login, methods=["POST"]),
-            Route("/job/next", self.next, methods=["GET"]),
-            Route("/job/result", self.result, methods=["POST"]),
-            Route("/job/{job_id}/extend", self.extend, methods=["POST"]),
-            Route("/job/{job_id}/release", self.release, methods=["POST"]),
+        ]
+        for prefix, kind in (("/job", "chat"), ("/idle-job", "idle")):
+            routes += self._job_routes(prefix, kind)
+        return Starlette(routes=routes)
+
+    def _job_routes(self, prefix: str, kind: str) -> list[Route]:
+        def bind(handler):  # type: ignore[no-untyped-def]
+            async def endpoint(request: Request) -> Response:
+                return await handler(request, kind)
+            return endpoint
+
+        routes = [
+            Route(prefix + "/next", bind(self.next), methods=["GET"]),
+            Route(prefix + "/result", bind(self.result), methods=["POST"]),
+            Route(prefix + "/{job_id}/extend", bind(self.extend), methods=["POST"]),
+            Route(prefix + "/{job_id}/release", bind(self.release), methods=["POST"]),
         ]
         if self.batch:
-            routes += [Route("/job/batch", self.next_batch, methods=["GET"]),
-                       Route("/job/results", self.results, methods=["POST"])]
-        return Starlette(routes=routes)
+            routes += [Route(prefix + "/batch", bind(self.next_batch), methods=["GET"]),
+                       Route(prefix + "/results", bind(self.results), methods=["POST"])]
+        return routes
 
     # ---- sign-in ---------------------------------------------------------------------------
 
@@ -122,17 +137,22 @@ class ProtocolServer:
 
     # ---- leases ----------------------------------------------------------------------------
 
-    async def _take(self, n: int, wait: float, miner: str) -> list[dict[str, Any]]:
+    async def _take(self, kind: str, n: int, wait: float, miner: str) -> list[dict[str, Any]]:
         # Jobs are added from the test's thread, so this polls instead of waiting on a condition.
         loop = asyncio.get_running_loop()
         deadline = loop.time() + wait
-        while not self._queue and loop.time() < deadline:
+        queue = self._queues[kind]
+        while not queue and loop.time() < deadline:
             await asyncio.sleep(0.01)
-        taken, self._queue = self._queue[:n], self._queue[n:]
+        if kind == "idle" and self._queues["chat"]:
+            return []  # chat first
+        taken = queue[:n]
+        del queue[:n]
         return [self._lease(self.jobs[job_id], miner) for job_id in taken]
 
     def _lease(self, job: FakeJob, miner: str) -> dict[str, Any]:
         job.status, job.miner, job.attempts = "leased", miner, job.attempts + 1
+        self.leased.append(job.job_id)
         job.lease_id = str(uuid.uuid4())
         job.expires = datetime.now(UTC) + timedelta(seconds=self.lease_seconds)
         answer = {"job_id": job.job_id, "lease_id": job.lease_id,
@@ -143,62 +163,65 @@ class ProtocolServer:
             job.lease_id = str(uuid.uuid4())  # now another miner's lease
         return answer
 
-    async def next(self, request: Request) -> Response:
+    async def next(self, request: Request, kind: str) -> Response:
         miner = self._miner(request)
         if miner is None:
             return _error(401, "unauthorized", "sign in")
-        jobs = await self._take(1, float(request.query_params.get("wait", "0")), miner)
+        jobs = await self._take(kind, 1, float(request.query_params.get("wait", "0")), miner)
         return JSONResponse(jobs[0]) if jobs else Response(status_code=204)
 
-    async def next_batch(self, request: Request) -> Response:
+    async def next_batch(self, request: Request, kind: str) -> Response:
         miner = self._miner(request)
         if miner is None:
             return _error(401, "unauthorized", "sign in")
         n = int(request.query_params.get("max", "1"))
         if not 1 <= n <= MAX_BATCH:
             return _error(400, "bad_request", "max must be 1..64")
-        jobs = await self._take(n, float(request.query_params.get("wait", "0")), miner)
+        jobs = await self._take(kind, n, float(request.query_params.get("wait", "0")), miner)
         if not jobs:
             return Response(status_code=204)
         self.lease_sizes.append(len(jobs))
         return JSONResponse({"jobs": jobs})
 
-    def _current(self, job_id: str, lease_id: str) -> tuple[FakeJob | None, JSONResponse | None]:
+    def _current(self, kind: str, job_id: str,
+                 lease_id: str) -> tuple[FakeJob | None, JSONResponse | None]:
         job = self.jobs.get(job_id)
-        if job is None:
+        if job is None or job.kind != kind:
             return None, _error(404, "job_not_found", "no such job")
         if job.status != "leased" or job.lease_id != lease_id:
             return job, _error(409, "lease_not_current", "the lease is not yours")
         return job, None
 
-    async def extend(self, request: Request) -> Response:
+    async def extend(self, request: Request, kind: str) -> Response:
         if self._miner(request) is None:
             return _error(401, "unauthorized", "sign in")
-        job, err = self._current(request.path_params["job_id"], (await request.json())["lease_id"])
+        job, err = self._current(kind, request.path_params["job_id"],
+                                 (await request.json())["lease_id"])
         if err is not None:
             return err
         job.expires = datetime.now(UTC) + timedelta(seconds=self.lease_seconds)
         return JSONResponse({"job_id": job.job_id, "lease_id": job.lease_id,
                              "lease_expires_at": job.expires.isoformat()})
 
-    async def release(self, request: Request) -> Response:
+    async def release(self, request: Request, kind: str) -> Response:
         if self._miner(request) is None:
             return _error(401, "unauthorized", "sign in")
-        job, err = self._current(request.path_params["job_id"], (await request.json())["lease_id"])
+        job, err = self._current(kind, request.path_params["job_id"],
+                                 (await request.json())["lease_id"])
         if err is not None:
             return err
         job.status, job.lease_id = "queued", None
-        self._queue.insert(0, job.job_id)
+        self._queues[kind].insert(0, job.job_id)
         return JSONResponse({"job_id": job.job_id, "status": "queued"})
 
     # ---- results ---------------------------------------------------------------------------
 
-    def _complete(self, miner: str, item: dict[str, Any]) -> JSONResponse | None:
+    def _complete(self, kind: str, miner: str, item: dict[str, Any]) -> JSONResponse | None:
         """None when the item completes its job (or repeats the accepted result), else the
         error the single endpoint answers."""
         self.posted[str(item.get("job_id"))] += 1
         job = self.jobs.get(str(item.get("job_id")))
-        if job is None:
+        if job is None or job.kind != kind:
             return _error(404, "job_not_found", "no such job")
         if job.status == "completed":
             if (job.lease_id, job.output) == (item["lease_id"], item["output"]):
@@ -213,15 +236,15 @@ class ProtocolServer:
         job.status, job.output, job.signature = "completed", item["output"], item["signature"]
         return None
 
-    async def result(self, request: Request) -> Response:
+    async def result(self, request: Request, kind: str) -> Response:
         miner = self._miner(request)
         if miner is None:
             return _error(401, "unauthorized", "sign in")
         item = await request.json()
-        err = self._complete(miner, item)
+        err = self._complete(kind, miner, item)
         return err or JSONResponse({"job_id": item["job_id"], "status": "completed"})
 
-    async def results(self, request: Request) -> Response:
+    async def results(self, request: Request, kind: str) -> Response:
         miner = self._miner(request)
         if miner is None:
             return _error(401, "unauthorized", "sign in")
@@ -235,7 +258,7 @@ class ProtocolServer:
         self.batch_sizes.append(len(items))
         answers = []
         for item in items:
-            err = self._complete(miner, item)
+            err = self._complete(kind, miner, item)
             entry: dict[str, Any] = {"job_id": item["job_id"], "status": "completed"}
             if err is not None:
                 entry = {"job_id": item["job_id"], "status": "rejected", **json.loads(err.body)}

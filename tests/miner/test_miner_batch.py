@@ -73,6 +73,23 @@ async def test_leases_and_posts_in_batches_each_result_signed(server, demo_model
         assert job.attempts == 1
 
 
+async def test_idle_jobs_in_batches_once_chat_is_served(server, demo_model) -> None:
+    chat = [server.add_job(f"question {i}") for i in range(3)]
+    idle = [server.add_job(f"summarise {i}", kind="idle") for i in range(12)]
+    async with RunningMiner(server.url, demo_model.url, concurrency=4, accept_idle=True) as m:
+        await until(lambda: completed(server) == len(chat) + len(idle))
+    assert m.rc == 0 and m.miner.stats.completed == len(chat) + len(idle)
+    assert set(server.leased[:3]) == set(chat)  # chat first
+    r = server.requests
+    assert r["GET /idle-job/next"] == 0 and r["POST /idle-job/result"] == 0
+    assert r["POST /job/result"] == 0
+    assert r["POST /idle-job/results"] < len(idle)
+    assert sum(server.lease_sizes) == len(chat) + len(idle) and max(server.lease_sizes) > 1
+    for job_id in idle:
+        job = server.jobs[job_id]
+        assert recover_result_signer(job_id, job.output, job.signature) == m.address
+
+
 async def test_a_backend_without_batch_endpoints_gets_single_jobs(old_server, demo_model,
                                                                   caplog) -> None:
     caplog.set_level(logging.INFO, logger="miner")
