@@ -6,16 +6,16 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 
-from miner.client import MAX_BATCH, BackendClient, BackendError, Lease
+from miner.client import MAX_BATCH, BackendClient, BackendUnavailable, Lease
 
-# The longest a finished result waits for others before it is posted (seconds).
-FLUSH_WINDOW = 0.02
+# A result waiting to be posted: its lease, output, output tokens, and what post() awaits.
+_Pending = tuple[Lease, str, int | None, "asyncio.Future[None]"]
 
 
 class ResultBatcher:
     """Collects one kind's results and posts them together.
 
-    A batch goes out when `FLUSH_WINDOW` has passed since its first result, when it is full
+    A batch goes out when `window` seconds have passed since its first result, when it is full
     (MAX_BATCH), or at once when every job in flight has its result waiting here or already in
     a request (`in_flight()` counts them), since waiting longer could gain nothing.
     `post()` returns when its result is accepted and raises what the single endpoint would
@@ -28,14 +28,14 @@ class ResultBatcher:
         backend: BackendClient,
         kind: str,
         in_flight: Callable[[], int],
-        window: float = FLUSH_WINDOW,
+        window: float,
     ) -> None:
         self.backend = backend
         self.kind = kind
         self.in_flight = in_flight
         self.window = window
         self.requests = 0  # POSTs sent, for logs and tests
-        self._pending: list[tuple[Lease, str, int | None, asyncio.Future[None]]] = []
+        self._pending: list[_Pending] = []
         self._sending = 0  # results inside requests that have not answered yet
         self._timer: asyncio.TimerHandle | None = None
         self._tasks: set[asyncio.Task[None]] = set()
@@ -45,9 +45,7 @@ class ResultBatcher:
         # Retrieved here too, so a result whose caller was cancelled logs no "never retrieved".
         done.add_done_callback(lambda f: f.cancelled() or f.exception())
         self._pending.append((lease, output, output_tokens, done))
-        if len(self._pending) >= MAX_BATCH or (
-            len(self._pending) + self._sending >= self.in_flight()
-        ):
+        if len(self._pending) >= min(MAX_BATCH, self.in_flight()):
             self._flush()
         elif self._timer is None:
             self._timer = asyncio.get_running_loop().call_later(self.window, self._flush)
@@ -65,20 +63,19 @@ class ResultBatcher:
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 
-    async def _send(self, batch: list[tuple[Lease, str, int | None, asyncio.Future[None]]]) -> None:
+    async def _send(self, batch: list[_Pending]) -> None:
         self._sending += len(batch)
         self.requests += 1
         try:
             outcomes = await self.backend.post_results(
                 self.kind, [(lease, output, tokens) for lease, output, tokens, _ in batch]
             )
-        except BaseException as exc:  # the whole request failed: every result in it did
-            for *_, done in batch:
-                if not done.done():
-                    done.set_exception(exc if isinstance(exc, Exception) else BackendError(repr(exc)))
-            if not isinstance(exc, Exception):
-                raise
+        except Exception as exc:  # the whole request failed, so did every result in it
+            self._fail(batch, exc)
             return
+        except BaseException:  # cancelled: whether the backend took them is unknown; retried
+            self._fail(batch, BackendUnavailable("the result request was cancelled"))
+            raise
         finally:
             self._sending -= len(batch)
         for (*_, done), outcome in zip(batch, outcomes):
@@ -88,3 +85,9 @@ class ResultBatcher:
                 done.set_result(None)
             else:
                 done.set_exception(outcome)
+
+    @staticmethod
+    def _fail(batch: list[_Pending], exc: Exception) -> None:
+        for *_, done in batch:
+            if not done.done():
+                done.set_exception(exc)

@@ -71,7 +71,7 @@ class Miner:
         self._batchers: dict[str, ResultBatcher] = {}
         if self.batch:
             self._batchers = {kind: self._batcher(kind) for kind in ("chat", "idle")}
-        self._running = 0  # jobs the dispatcher started that have not finished
+        self._dispatched: set[str] = set()  # ids of the dispatcher's jobs not finished yet
         self._slot_free = asyncio.Event()
 
     # ---- lifecycle ---------------------------------------------------------------------
@@ -230,19 +230,20 @@ class Miner:
     # ---- the batch dispatcher ----------------------------------------------------------
 
     def _batcher(self, kind: str) -> ResultBatcher:
-        return ResultBatcher(
-            self.backend, kind, lambda: sum(1 for job in self.in_flight.values() if job.kind == kind)
-        )
+        def in_flight() -> int:
+            return sum(1 for lease in self.in_flight.values() if lease.kind == kind)
+
+        return ResultBatcher(self.backend, kind, in_flight, self.cfg.batch_window_ms / 1000)
 
     async def _dispatch(self) -> None:
         backoff = Backoff(base=0.5, cap=self.cfg.backoff_cap)
         async with asyncio.TaskGroup() as jobs:
             while not self.stopping:
-                await self._wait_model_ready()
                 await self._wait_free_slot()
+                await self._wait_model_ready()  # after: a slot may free because the model failed
                 if self.stopping:
                     break
-                free = min(MAX_BATCH, self.cfg.concurrency - self._running)
+                free = min(MAX_BATCH, self.cfg.concurrency - len(self._dispatched))
                 try:
                     # Not cancelled on stop, like the single-job poll (see _worker).
                     leases = await self._poll_batch(free)
@@ -256,23 +257,22 @@ class Miner:
                     continue
                 backoff.reset()
                 for lease in leases:
-                    self._running += 1
-                    jobs.create_task(self._run_job(lease), name=f"miner-job-{lease.job_id}")
+                    self._dispatched.add(lease.job_id)
+                    jobs.create_task(self._handle(lease), name=f"miner-job-{lease.job_id}")
         if not self.batch and not self.stopping:
             async with asyncio.TaskGroup() as workers:
                 for i in range(self.cfg.concurrency):
                     workers.create_task(self._worker(i), name=f"miner-worker-{i}")
 
     async def _wait_free_slot(self) -> None:
-        while self._running >= self.cfg.concurrency and not self.stopping:
+        while len(self._dispatched) >= self.cfg.concurrency and not self.stopping:
             self._slot_free.clear()
             await self._slot_free.wait()
 
-    async def _run_job(self, lease: Lease) -> None:
-        try:
-            await self._handle(lease)
-        finally:
-            self._running -= 1
+    def _job_done(self, lease: Lease) -> None:
+        self.in_flight.pop(lease.job_id, None)
+        if lease.job_id in self._dispatched:
+            self._dispatched.discard(lease.job_id)
             self._slot_free.set()
 
     async def _poll_batch(self, n: int) -> list[Lease]:
@@ -359,10 +359,13 @@ class Miner:
             await self._release(lease, f"miner error: {type(exc).__name__}", count=True)
             self._job_line(lease, "released", None, started, f"miner error: {type(exc).__name__}")
         finally:
+            # Before any await: the jobs of one result batch all finish in the same turn of
+            # the event loop, so the dispatcher sees all their slots free and leases them in
+            # one request.
+            self._job_done(lease)
             keeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await keeper
-            self.in_flight.pop(lease.job_id, None)
 
     async def _generate(self, lease: Lease, lost: asyncio.Event) -> Completion | None:
         started = time.monotonic()

@@ -54,18 +54,21 @@ class BadSignatureOnce(Wallet):
 
 
 async def test_leases_and_posts_in_batches_each_result_signed(server, demo_model) -> None:
+    # Generation takes about the same time for every job, as on a GPU server batching them,
+    # so the eight jobs of each lease finish within the flush window (wide here, for a busy
+    # machine running the miner, both servers and other tests).
+    demo_model.control(delay=0.3)
     ids = [server.add_job(f"question {i}") for i in range(40)]
-    async with RunningMiner(server.url, demo_model.url, concurrency=8) as m:
+    async with RunningMiner(server.url, demo_model.url, concurrency=8, batch_window_ms=250) as m:
         await until(lambda: completed(server) == len(ids))
     assert m.rc == 0 and m.miner.stats.completed == len(ids)
     r = server.requests
     assert r["GET /job/next"] == 0 and r["POST /job/result"] == 0
-    # N = the free slots: never more than the concurrency, and several per request.
-    assert max(server.lease_sizes) == 8 and sum(server.lease_sizes) == len(ids)
-    assert r["GET /job/batch"] < len(ids) / 2
-    # Results in batches: fewer requests than results, every result posted exactly once.
-    assert sum(server.batch_sizes) == len(ids) and max(server.batch_sizes) > 1
-    assert r["POST /job/results"] < len(ids) / 2
+    # N = the free slots: the concurrency at most, and several per request.
+    assert server.lease_sizes[0] == 8 and max(server.lease_sizes) == 8
+    assert sum(server.lease_sizes) == len(ids) and r["GET /job/batch"] <= 10
+    # Results in batches: every result posted exactly once, most of them eight at a time.
+    assert sum(server.batch_sizes) == len(ids) and r["POST /job/results"] <= 10
     assert set(server.posted.values()) == {1}
     for job_id in ids:  # each result carries its own signature, by the miner's wallet
         job = server.jobs[job_id]
