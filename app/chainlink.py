@@ -2,14 +2,26 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
 from web3 import AsyncWeb3
 
-from app.context import AppContext
+# (address, eip191_hash, signature) -> valid?  ERC-1271 for contract wallets
+Erc1271 = Callable[[str, bytes, bytes], Awaitable[bool]]
 
 
-def attach_chain(ctx: AppContext) -> AsyncWeb3 | None:
-    """Adds a web3 client, ERC-1271 sign-in for contract wallets and a chain health check."""
-    url = ctx.settings.chain_rpc_url
+@dataclass(frozen=True)
+class ChainLink:
+    w3: AsyncWeb3
+    erc1271: Erc1271
+
+    async def check(self) -> None:
+        """For /health: the node answers."""
+        await self.w3.eth.block_number
+
+
+def open_chain(url: str | None) -> ChainLink | None:
     if not url:
         return None
     from chain.client import make_web3
@@ -20,18 +32,11 @@ def attach_chain(ctx: AppContext) -> AsyncWeb3 | None:
     async def erc1271(address: str, hash32: bytes, signature: bytes) -> bool:
         return await is_valid_erc1271_signature(w3, address, hash32, signature)
 
-    async def chain_check(_: AppContext) -> None:
-        await w3.eth.block_number
-
-    ctx.extras["web3"] = w3
-    ctx.extras["erc1271"] = erc1271
-    ctx.extras.setdefault("optional_checks", {})["chain"] = chain_check
-    return w3
+    return ChainLink(w3=w3, erc1271=erc1271)
 
 
-async def detach_chain(ctx: AppContext) -> None:
-    w3 = ctx.extras.pop("web3", None)
-    if w3 is not None:
+async def close_chain(link: ChainLink | None) -> None:
+    if link is not None:
         from chain.client import close
 
-        await close(w3)
+        await close(link.w3)

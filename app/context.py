@@ -1,36 +1,50 @@
-"""Everything a request or a background loop needs, opened once by the app's lifespan."""
+"""Everything a request or a task needs, opened once per process by open_context(): the API's
+lifespan and the arq worker's startup build the same AppContext the same way."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any
+import contextlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
+from arq.connections import ArqRedis
 from redis.asyncio import Redis
 from starlette.requests import Request
 
-from app.auth.cache import AuthCache
+from app.chainlink import ChainLink, close_chain, open_chain
 from app.config import Settings
 from app.db import Database
 from app.notify import Notifier
 from app.queue import JobQueue
+from app.ratelimit import RateLimiter
+from app.ttlcache import TTLCache
+
+if TYPE_CHECKING:  # a type only: the treasury builds its handle itself, on first use
+    from app.treasury.onchain import Treasury
 
 
 @dataclass
 class AppContext:
     settings: Settings
     db: Database
-    redis: Redis
+    redis: Redis  # commands; answers within REDIS_COMMAND_TIMEOUT_S
     queue: JobQueue
     notifier: Notifier
-    extras: dict[str, Any] = field(default_factory=dict)  # e.g. a web3 client for ERC-1271
-    auth_cache: AuthCache = field(init=False)
-
-    def __post_init__(self) -> None:
-        self.auth_cache = AuthCache(self.settings.auth_cache_ttl_s)
+    limiter: RateLimiter
+    arq: ArqRedis  # enqueues on the worker's queue (arq_queue_name), sharing `redis`'s pool
+    auth_cache: TTLCache  # secret hash -> principal (app/auth/cache.py)
+    chain: ChainLink | None = None  # with CHAIN_RPC_URL
+    treasury: Treasury | None = None  # made by app/treasury/onchain.get_treasury on first use
 
 
 def ctx(request: Request) -> AppContext:
     return request.app.state.ctx  # type: ignore[no-any-return]
+
+
+def arq_queue_name(settings: Settings) -> str:
+    """The worker's arq queue: under the Redis prefix, so deployments sharing a Redis stay apart."""
+    return f"{settings.redis_prefix}:arq:queue"
 
 
 def open_redis(url: str, *, command_timeout_s: float = 5.0,
@@ -41,3 +55,32 @@ def open_redis(url: str, *, command_timeout_s: float = 5.0,
     timeout = None if blocking_for_s is None else command_timeout_s + blocking_for_s
     return Redis.from_url(url, socket_connect_timeout=2.0, socket_timeout=timeout,
                           health_check_interval=30, max_connections=10_000)
+
+
+@contextlib.asynccontextmanager
+async def open_context(settings: Settings) -> AsyncIterator[AppContext]:
+    """Opens every resource (database pool, three Redis clients, the chain when configured) and
+    closes them all on exit, also when opening fails half-way. The notifier is not started:
+    the caller registers its channels first, then starts it."""
+    async with contextlib.AsyncExitStack() as stack:
+        db = Database(settings.database_url, pool_size=settings.db_pool_size,
+                      command_timeout_s=settings.db_command_timeout_s,
+                      pool_timeout_s=settings.db_pool_timeout_s)
+        stack.push_async_callback(db.dispose)
+        timeout = settings.redis_command_timeout_s
+        redis = open_redis(settings.redis_url, command_timeout_s=timeout)
+        blocking = open_redis(settings.redis_url, command_timeout_s=timeout,
+                              blocking_for_s=settings.miner_max_wait_s)
+        listener = open_redis(settings.redis_url, blocking_for_s=None)
+        for client in (redis, blocking, listener):
+            stack.push_async_callback(client.aclose)
+        queue = JobQueue(redis, settings.redis_prefix, blocking=blocking)
+        notifier = Notifier(listener, queue.done_channel)
+        stack.push_async_callback(notifier.stop)
+        chain = open_chain(settings.chain_rpc_url)
+        stack.push_async_callback(close_chain, chain)
+        yield AppContext(
+            settings=settings, db=db, redis=redis, queue=queue, notifier=notifier,
+            limiter=RateLimiter(redis, settings.redis_prefix),
+            arq=ArqRedis(redis.connection_pool, default_queue_name=arq_queue_name(settings)),
+            auth_cache=TTLCache(settings.auth_cache_ttl_s), chain=chain)

@@ -1,16 +1,47 @@
 """Engine and session factory. SQLite (aiosqlite) by default, PostgreSQL (asyncpg) in production.
 
-The request or job that opens a transaction owns commit/rollback; services only flush.
+The route or task that opens a transaction owns commit/rollback; services take its session and
+execute. What must happen in Redis because of a write (a queue push, a wake-up, an arq enqueue)
+is registered with after_commit() and runs only once the transaction has committed.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
 from sqlalchemy import event
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+
+
+log = logging.getLogger(__name__)
+Effect = Callable[[], Awaitable[object]]
+_EFFECTS = "mia_after_commit"
+
+
+def after_commit(session: AsyncSession, effect: Effect, *, what: str,
+                 required: bool = False) -> None:
+    """Run `effect()` once the session's transaction has committed (never if it rolls back).
+    A failing effect is logged with `what`; a `required` one also raises to the caller, after
+    the others have run. The rest are covered by a timer (the reconciler, waiters' re-reads)."""
+    session.info.setdefault(_EFFECTS, []).append((effect, what, required))
+
+
+async def _run_effects(session: AsyncSession) -> None:
+    raised: BaseException | None = None
+    for effect, what, required in session.info.pop(_EFFECTS, ()):
+        try:
+            await effect()
+        except Exception as exc:
+            if required and raised is None:
+                raised = exc
+            else:
+                log.warning("after commit, %s failed (%s); it is retried by its timer", what,
+                            type(exc).__name__)
+    if raised is not None:
+        raise raised
 
 
 def is_sqlite(url: str) -> bool:
@@ -84,9 +115,12 @@ class Database:
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[AsyncSession]:
-        """One unit of work: commits on success, rolls back on any exception."""
-        async with self._units() as session, session.begin():
-            yield session
+        """One unit of work: commits on success, rolls back on any exception; after the
+        commit, runs what was registered with after_commit()."""
+        async with self._units() as session:
+            async with session.begin():
+                yield session
+            await _run_effects(session)
 
     async def dispose(self) -> None:
         await self.engine.dispose()

@@ -22,19 +22,15 @@ from app import __version__
 from app.auth import cache as auth_cache
 from app.auth.apikey_routes import router as apikey_router
 from app.auth.routes import router as auth_router
-from app.chainlink import attach_chain, detach_chain
 from app.chat.routes import router as chat_router
 from app.config import Settings
-from app.context import AppContext, open_redis
-from app.db import Database
+from app.context import open_context
 from app.errors import AppError, ServiceUnavailable
 from app.idle.routes import router as idle_router
 from app.miners.routes import router as miners_router
-from app.notify import Notifier
 from app.openapi import build_openapi, doc_routes
 from app.ops import maintenance
 from app.ops.routes import router as ops_router
-from app.queue import JobQueue
 from app.treasury.routes import router as treasury_router
 from app.web import all_endpoints, build_routes, error_response
 
@@ -48,37 +44,20 @@ def create_app(settings: Settings | None = None) -> Starlette:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        db = Database(settings.database_url, pool_size=settings.db_pool_size,
-                      command_timeout_s=settings.db_command_timeout_s,
-                      pool_timeout_s=settings.db_pool_timeout_s)
-        timeout = settings.redis_command_timeout_s
-        redis = open_redis(settings.redis_url, command_timeout_s=timeout)
-        blocking = open_redis(settings.redis_url, command_timeout_s=timeout,
-                              blocking_for_s=settings.miner_max_wait_s)
-        listener = open_redis(settings.redis_url, blocking_for_s=None)
-        queue = JobQueue(redis, settings.redis_prefix, blocking=blocking)
-        notifier = Notifier(listener, queue.done_channel)
-        ctx = AppContext(settings=settings, db=db, redis=redis, queue=queue, notifier=notifier)
-        notifier.on(auth_cache.channel(settings.redis_prefix), ctx.auth_cache.clear)
-        app.state.ctx = ctx
-        tasks: list[asyncio.Task[None]] = []
-        try:  # everything opened above is closed below, even if start-up fails half-way
-            attach_chain(ctx)
-            await notifier.start()
+        async with open_context(settings) as ctx:  # closes everything, even after a failed start
+            ctx.notifier.on(auth_cache.channel(settings.redis_prefix), ctx.auth_cache.clear)
+            app.state.ctx = ctx
+            await ctx.notifier.start()
+            task = None
             if settings.run_maintenance_in_api:
-                tasks.append(asyncio.create_task(maintenance.run_forever(ctx),
-                                                 name="mia-maintenance"))
-            yield
-        finally:
-            for task in tasks:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
-            await notifier.stop()
-            await detach_chain(ctx)
-            for client in (redis, blocking, listener):
-                await client.aclose()
-            await db.dispose()
+                task = asyncio.create_task(maintenance.run_forever(ctx), name="mia-maintenance")
+            try:
+                yield
+            finally:
+                if task is not None:
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await task
 
     endpoints = all_endpoints(ROUTERS)
     schema = build_openapi(endpoints, title="MIA backend", version=__version__)

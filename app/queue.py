@@ -50,6 +50,21 @@ class JobQueue:
         key, job_id = item
         return kinds[keys.index(_text(key))], _text(job_id)
 
+    async def pop_many(self, kind: str, most: int, timeout_s: float) -> list[str]:
+        """Up to `most` job ids of one kind, oldest first, waiting up to timeout_s seconds for the
+        first; never busy-polls. The rest are taken at once (RPOP with a count) if there."""
+        key = self.key(kind)
+        if timeout_s <= 0:
+            found = await self.redis.rpop(key, most)
+            return [_text(v) for v in found or ()]
+        item = await self.blocking.brpop([key], timeout=timeout_s)
+        if item is None:
+            return []
+        ids = [_text(item[1])]
+        if most > 1:
+            ids += [_text(v) for v in await self.redis.rpop(key, most - 1) or ()]
+        return ids
+
     async def members(self, kind: str) -> set[str]:
         return {_text(v) for v in await self.redis.lrange(self.key(kind), 0, -1)}
 
@@ -57,8 +72,13 @@ class JobQueue:
         return int(await self.redis.llen(self.key(kind)))
 
     async def publish_done(self, *job_ids: str) -> None:
-        for job_id in job_ids:
-            await self.redis.publish(self.done_channel, job_id)
+        if len(job_ids) == 1:
+            await self.redis.publish(self.done_channel, job_ids[0])
+            return
+        async with self.redis.pipeline(transaction=False) as pipe:  # one round trip for all
+            for job_id in job_ids:
+                pipe.publish(self.done_channel, job_id)
+            await pipe.execute()
 
 
 def _text(value: bytes | str) -> str:

@@ -13,13 +13,16 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 from starlette.requests import Request
 
-from app.context import AppContext
 from app.errors import RateLimited
+
+if TYPE_CHECKING:  # the context holds the limiter; only its type is needed here
+    from app.context import AppContext
 
 log = logging.getLogger("app.ratelimit")
 
@@ -153,14 +156,6 @@ class RateLimiter:
                         type(exc).__name__)
 
 
-def limiter(c: AppContext) -> RateLimiter:
-    """The app's limiter, made on first use (one per AppContext, i.e. per Redis client)."""
-    found = c.extras.get("ratelimiter")
-    if found is None:
-        found = c.extras["ratelimiter"] = RateLimiter(c.redis, c.settings.redis_prefix)
-    return found  # type: ignore[no-any-return]
-
-
 def client_ip(request: Request) -> str:
     # The peer address, or X-Forwarded-For's when the peer is a trusted proxy: the server
     # (uvicorn's proxy_headers with FORWARDED_ALLOW_IPS) has already resolved it into scope.
@@ -171,14 +166,14 @@ def client_ip(request: Request) -> str:
 
 async def limit_api_key(c: AppContext, api_key_id: int) -> None:
     s = c.settings
-    await limiter(c).enforce("key", str(api_key_id),
+    await c.limiter.enforce("key", str(api_key_id),
                              Rate.per_second(s.rate_limit_key_per_s, s.rate_limit_key_burst),
                              "with this API key")
 
 
 async def limit_address(c: AppContext, address: str) -> None:
     s = c.settings
-    await limiter(c).enforce("addr", address.lower(),
+    await c.limiter.enforce("addr", address.lower(),
                              Rate.per_second(s.rate_limit_address_per_s,
                                              s.rate_limit_address_burst),
                              "from this wallet")
@@ -187,13 +182,13 @@ async def limit_address(c: AppContext, address: str) -> None:
 async def limit_signin(request: Request) -> None:
     """Per client IP, before the body is read: /auth/nonce, /register_miner, /auth/login."""
     c: AppContext = request.app.state.ctx
-    await limiter(c).enforce("signin", client_ip(request),
+    await c.limiter.enforce("signin", client_ip(request),
                              Rate.per_minute(c.settings.rate_limit_signin_per_min),
                              "sign-in requests from this address")
 
 
 async def limit_anonymous_chat(request: Request) -> None:
     c: AppContext = request.app.state.ctx
-    await limiter(c).enforce("anon", client_ip(request),
+    await c.limiter.enforce("anon", client_ip(request),
                              Rate.per_minute(c.settings.chat_anon_rate_per_min),
                              "anonymous chats from this address")

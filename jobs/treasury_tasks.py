@@ -1,11 +1,10 @@
 """Treasury tasks for the arq worker: WHEN buybacks start and run. WHAT they do is app/treasury.
 
-Registered in jobs/worker.py: run_buyback (job id {REDIS_PREFIX}:buyback:{id}), the
-check_buyback_threshold cron (every second, throttled to BUYBACK_CHECK_INTERVAL_S), and
-treasury_startup / treasury_shutdown around the worker's AppContext.
+Registered in jobs/worker.py: run_buyback (job id {REDIS_PREFIX}:buyback:{id}) and the
+check_buyback_threshold cron (every second, throttled to BUYBACK_CHECK_INTERVAL_S).
 
-ctx["app"] is the worker's AppContext; with CHAIN_RPC_URL set, startup attaches the chain to
-it (app/chainlink.py), so the runner finds the web3 client and the treasury there.
+ctx["app"] is the worker's AppContext (app/context.py); with CHAIN_RPC_URL set it holds the chain
+client, and the runner builds the treasury there.
 """
 
 from __future__ import annotations
@@ -21,7 +20,6 @@ from typing import Any
 from arq import Retry
 from redis.exceptions import RedisError
 
-from app.chainlink import attach_chain, detach_chain
 from app.context import AppContext
 from app.errors import AppError
 from app.treasury import runner, service
@@ -34,18 +32,6 @@ RETRY_BASE_S = 2.0
 RETRY_MAX_S = 300.0
 LOCK_TTL_S = 60
 LOCK_BUSY_RETRY_S = 5
-
-
-async def treasury_startup(ctx: dict[str, Any]) -> None:
-    app: AppContext = ctx["app"]
-    if app.settings.chain_rpc_url and "web3" not in app.extras:
-        attach_chain(app)
-
-
-async def treasury_shutdown(ctx: dict[str, Any]) -> None:
-    app: AppContext | None = ctx.get("app")
-    if app is not None:
-        await detach_chain(app)
 
 
 class RunnerLockLost(Exception):

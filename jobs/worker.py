@@ -1,13 +1,14 @@
 """The arq worker: WHEN and HOW OFTEN. What each task does lives in app services.
 
-Tasks take ids only; resources are opened once in `startup` and kept in ctx["app"] (an
-AppContext, as in the API) and ctx["runpod"]. Run it with `mia worker` or
-`python -m jobs.worker` (or `arq jobs.worker.WorkerSettings`); settings come from the
-environment like everywhere else (app/config.py).
+Tasks take ids only; resources are opened once in `startup` by app.context.open_context (the
+same function the API's lifespan uses) and kept in ctx["app"], with ctx["runpod"]. Run it with
+`mia worker`, `python -m jobs.worker` or `arq jobs.worker.WorkerSettings`: all three take their
+settings from the environment (app/config.py) through worker_settings().
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sys
 from typing import Any
@@ -17,13 +18,10 @@ from arq.connections import RedisSettings
 from arq.worker import Worker
 
 from app.config import Settings
-from app.context import AppContext, open_redis
-from app.db import Database
+from app.context import AppContext, arq_queue_name, open_context
 from app.idle import revenue, runpod_flow
-from app.idle.dispatch import PROCESS_IDLE_JOB, arq_queue_name
-from app.notify import Notifier
+from app.idle.dispatch import PROCESS_IDLE_JOB
 from app.ops import maintenance, metrics
-from app.queue import JobQueue
 from app.treasury.dispatch import RUN_BUYBACK
 from jobs import treasury_tasks
 
@@ -36,24 +34,20 @@ ARQ_MAX_TRIES = 20  # a backstop only: RUNPOD_MAX_TRIES, counted in the DB, deci
 
 async def startup(ctx: dict[str, Any]) -> None:
     settings: Settings = ctx.get("settings") or Settings()
-    redis = open_redis(settings.redis_url)
-    queue = JobQueue(redis, settings.redis_prefix)
-    ctx["app"] = AppContext(settings=settings, db=Database(settings.database_url), redis=redis,
-                            queue=queue, notifier=Notifier(redis, queue.done_channel))
+    stack = contextlib.AsyncExitStack()
+    ctx["resources"] = stack
+    ctx["app"] = await stack.enter_async_context(open_context(settings))  # as the API does
     ctx["runpod"] = runpod_flow.make_client(settings)
-    await treasury_tasks.treasury_startup(ctx)  # the chain, when CHAIN_RPC_URL is set
+    if ctx["runpod"] is not None:
+        stack.push_async_callback(ctx["runpod"].aclose)
     log.info("worker ready: queue=%s runpod=%s", arq_queue_name(settings),
              "configured" if ctx["runpod"] is not None else "not configured")
 
 
 async def shutdown(ctx: dict[str, Any]) -> None:
-    app: AppContext | None = ctx.get("app")
-    await treasury_tasks.treasury_shutdown(ctx)
-    if ctx.get("runpod") is not None:
-        await ctx["runpod"].aclose()
-    if app is not None:
-        await app.redis.aclose()
-        await app.db.dispose()
+    stack: contextlib.AsyncExitStack | None = ctx.get("resources")
+    if stack is not None:
+        await stack.aclose()
 
 
 # ------------------------------------------------------------------ tasks
@@ -107,22 +101,18 @@ CRONS: list[tuple[Any, dict[str, Any]]] = [
 ]
 
 
-class WorkerSettings:
-    """For `arq jobs.worker.WorkerSettings`; `mia worker` uses create_worker(Settings())."""
-
-    functions = [func(process_idle_job, name=PROCESS_IDLE_JOB, keep_result=0,
-                      max_tries=ARQ_MAX_TRIES),
-                 func(treasury_tasks.run_buyback, name=RUN_BUYBACK, keep_result=0,
-                      max_tries=treasury_tasks.BUYBACK_MAX_TRIES)]
-    cron_jobs = [cron(f, **schedule) for f, schedule in CRONS]
-    on_startup = startup
-    on_shutdown = shutdown
+FUNCTIONS = [func(process_idle_job, name=PROCESS_IDLE_JOB, keep_result=0,
+                  max_tries=ARQ_MAX_TRIES),
+             func(treasury_tasks.run_buyback, name=RUN_BUYBACK, keep_result=0,
+                  max_tries=treasury_tasks.BUYBACK_MAX_TRIES)]
 
 
-def create_worker(settings: Settings, **overrides: Any) -> Worker:
+def worker_settings(settings: Settings) -> dict[str, Any]:
+    """arq's worker settings, all derived from Settings: the queue under REDIS_PREFIX (the one the
+    API enqueues to), cron names under it too, the Redis URL, and the limits."""
     prefix = settings.redis_prefix
-    options: dict[str, Any] = dict(
-        functions=WorkerSettings.functions,
+    return dict(
+        functions=FUNCTIONS,
         cron_jobs=[cron(f, name=f"{prefix}:cron:{f.__name__}", **schedule)
                    for f, schedule in CRONS],
         on_startup=startup, on_shutdown=shutdown,
@@ -135,8 +125,19 @@ def create_worker(settings: Settings, **overrides: Any) -> Worker:
         keep_result=0,
         poll_delay=0.2,
     )
-    options.update(overrides)
-    return Worker(**options)
+
+
+def create_worker(settings: Settings, **overrides: Any) -> Worker:
+    """What `mia worker` runs; `arq jobs.worker.WorkerSettings` runs the same settings."""
+    return Worker(**{**worker_settings(settings), **overrides})
+
+
+def __getattr__(name: str) -> Any:
+    # `arq jobs.worker.WorkerSettings`: read from the environment when arq asks for it, so the
+    # arq CLI and `mia worker` listen on the same prefixed queue with the same settings.
+    if name == "WorkerSettings":
+        return worker_settings(Settings())
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def main() -> int:

@@ -9,36 +9,10 @@ can cost. Expiry and scopes are still checked on every request.
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
-MAX_ENTRIES = 100_000  # beyond this the cache starts over rather than grow without bound
 EVENT_CHANNEL = "events:auth"  # under the Redis prefix; any message means "forget everything"
-
-
-class AuthCache:
-    def __init__(self, ttl_s: float):
-        self.ttl_s = ttl_s
-        self._items: dict[str, tuple[float, Any]] = {}
-
-    def get(self, secret_hash: str) -> Any | None:
-        item = self._items.get(secret_hash)
-        if item is None:
-            return None
-        if item[0] < time.monotonic():
-            self._items.pop(secret_hash, None)
-            return None
-        return item[1]
-
-    def put(self, secret_hash: str, value: Any) -> None:
-        if self.ttl_s <= 0:
-            return
-        if len(self._items) >= MAX_ENTRIES:
-            self._items.clear()
-        self._items[secret_hash] = (time.monotonic() + self.ttl_s, value)
-
-    def clear(self) -> None:
-        self._items.clear()
+# The per-process store itself is the context's TTLCache (app/ttlcache.py), AppContext.auth_cache.
 
 
 def channel(redis_prefix: str) -> str:

@@ -56,7 +56,7 @@ async def verify(ctx: AppContext, text: str, signature: str, now: datetime) -> s
                            scheme=_scheme(s.base_url))
     except siwe.SiweError as exc:
         raise Unauthorized(exc.reason, code=f"siwe_{exc.code}") from None
-    verifier = ctx.extras.get("erc1271")
+    verifier = ctx.chain.erc1271 if ctx.chain else None
     if not await wallet.verify(msg.address, text.encode(), signature, verifier):
         raise Unauthorized("the signature was not made by the message's address",
                            code="siwe_invalid_signature")

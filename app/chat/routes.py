@@ -6,10 +6,13 @@ from starlette.responses import Response
 from app.auth.guards import client_guard
 from app.auth.principals import Client
 from app.chat import service
-from app.chat.schemas import ChatIn, ChatJobOut, ChatMessageOut, SessionMessagesOut
-from app.schemas import WaitQuery
+from app.chat.kind import CHAT as CHAT_JOBS
+from app.chat.schemas import (ChatAssignment, ChatAssignments, ChatIn, ChatJobOut, ChatMessageOut,
+                              ResultIn, ResultOut, ResultsIn, SessionMessagesOut)
 from app.context import ctx
+from app.leases.endpoints import Shapes, add_miner_endpoints
 from app.models import ChatJob
+from app.schemas import WaitQuery
 from app.web import Router, json_response
 
 router = Router("chat")
@@ -28,7 +31,8 @@ async def create_chat(request: Request, who: Client, body: ChatIn, query: WaitQu
     """Queue a chat message for a miner. 202 while queued; 200 once finished (answered or
     failed) within `wait` seconds. The business comes from the API key, never from the body."""
     c = ctx(request)
-    job = await service.submit(c, who, body.message, body.session_id, body.context)
+    async with c.db.transaction() as session:
+        job = await service.submit(session, c, who, body.message, body.session_id, body.context)
     job = await service.wait_for(c, who, job, min(query.wait, c.settings.chat_max_wait_s),
                                  fresh=True)
     return json_response(_out(job), 200 if job.status in service.TERMINAL else 202)
@@ -53,3 +57,9 @@ async def session_messages(request: Request, who: Client) -> SessionMessagesOut:
     return SessionMessagesOut(session_id=session_id, messages=[
         ChatMessageOut(role=r.role, message=r.message, timestamp=r.timestamp, job_id=r.job_id)
         for r in rows])
+
+
+# The miner's side: /job/next, /job/batch, /job/result, /job/results, /job/{id}/extend|release
+add_miner_endpoints(router, CHAT_JOBS, "/job",
+                    Shapes(assignment=ChatAssignment, jobs=ChatAssignments, result_in=ResultIn,
+                           result_out=ResultOut, results_in=ResultsIn), noun="chat job")

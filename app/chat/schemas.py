@@ -5,6 +5,8 @@ from typing import Literal
 
 from pydantic import Field
 
+from app.auth.schemas import SIGNATURE
+from app.leases.schemas import MAX_BATCH
 from app.schemas import RequestBody, ResponseBody
 
 SESSION_ID = Field(default=None, min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._:\-]+$")
@@ -37,3 +39,47 @@ class ChatMessageOut(ResponseBody):
 class SessionMessagesOut(ResponseBody):
     session_id: str
     messages: list[ChatMessageOut]
+
+
+# --- the miner's side: a lease of a chat job, and its result -----------------------------------
+
+class HistoryItem(ResponseBody):
+    role: Literal["user", "assistant"]
+    content: str
+
+
+class ChatAssignment(ResponseBody):
+    job_id: str
+    lease_id: str
+    lease_expires_at: datetime
+    kind: Literal["chat"] = "chat"
+    prompt: str
+    context: str | None
+    session_id: str
+    history: list[HistoryItem] = Field(description="earlier turns of the session, oldest first; "
+                                                   "the current prompt is not included")
+    attempt: int
+
+
+class ChatAssignments(ResponseBody):
+    jobs: list[ChatAssignment] = Field(description="1 to `max` leased chat jobs, oldest first")
+
+
+class ResultIn(RequestBody):
+    job_id: str = Field(min_length=1, max_length=64)
+    lease_id: str = Field(min_length=1, max_length=64)
+    output: str = Field(min_length=1, max_length=100_000)
+    output_tokens: int | None = Field(default=None, ge=0, le=1_000_000)
+    signature: str = SIGNATURE
+
+
+class ResultsIn(RequestBody):
+    results: list[ResultIn] = Field(min_length=1, max_length=MAX_BATCH)
+
+
+class ResultOut(ResponseBody):
+    job_id: str
+    status: Literal["completed"]
+    session_id: str
+    output_tokens: int | None
+    completed_at: datetime

@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.auth.principals import Client
 from app.context import AppContext
+from app.db import after_commit
 from app.errors import Forbidden, NotFound, ServiceUnavailable
 from app.models import ChatJob, ChatLog, ChatSession, JobStatus, utcnow
 
@@ -21,31 +22,39 @@ log = logging.getLogger(__name__)
 TERMINAL = (JobStatus.completed, JobStatus.failed)
 
 
-async def submit(ctx: AppContext, client: Client, message: str, session_id: str | None,
-                 context: str | None) -> ChatJob:
+async def submit(session: AsyncSession, ctx: AppContext, client: Client, message: str,
+                 session_id: str | None, context: str | None) -> ChatJob:
+    """Write the job and the user's turn in the caller's transaction; the job id is pushed to
+    the queue once it has committed."""
     now = utcnow()
     job = ChatJob(id=str(uuid.uuid4()), business_id=client.business_id,
                   session_id=session_id or str(uuid.uuid4()), prompt=message, context=context,
                   status=JobStatus.queued, attempts=0, created_at=now)
-    async with ctx.db.transaction() as session:  # Core inserts: the ORM's flush costs more here
-        await _claim_session(session, client, job.session_id, supplied=session_id is not None)
-        await session.execute(insert(ChatJob.__table__).values(
-            id=job.id, business_id=job.business_id, session_id=job.session_id, prompt=message,
-            context=context, status=JobStatus.queued, attempts=0, created_at=now))
-        await session.execute(insert(ChatLog.__table__).values(
-            session_id=job.session_id, message=message, role="user", timestamp=now,
-            business_id=client.business_id, job_id=job.id))
+    # Core inserts: the ORM's flush costs more here
+    await _claim_session(session, client, job.session_id, supplied=session_id is not None)
+    await session.execute(insert(ChatJob.__table__).values(
+        id=job.id, business_id=job.business_id, session_id=job.session_id, prompt=message,
+        context=context, status=JobStatus.queued, attempts=0, created_at=now))
+    await session.execute(insert(ChatLog.__table__).values(
+        session_id=job.session_id, message=message, role="user", timestamp=now,
+        business_id=client.business_id, job_id=job.id))
+    after_commit(session, lambda: _push_or_withdraw(ctx, job.id), what="queueing a chat job",
+                 required=True)
+    return job
+
+
+async def _push_or_withdraw(ctx: AppContext, job_id: str) -> None:
+    """Never answer "queued" for a job no miner can see: if Redis refuses it, take it back and
+    say so (503)."""
     try:
-        await ctx.queue.push("chat", job.id)
+        await ctx.queue.push("chat", job_id)
     except RedisError:
-        # Never answer "queued" for a job no miner can see: take it back and say so.
         async with ctx.db.transaction() as session:
-            await session.execute(delete(ChatLog).where(ChatLog.job_id == job.id))
-            await session.execute(delete(ChatJob).where(ChatJob.id == job.id))
+            await session.execute(delete(ChatLog).where(ChatLog.job_id == job_id))
+            await session.execute(delete(ChatJob).where(ChatJob.id == job_id))
         log.warning("chat refused: the job queue (Redis) is unavailable")
         raise ServiceUnavailable("the job queue is unavailable; nothing was queued, retry later",
                                  code="queue_unavailable", headers={"Retry-After": "5"}) from None
-    return job
 
 
 async def _claim_session(session: AsyncSession, client: Client, session_id: str, *,

@@ -8,16 +8,16 @@ from app.auth.principals import Client, Wallet
 from app.context import ctx
 from app.errors import AppError, NotFound
 from app.idle import runpod_flow, service
-from app.idle.schemas import (IdleAssignment, IdleJobCreated, IdleJobIn, IdleJobOut, IdleResultIn,
-                              IdleResultOut, LeaseIn, LeaseOut, ProcessOut, ReleaseIn, ReleaseOut)
-from app.miners.schemas import NextQuery
+from app.idle.kind import IDLE, parse_job_id
+from app.idle.schemas import (IdleAssignment, IdleAssignments, IdleJobCreated, IdleJobIn,
+                              IdleJobOut, IdleResultIn, IdleResultOut, IdleResultsIn, ProcessOut)
+from app.leases.endpoints import Shapes, add_miner_endpoints
 from app.models import IdleJob
 from app.schemas import WaitQuery
 from app.web import Router, json_response
 
 router = Router("idle")
 CLIENT = dict(auth=("ApiKey",), guard=client_guard("idle"))
-MINER = dict(auth=("MinerToken",), guard=wallet_guard("miner"))
 OPERATOR = dict(auth=("MinerToken",), guard=wallet_guard("operator"))
 
 
@@ -36,40 +36,26 @@ async def create_idle_job(request: Request, who: Client, body: IdleJobIn) -> Res
     key with the `idle` scope in the Authorization header; the client pays output tokens x
     PRICE_PER_1K_TOKENS_USD / 1000, computed by the server."""
     c = ctx(request)
-    job = await service.submit(c, who, body.prompt, body.max_tokens)
+    async with c.db.transaction() as session:
+        job = await service.submit(session, c, who, body.prompt, body.max_tokens)
     out = IdleJobCreated(job_id=str(job.id), status=job.status,
                          estimated_cost_usd=service.estimated_cost(c, body.max_tokens))
     return json_response(out, 202)
 
 
-# Before /idle-job/{job_id}, so that "next" is not taken for a job id.
-@router.get("/idle-job/next", query=NextQuery, responses={200: IdleAssignment, 204: None},
-            errors=(403,), safe=False, **MINER)
-async def next_idle_job(request: Request, who: Wallet,
-                        query: NextQuery) -> Response | IdleAssignment:
-    """Lease the next idle job, long-polling up to `wait` seconds; 204 if none came, and at
-    once while any chat job is waiting (chat comes first)."""
-    c = ctx(request)
-    job = await service.next_idle_job(c, who, min(query.wait, c.settings.miner_max_wait_s),
-                                      request.is_disconnected)
-    return Response(status_code=204) if job is None else job
-
-
-@router.post("/idle-job/result", body=IdleResultIn, responses={200: IdleResultOut},
-             errors=(403, 404, 409), **MINER)
-async def post_idle_result(request: Request, who: Wallet, body: IdleResultIn) -> IdleResultOut:
-    """Complete a leased idle job with the output and the wallet's signature over
-    keccak256(utf8(job_id) || utf8(output)) (EIP-191 personal_sign of those 32 bytes).
-    Revenue is computed here; a `usd_earned` in the body is ignored."""
-    return await service.submit_result(ctx(request), who, body.job_id, body.lease_id,
-                                       body.output, body.output_tokens, body.signature)
+# Before /idle-job/{job_id}, so that "next" and "batch" are not taken for a job id:
+# /idle-job/next, /idle-job/batch, /idle-job/result, /idle-job/results, /idle-job/{id}/extend|release
+add_miner_endpoints(router, IDLE, "/idle-job",
+                    Shapes(assignment=IdleAssignment, jobs=IdleAssignments,
+                           result_in=IdleResultIn, result_out=IdleResultOut,
+                           results_in=IdleResultsIn), noun="idle job")
 
 
 @router.post("/idle-job/process/{job_id}", responses={202: ProcessOut},
              errors=(403, 404, 409, 503), **OPERATOR)
 async def process_idle_job(request: Request, who: Wallet) -> Response:
     """Operator: send a queued idle job to RunPod now (the worker runs it)."""
-    job_id = service.parse_job_id(request.path_params["job_id"])
+    job_id = parse_job_id(request.path_params["job_id"])
     if job_id is None:
         raise NotFound("no such idle job", code="job_not_found")
     await runpod_flow.claim_now(ctx(request), job_id)
@@ -92,19 +78,3 @@ async def get_idle_job(request: Request, who: Client, query: WaitQuery) -> IdleJ
     c = ctx(request)
     job = await service.get_owned(c, who, request.path_params["job_id"])
     return _out(await service.wait_for(c, who, job, min(query.wait, c.settings.chat_max_wait_s)))
-
-
-@router.post("/idle-job/{job_id}/extend", body=LeaseIn, responses={200: LeaseOut},
-             errors=(403, 404, 409), **MINER)
-async def extend_idle_lease(request: Request, who: Wallet, body: LeaseIn) -> LeaseOut:
-    """Extend the current lease on an idle job (for long generations)."""
-    return await service.extend_lease(ctx(request), who, request.path_params["job_id"],
-                                      body.lease_id, body.seconds)
-
-
-@router.post("/idle-job/{job_id}/release", body=ReleaseIn, responses={200: ReleaseOut},
-             errors=(403, 404, 409), **MINER)
-async def release_idle_lease(request: Request, who: Wallet, body: ReleaseIn) -> ReleaseOut:
-    """Give a leased idle job back (it is redelivered, or failed after the last attempt)."""
-    return await service.release_lease(ctx(request), who, request.path_params["job_id"],
-                                       body.lease_id, body.reason)

@@ -31,7 +31,7 @@ from app.context import AppContext
 from app.errors import Conflict, NotFound, ServiceUnavailable
 from app.idle import revenue
 from app.idle.dispatch import enqueue_runpod
-from app.miners.flow import announce, requeue
+from app.leases.protocol import announce, requeue
 from app.models import IdleJob, JobStatus, utcnow
 from app.runpod import (RunPodClient, RunPodError, RunPodNotFound, RunPodResult,
                         RunPodTimeout, RunPodTransientError, build_input)

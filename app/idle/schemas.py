@@ -7,12 +7,8 @@ from typing import Literal
 from pydantic import Field
 
 from app.auth.schemas import SIGNATURE
-from app.miners.schemas import LeaseIn, LeaseOut, ReleaseIn, ReleaseOut  # the same for both kinds
+from app.leases.schemas import MAX_BATCH
 from app.schemas import RequestBody, ResponseBody
-
-__all__ = ["IdleAssignment", "IdleJobCreated", "IdleJobIn", "IdleJobOut", "IdleResultIn",
-           "IdleResultOut", "LeaseIn", "LeaseOut", "ProcessOut", "ReleaseIn", "ReleaseOut",
-           "Status"]
 
 Status = Literal["queued", "assigned", "processing", "completed", "failed"]
 
@@ -52,6 +48,10 @@ class IdleAssignment(ResponseBody):
     attempt: int
 
 
+class IdleAssignments(ResponseBody):
+    jobs: list[IdleAssignment] = Field(description="1 to `max` leased idle jobs, oldest first")
+
+
 class IdleResultIn(RequestBody):
     job_id: str = Field(min_length=1, max_length=64)
     lease_id: str = Field(min_length=1, max_length=64)
@@ -62,6 +62,10 @@ class IdleResultIn(RequestBody):
                     "whitespace-separated words of the output are counted instead")
     signature: str = SIGNATURE
     # usd_earned, sent by seed miners, is ignored: revenue is computed by the server.
+
+
+class IdleResultsIn(RequestBody):
+    results: list[IdleResultIn] = Field(min_length=1, max_length=MAX_BATCH)
 
 
 class IdleResultOut(ResponseBody):

@@ -23,13 +23,20 @@ async def _redis(ctx: AppContext) -> None:
     await ctx.redis.ping()
 
 
+async def _chain(ctx: AppContext) -> None:
+    if ctx.chain is not None:
+        await ctx.chain.check()
+
+
 REQUIRED: dict[str, Check] = {"database": _database, "redis": _redis}
 
 
 async def run_checks(ctx: AppContext) -> dict[str, dict]:
     """Every check, each with ok, latency_ms, required (and error when it failed)."""
-    required = {**REQUIRED, **ctx.extras.get("required_checks", {})}
-    checks = {**required, **ctx.extras.get("optional_checks", {})}
+    required = REQUIRED
+    checks: dict[str, Check] = {**required}
+    if ctx.chain is not None:
+        checks["chain"] = _chain
 
     async def one(check: Check) -> dict:
         start = time.perf_counter()

@@ -12,9 +12,9 @@ import contextlib
 import logging
 from datetime import timedelta
 
-from app import leasing
 from app.context import AppContext
-from app.miners.flow import requeue
+from app.leases import rules
+from app.leases.protocol import requeue
 from app.models import ChatJob, IdleJob, utcnow
 
 log = logging.getLogger(__name__)
@@ -26,7 +26,7 @@ async def reap_leases(ctx: AppContext) -> dict[str, int]:
     counts = {"requeued": 0, "failed": 0}
     for kind, model in JOB_MODELS.items():
         async with ctx.db.transaction() as session:
-            requeued, failed = await leasing.reap_expired(session, model, utcnow(),
+            requeued, failed = await rules.reap_expired(session, model, utcnow(),
                                                           ctx.settings.max_attempts)
         if requeued:
             await requeue(ctx, kind, requeued)
@@ -47,7 +47,7 @@ async def reconcile_queue(ctx: AppContext) -> int:
     cutoff = utcnow() - timedelta(seconds=ctx.settings.reconcile_grace_s)
     for kind, model in JOB_MODELS.items():
         async with ctx.db.sessions() as session:
-            queued = await leasing.queued_ids(session, model, cutoff)
+            queued = await rules.queued_ids(session, model, cutoff)
         if not queued:
             continue
         present = await ctx.queue.members(kind)

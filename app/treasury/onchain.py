@@ -1,7 +1,7 @@
 """The treasury's handle on the chain: addresses, the signing account and the DEX router.
 
-Built once per process from Settings over the web3 client app/chainlink.py attached, and kept
-in ``ctx.extras["treasury"]``. Read-only uses (GET /burns/...) need no key: the treasury address
+Built once per process from Settings over the context's web3 client (app/chainlink.py), and kept
+in ``ctx.treasury``. Read-only uses (GET /burns/...) need no key: the treasury address
 comes from TREASURY_ADDRESS then. A TxSender is made per buyback run (see runner.py), so every
 run starts like a restart: nonces come from the chain after the stored transactions are resolved.
 """
@@ -90,10 +90,10 @@ def _unconfigured(detail: str) -> ServiceUnavailable:
 
 async def get_treasury(ctx: AppContext, *, signer: bool = False) -> Treasury:
     """The process's Treasury; 503 treasury_unconfigured when the chain or an address is missing."""
-    t: Treasury | None = ctx.extras.get("treasury")
+    t = ctx.treasury
     if t is None:
         t = await _build(ctx)
-        ctx.extras["treasury"] = t
+        ctx.treasury = t
     if signer and not t.can_sign:
         raise ServiceUnavailable("the treasury has no signing key (TREASURY_PRIVATE_KEY or "
                                  "TREASURY_KEYSTORE)", code="treasury_no_signer")
@@ -102,9 +102,9 @@ async def get_treasury(ctx: AppContext, *, signer: bool = False) -> Treasury:
 
 async def _build(ctx: AppContext) -> Treasury:
     s = ctx.settings
-    w3 = ctx.extras.get("web3")
-    if w3 is None:
+    if ctx.chain is None:
         raise _unconfigured("no chain is configured (CHAIN_RPC_URL)")
+    w3 = ctx.chain.w3
     missing = [name for name, value in (("SERV_TOKEN_ADDRESS", s.serv_token_address),
                                         ("QUOTE_TOKEN_ADDRESS", s.quote_token_address),
                                         ("DEX_ROUTER_ADDRESS", s.dex_router_address))

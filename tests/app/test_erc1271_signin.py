@@ -13,7 +13,7 @@ from tests.support.harness import running_app
 
 async def test_contract_wallet_signs_in_through_erc1271(settings_factory):  # type: ignore[no-untyped-def]
     async with running_app(settings_factory(chain_rpc_url="eth-tester")) as api:
-        w3 = api.ctx.extras["web3"]
+        w3 = api.ctx.chain.w3
         owner, stranger = Account.create(), Account.create()
         deployer = (await w3.eth.accounts)[0]
         data = artifacts.load("OwnerWallet").bytecode + encode(["address"], [owner.address]).hex()

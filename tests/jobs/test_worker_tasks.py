@@ -7,7 +7,8 @@ from decimal import Decimal
 
 from sqlalchemy import select, update
 
-from app.idle.dispatch import arq_pool, arq_queue_name, enqueue_runpod
+from app.context import arq_queue_name
+from app.idle.dispatch import enqueue_runpod
 from app.models import IdleJob, SystemMetrics, utcnow
 from jobs import worker
 from tests.idle.support import (clear_arq_keys, next_idle, post_idle_result, runpod_settings,
@@ -22,7 +23,7 @@ async def test_double_enqueue_is_harmless(settings_factory):  # type: ignore[no-
             assert await enqueue_runpod(api.ctx, [(7, 0)]) == 1
             assert await enqueue_runpod(api.ctx, [(7, 0), (7, 0)]) == 0
             assert await enqueue_runpod(api.ctx, [(7, 1)]) == 1  # the next run is another job
-            assert await arq_pool(api.ctx).zcard(arq_queue_name(settings)) == 2
+            assert await api.ctx.arq.zcard(arq_queue_name(settings)) == 2
         finally:
             clear_arq_keys(settings)
 
@@ -49,7 +50,7 @@ async def test_dispatcher_and_revenue_hook(any_db, settings_factory, runpod_stan
             assert rows == {int(jobs[0]["job_id"]): "assigned",  # a miner holds it: not taken
                             int(jobs[1]["job_id"]): "processing",  # stale: RunPod's now
                             int(jobs[2]["job_id"]): "queued"}  # fresh: still for miners
-            assert await arq_pool(api.ctx).zcard(arq_queue_name(settings)) == 1
+            assert await api.ctx.arq.zcard(arq_queue_name(settings)) == 1
 
             r = await post_idle_result(miner, leased, "done", tokens=50)
             assert r.status_code == 200

@@ -81,7 +81,7 @@ class TApp:
 
     @property
     def w3(self) -> AsyncWeb3:
-        return self.api.ctx.extras["web3"]  # type: ignore[no-any-return]
+        return self.api.ctx.chain.w3  # type: ignore[no-any-return]
 
     @property
     def tester(self) -> Any:
@@ -168,7 +168,7 @@ async def sign_in(api: Harness, account: LocalAccount, path: str) -> str:
 @contextlib.asynccontextmanager
 async def treasury_app(settings, layout: Devnet, operator: LocalAccount) -> AsyncIterator[TApp]:  # type: ignore[no-untyped-def]
     async with running_app(settings) as api:
-        devnet = await deploy_devnet(api.ctx.extras["web3"])
+        devnet = await deploy_devnet(api.ctx.chain.w3)
         if (devnet.serv_token, devnet.quote_token, devnet.router) != (
                 layout.serv_token, layout.quote_token, layout.router):
             raise RuntimeError("the devnet did not deploy to its usual addresses")

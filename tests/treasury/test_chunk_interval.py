@@ -27,7 +27,7 @@ async def test_the_next_chunk_waits_and_quotes_the_recovered_price(treasury_sett
                                  buyback_chunk_interval_s=INTERVAL)
     async with treasury_app(settings, devnet_layout, operator) as t:
         d = t.devnet
-        tr = t.ctx.extras["treasury"]
+        tr = t.ctx.treasury
         await t.add_revenue("1250", "1250", "0.5")
         bid = await check_buyback_threshold({"app": t.ctx})
         assert bid is not None

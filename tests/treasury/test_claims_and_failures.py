@@ -82,7 +82,7 @@ async def test_slippage_fails_the_buyback_and_returns_its_revenue(tapp_any: TApp
 
     async def front_run(name: str) -> None:
         if name == "swap:prepared":
-            await swap(trader, t.ctx.extras["treasury"].router, 50_000 * USD6,
+            await swap(trader, t.ctx.treasury.router, 50_000 * USD6,
                        [d.quote_token, d.serv_token], max_slippage_bps=9_999,
                        max_price_impact_bps=9_999)
 
@@ -137,7 +137,7 @@ async def test_slippage_after_some_chunks_burns_what_was_bought(treasury_setting
             if name == "swap:prepared":
                 seen["n"] += 1
                 if seen["n"] == 2:
-                    await swap(trader, t.ctx.extras["treasury"].router, 50_000 * USD6,
+                    await swap(trader, t.ctx.treasury.router, 50_000 * USD6,
                                [d.quote_token, d.serv_token], max_slippage_bps=9_999,
                                max_price_impact_bps=9_999)
 

@@ -21,7 +21,7 @@ POINTS = [("approve:prepared", 1), ("swap:prepared", 1), ("swap:sent", 1),
 
 
 async def _restart(t: TApp) -> None:
-    t.ctx.extras.pop("treasury", None)  # a new process: new Treasury, new sender, no memory
+    t.ctx.treasury = None  # a new process: new Treasury, new sender, no memory
 
 
 async def _assert_exactly_once(t: TApp, bid: int, start_block: int, before: dict[str, int],

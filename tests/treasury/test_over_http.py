@@ -19,7 +19,7 @@ async def test_buyback_over_json_rpc_with_a_crash(chain_node_url, treasury_setti
         assert bid is not None
         with pytest.raises(SimulatedCrash):
             await t.run(bid, checkpoint=crash_at("swap:sent"))
-        t.ctx.extras.pop("treasury", None)
+        t.ctx.treasury = None
         clock = Stopwatch()
         assert await t.run(bid) == "burned"
         print(f"\nMEASURE over HTTP: resume after a crash at swap:sent {clock.seconds:.3f}s")

@@ -61,13 +61,13 @@ async def test_chain_errors_on_public_endpoints_do_not_show_the_rpc_url(tapp: TA
     secret = "sekrit-api-key-123"
     try:
         url = f"http://127.0.0.1:{server.server_address[1]}/v3/{secret}"
-        tr = t.ctx.extras["treasury"]
-        t.ctx.extras["treasury"] = dataclasses.replace(tr, w3=make_web3(url))
+        tr = t.ctx.treasury
+        t.ctx.treasury = dataclasses.replace(tr, w3=make_web3(url))
         for path in ("/burns/summary", f"/burns/{bid}/verify"):
             r = await t.api.client.get(path)
             assert r.status_code == 503 and r.json()["error"] == "chain_unavailable", (path, r.text)
             assert secret not in r.text, r.text
     finally:
-        t.ctx.extras["treasury"] = tr
+        t.ctx.treasury = tr
         server.shutdown()
         server.server_close()

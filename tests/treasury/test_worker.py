@@ -13,7 +13,8 @@ from arq import Retry, func
 from arq.connections import RedisSettings
 from arq.worker import Worker
 
-from app.treasury.dispatch import RUN_BUYBACK, arq_queue_name, buyback_job_id, enqueue_buyback
+from app.context import arq_queue_name
+from app.treasury.dispatch import RUN_BUYBACK, buyback_job_id, enqueue_buyback
 from jobs import treasury_tasks
 from jobs.worker import create_worker
 from tests.treasury.conftest import Stopwatch, treasury_app
@@ -27,8 +28,8 @@ async def test_cron_enqueues_and_the_worker_burns(treasury_settings, devnet_layo
         bid = await treasury_tasks.check_buyback_threshold(ctx)
         assert bid is not None
         assert await enqueue_buyback(t.ctx, bid) is False  # same job id: already queued
-        pool = t.ctx.extras["arq"]
-        queue = arq_queue_name(t.ctx)
+        pool = t.ctx.arq
+        queue = arq_queue_name(t.ctx.settings)
         assert await pool.zcard(queue) == 1
         worker = Worker(functions=[func(treasury_tasks.run_buyback, name=RUN_BUYBACK, keep_result=0)],
                         redis_settings=RedisSettings.from_dsn(settings.redis_url),
@@ -108,6 +109,6 @@ async def test_transient_chain_trouble_is_retried_and_resumes(treasury_settings,
         assert info.value.defer_score == 8000  # 2 s * 2**(3-1)
         bb = await t.buyback(bid)
         assert bb.status == "swapping" and bb.active_slot == 1 and await t.txs(bid) == []
-        treasury = t.ctx.extras["treasury"]
+        treasury = t.ctx.treasury
         treasury.config = dataclasses.replace(treasury.config, max_fee_gwei=Decimal(1000))
         assert await treasury_tasks.run_buyback(ctx, bid) == "burned"

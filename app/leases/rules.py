@@ -1,4 +1,4 @@
-"""Leases on jobs, kept in the database (the source of truth) with conditional UPDATEs.
+"""The lease rules, kept in the database (the source of truth) with conditional UPDATEs.
 
 Every state change is one `UPDATE ... WHERE <expected state>`: whichever writer matches the row
 wins, the others see zero rows. That is what makes "completed at most once" and "only the current
@@ -31,6 +31,7 @@ class Lease:
     expires_at: datetime
     attempt: int
     fields: tuple[Any, ...] = ()  # the `returning` columns asked of acquire(), in that order
+    key: Any = None  # the job's primary key
 
 
 def _current(model: Any, job_id: Any, lease_id: str, miner_id: int, now: datetime) -> list[Any]:
@@ -38,20 +39,25 @@ def _current(model: Any, job_id: Any, lease_id: str, miner_id: int, now: datetim
             model.miner_id == miner_id, model.lease_expires_at > now]
 
 
-async def acquire(session: AsyncSession, model: Any, job_id: Any, miner_id: int,
-                  lease_s: int, now: datetime, returning: Sequence[Any] = ()) -> Lease | None:
-    """Lease a queued job to a miner; None if it is not queued (taken, finished, or unknown).
+async def acquire(session: AsyncSession, model: Any, keys: Sequence[Any], miner_id: int,
+                  lease_s: int, now: datetime, returning: Sequence[Any] = ()) -> list[Lease]:
+    """Lease the queued jobs among `keys` to a miner, in one statement; the others (taken,
+    finished or unknown) are left alone. One lease id covers the jobs of one grant: a
+    redelivery always gets a new one, so (job, lease id) still names one delivery.
     `returning` columns come back in Lease.fields, read by the same statement."""
+    if not keys:
+        return []
     lease_id = str(uuid.uuid4())
     expires = now + timedelta(seconds=lease_s)
-    row = (await session.execute(
-        update(model.__table__).where(model.id == job_id, model.status == Q)
+    condition = model.id == keys[0] if len(keys) == 1 else model.id.in_(keys)
+    rows = (await session.execute(
+        update(model.__table__).where(condition, model.status == Q)
         .values(status=A, lease_id=lease_id, lease_expires_at=expires, miner_id=miner_id,
                 attempts=model.attempts + 1, assigned_at=now)
-        .returning(model.attempts, *returning))).first()
-    if row is None:
-        return None
-    return Lease(str(job_id), lease_id, expires, row[0], tuple(row[1:]))
+        .returning(model.id, model.attempts, *returning))).all()
+    order = {key: i for i, key in enumerate(keys)}
+    rows.sort(key=lambda r: order.get(r[0], 0))  # in the queue's order
+    return [Lease(str(r[0]), lease_id, expires, r[1], tuple(r[2:]), r[0]) for r in rows]
 
 
 async def complete(session: AsyncSession, model: Any, job_id: Any, lease_id: str, miner_id: int,

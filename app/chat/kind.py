@@ -1,0 +1,69 @@
+"""Chat jobs from the miner's side: what a lease hands out (the prompt with the session's
+history) and what a result writes (the job, the assistant's turn). The lease rules themselves
+are app/leases."""
+
+from __future__ import annotations
+
+from sqlalchemy import insert, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.chat.schemas import ChatAssignment, HistoryItem, ResultOut
+from app.context import AppContext
+from app.leases import rules
+from app.leases.protocol import Completion, JobKind
+from app.leases.rules import Lease
+from app.models import ChatJob, ChatLog
+
+def parse_id(text: str) -> str | None:
+    return text if 0 < len(text) <= 36 else None
+
+
+async def hand_out(session: AsyncSession, ctx: AppContext,
+                   leases: list[Lease]) -> list[ChatAssignment]:
+    limit = ctx.settings.chat_history_limit
+    out = []
+    for lease in leases:
+        prompt, context, session_id = lease.fields
+        out.append(ChatAssignment(
+            job_id=lease.job_id, lease_id=lease.lease_id, lease_expires_at=lease.expires_at,
+            prompt=prompt, context=context, session_id=session_id,
+            history=await _history(session, lease.job_id, session_id, limit),
+            attempt=lease.attempt))
+    return out
+
+
+async def _history(session: AsyncSession, job_id: str, session_id: str,
+                   limit: int) -> list[HistoryItem]:
+    this_turn = (select(ChatLog.id).where(ChatLog.job_id == job_id, ChatLog.role == "user")
+                 .scalar_subquery())
+    rows = (await session.execute(
+        select(ChatLog.role, ChatLog.message)
+        .where(ChatLog.session_id == session_id, ChatLog.id < this_turn)
+        .order_by(ChatLog.id.desc()).limit(limit))).all()
+    return [HistoryItem(role=r.role, content=r.message) for r in reversed(rows)]
+
+
+async def complete(session: AsyncSession, ctx: AppContext,
+                   c: Completion) -> tuple[ResultOut, int] | None:
+    won = await rules.complete(session, ChatJob, c.key, c.lease_id, c.miner_id, c.now,
+                               returning=(ChatJob.session_id, ChatJob.business_id),
+                               response=c.output, output_tokens=c.output_tokens,
+                               signature=c.signature)
+    if won is None:
+        return None
+    session_id, business_id = won
+    await session.execute(insert(ChatLog.__table__).values(
+        session_id=session_id, message=c.output, role="assistant", timestamp=c.now,
+        business_id=business_id, job_id=c.job_id))
+    return (ResultOut(job_id=c.job_id, status="completed", session_id=session_id,
+                      output_tokens=c.output_tokens, completed_at=c.now), c.output_tokens or 0)
+
+
+def answer(job: ChatJob) -> ResultOut:
+    return ResultOut(job_id=job.id, status="completed", session_id=job.session_id,
+                     output_tokens=job.output_tokens, completed_at=job.completed_at)
+
+
+CHAT = JobKind(name="chat", model=ChatJob, parse_id=parse_id, output_column="response",
+               hand_out=hand_out, complete=complete, answer=answer,
+               lease_columns=(ChatJob.prompt, ChatJob.context, ChatJob.session_id))

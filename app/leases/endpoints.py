@@ -1,0 +1,226 @@
+"""The miner endpoints of a job kind, declared once for every kind: lease one or a batch,
+post one result or a batch, extend, release. Each handler owns its transactions."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import BaseModel
+from starlette.requests import Request
+from starlette.responses import Response
+
+from app.auth.guards import wallet_guard
+from app.auth.principals import Wallet
+from app.context import AppContext, ctx
+from app.db import after_commit
+from app.errors import AppError, Conflict, NotFound
+from app.leases import protocol, rules
+from app.leases.protocol import NOT_CURRENT, Completion, JobKind, miner_id_of
+from app.leases.schemas import (BatchQuery, ItemResult, LeaseIn, LeaseOut, NextQuery, ReleaseIn,
+                                ReleaseOut, ResultsOut)
+from app.models import JobStatus, utcnow
+from app.web import Router
+
+MIN_BLOCK_S = 0.01  # below this a blocking pop is pointless; take what is there
+YIELD_CHECK_S = 0.5  # how often a long-poll that yields to other work looks for it
+MINER = dict(auth=("MinerToken",), guard=wallet_guard("miner"))
+
+
+@dataclass(frozen=True)
+class Shapes:
+    """A kind's request and response bodies (the OpenAPI document names each)."""
+    assignment: type[BaseModel]  # GET .../next
+    jobs: type[BaseModel]  # GET .../batch: {"jobs": [assignment, ...]}
+    result_in: type[BaseModel]  # POST .../result
+    result_out: type[BaseModel]
+    results_in: type[BaseModel]  # POST .../results: {"results": [result_in, ...]}
+
+
+async def lease(c: AppContext, kind: JobKind, who: Wallet, wait_s: float, most: int,
+                gone: Callable[[], Awaitable[bool]] | None = None) -> list[Any]:
+    """Pops up to `most` ids (blocking up to wait_s for the first) until some can be leased;
+    their assignments, or [] if none came. If the miner hung up while waiting, the ids go back
+    to the front untouched: no lease, no attempt spent. A kind that yields (idle, to waiting
+    chat) stops at once, and blocks in slices so that it notices."""
+    miner_id = miner_id_of(who)
+    deadline = time.monotonic() + min(wait_s, c.settings.miner_max_wait_s)
+    while True:
+        if kind.yields is not None and await kind.yields(c):
+            return []
+        remaining = deadline - time.monotonic()
+        block = remaining if remaining >= MIN_BLOCK_S else 0
+        if kind.yields is not None:
+            block = min(block, YIELD_CHECK_S)
+        ids = await c.queue.pop_many(kind.name, most, block)
+        if not ids:
+            if kind.yields is not None and block and deadline - time.monotonic() >= MIN_BLOCK_S:
+                if gone is not None and await gone():
+                    return []
+                continue  # a slice ran out, the wait has not
+            return []
+        # Checked again after the pop: the miner may have gone, or work of the kind we yield
+        # to arrived while we were blocked; the ids go back to the front untouched.
+        if (gone is not None and await gone()) or (kind.yields is not None
+                                                   and await kind.yields(c)):
+            await protocol.requeue(c, kind.name, ids)
+            return []
+        async with c.db.transaction() as session:
+            jobs = await protocol.acquire(session, c, kind, ids, miner_id, utcnow())
+        if jobs:
+            return jobs
+
+
+async def results(c: AppContext, kind: JobKind, who: Wallet, items: list[Any]) -> list[Any]:
+    """Each posted result's answer (the kind's) or its error (an AppError), in order; one bad
+    item never fails the others. All winners are stored in one transaction."""
+    miner_id_of(who)
+    now = utcnow()
+    checked: list[Completion | AppError] = []
+    for item in items:
+        try:
+            checked.append(await protocol.check_result(c, kind, who, item, now))
+        except AppError as err:
+            checked.append(err)
+    done = [x for x in checked if isinstance(x, Completion)]
+    won: list[Any] = []
+    if done:
+        async with c.db.transaction() as session:
+            won = await protocol.complete(session, c, kind, done)
+    lost = iter(await protocol.settle_losers(
+        c, kind, [x for x, w in zip(done, won, strict=True) if w is None]))
+    winners = iter(won)
+    out: list[Any] = []
+    for x in checked:
+        if isinstance(x, AppError):
+            out.append(x)
+        else:
+            answer = next(winners)
+            out.append(answer if answer is not None else next(lost))
+    return out
+
+
+def _item(job_id: str, outcome: Any) -> ItemResult:
+    if isinstance(outcome, AppError):
+        return ItemResult(job_id=job_id, status="rejected", error=outcome.code,
+                          detail=outcome.detail)
+    return ItemResult(job_id=job_id, status="completed")
+
+
+def _key(kind: JobKind, job_id: str) -> Any:
+    key = kind.parse_id(job_id)
+    if key is None:
+        raise NotFound("no such job", code="job_not_found")
+    return key
+
+
+async def _not_current(c: AppContext, kind: JobKind, key: Any) -> AppError:
+    """Why a lease change matched no row: the job is unknown (404) or the lease not current."""
+    async with c.db.reads() as session:
+        exists = await session.get(kind.model, key)
+    if exists is None:
+        return NotFound("no such job", code="job_not_found")
+    return Conflict(NOT_CURRENT, code="lease_not_current")
+
+
+def add_miner_endpoints(router: Router, kind: JobKind, prefix: str, shapes: Shapes,
+                        noun: str) -> None:
+    """GET {prefix}/next, GET {prefix}/batch, POST {prefix}/result, POST {prefix}/results,
+    POST {prefix}/{job_id}/extend and POST {prefix}/{job_id}/release for `kind`."""
+    yields = (", and at once while any chat job is waiting (chat comes first)"
+              if kind.yields is not None else "")
+
+    async def next_job(request: Request, who: Wallet, query: NextQuery) -> Response | Any:
+        jobs = await lease(ctx(request), kind, who, query.wait, 1, request.is_disconnected)
+        return jobs[0] if jobs else Response(status_code=204)
+
+    next_job.__doc__ = (f"Lease the next {noun}, long-polling up to `wait` seconds; 204 if "
+                        f"none came{yields}.")
+    next_job.__name__ = f"next_{kind.name}_job"
+
+    async def batch(request: Request, who: Wallet, query: BatchQuery) -> Response | Any:
+        jobs = await lease(ctx(request), kind, who, query.wait, query.max,
+                           request.is_disconnected)
+        return shapes.jobs(jobs=jobs) if jobs else Response(status_code=204)
+
+    batch.__doc__ = (f"Lease up to `max` {noun}s at once, long-polling up to `wait` seconds for "
+                     f"the first; the answer comes as soon as one is there; 204 if none "
+                     f"came{yields}. Each is leased exactly as by {prefix}/next.")
+    batch.__name__ = f"batch_{kind.name}_jobs"
+
+    async def post_result(request: Request, who: Wallet, body: Any) -> Any:
+        outcome = (await results(ctx(request), kind, who, [body]))[0]
+        if isinstance(outcome, AppError):
+            raise outcome
+        return outcome
+
+    post_result.__doc__ = (f"Complete a leased {noun} with the output and the wallet's "
+                           "signature over keccak256(utf8(job_id) || utf8(output)) (EIP-191 "
+                           "personal_sign of those 32 bytes).")
+    post_result.__name__ = f"post_{kind.name}_result"
+
+    async def post_results(request: Request, who: Wallet, body: Any) -> ResultsOut:
+        items = body.results
+        outcomes = await results(ctx(request), kind, who, items)
+        return ResultsOut(results=[_item(i.job_id, o) for i, o in zip(items, outcomes,
+                                                                        strict=True)])
+
+    post_results.__doc__ = (f"Complete several leased {noun}s, each item as the body of "
+                            f"{prefix}/result (each signed on its own). One answer per item, in "
+                            "order: a rejected item carries the error code the single endpoint "
+                            "would answer, and never fails the others; a repeated item gets "
+                            "the same answer as the first time.")
+    post_results.__name__ = f"post_{kind.name}_results"
+
+    async def extend(request: Request, who: Wallet, body: LeaseIn) -> LeaseOut:
+        c = ctx(request)
+        job_id = request.path_params["job_id"]
+        key = _key(kind, job_id)
+        s = c.settings
+        length = min(body.seconds or s.lease_seconds, s.lease_max_extend_s)
+        async with c.db.transaction() as session:
+            expires = await rules.extend(session, kind.model, key, body.lease_id,
+                                         miner_id_of(who), utcnow(), length)
+        if expires is None:
+            raise await _not_current(c, kind, key)
+        return LeaseOut(job_id=job_id, lease_id=body.lease_id, lease_expires_at=expires)
+
+    extend.__doc__ = f"Extend the current lease on a {noun} (for long generations)."
+    extend.__name__ = f"extend_{kind.name}_lease"
+
+    async def release(request: Request, who: Wallet, body: ReleaseIn) -> ReleaseOut:
+        c = ctx(request)
+        job_id = request.path_params["job_id"]
+        key = _key(kind, job_id)
+        async with c.db.transaction() as session:
+            status = await rules.release(session, kind.model, key, body.lease_id,
+                                         miner_id_of(who), utcnow(), c.settings.max_attempts,
+                                         body.reason)
+            if status == JobStatus.queued:
+                after_commit(session, lambda: protocol.requeue(c, kind.name, [job_id]),
+                             what=f"requeueing {kind.name} job {job_id}")
+            elif status is not None:
+                after_commit(session, lambda: c.queue.publish_done(job_id),
+                             what=f"waking the waiters of {kind.name} job {job_id}")
+        if status is None:
+            raise await _not_current(c, kind, key)
+        return ReleaseOut(job_id=job_id, status=status)
+
+    release.__doc__ = (f"Give a leased {noun} back (it is redelivered, or failed after the "
+                       "last attempt).")
+    release.__name__ = f"release_{kind.name}_lease"
+
+    router.get(f"{prefix}/next", query=NextQuery, responses={200: shapes.assignment, 204: None},
+               errors=(403,), safe=False, **MINER)(next_job)
+    router.get(f"{prefix}/batch", query=BatchQuery, responses={200: shapes.jobs, 204: None},
+               errors=(403,), safe=False, **MINER)(batch)
+    router.post(f"{prefix}/result", body=shapes.result_in, responses={200: shapes.result_out},
+                errors=(403, 404, 409), **MINER)(post_result)
+    router.post(f"{prefix}/results", body=shapes.results_in, responses={200: ResultsOut},
+                errors=(403,), **MINER)(post_results)
+    router.post(f"{prefix}/{{job_id}}/extend", body=LeaseIn, responses={200: LeaseOut},
+                errors=(403, 404, 409), **MINER)(extend)
+    router.post(f"{prefix}/{{job_id}}/release", body=ReleaseIn, responses={200: ReleaseOut},
+                errors=(403, 404, 409), **MINER)(release)

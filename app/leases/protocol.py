@@ -1,0 +1,198 @@
+"""The steps every job kind shares. A kind plugs in through JobKind; the functions here take a
+session from the route that owns the transaction, or talk to the queue, never both."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.auth import wallet as wallet_sig
+from app.auth.principals import Wallet
+from app.context import AppContext
+from app.db import after_commit
+from app.errors import AppError, Conflict, NotFound, Unauthorized
+from app.leases import rules
+from app.models import JobStatus, Miner
+
+log = logging.getLogger(__name__)
+NOT_CURRENT = "this lease is not current (expired, reassigned or not yours)"
+
+
+@dataclass(frozen=True)
+class Completion:
+    """One result a miner posted, its signature checked."""
+    key: Any  # the job's primary key
+    job_id: str  # as the miner spelled it (and signed it)
+    lease_id: str
+    miner_id: int
+    output: str
+    output_tokens: int | None
+    signature: str  # canonical: 0x + lower-case hex
+    now: datetime
+
+
+@dataclass(frozen=True)
+class JobKind:
+    """A kind of leased job. The lease rules are the same for all; these are what differ."""
+    name: str  # the queue's kind: "chat" or "idle"
+    model: Any  # an ORM model with the columns app/leases/rules.py uses
+    parse_id: Callable[[str], Any | None]  # URL/queue text -> primary key, None if malformed
+    output_column: str  # where a miner's output is stored
+    # what a lease hands out: one assignment per lease, in the same session
+    hand_out: Callable[[AsyncSession, AppContext, list[rules.Lease]], Awaitable[list[Any]]]
+    # what a result writes if its lease is current: (the single-result answer, tokens to
+    # credit the miner), or None when the lease was not current
+    complete: Callable[[AsyncSession, AppContext, Completion],
+                       Awaitable[tuple[Any, int] | None]]
+    # the single-result answer for a result repeated after it was accepted
+    answer: Callable[[Any], Any]
+    lease_columns: tuple[Any, ...] = ()  # read by the leasing UPDATE itself, into Lease.fields
+    # true while leases of this kind should not be handed out (idle yields to waiting chat)
+    yields: Callable[[AppContext], Awaitable[bool]] | None = None
+    # a finished job whose result came from elsewhere (RunPod): the miner's lease is history
+    finished_elsewhere: Callable[[Any], bool] = lambda job: False
+
+
+def miner_id_of(who: Wallet) -> int:
+    if who.miner_id is None:
+        raise Unauthorized("this session is not a registered miner's; POST /register_miner",
+                           code="not_a_miner")
+    return who.miner_id
+
+
+# ------------------------------------------------------------------ leasing
+
+
+async def acquire(session: AsyncSession, ctx: AppContext, kind: JobKind, ids: Sequence[str],
+                  miner_id: int, now: datetime) -> list[Any]:
+    """Lease what is still queued among the popped ids and hand it out; stale ids (taken,
+    claimed, finished or gone) are dropped. Malformed ids are logged and dropped."""
+    keys = []
+    for text in ids:
+        key = kind.parse_id(text)
+        if key is None:
+            log.warning("dropped a malformed %s id from the queue: %r", kind.name, text[:80])
+        else:
+            keys.append(key)
+    leases = await rules.acquire(session, kind.model, keys, miner_id,
+                                 ctx.settings.lease_seconds, now, kind.lease_columns)
+    return await kind.hand_out(session, ctx, leases) if leases else []
+
+
+# ------------------------------------------------------------------ results
+
+
+async def check_signature(ctx: AppContext, who: Wallet, job_id: str, output: str,
+                          signature: str) -> str:
+    """The canonical (0x, lower-case) signature if `who` signed keccak256(job_id ‖ output)."""
+    canonical = "0x" + signature.removeprefix("0x").lower()
+    digest = wallet_sig.result_digest(job_id, output)
+    if not await wallet_sig.verify(who.address, digest, canonical,
+                                   ctx.chain.erc1271 if ctx.chain else None):
+        raise Unauthorized("the result signature does not recover to your wallet; sign "
+                           "keccak256(utf8(job_id) || utf8(output)) with personal_sign",
+                           code="invalid_result_signature")
+    return canonical
+
+
+async def check_result(ctx: AppContext, kind: JobKind, who: Wallet, item: Any,
+                       now: datetime) -> Completion:
+    """A posted result (job_id, lease_id, output, output_tokens, signature) made a Completion,
+    or the error the single endpoint answers for it."""
+    key = kind.parse_id(item.job_id)
+    if key is None:
+        raise NotFound("no such job", code="job_not_found")
+    signature = await check_signature(ctx, who, item.job_id, item.output, item.signature)
+    return Completion(key, item.job_id, item.lease_id, miner_id_of(who), item.output,
+                      item.output_tokens, signature, now)
+
+
+async def complete(session: AsyncSession, ctx: AppContext, kind: JobKind,
+                   done: Sequence[Completion]) -> list[Any | None]:
+    """Store each result whose lease is current, in the caller's transaction: the kind's answer
+    for each winner, None for each loser. Waiters are woken after the commit."""
+    won = [await kind.complete(session, ctx, c) for c in done]
+    finished = [c for c, w in zip(done, won, strict=True) if w is not None]
+    if finished:  # one credit for the whole batch: every result of a request is one miner's
+        await credit_miner(session, finished[0].miner_id,
+                           sum(w[1] for w in won if w is not None), finished[0].now,
+                           jobs=len(finished))
+        ids = [c.job_id for c in finished]
+        after_commit(session, lambda: ctx.queue.publish_done(*ids),
+                     what=f"waking the waiters of {len(ids)} {kind.name} job(s)")
+    return [w[0] if w is not None else None for w in won]
+
+
+async def settle_losers(ctx: AppContext, kind: JobKind,
+                        lost: Sequence[Completion]) -> list[Any | AppError]:
+    """Results that did not win: the same answer again for a repeat of the accepted result,
+    else the 409 (or 404) that says why not. One read for all of them."""
+    if not lost:
+        return []
+    async with ctx.db.reads() as session:
+        rows = (await session.execute(select(kind.model).where(
+            kind.model.id.in_({c.key for c in lost})))).scalars().all()
+    jobs = {job.id: job for job in rows}
+    out: list[Any | AppError] = []
+    for c in lost:
+        job = jobs.get(c.key)
+        try:
+            if job is None:
+                raise NotFound("no such job", code="job_not_found")
+            out.append(kind.answer(job) if _is_repeat(kind, job, c) else None)
+        except AppError as err:
+            out.append(err)
+    return out
+
+
+def _is_repeat(kind: JobKind, job: Any, c: Completion) -> bool:
+    """True if `c` repeats the accepted result; otherwise raises the 409 that says why not."""
+    if kind.finished_elsewhere(job):
+        raise Conflict(NOT_CURRENT, code="lease_not_current")
+    if job.lease_id == c.lease_id and job.miner_id == c.miner_id:
+        if job.status == JobStatus.completed and getattr(job, kind.output_column) == c.output:
+            return True
+        if job.status == JobStatus.completed:
+            raise Conflict("this job was already completed with a different output",
+                           code="already_completed")
+        if job.status == JobStatus.failed:
+            raise Conflict(f"this job has failed: {job.failure_reason}", code="job_failed")
+        if (job.status == JobStatus.assigned and job.lease_expires_at
+                and job.lease_expires_at <= c.now):
+            raise Conflict("your lease has expired", code="lease_expired")
+    raise Conflict(NOT_CURRENT, code="lease_not_current")
+
+
+async def credit_miner(session: AsyncSession, miner_id: int, tokens: int, now: datetime,
+                       jobs: int = 1) -> None:
+    """Bookkeeping for completed jobs, as one atomic UPDATE (never read-modify-write)."""
+    await session.execute(
+        update(Miner.__table__).where(Miner.id == miner_id)
+        .values(job_count=Miner.job_count + jobs,
+                tokens_generated=Miner.tokens_generated + tokens, last_active=now))
+
+
+# ------------------------------------------------------------------ the queue
+
+
+async def announce(ctx: AppContext, job_id: str) -> None:
+    """Wake whoever waits on the job; best effort (waiters re-check the DB on a timer)."""
+    try:
+        await ctx.queue.publish_done(str(job_id))
+    except Exception as exc:
+        log.debug("could not announce job %s: %s", job_id, type(exc).__name__)
+
+
+async def requeue(ctx: AppContext, kind: str, job_ids: list[str]) -> None:
+    """Redeliveries go to the front. If Redis is down, the reconciler pushes them later."""
+    try:
+        await ctx.queue.push_front(kind, *job_ids)
+    except Exception as exc:
+        log.warning("could not requeue %d %s job(s) (%s); the reconciler will",
+                    len(job_ids), kind, type(exc).__name__)

@@ -1,0 +1,55 @@
+"""What every job kind's miner endpoints take and answer, beside each kind's own shapes."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from pydantic import Field
+
+from app.schemas import QueryParams, RequestBody, ResponseBody
+
+MAX_BATCH = 64  # jobs per GET .../batch and results per POST .../results
+
+
+class NextQuery(QueryParams):
+    wait: float = Field(default=0, ge=0, le=30, description="seconds to long-poll for a job")
+
+
+class BatchQuery(NextQuery):
+    max: int = Field(default=1, ge=1, le=MAX_BATCH,
+                     description="the most jobs to lease; the answer comes as soon as one is there")
+
+
+class LeaseIn(RequestBody):
+    lease_id: str = Field(min_length=1, max_length=64)
+    seconds: int | None = Field(default=None, ge=1, le=3600,
+                                description="new lease length from now; default LEASE_SECONDS")
+
+
+class LeaseOut(ResponseBody):
+    job_id: str
+    lease_id: str
+    lease_expires_at: datetime
+
+
+class ReleaseIn(RequestBody):
+    lease_id: str = Field(min_length=1, max_length=64)
+    reason: str = Field(default="released by miner", max_length=500)
+
+
+class ReleaseOut(ResponseBody):
+    job_id: str
+    status: Literal["queued", "failed"]
+
+
+class ItemResult(ResponseBody):
+    job_id: str
+    status: Literal["completed", "rejected"]
+    error: str | None = Field(default=None, description="why it was rejected: the code the "
+                                                        "single-result endpoint would answer")
+    detail: str | None = None
+
+
+class ResultsOut(ResponseBody):
+    results: list[ItemResult] = Field(description="one entry per item posted, in order")
