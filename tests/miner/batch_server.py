@@ -183,20 +183,20 @@ class ProtocolServer:
         self.lease_sizes.append(len(jobs))
         return JSONResponse({"jobs": jobs})
 
-    def _current(self, kind: str, job_id: str,
-                 lease_id: str) -> tuple[FakeJob | None, JSONResponse | None]:
-        job = self.jobs.get(job_id)
+    async def _current(self, request: Request,
+                       kind: str) -> tuple[FakeJob | None, JSONResponse | None]:
+        """The job whose current lease the request names, or the error the backend answers."""
+        if self._miner(request) is None:
+            return None, _error(401, "unauthorized", "sign in")
+        job = self.jobs.get(request.path_params["job_id"])
         if job is None or job.kind != kind:
             return None, _error(404, "job_not_found", "no such job")
-        if job.status != "leased" or job.lease_id != lease_id:
+        if job.status != "leased" or job.lease_id != (await request.json())["lease_id"]:
             return job, _error(409, "lease_not_current", "the lease is not yours")
         return job, None
 
     async def extend(self, request: Request, kind: str) -> Response:
-        if self._miner(request) is None:
-            return _error(401, "unauthorized", "sign in")
-        job, err = self._current(kind, request.path_params["job_id"],
-                                 (await request.json())["lease_id"])
+        job, err = await self._current(request, kind)
         if err is not None:
             return err
         job.expires = datetime.now(UTC) + timedelta(seconds=self.lease_seconds)
@@ -204,10 +204,7 @@ class ProtocolServer:
                              "lease_expires_at": job.expires.isoformat()})
 
     async def release(self, request: Request, kind: str) -> Response:
-        if self._miner(request) is None:
-            return _error(401, "unauthorized", "sign in")
-        job, err = self._current(kind, request.path_params["job_id"],
-                                 (await request.json())["lease_id"])
+        job, err = await self._current(request, kind)
         if err is not None:
             return err
         job.status, job.lease_id = "queued", None
