@@ -42,6 +42,13 @@ SUITE = {  # name -> the plan's settings; what `make bench` runs and the committ
 }
 
 
+def _batch_size(text: str) -> int:
+    n = int(text)
+    if not 1 <= n <= 64:
+        raise argparse.ArgumentTypeError(f"must be 1..64 (the server's limit), got {n}")
+    return n
+
+
 def parse(argv: list[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -60,7 +67,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
                    help="miners lease and answer in batches (GET /job/batch, POST /job/results) "
                         "or one job per request (GET /job/next, POST /job/result); default batch, "
                         "single for steady-single")
-    p.add_argument("--batch-max", type=int, choices=range(1, 65), metavar="1..64",
+    p.add_argument("--batch-max", type=_batch_size, metavar="1..64",
                    help="batch protocol: jobs a miner asks for per lease request (default 16)")
     p.add_argument("--miner-procs", type=int)
     p.add_argument("--client-procs", type=int)
