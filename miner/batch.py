@@ -16,8 +16,10 @@ class ResultBatcher:
     """Collects one kind's results and posts them together.
 
     A batch goes out when `window` seconds have passed since its first result, when it is full
-    (MAX_BATCH), or at once when every job in flight has its result waiting here or already in
-    a request (`in_flight()` counts them), since waiting longer could gain nothing.
+    (MAX_BATCH), or at once when every job of its kind in flight (`in_flight()` counts them)
+    has its result waiting here, since waiting longer could gain nothing. Results do not wait
+    for those already in a request: jobs leased meanwhile may finish within the window and
+    join them, which merges staggered groups of jobs into fewer requests.
     `post()` returns when its result is accepted and raises what the single endpoint would
     have raised for it: LeaseLost or BackendRejected for that result alone, BackendUnavailable
     (or any error) of the whole request for every result in it, which the caller retries.
@@ -34,9 +36,7 @@ class ResultBatcher:
         self.kind = kind
         self.in_flight = in_flight
         self.window = window
-        self.requests = 0  # POSTs sent, for logs and tests
         self._pending: list[_Pending] = []
-        self._sending = 0  # results inside requests that have not answered yet
         self._timer: asyncio.TimerHandle | None = None
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -64,8 +64,6 @@ class ResultBatcher:
             task.add_done_callback(self._tasks.discard)
 
     async def _send(self, batch: list[_Pending]) -> None:
-        self._sending += len(batch)
-        self.requests += 1
         try:
             outcomes = await self.backend.post_results(
                 self.kind, [(lease, output, tokens) for lease, output, tokens, _ in batch]
@@ -76,8 +74,6 @@ class ResultBatcher:
         except BaseException:  # cancelled: whether the backend took them is unknown; retried
             self._fail(batch, BackendUnavailable("the result request was cancelled"))
             raise
-        finally:
-            self._sending -= len(batch)
         for (*_, done), outcome in zip(batch, outcomes):
             if done.done():
                 continue
