@@ -110,9 +110,9 @@ async def revoke_api_key(settings: Settings, key_id: int | None, prefix: str | N
 
 async def _announce_revocation(settings: Settings) -> bool:
     from app.auth.cache import forget_everywhere
-    from app.context import open_redis
+    from app.redis_client import open_redis
 
-    redis = open_redis(settings.redis_url, command_timeout_s=2.0)
+    redis = open_redis(settings.redis_url, cluster=settings.redis_cluster, command_timeout_s=2.0)
     try:
         return await forget_everywhere(redis, settings.redis_prefix)
     finally:

@@ -18,6 +18,7 @@ class Settings(BaseSettings):
     redis_url: str = "redis://127.0.0.1:6379/0"
     redis_prefix: str = "mia"  # every Redis key starts with this; lets deployments share a Redis
     redis_command_timeout_s: float = 5.0  # a hung Redis turns into 503s after this, not hangs
+    redis_cluster: bool = False  # REDIS_URL is one node of a Redis Cluster (app/redis_client.py)
     port: int = 8000
     runpod_api_key: SecretStr | None = None
     runpod_endpoint_id: str | None = None

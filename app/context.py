@@ -18,6 +18,7 @@ from app.db import Database
 from app.notify import Notifier
 from app.queue import JobQueue
 from app.ratelimit import RateLimiter
+from app.redis_client import open_redis
 from app.ttlcache import TTLCache
 
 if TYPE_CHECKING:  # a type only: the treasury builds its handle itself, on first use
@@ -47,16 +48,6 @@ def arq_queue_name(settings: Settings) -> str:
     return f"{settings.redis_prefix}:arq:queue"
 
 
-def open_redis(url: str, *, command_timeout_s: float = 5.0,
-               blocking_for_s: float | None = 0.0) -> Redis:
-    """A command client answers within command_timeout_s or raises (so a hung Redis becomes a
-    503, not a hung request). A blocking client (BRPOP) waits up to blocking_for_s more than
-    that; blocking_for_s=None (a pub/sub listener) never times out a read."""
-    timeout = None if blocking_for_s is None else command_timeout_s + blocking_for_s
-    return Redis.from_url(url, socket_connect_timeout=2.0, socket_timeout=timeout,
-                          health_check_interval=30, max_connections=10_000)
-
-
 @contextlib.asynccontextmanager
 async def open_context(settings: Settings) -> AsyncIterator[AppContext]:
     """Opens every resource (database pool, three Redis clients, the chain when configured) and
@@ -67,11 +58,12 @@ async def open_context(settings: Settings) -> AsyncIterator[AppContext]:
                       command_timeout_s=settings.db_command_timeout_s,
                       pool_timeout_s=settings.db_pool_timeout_s)
         stack.push_async_callback(db.dispose)
-        timeout = settings.redis_command_timeout_s
-        redis = open_redis(settings.redis_url, command_timeout_s=timeout)
-        blocking = open_redis(settings.redis_url, command_timeout_s=timeout,
+        await db.open()
+        timeout, cluster = settings.redis_command_timeout_s, settings.redis_cluster
+        redis = open_redis(settings.redis_url, cluster=cluster, command_timeout_s=timeout)
+        blocking = open_redis(settings.redis_url, cluster=cluster, command_timeout_s=timeout,
                               blocking_for_s=settings.miner_max_wait_s)
-        listener = open_redis(settings.redis_url, blocking_for_s=None)
+        listener = open_redis(settings.redis_url, cluster=cluster, blocking_for_s=None)
         for client in (redis, blocking, listener):
             stack.push_async_callback(client.aclose)
         queue = JobQueue(redis, settings.redis_prefix, blocking=blocking)
@@ -82,5 +74,9 @@ async def open_context(settings: Settings) -> AsyncIterator[AppContext]:
         yield AppContext(
             settings=settings, db=db, redis=redis, queue=queue, notifier=notifier,
             limiter=RateLimiter(redis, settings.redis_prefix),
-            arq=ArqRedis(redis.connection_pool, default_queue_name=arq_queue_name(settings)),
+            # arq is not cluster-aware (README "Redis Cluster"): on a cluster it gets a plain
+            # client of its own, which works where REDIS_URL's node holds its keys
+            arq=(ArqRedis.from_url(settings.redis_url, default_queue_name=arq_queue_name(settings))
+                 if cluster else ArqRedis(redis.connection_pool,
+                                          default_queue_name=arq_queue_name(settings))),
             auth_cache=TTLCache(settings.auth_cache_ttl_s), chain=chain)

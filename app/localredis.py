@@ -8,6 +8,7 @@ import shutil
 import socket
 import subprocess
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 
@@ -36,9 +37,11 @@ def reachable(host: str, port: int, timeout: float = 0.3) -> bool:
 
 
 class LocalRedis:
-    def __init__(self, port: int | None = None, workdir: Path | None = None):
+    def __init__(self, port: int | None = None, workdir: Path | None = None,
+                 extra_args: Sequence[str] = ()):
         self.port = port or free_port()
         self.workdir = workdir
+        self.extra_args = list(extra_args)  # e.g. --cluster-enabled yes (tests/support)
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -47,7 +50,7 @@ class LocalRedis:
 
     def start(self) -> LocalRedis:
         args = [redis_server_binary(), "--bind", "127.0.0.1", "--port", str(self.port),
-                "--save", "", "--appendonly", "no", "--protected-mode", "yes"]
+                "--save", "", "--appendonly", "no", "--protected-mode", "yes", *self.extra_args]
         if self.workdir is not None:
             self.workdir.mkdir(parents=True, exist_ok=True)
             args += ["--dir", str(self.workdir)]

@@ -8,6 +8,7 @@ import logging
 from collections.abc import AsyncIterator
 from typing import cast
 
+import asyncpg
 from redis.exceptions import RedisError
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
@@ -25,6 +26,7 @@ from app.auth.routes import router as auth_router
 from app.chat.routes import router as chat_router
 from app.config import Settings
 from app.context import open_context
+from app.db import PoolBusy
 from app.errors import AppError, ServiceUnavailable
 from app.idle.routes import router as idle_router
 from app.miners.routes import router as miners_router
@@ -100,9 +102,10 @@ async def _dependency_down(_: Request, exc: Exception) -> Response:
     if isinstance(exc, DBAPIError) and not (isinstance(exc, OperationalError)
                                             or exc.connection_invalidated):
         raise exc
-    if isinstance(exc, PoolTimeout):
+    if isinstance(exc, PoolTimeout | PoolBusy):
         code, detail = "database_busy", "every database connection is in use; retry later"
-    elif isinstance(exc, DBAPIError):
+    elif isinstance(exc, DBAPIError | asyncpg.PostgresConnectionError | asyncpg.InterfaceError
+                    | asyncpg.QueryCanceledError):
         code, detail = "database_unavailable", "the database is unavailable; retry later"
     elif isinstance(exc, TimeoutError):
         code, detail = "dependency_timeout", ("the database (or another dependency) did not "
@@ -122,5 +125,10 @@ async def _unexpected(request: Request, exc: Exception) -> Response:
 
 EXCEPTION_HANDLERS = {AppError: _app_error, HTTPException: _http_error, RedisError: _redis_down,
                       PoolTimeout: _dependency_down, DBAPIError: _dependency_down,
+                      PoolBusy: _dependency_down,
+                      # the hot path's own driver (app/db.py Database.fast)
+                      asyncpg.PostgresConnectionError: _dependency_down,
+                      asyncpg.InterfaceError: _dependency_down,
+                      asyncpg.QueryCanceledError: _dependency_down,
                       TimeoutError: _dependency_down, ConnectionError: _dependency_down,
                       Exception: _unexpected}

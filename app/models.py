@@ -189,7 +189,7 @@ class IdleJob(Base):
     Status, stored: queued -> assigned (leased to a miner) -> completed | failed, or
     queued -> processing (claimed by the worker for RunPod) -> completed | failed.
     The seed's names map as: "pending" = queued; "processing" = assigned or processing.
-    Miners can only lease a queued job (app/leasing.py), so a job the worker has claimed is
+    Miners can only lease a queued job (app/leases/rules.py), so a job the worker has claimed is
     never also given to a miner, and vice versa.
 
     usd_earned is computed by the server (output tokens x PRICE_PER_1K_TOKENS_USD) and written
@@ -212,14 +212,14 @@ class IdleJob(Base):
     usd_earned: Mapped[Decimal | None] = mapped_column(USD)
     result: Mapped[str | None] = mapped_column(Text)
     runpod_job_id: Mapped[str | None] = mapped_column(String(100))
-    # The seed's error_message column, under the name app/leasing.py writes.
+    # The seed's error_message column, under the name app/leases/rules.py writes.
     failure_reason: Mapped[str | None] = mapped_column("error_message", String(1000))
     error_message = synonym("failure_reason")
 
     max_tokens: Mapped[int] = mapped_column(Integer, default=256)
     business_id: Mapped[int | None] = mapped_column(ForeignKey("businesses.id"), index=True)
     api_key_id: Mapped[int | None] = mapped_column(ForeignKey("api_keys.id"))
-    # leases (app/leasing.py); for RunPod, lease_id/lease_expires_at hold the worker's claim
+    # leases (app/leases/rules.py); for RunPod, lease_id/lease_expires_at hold the worker's claim
     attempts: Mapped[int] = mapped_column(Integer, default=0)  # miner deliveries so far
     lease_id: Mapped[str | None] = mapped_column(String(36))
     lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

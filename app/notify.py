@@ -59,8 +59,9 @@ class Notifier:
                     if message.get("type") != "message":
                         continue
                     channel = _text(message["channel"])
-                    if channel == self.channel:
-                        self._wake(_text(message["data"]))
+                    if channel == self.channel:  # one job id, or several separated by spaces
+                        for job_id in _text(message["data"]).split():
+                            self._wake(job_id)
                     elif channel in self._handlers:
                         self._handlers[channel]()
             except asyncio.CancelledError:

@@ -1,14 +1,14 @@
 """The miner job queue on Redis: the fast path that hands job ids to long-polling miners.
 
-Redis holds only job ids. The database owns job state, leases and attempts (app/leasing.py),
-so a lost or flushed Redis loses no job: the reconciler pushes back what the DB says is queued.
+Redis holds only job ids. The database owns job state, leases and attempts (app/leases), so a
+lost or flushed Redis loses no job: the reconciler pushes back what the DB says is queued.
 Lists are consumed from the right: new jobs LPUSH to the back of the line, redeliveries RPUSH to
-the front. One BRPOP over several lists takes them in the order given, so chat comes before idle.
+the front. A miner's long-poll BRPOPs one kind's list and takes the rest of a batch with one
+RPOP; idle long-polls yield to waiting chat (app/idle/kind.py). The lists share one hash tag,
+so commands over several of them stay in one Redis Cluster slot (app/redis_client.py).
 """
 
 from __future__ import annotations
-
-from collections.abc import Sequence
 
 from redis.asyncio import Redis
 
@@ -25,7 +25,9 @@ class JobQueue:
     def key(self, kind: str) -> str:
         if kind not in KINDS:
             raise ValueError(f"unknown job kind {kind!r}")
-        return f"{self.prefix}:q:{kind}"
+        # One hash tag for every kind's list, so a BRPOP over several stays in one Redis Cluster
+        # slot; the tag names this deployment's queue, so other keys still spread.
+        return f"{self.prefix}:{{{self.prefix}:q}}:{kind}"
 
     async def push(self, kind: str, *job_ids: str) -> None:
         if job_ids:
@@ -34,21 +36,6 @@ class JobQueue:
     async def push_front(self, kind: str, *job_ids: str) -> None:
         if job_ids:
             await self.redis.rpush(self.key(kind), *job_ids)
-
-    async def pop(self, kinds: Sequence[str], timeout_s: float) -> tuple[str, str] | None:
-        """Next (kind, job_id), waiting up to timeout_s seconds; never busy-polls."""
-        keys = [self.key(k) for k in kinds]
-        if timeout_s <= 0:
-            for kind, key in zip(kinds, keys, strict=True):
-                job_id = await self.redis.rpop(key)
-                if job_id is not None:
-                    return kind, _text(job_id)
-            return None
-        item = await self.blocking.brpop(keys, timeout=timeout_s)
-        if item is None:
-            return None
-        key, job_id = item
-        return kinds[keys.index(_text(key))], _text(job_id)
 
     async def pop_many(self, kind: str, most: int, timeout_s: float) -> list[str]:
         """Up to `most` job ids of one kind, oldest first, waiting up to timeout_s seconds for the
@@ -75,10 +62,8 @@ class JobQueue:
         if len(job_ids) == 1:
             await self.redis.publish(self.done_channel, job_ids[0])
             return
-        async with self.redis.pipeline(transaction=False) as pipe:  # one round trip for all
-            for job_id in job_ids:
-                pipe.publish(self.done_channel, job_id)
-            await pipe.execute()
+        # One message for a whole batch: waiters match any of the ids in it (app/notify.py).
+        await self.redis.publish(self.done_channel, " ".join(job_ids))
 
 
 def _text(value: bytes | str) -> str:

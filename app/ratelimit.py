@@ -26,7 +26,8 @@ if TYPE_CHECKING:  # the context holds the limiter; only its type is needed here
 
 log = logging.getLogger("app.ratelimit")
 
-# KEYS[1]: the bucket. ARGV: count, period_ms, burst[, now_ms (tests only; default Redis TIME)].
+# KEYS[1]: the bucket, the only key it touches (so it runs on a Redis Cluster as it is).
+# ARGV: count, period_ms, burst[, now_ms (tests only; default Redis TIME)].
 # Returns {allowed (0/1), ms until the next token when refused, whole tokens left}.
 # Numbers stay far below 2^53 (checked in Rate), so Lua's doubles hold them exactly.
 _SCRIPT = """

@@ -4,13 +4,17 @@ are app/leases."""
 
 from __future__ import annotations
 
+from datetime import datetime
+from typing import Any
+
 from sqlalchemy import insert, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.chat import pg
 from app.chat.schemas import ChatAssignment, HistoryItem, ResultOut
 from app.context import AppContext
 from app.leases import rules
-from app.leases.protocol import Completion, JobKind
+from app.leases.protocol import Completion, FastPath, JobKind
 from app.leases.rules import Lease
 from app.models import ChatJob, ChatLog
 
@@ -64,6 +68,13 @@ def answer(job: ChatJob) -> ResultOut:
                      output_tokens=job.output_tokens, completed_at=job.completed_at)
 
 
+async def _fast_lease(conn: Any, ctx: AppContext, keys: list[Any], miner_id: int,
+                      now: datetime) -> list[ChatAssignment]:
+    s = ctx.settings
+    return await pg.lease(conn, keys, miner_id, s.lease_seconds, now, s.chat_history_limit)
+
+
 CHAT = JobKind(name="chat", model=ChatJob, parse_id=parse_id, output_column="response",
                hand_out=hand_out, complete=complete, answer=answer,
-               lease_columns=(ChatJob.prompt, ChatJob.context, ChatJob.session_id))
+               lease_columns=(ChatJob.prompt, ChatJob.context, ChatJob.session_id),
+               fast=FastPath(lease=_fast_lease, complete=pg.complete))

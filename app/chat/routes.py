@@ -31,8 +31,9 @@ async def create_chat(request: Request, who: Client, body: ChatIn, query: WaitQu
     """Queue a chat message for a miner. 202 while queued; 200 once finished (answered or
     failed) within `wait` seconds. The business comes from the API key, never from the body."""
     c = ctx(request)
-    async with c.db.transaction() as session:
-        job = await service.submit(session, c, who, body.message, body.session_id, body.context)
+    unit = c.db.fast(transaction=False) if c.db.pg is not None else c.db.transaction()
+    async with unit as u:  # on PostgreSQL the submission is one statement
+        job = await service.submit(u, c, who, body.message, body.session_id, body.context)
     job = await service.wait_for(c, who, job, min(query.wait, c.settings.chat_max_wait_s),
                                  fresh=True)
     return json_response(_out(job), 200 if job.status in service.TERMINAL else 202)

@@ -13,8 +13,9 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.auth.principals import Client
+from app.chat import pg
 from app.context import AppContext
-from app.db import after_commit
+from app.db import PgUnit, Unit, after_commit
 from app.errors import Forbidden, NotFound, ServiceUnavailable
 from app.models import ChatJob, ChatLog, ChatSession, JobStatus, utcnow
 
@@ -22,23 +23,41 @@ log = logging.getLogger(__name__)
 TERMINAL = (JobStatus.completed, JobStatus.failed)
 
 
-async def submit(session: AsyncSession, ctx: AppContext, client: Client, message: str,
+async def submit(unit: Unit, ctx: AppContext, client: Client, message: str,
                  session_id: str | None, context: str | None) -> ChatJob:
-    """Write the job and the user's turn in the caller's transaction; the job id is pushed to
-    the queue once it has committed."""
+    """Write the job and the user's turn in the caller's unit (a session, or on PostgreSQL the
+    hot path's one statement); the job id is pushed to the queue once it has committed."""
     now = utcnow()
     job = ChatJob(id=str(uuid.uuid4()), business_id=client.business_id,
                   session_id=session_id or str(uuid.uuid4()), prompt=message, context=context,
                   status=JobStatus.queued, attempts=0, created_at=now)
-    # Core inserts: the ORM's flush costs more here
-    await _claim_session(session, client, job.session_id, supplied=session_id is not None)
-    await session.execute(insert(ChatJob.__table__).values(
-        id=job.id, business_id=job.business_id, session_id=job.session_id, prompt=message,
-        context=context, status=JobStatus.queued, attempts=0, created_at=now))
-    await session.execute(insert(ChatLog.__table__).values(
-        session_id=job.session_id, message=message, role="user", timestamp=now,
-        business_id=client.business_id, job_id=job.id))
-    after_commit(session, lambda: _push_or_withdraw(ctx, job.id), what="queueing a chat job",
+    supplied = session_id is not None
+    if isinstance(unit, PgUnit):
+        # an anonymous caller may only continue a session this server handed out
+        may_claim = not (supplied and client.anonymous)
+        for _ in range(2):
+            queued, existed, owner = await pg.submit(
+                unit.conn, job_id=job.id, business_id=client.business_id,
+                session_id=job.session_id, may_claim=may_claim, prompt=message,
+                context=context, now=now)
+            if queued:
+                break
+            if existed:
+                _same_owner(client, owner)
+            if not may_claim:
+                raise _anonymous_choice()
+            # claimed by a concurrent first message a moment ago: its owner is now visible
+        else:
+            _same_owner(client, None)
+    else:  # Core inserts: the ORM's flush costs more here
+        await _claim_session(unit, client, job.session_id, supplied=supplied)
+        await unit.execute(insert(ChatJob.__table__).values(
+            id=job.id, business_id=job.business_id, session_id=job.session_id, prompt=message,
+            context=context, status=JobStatus.queued, attempts=0, created_at=now))
+        await unit.execute(insert(ChatLog.__table__).values(
+            session_id=job.session_id, message=message, role="user", timestamp=now,
+            business_id=client.business_id, job_id=job.id))
+    after_commit(unit, lambda: _push_or_withdraw(ctx, job.id), what="queueing a chat job",
                  required=True)
     return job
 
@@ -66,9 +85,7 @@ async def _claim_session(session: AsyncSession, client: Client, session_id: str,
         if owner is not None:
             return _same_owner(client, owner[0])
         if client.anonymous:
-            # An anonymous session is a capability: only ids this server handed out work.
-            raise Forbidden("anonymous chats cannot choose a session_id; omit it and reuse the "
-                            "one returned", code="session_forbidden")
+            raise _anonymous_choice()
     claimed = (await session.execute(
         _insert_ignoring_conflict(session, ChatSession.__table__)
         .values(session_id=session_id, business_id=client.business_id, created_at=utcnow())
@@ -83,6 +100,12 @@ async def _session_owner(session: AsyncSession, session_id: str) -> Row[tuple[in
                                   .where(ChatSession.session_id == session_id))).first()
 
 
+def _anonymous_choice() -> Forbidden:
+    # An anonymous session is a capability: only ids this server handed out work.
+    return Forbidden("anonymous chats cannot choose a session_id; omit it and reuse the one "
+                     "returned", code="session_forbidden")
+
+
 def _same_owner(client: Client, business_id: int | None) -> None:
     if business_id != client.business_id:
         raise Forbidden("this session_id belongs to another client", code="session_forbidden")
@@ -95,8 +118,14 @@ def _insert_ignoring_conflict(session: AsyncSession, table: Table) -> Insert:
 
 
 async def get_owned(ctx: AppContext, client: Client, job_id: str) -> ChatJob:
-    async with ctx.db.reads() as session:
-        job = await session.get(ChatJob, job_id) if len(job_id) <= 36 else None
+    if len(job_id) > 36:
+        job = None
+    elif ctx.db.pg is not None:
+        async with ctx.db.fast_reads() as conn:
+            job = await pg.read(conn, job_id)
+    else:
+        async with ctx.db.reads() as session:
+            job = await session.get(ChatJob, job_id)
     if job is None or job.business_id != client.business_id:
         raise NotFound("no such chat job", code="job_not_found")
     return job

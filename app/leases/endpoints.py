@@ -67,8 +67,13 @@ async def lease(c: AppContext, kind: JobKind, who: Wallet, wait_s: float, most: 
                                                    and await kind.yields(c)):
             await protocol.requeue(c, kind.name, ids)
             return []
-        async with c.db.transaction() as session:
-            jobs = await protocol.acquire(session, c, kind, ids, miner_id, utcnow())
+        keys = protocol.parse_ids(kind, ids)
+        if c.db.pg is not None and kind.fast is not None:  # one statement, no BEGIN/COMMIT
+            async with c.db.fast_reads() as conn:
+                jobs = await kind.fast.lease(conn, c, keys, miner_id, utcnow())
+        else:
+            async with c.db.transaction() as session:
+                jobs = await protocol.acquire(session, c, kind, keys, miner_id, utcnow())
         if jobs:
             return jobs
 
@@ -86,7 +91,10 @@ async def results(c: AppContext, kind: JobKind, who: Wallet, items: list[Any]) -
             checked.append(err)
     done = [x for x in checked if isinstance(x, Completion)]
     won: list[Any] = []
-    if done:
+    if done and c.db.pg is not None and kind.fast is not None:
+        async with c.db.fast(transaction=False) as unit:  # one statement for the whole batch
+            won = await protocol.complete(unit, c, kind, done)
+    elif done:
         async with c.db.transaction() as session:
             won = await protocol.complete(session, c, kind, done)
     lost = iter(await protocol.settle_losers(

@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.auth import wallet as wallet_sig
 from app.auth.principals import Wallet
 from app.context import AppContext
-from app.db import after_commit
+from app.db import PgUnit, Unit, after_commit
 from app.errors import AppError, Conflict, NotFound, Unauthorized
 from app.leases import rules
 from app.models import JobStatus, Miner
@@ -38,6 +38,17 @@ class Completion:
 
 
 @dataclass(frozen=True)
+class FastPath:
+    """A kind's hot path on PostgreSQL's own driver (Database.fast), one statement each; the
+    SQLAlchemy steps of JobKind serve SQLite and everything else."""
+    # (connection, context, keys popped, miner id, now) -> assignments of those still queued
+    lease: Callable[[Any, AppContext, list[Any], int, datetime], Awaitable[list[Any]]]
+    # (connection, completions of one miner) -> per item (answer, tokens) or None; credits
+    # the miner in the same statement
+    complete: Callable[[Any, list[Completion]], Awaitable[list[tuple[Any, int] | None]]]
+
+
+@dataclass(frozen=True)
 class JobKind:
     """A kind of leased job. The lease rules are the same for all; these are what differ."""
     name: str  # the queue's kind: "chat" or "idle"
@@ -57,6 +68,19 @@ class JobKind:
     yields: Callable[[AppContext], Awaitable[bool]] | None = None
     # a finished job whose result came from elsewhere (RunPod): the miner's lease is history
     finished_elsewhere: Callable[[Any], bool] = lambda job: False
+    fast: FastPath | None = None  # used on PostgreSQL
+
+
+def parse_ids(kind: JobKind, ids: Sequence[str]) -> list[Any]:
+    """Primary keys of popped ids; malformed ones are logged and dropped."""
+    keys = []
+    for text in ids:
+        key = kind.parse_id(text)
+        if key is None:
+            log.warning("dropped a malformed %s id from the queue: %r", kind.name, text[:80])
+        else:
+            keys.append(key)
+    return keys
 
 
 def miner_id_of(who: Wallet) -> int:
@@ -69,17 +93,10 @@ def miner_id_of(who: Wallet) -> int:
 # ------------------------------------------------------------------ leasing
 
 
-async def acquire(session: AsyncSession, ctx: AppContext, kind: JobKind, ids: Sequence[str],
+async def acquire(session: AsyncSession, ctx: AppContext, kind: JobKind, keys: list[Any],
                   miner_id: int, now: datetime) -> list[Any]:
-    """Lease what is still queued among the popped ids and hand it out; stale ids (taken,
-    claimed, finished or gone) are dropped. Malformed ids are logged and dropped."""
-    keys = []
-    for text in ids:
-        key = kind.parse_id(text)
-        if key is None:
-            log.warning("dropped a malformed %s id from the queue: %r", kind.name, text[:80])
-        else:
-            keys.append(key)
+    """Lease what is still queued among the popped keys and hand it out; stale ones (taken,
+    claimed, finished or gone) are dropped."""
     leases = await rules.acquire(session, kind.model, keys, miner_id,
                                  ctx.settings.lease_seconds, now, kind.lease_columns)
     return await kind.hand_out(session, ctx, leases) if leases else []
@@ -113,18 +130,24 @@ async def check_result(ctx: AppContext, kind: JobKind, who: Wallet, item: Any,
                       item.output_tokens, signature, now)
 
 
-async def complete(session: AsyncSession, ctx: AppContext, kind: JobKind,
-                   done: Sequence[Completion]) -> list[Any | None]:
+async def complete(unit: Unit, ctx: AppContext, kind: JobKind,
+                   done: list[Completion]) -> list[Any | None]:
     """Store each result whose lease is current, in the caller's transaction: the kind's answer
     for each winner, None for each loser. Waiters are woken after the commit."""
-    won = [await kind.complete(session, ctx, c) for c in done]
-    finished = [c for c, w in zip(done, won, strict=True) if w is not None]
-    if finished:  # one credit for the whole batch: every result of a request is one miner's
-        await credit_miner(session, finished[0].miner_id,
-                           sum(w[1] for w in won if w is not None), finished[0].now,
-                           jobs=len(finished))
-        ids = [c.job_id for c in finished]
-        after_commit(session, lambda: ctx.queue.publish_done(*ids),
+    if isinstance(unit, PgUnit) and kind.fast is not None:
+        won = await kind.fast.complete(unit.conn, done)  # credits the miner itself
+    else:
+        session = unit if isinstance(unit, AsyncSession) else None
+        if session is None:
+            raise TypeError(f"{kind.name} jobs have no PostgreSQL fast path")
+        won = [await kind.complete(session, ctx, c) for c in done]
+        if any(w is not None for w in won):  # one credit: every result of a request is one miner's
+            await credit_miner(session, done[0].miner_id,
+                               sum(w[1] for w in won if w is not None), done[0].now,
+                               jobs=sum(w is not None for w in won))
+    ids = [c.job_id for c, w in zip(done, won, strict=True) if w is not None]
+    if ids:
+        after_commit(unit, lambda: ctx.queue.publish_done(*ids),
                      what=f"waking the waiters of {len(ids)} {kind.name} job(s)")
     return [w[0] if w is not None else None for w in won]
 

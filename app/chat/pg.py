@@ -1,0 +1,153 @@
+"""The chat job's hot path on PostgreSQL's own driver (asyncpg): one statement per state change,
+each written once here and prepared per connection. SQLite runs the same steps through
+SQLAlchemy (chat/service.py, chat/kind.py); tests run both and expect the same answers.
+
+Timestamps are stored as naive UTC (app/models.py UTCDateTime): `_naive` going in, `_aware`
+coming out.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import asyncpg
+import orjson
+
+from app.chat.schemas import ChatAssignment, HistoryItem, ResultOut
+from app.leases.protocol import Completion
+from app.models import ChatJob, JobStatus
+
+# Claim the session (first message), check its owner (later ones), write the job and the user's
+# turn: all or nothing, in one statement. `owner` reads the snapshot before `claim`, so a new
+# session shows as claimed and not as existing.
+SUBMIT = """
+WITH claim AS (
+    INSERT INTO chat_sessions (session_id, business_id, created_at)
+    SELECT $1, $2, $3 WHERE $7
+    ON CONFLICT DO NOTHING RETURNING session_id),
+owner AS (SELECT business_id FROM chat_sessions WHERE session_id = $1),
+allowed AS (SELECT 1 WHERE EXISTS (SELECT 1 FROM claim)
+            OR EXISTS (SELECT 1 FROM owner WHERE business_id IS NOT DISTINCT FROM $2)),
+job AS (
+    INSERT INTO chat_jobs (id, business_id, session_id, prompt, context, status, attempts,
+                           created_at)
+    SELECT $4, $2, $1, $5, $6, 'queued', 0, $3 FROM allowed RETURNING id),
+turn AS (
+    INSERT INTO chat_logs (session_id, message, role, timestamp, business_id, job_id)
+    SELECT $1, $5, 'user', $3, $2, id FROM job)
+SELECT EXISTS (SELECT 1 FROM job) AS queued, EXISTS (SELECT 1 FROM owner) AS existed,
+       (SELECT business_id FROM owner) AS owner
+"""
+
+# Lease the queued ones among $1 and read, in the same statement, each one's earlier turns.
+LEASE = """
+WITH leased AS (
+    UPDATE chat_jobs SET status = 'assigned', lease_id = $2, lease_expires_at = $3,
+                         miner_id = $4, attempts = attempts + 1, assigned_at = $5
+    WHERE id = ANY($1::text[]) AND status = 'queued'
+    RETURNING id, attempts, prompt, context, session_id)
+SELECT l.id, l.attempts, l.prompt, l.context, l.session_id,
+       (SELECT coalesce(json_agg(json_build_object('role', h.role, 'content', h.message)
+                                 ORDER BY h.id), '[]')
+        FROM (SELECT c.id, c.role, c.message FROM chat_logs c
+              WHERE c.session_id = l.session_id
+                AND c.id < (SELECT u.id FROM chat_logs u WHERE u.job_id = l.id AND u.role = 'user')
+              ORDER BY c.id DESC LIMIT $6) h) AS history
+FROM leased l
+"""
+
+# Complete every result whose lease is current, write each one's assistant turn and credit the
+# miner once for all of them: one statement for a whole batch.
+COMPLETE = """
+WITH posted AS (
+    SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::int[], $5::text[])
+        AS p(job_id, lease_id, output, tokens, signature)),
+done AS (
+    UPDATE chat_jobs j SET status = 'completed', completed_at = $7, lease_expires_at = NULL,
+                           response = p.output, output_tokens = p.tokens, signature = p.signature
+    FROM posted p
+    WHERE j.id = p.job_id AND j.lease_id = p.lease_id AND j.status = 'assigned'
+      AND j.miner_id = $6 AND j.lease_expires_at > $7
+    RETURNING j.id, j.session_id, j.business_id, p.output, p.tokens),
+turns AS (
+    INSERT INTO chat_logs (session_id, message, role, timestamp, business_id, job_id)
+    SELECT session_id, output, 'assistant', $7, business_id, id FROM done),
+credit AS (
+    UPDATE miners SET job_count = job_count + (SELECT count(*) FROM done),
+                      tokens_generated = tokens_generated
+                                         + (SELECT coalesce(sum(tokens), 0) FROM done),
+                      last_active = $7
+    WHERE id = $6 AND EXISTS (SELECT 1 FROM done))
+SELECT id, session_id FROM done
+"""
+
+READ = """
+SELECT id, business_id, session_id, status, response, completed_at, failure_reason
+FROM chat_jobs WHERE id = $1
+"""
+
+
+def _naive(t: datetime) -> datetime:
+    return t.astimezone(UTC).replace(tzinfo=None)
+
+
+def _aware(t: datetime | None) -> datetime | None:
+    return None if t is None else t.replace(tzinfo=UTC)
+
+
+async def submit(conn: asyncpg.Connection, *, job_id: str, business_id: int | None,
+                 session_id: str, may_claim: bool, prompt: str, context: str | None,
+                 now: datetime) -> asyncpg.Record:
+    """(queued, existed, owner): queued is false when the session is not the caller's."""
+    return await conn.fetchrow(SUBMIT, session_id, business_id, _naive(now), job_id, prompt,
+                               context, may_claim)
+
+
+async def lease(conn: asyncpg.Connection, keys: list[str], miner_id: int, lease_s: int,
+                now: datetime, history_limit: int) -> list[ChatAssignment]:
+    lease_id = str(uuid.uuid4())
+    expires = now + timedelta(seconds=lease_s)
+    rows = await conn.fetch(LEASE, keys, lease_id, _naive(expires), miner_id, _naive(now),
+                            history_limit)
+    order = {key: i for i, key in enumerate(keys)}
+    rows.sort(key=lambda r: order.get(r["id"], 0))  # in the queue's order
+    return [ChatAssignment(job_id=r["id"], lease_id=lease_id, lease_expires_at=expires,
+                           prompt=r["prompt"], context=r["context"], session_id=r["session_id"],
+                           history=[HistoryItem(**h) for h in orjson.loads(r["history"])],
+                           attempt=r["attempts"])
+            for r in rows]
+
+
+async def complete(conn: asyncpg.Connection, done: list[Completion]) -> list[Any]:
+    """For each result: (ResultOut, tokens) if it won, else None. The first of several results
+    for one job in a batch is the one tried; the others settle as repeats or conflicts."""
+    first: dict[str, Completion] = {}
+    for c in done:
+        first.setdefault(c.job_id, c)
+    tried = list(first.values())
+    now, miner_id = done[0].now, done[0].miner_id
+    rows = await conn.fetch(COMPLETE, [c.job_id for c in tried], [c.lease_id for c in tried],
+                            [c.output for c in tried], [c.output_tokens for c in tried],
+                            [c.signature for c in tried], miner_id, _naive(now))
+    sessions = {r["id"]: r["session_id"] for r in rows}
+    out: list[Any] = []
+    for c in done:
+        if first[c.job_id] is c and c.job_id in sessions:
+            out.append((ResultOut(job_id=c.job_id, status="completed",
+                                  session_id=sessions[c.job_id], output_tokens=c.output_tokens,
+                                  completed_at=now), c.output_tokens or 0))
+        else:
+            out.append(None)
+    return out
+
+
+async def read(conn: asyncpg.Connection, job_id: str) -> ChatJob | None:
+    row = await conn.fetchrow(READ, job_id)
+    if row is None:
+        return None
+    return ChatJob(id=row["id"], business_id=row["business_id"], session_id=row["session_id"],
+                   status=JobStatus(row["status"]), response=row["response"],
+                   completed_at=_aware(row["completed_at"]),
+                   failure_reason=row["failure_reason"])
