@@ -1,7 +1,8 @@
 """`python -m bench` (or `make bench`): the coordinator under load, from a cold start.
 
-    python -m bench                       # the standard suite: steady, half-load, hold, chaos
+    python -m bench                       # the suite: steady, steady-single, half-load, hold, chaos
     python -m bench steady --miners 64 --clients 64 --api-procs 2 --db postgres
+    python -m bench steady --protocol single   # miners one job per request (GET /job/next)
     python -m bench hold --miners 2000 --clients 1000 --think 20
     python -m bench chaos --duration 60
 
@@ -20,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.chaos import monkey
+from bench.load import PROTOCOLS
 from bench.run import Plan, execute
 from bench.system import Spec
 
@@ -27,6 +29,9 @@ RESULTS = Path(__file__).parent / "results"
 
 SUITE = {  # name -> the plan's settings; what `make bench` runs and the committed results show
     "steady": dict(scenario="steady", miners=64, clients=96, duration_s=20),
+    # The same with the single-job protocol, which miners without batch support still use.
+    "steady-single": dict(scenario="steady", miners=64, clients=96, duration_s=20,
+                          protocol="single"),
     "half-load": dict(scenario="steady", miners=64, clients=96, duration_s=20, rate=None),
     # 1,000 clients arrive over 30 s and each waits 40 s for its answer, so in the window all
     # of them hold a request open, 1,000 miners hold leases and 1,000 more long-poll idle.
@@ -35,6 +40,13 @@ SUITE = {  # name -> the plan's settings; what `make bench` runs and the committ
     "chaos": dict(scenario="chaos", miners=48, clients=48, duration_s=45, miner_procs=4,
                   rate=150.0),
 }
+
+
+def _batch_size(text: str) -> int:
+    n = int(text)
+    if not 1 <= n <= 64:
+        raise argparse.ArgumentTypeError(f"must be 1..64 (the server's limit), got {n}")
+    return n
 
 
 def parse(argv: list[str]) -> argparse.Namespace:
@@ -51,6 +63,12 @@ def parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--duration", type=float)
     p.add_argument("--warmup", type=float)
     p.add_argument("--think", type=float, help="simulated model seconds per job")
+    p.add_argument("--protocol", choices=PROTOCOLS,
+                   help="miners lease and answer in batches (GET /job/batch, POST /job/results) "
+                        "or one job per request (GET /job/next, POST /job/result); default batch, "
+                        "single for steady-single")
+    p.add_argument("--batch-max", type=_batch_size, metavar="1..64",
+                   help="batch protocol: jobs a miner asks for per lease request (default 16)")
     p.add_argument("--miner-procs", type=int)
     p.add_argument("--client-procs", type=int)
     p.add_argument("--name", help="results file name (default: the scenario's)")
@@ -64,7 +82,8 @@ def plan_for(name: str, args: argparse.Namespace, half_of: float | None = None) 
         settings["rate"] = round(half_of / 2, 1) if half_of else 200.0
     for arg, key in (("miners", "miners"), ("clients", "clients"), ("rate", "rate"),
                      ("duration", "duration_s"), ("warmup", "warmup_s"), ("think", "think_s"),
-                     ("miner_procs", "miner_procs"), ("client_procs", "client_procs")):
+                     ("miner_procs", "miner_procs"), ("client_procs", "client_procs"),
+                     ("protocol", "protocol"), ("batch_max", "batch_max")):
         if getattr(args, arg) is not None:
             settings[key] = getattr(args, arg)
     env = {}
@@ -83,6 +102,8 @@ def table(r: dict[str, Any]) -> str:
                      f"{r['cores']} cores)"),
         ("load", f"{r['miners']} miners, {r['clients']} clients, rate "
                  f"{r['target_rate'] or 'closed loop'}, model {r['think_s']} s, {r['duration_s']} s"),
+        ("miner protocol", r["protocol"] + (f" (up to {r['batch_max']} jobs per lease request)"
+                                            if r["batch_max"] else "")),
         ("completed chat jobs/s", f"{r['jobs_per_s']} ({r['completed']} in the window)"),
         ("end-to-end ms p50/p95/p99", _triple(r["e2e_ms"])),
         ("dispatch ms p50/p95/p99", _triple(r["dispatch_ms"])),

@@ -1,6 +1,8 @@
 """The load generator: simulated miners and chat clients, in child processes of their own.
 
-Miners sign in with real wallets (EIP-4361), long-poll GET /job/next and post signed results.
+Miners sign in with real wallets (EIP-4361), long-poll for jobs and post signed results: with the
+batch protocol up to `batch_max` jobs per GET /job/batch and their results in one
+POST /job/results; with the single-job protocol GET /job/next and POST /job/result per job.
 Clients are closed loops: POST /chat?wait=..., and GET /chat/{id}?wait=... until the answer is
 there; with a target rate they pace themselves instead (the rate is split evenly between them).
 Each process reports plain counts and latencies to the parent through a pipe.
@@ -22,7 +24,8 @@ import aiohttp
 from bench.signer import Wallet
 
 OUTPUT = "pong"
-MINER_MAX_WAIT_S = 30  # the longest long-poll GET /job/next accepts
+MINER_MAX_WAIT_S = 30  # the longest long-poll GET /job/next and GET /job/batch accept
+PROTOCOLS = ("batch", "single")
 GIVE_UP_S = 120  # a client stops waiting for an answer this long after the window
 
 
@@ -35,6 +38,8 @@ class Role:
     rate: float = 0.0  # clients: jobs/s for this process, 0 = closed loop
     think_s: float = 0.0  # miners: the simulated model's time per job
     wait_s: int = 30  # long-poll length asked for
+    protocol: str = "batch"  # miners: "batch" (GET /job/batch, POST /job/results) or "single"
+    batch_max: int = 16  # miners, batch protocol: jobs asked for per lease request (1..64)
     ramp_s: float = 0.0  # clients: start spread evenly over this many seconds
     seed: int = 0
 
@@ -84,7 +89,8 @@ async def _child(role: Role, conn: Connection) -> None:
         start, end = await loop.run_in_executor(None, conn.recv)
         window = Window(start, end)
         if role.kind == "miners":
-            tasks = [asyncio.create_task(_miner(http, m, role, window, stats)) for m in miners]
+            loop_of = _batch_miner if role.protocol == "batch" else _miner
+            tasks = [asyncio.create_task(loop_of(http, m, role, window, stats)) for m in miners]
             await loop.run_in_executor(None, conn.recv)  # "stop": every client has finished
             for task in tasks:
                 task.cancel()
@@ -123,24 +129,33 @@ async def _miner(http: aiohttp.ClientSession, miner: tuple[Wallet, dict[str, str
     wallet, auth = miner
     params = {"wait": str(min(role.wait_s, MINER_MAX_WAIT_S))}
     while True:
-        try:
-            async with http.get("/job/next", params=params, headers=auth) as r:
-                if r.status == 204:
-                    continue
-                if r.status != 200:
-                    stats.errors[f"next {r.status}"] += 1
-                    await _backoff(r)
-                    continue
-                job = await r.json()
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            stats.errors[f"next {type(exc).__name__}"] += 1
-            await asyncio.sleep(0.2)
+        job = await _long_poll(http, "/job/next", params, auth, stats, "next")
+        if job is None:
             continue
         if role.think_s:
             await asyncio.sleep(role.think_s)
         body = {"job_id": job["job_id"], "lease_id": job["lease_id"], "output": OUTPUT,
                 "output_tokens": 1, "signature": wallet.sign_result(job["job_id"], OUTPUT)}
         await _post_result(http, auth, body, window, stats)
+
+
+async def _long_poll(http: aiohttp.ClientSession, path: str, params: dict[str, str],
+                     auth: dict[str, str], stats: Stats, label: str) -> Any:
+    """One lease request: its JSON, or None when no job came (204) or it failed (then after a
+    pause, counted under `label`)."""
+    try:
+        async with http.get(path, params=params, headers=auth) as r:
+            if r.status == 204:
+                return None
+            if r.status != 200:
+                stats.errors[f"{label} {r.status}"] += 1
+                await _backoff(r)
+                return None
+            return await r.json()
+    except (aiohttp.ClientError, TimeoutError) as exc:
+        stats.errors[f"{label} {type(exc).__name__}"] += 1
+        await asyncio.sleep(0.2)
+        return None
 
 
 async def _post_result(http: aiohttp.ClientSession, auth: dict[str, str], body: dict[str, Any],
@@ -160,6 +175,51 @@ async def _post_result(http: aiohttp.ClientSession, auth: dict[str, str], body: 
         except (aiohttp.ClientError, TimeoutError) as exc:
             stats.errors[f"result {type(exc).__name__}"] += 1
             await asyncio.sleep(0.2)
+
+
+async def _batch_miner(http: aiohttp.ClientSession, miner: tuple[Wallet, dict[str, str]],
+                       role: Role, window: Window, stats: Stats) -> None:
+    wallet, auth = miner
+    params = {"max": str(role.batch_max), "wait": str(min(role.wait_s, MINER_MAX_WAIT_S))}
+    while True:
+        answer = await _long_poll(http, "/job/batch", params, auth, stats, "batch")
+        if answer is None:
+            continue
+        jobs = answer["jobs"]
+        if role.think_s:  # the model answers a batch in one pass, as a GPU server would
+            await asyncio.sleep(role.think_s)
+        # Every result is signed on its own, in a batch too.
+        items = [{"job_id": j["job_id"], "lease_id": j["lease_id"], "output": OUTPUT,
+                  "output_tokens": 1, "signature": wallet.sign_result(j["job_id"], OUTPUT)}
+                 for j in jobs]
+        await _post_results(http, auth, items, window, stats)
+
+
+async def _post_results(http: aiohttp.ClientSession, auth: dict[str, str],
+                        items: list[dict[str, Any]], window: Window, stats: Stats) -> None:
+    """One POST /job/results, retried as a whole while the server cannot take it (a repeat of an
+    accepted item is "completed" again); a rejected item is counted and never retried."""
+    for _ in range(50):
+        try:
+            async with http.post("/job/results", json={"results": items}, headers=auth) as r:
+                if r.status == 200:
+                    answers = (await r.json())["results"]
+                    break
+                stats.errors[f"results {r.status}"] += 1
+                if r.status < 500 and r.status != 429:  # the request itself is wrong
+                    return
+                await _backoff(r)
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            stats.errors[f"results {type(exc).__name__}"] += 1
+            await asyncio.sleep(0.2)
+    else:
+        return
+    in_window = window.holds(time.time())
+    for answer in answers:
+        if answer["status"] != "completed":
+            stats.errors[f"result {answer.get('error', 'rejected')}"] += 1
+        elif in_window:
+            stats.done += 1
 
 
 async def _client(http: aiohttp.ClientSession, key: str, role: Role, window: Window,

@@ -31,6 +31,8 @@ class Plan:
     duration_s: float = 20.0
     warmup_s: float = 5.0
     think_s: float = 0.0  # simulated model time per job
+    protocol: str = "batch"  # how miners lease and answer: "batch" or "single" (bench/load.py)
+    batch_max: int = 16  # batch protocol: jobs a miner asks for per lease request
     miner_procs: int = 1
     client_procs: int = 1
     keys: int = 32  # business API keys the clients share (each has its own rate limit)
@@ -107,7 +109,8 @@ def execute(plan: Plan, chaos: Any = None) -> dict[str, Any]:
         db_url = system.env["DATABASE_URL"]
         keys = [asyncio.run(issue_api_key(db_url, f"bench-{i}", "chat"))
                 for i in range(max(1, min(plan.keys, plan.clients)))]
-        miner_roles = [Role("miners", n, system.base_url, think_s=plan.think_s, wait_s=plan.wait_s)
+        miner_roles = [Role("miners", n, system.base_url, think_s=plan.think_s, wait_s=plan.wait_s,
+                            protocol=plan.protocol, batch_max=plan.batch_max)
                        for n in split(plan.miners, plan.miner_procs)]
         client_counts = split(plan.clients, plan.client_procs)
         client_roles = [Role("clients", n, system.base_url, keys=keys, wait_s=plan.wait_s,
@@ -169,6 +172,8 @@ def execute(plan: Plan, chaos: Any = None) -> dict[str, Any]:
         "scenario": plan.scenario,
         "database": plan.spec.database, "server": "uvicorn",
         "api_processes": plan.spec.api_procs, "cores": mp.cpu_count(),
+        "protocol": plan.protocol,
+        "batch_max": plan.batch_max if plan.protocol == "batch" else None,
         "miners": plan.miners, "clients": plan.clients, "target_rate": plan.rate or None,
         "think_s": plan.think_s, "duration_s": plan.duration_s,
         "completed": completed, "jobs_per_s": round(completed / plan.duration_s, 1),

@@ -21,6 +21,8 @@ log = logging.getLogger("miner.client")
 TOKEN_REFRESH_FRACTION = 0.8
 # A lease whose response lacks lease_expires_at is assumed to last this long (seconds).
 DEFAULT_LEASE_SECONDS = 30.0
+# The most jobs one batch request leases, and the most results one batch request posts.
+MAX_BATCH = 64
 
 
 class BackendError(Exception):
@@ -294,20 +296,42 @@ class BackendClient:
         r = await self._authed("GET", path, params={"wait": wait}, timeout=self.timeout + wait)
         if r.status_code == 204:
             return None
+        self._expect_200(r, "GET", path)
+        return self._lease_from(kind, r, r.json())
+
+    async def next_jobs(self, kind: str, max_jobs: int, wait: int) -> list[Lease]:
+        """GET /job/batch (or /idle-job/batch): 1..max_jobs leases, or [] when none came within
+        `wait` seconds. EndpointMissing when the backend has no batch protocol."""
+        wait = max(0, min(30, int(wait)))
+        max_jobs = max(1, min(MAX_BATCH, int(max_jobs)))
+        path = self._prefix(kind) + "/batch"
+        r = await self._authed(
+            "GET", path, params={"max": max_jobs, "wait": wait}, timeout=self.timeout + wait
+        )
+        if r.status_code == 204:
+            return []
+        self._expect_200(r, "GET", path)
+        jobs = r.json().get("jobs")
+        if not isinstance(jobs, list) or not jobs or len(jobs) > max_jobs:
+            raise BackendRejected(200, "bad_batch", f"expected 1..{max_jobs} jobs in the answer")
+        return [self._lease_from(kind, r, job) for job in jobs]
+
+    @staticmethod
+    def _expect_200(r: httpx.Response, method: str, path: str) -> None:
         if r.status_code in (404, 405):
-            raise EndpointMissing(f"GET {path}: HTTP {r.status_code}")
+            raise EndpointMissing(f"{method} {path}: HTTP {r.status_code}")
         if r.status_code != 200:
             code, detail = _error_of(r)
             raise BackendRejected(r.status_code, code, detail)
-        job = r.json()
-        job_id, lease_id = job.get("job_id"), job.get("lease_id")
-        if job_id is None or lease_id is None:
+
+    def _lease_from(self, kind: str, r: httpx.Response, job: Any) -> Lease:
+        if not isinstance(job, dict) or job.get("job_id") is None or job.get("lease_id") is None:
             raise BackendRejected(200, "bad_job", "the job has no job_id or lease_id")
         remaining = self._seconds_until(r, job.get("lease_expires_at"), DEFAULT_LEASE_SECONDS)
         return Lease(
             kind=kind,
-            job_id=str(job_id),
-            lease_id=str(lease_id),
+            job_id=str(job["job_id"]),
+            lease_id=str(job["lease_id"]),
             job=job,
             deadline=time.monotonic() + remaining,
         )
@@ -337,17 +361,23 @@ class BackendClient:
             code, detail = _error_of(r)
             raise BackendRejected(r.status_code, code, detail)
 
-    async def post_result(
-        self, lease: Lease, output: str, output_tokens: int | None
-    ) -> dict[str, Any]:
+    def _result_body(self, lease: Lease, output: str, output_tokens: int | None) -> dict[str, Any]:
         body: dict[str, Any] = {
             "job_id": lease.job_id,
             "lease_id": lease.lease_id,
             "output": output,
+            # Every result is signed on its own, in a batch too: the signature is stored with
+            # the answer and proves which wallet wrote it.
             "signature": self.wallet.sign_result(lease.job_id, output),
         }
         if output_tokens is not None:
             body["output_tokens"] = output_tokens
+        return body
+
+    async def post_result(
+        self, lease: Lease, output: str, output_tokens: int | None
+    ) -> dict[str, Any]:
+        body = self._result_body(lease, output, output_tokens)
         path = self._prefix(lease.kind) + "/result"
         r = await self._authed("POST", path, json=body)
         if r.status_code in (404, 409):
@@ -357,3 +387,38 @@ class BackendClient:
             code, detail = _error_of(r)
             raise BackendRejected(r.status_code, code, detail)
         return r.json()
+
+    async def post_results(
+        self, kind: str, results: list[tuple[Lease, str, int | None]]
+    ) -> list[BackendError | None]:
+        """POST /job/results (or /idle-job/results) with 1..64 results; one entry per result, in
+        order: None when completed, else the error the single endpoint would have raised for it
+        (LeaseLost or BackendRejected). A failure of the whole request raises, as post_result."""
+        if not 1 <= len(results) <= MAX_BATCH:
+            raise ValueError(f"a batch holds 1..{MAX_BATCH} results")
+        path = self._prefix(kind) + "/results"
+        body = {"results": [self._result_body(*item) for item in results]}
+        r = await self._authed("POST", path, json=body)
+        self._expect_200(r, "POST", path)
+        answers = r.json().get("results")
+        if not isinstance(answers, list) or len(answers) != len(results):
+            raise BackendRejected(200, "bad_batch", "the answer does not have one entry per result")
+        return [_item_outcome(lease, answer) for (lease, _, _), answer in zip(results, answers)]
+
+
+# Per-item errors of POST /job/results that the single endpoint answers with 404 or 409: the
+# lease is not ours (any more), somebody else answers the job.
+LEASE_GONE_CODES = frozenset(
+    {"lease_not_current", "lease_expired", "job_not_found", "already_completed", "job_failed"}
+)
+
+
+def _item_outcome(lease: Lease, answer: Any) -> BackendError | None:
+    if not isinstance(answer, dict) or str(answer.get("job_id")) != lease.job_id:
+        return BackendRejected(200, "bad_batch", f"no answer for job {lease.job_id} in its place")
+    if answer.get("status") == "completed":
+        return None
+    code, detail = str(answer.get("error") or "rejected"), str(answer.get("detail") or "")
+    if code in LEASE_GONE_CODES:
+        return LeaseLost(f"result {lease.job_id}: {code} {detail}".rstrip())
+    return BackendRejected(200, code, detail)

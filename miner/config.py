@@ -34,6 +34,8 @@ class MinerConfig:
     temperature: float | None = 0.7
     no_system_role: bool = False
     concurrency: int = 1
+    batch: str = "auto"  # auto: the batch protocol when the backend has it; off: one job at a time
+    batch_window_ms: int = 20  # the longest a finished result waits for others before posting
     max_tokens: int = 512
     accept_idle: bool = False
     poll_wait: int = 10  # seconds of long-poll, 0..30; also the longest an idle miner takes to stop
@@ -92,6 +94,8 @@ def build_parser() -> argparse.ArgumentParser:
     a("--temperature", metavar="T", help="sampling temperature; 'none' lets the server decide [MIA_MODEL_TEMPERATURE, default 0.7]")
     a("--no-system-role", action="store_true", default=None, help="fold the system prompt into the first user turn, for chat templates (Mixtral-Instruct) that reject a system role [MIA_MODEL_NO_SYSTEM_ROLE]")
     a("--concurrency", metavar="N", help="jobs in flight at once [MIA_MINER_CONCURRENCY, default 1]")
+    a("--batch", choices=["auto", "off"], help="auto: lease and post in batches when the backend offers it; off: one job per request [MIA_MINER_BATCH, default auto]")
+    a("--batch-window", metavar="MS", help="milliseconds a finished result waits for others to be posted with it [MIA_MINER_BATCH_WINDOW_MS, default 20]")
     a("--max-tokens", metavar="N", help="upper bound on tokens generated per job [MIA_MINER_MAX_TOKENS, default 512]")
     g = p.add_mutually_exclusive_group()
     g.add_argument("--accept-idle", dest="accept_idle", action="store_true", default=None, help="also serve idle jobs [MIA_MINER_ACCEPT_IDLE=yes]")
@@ -146,6 +150,11 @@ def load_config(argv: Sequence[str] | None = None, env: Mapping[str, str] | None
     )
     n = _num(pick(ns.concurrency, "MIA_MINER_CONCURRENCY"), "concurrency", int, 1, 256)
     cfg.concurrency = cfg.concurrency if n is None else int(n)
+    cfg.batch = (pick(ns.batch, "MIA_MINER_BATCH") or cfg.batch).strip().lower()
+    if cfg.batch not in ("auto", "off"):
+        raise ConfigError(f"MIA_MINER_BATCH must be auto or off (got {cfg.batch!r})")
+    n = _num(pick(ns.batch_window, "MIA_MINER_BATCH_WINDOW_MS"), "batch window", int, 0, 10_000)
+    cfg.batch_window_ms = cfg.batch_window_ms if n is None else int(n)
     n = _num(pick(ns.max_tokens, "MIA_MINER_MAX_TOKENS"), "max tokens", int, 1, 1_000_000)
     cfg.max_tokens = cfg.max_tokens if n is None else int(n)
     cfg.accept_idle = (

@@ -1,5 +1,10 @@
-"""The miner loop: `concurrency` workers, each long-polling for a job, generating an answer with
-the model server while a keeper extends the lease, then posting the signed result."""
+"""The miner loop: jobs leased from the backend, each answered by the model server while a keeper
+extends its lease, then its signed result posted.
+
+Batch protocol (the default when the backend has it): one dispatcher leases as many jobs per
+request as there are free slots (GET /job/batch?max=N), runs each in its own task, and results
+go back in batches (miner/batch.py). Single-job protocol (MIA_MINER_BATCH=off, or a backend that
+answers 404 on GET /job/batch): `concurrency` workers, each long-polling GET /job/next."""
 
 from __future__ import annotations
 
@@ -11,7 +16,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from miner.backoff import Backoff
+from miner.batch import ResultBatcher
 from miner.client import (
+    MAX_BATCH,
     BackendClient,
     BackendError,
     BackendRejected,
@@ -59,6 +66,13 @@ class Miner:
         self._probe_lock = asyncio.Lock()
         self._workers: list[asyncio.Task[None]] = []
         self.in_flight: dict[str, Lease] = {}
+        # Batch protocol: a result batcher per job kind that has the batch endpoints.
+        self.batch = cfg.batch != "off"
+        self._batchers: dict[str, ResultBatcher] = {}
+        if self.batch:
+            self._batchers = {kind: self._batcher(kind) for kind in ("chat", "idle")}
+        self._dispatched: set[str] = set()  # ids of the dispatcher's jobs not finished yet
+        self._slot_free = asyncio.Event()
 
     # ---- lifecycle ---------------------------------------------------------------------
 
@@ -76,6 +90,7 @@ class Miner:
                 self.cfg.poll_wait,
             )
             self._stop.set()
+            self._slot_free.set()  # wakes a dispatcher waiting for a free slot
 
     def abort(self) -> None:
         """Second signal: give in-flight jobs back now instead of finishing them."""
@@ -86,17 +101,21 @@ class Miner:
     async def run(self) -> int:
         if not await self._start():
             return 0 if self.stopping else 2
-        self._workers = [
-            asyncio.create_task(self._worker(i), name=f"miner-worker-{i}")
-            for i in range(self.cfg.concurrency)
-        ]
+        if self.batch:
+            self._workers = [asyncio.create_task(self._dispatch(), name="miner-dispatcher")]
+        else:
+            self._workers = [
+                asyncio.create_task(self._worker(i), name=f"miner-worker-{i}")
+                for i in range(self.cfg.concurrency)
+            ]
         log.info(
-            "mining as %s: backend=%s model=%s concurrency=%d idle=%s",
+            "mining as %s: backend=%s model=%s concurrency=%d idle=%s protocol=%s",
             self.backend.wallet.address,
             self.backend.base_url,
             self.model.model,
             self.cfg.concurrency,
             "on" if self.idle_enabled else "off",
+            "batch" if self.batch else "single",
         )
         stop_wait = asyncio.create_task(self._stop.wait())
         await asyncio.wait({stop_wait, *self._workers}, return_when=asyncio.FIRST_COMPLETED)
@@ -174,11 +193,7 @@ class Miner:
                 # poll returns within poll_wait seconds.
                 lease = await self._poll()
             except (BackendError, ValueError) as exc:  # ValueError: a 200 that is not JSON
-                delay = backoff.fail()
-                if isinstance(exc, BackendUnavailable) and exc.retry_after:
-                    delay = max(delay, min(exc.retry_after, self.cfg.backoff_cap))
-                log.warning("backend: %s; retrying in %.1fs", exc, delay)
-                await self._sleep(delay)
+                await self._poll_failed(backoff, exc)
                 continue
             backoff.reset()
             if lease is None:
@@ -188,12 +203,22 @@ class Miner:
             # and our other open polls could take it straight back (and release it again).
             await self._handle(lease)
 
+    async def _poll_failed(self, backoff: Backoff, exc: Exception) -> None:
+        delay = backoff.fail()
+        if isinstance(exc, BackendUnavailable) and exc.retry_after:
+            delay = max(delay, min(exc.retry_after, self.cfg.backoff_cap))
+        log.warning("backend: %s; retrying in %.1fs", exc, delay)
+        await self._sleep(delay)
+
     async def _poll(self) -> Lease | None:
         if not self.idle_enabled:
             return await self.backend.next_job("chat", self.cfg.poll_wait)
         lease = await self.backend.next_job("chat", min(self.cfg.poll_wait, CHAT_WAIT_WITH_IDLE))
         if lease is not None or self.stopping or not self.idle_enabled:
             return lease
+        return await self._next_idle()
+
+    async def _next_idle(self) -> Lease | None:
         try:
             return await self.backend.next_job("idle", 0)
         except EndpointMissing:
@@ -201,6 +226,72 @@ class Miner:
                 self.idle_enabled = False
                 log.info("this backend has no idle-job endpoints; idle polling disabled")
             return None
+
+    # ---- the batch dispatcher ----------------------------------------------------------
+
+    def _batcher(self, kind: str) -> ResultBatcher:
+        def in_flight() -> int:
+            return sum(1 for lease in self.in_flight.values() if lease.kind == kind)
+
+        return ResultBatcher(self.backend, kind, in_flight, self.cfg.batch_window_ms / 1000)
+
+    async def _dispatch(self) -> None:
+        backoff = Backoff(base=0.5, cap=self.cfg.backoff_cap)
+        async with asyncio.TaskGroup() as jobs:
+            while not self.stopping:
+                await self._wait_free_slot()
+                await self._wait_model_ready()  # after: a slot may free because the model failed
+                if self.stopping:
+                    break
+                free = min(MAX_BATCH, self.cfg.concurrency - len(self._dispatched))
+                try:
+                    # Not cancelled on stop, like the single-job poll (see _worker).
+                    leases = await self._poll_batch(free)
+                except EndpointMissing:
+                    log.info("this backend has no batch endpoints; using the single-job protocol")
+                    self.batch = False
+                    self._batchers.clear()
+                    break
+                except (BackendError, ValueError) as exc:  # ValueError: a 200 that is not JSON
+                    await self._poll_failed(backoff, exc)
+                    continue
+                backoff.reset()
+                for lease in leases:
+                    self._dispatched.add(lease.job_id)
+                    jobs.create_task(self._handle(lease), name=f"miner-job-{lease.job_id}")
+        if not self.batch and not self.stopping:
+            async with asyncio.TaskGroup() as workers:
+                for i in range(self.cfg.concurrency):
+                    workers.create_task(self._worker(i), name=f"miner-worker-{i}")
+
+    async def _wait_free_slot(self) -> None:
+        while len(self._dispatched) >= self.cfg.concurrency and not self.stopping:
+            self._slot_free.clear()
+            await self._slot_free.wait()
+
+    def _job_done(self, lease: Lease) -> None:
+        self.in_flight.pop(lease.job_id, None)
+        if lease.job_id in self._dispatched:
+            self._dispatched.discard(lease.job_id)
+            self._slot_free.set()
+
+    async def _poll_batch(self, n: int) -> list[Lease]:
+        """Up to n leases: chat first; idle ones only when no chat job came."""
+        if not self.idle_enabled:
+            return await self.backend.next_jobs("chat", n, self.cfg.poll_wait)
+        wait = min(self.cfg.poll_wait, CHAT_WAIT_WITH_IDLE)
+        leases = await self.backend.next_jobs("chat", n, wait)
+        if leases or self.stopping or not self.idle_enabled:
+            return leases
+        if "idle" in self._batchers:
+            try:
+                return await self.backend.next_jobs("idle", n, 0)
+            except EndpointMissing:
+                # Chat has the batch endpoints but idle has not: idle jobs one at a time.
+                self._batchers.pop("idle", None)
+                log.info("this backend has no idle batch endpoints; idle jobs one at a time")
+        lease = await self._next_idle()
+        return [] if lease is None else [lease]
 
     # ---- model health gate -------------------------------------------------------------
 
@@ -268,10 +359,13 @@ class Miner:
             await self._release(lease, f"miner error: {type(exc).__name__}", count=True)
             self._job_line(lease, "released", None, started, f"miner error: {type(exc).__name__}")
         finally:
+            # Before any await: the jobs of one result batch all finish in the same turn of
+            # the event loop, so the dispatcher sees all their slots free and leases them in
+            # one request.
+            self._job_done(lease)
             keeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await keeper
-            self.in_flight.pop(lease.job_id, None)
 
     async def _generate(self, lease: Lease, lost: asyncio.Event) -> Completion | None:
         started = time.monotonic()
@@ -326,7 +420,7 @@ class Miner:
         tokens = completion.completion_tokens
         while True:
             try:
-                await self.backend.post_result(lease, completion.text, tokens)
+                await self._post_result(lease, completion.text, tokens)
             except LeaseLost as exc:
                 # Expired or reassigned: somebody else answers it. Never re-post on another lease.
                 self.stats.lost += 1
@@ -356,6 +450,19 @@ class Miner:
                 self.stats.output_tokens += tokens
             self._job_line(lease, "completed", tokens, started)
             return
+
+    async def _post_result(self, lease: Lease, output: str, tokens: int | None) -> None:
+        batcher = self._batchers.get(lease.kind)
+        if batcher is not None:
+            try:
+                await batcher.post(lease, output, tokens)
+                return
+            except EndpointMissing:
+                # A batch lease endpoint without the batch result endpoint: post one by one.
+                if self._batchers.pop(lease.kind, None) is not None:
+                    log.info("this backend has no %s batch result endpoint; posting one by one",
+                             lease.kind)
+        await self.backend.post_result(lease, output, tokens)
 
     async def _release(self, lease: Lease, reason: str, *, count: bool = False) -> None:
         try:

@@ -25,11 +25,15 @@ from bench.system import Spec
 pytestmark = pytest.mark.timeout(240)
 
 
-def test_a_short_steady_run_answers_every_chat(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+@pytest.mark.parametrize("protocol", ["batch", "single"])
+def test_a_short_steady_run_answers_every_chat(tmp_path, monkeypatch, protocol) -> None:  # type: ignore[no-untyped-def]
     monkeypatch.setattr("bench.__main__.RESULTS", tmp_path)
     assert bench_main(["steady", "--db", "sqlite", "--api-procs", "1", "--miners", "2",
-                       "--clients", "4", "--duration", "3", "--warmup", "1", "--name", "t"]) == 0
+                       "--clients", "4", "--duration", "3", "--warmup", "1", "--name", "t",
+                       "--protocol", protocol, "--batch-max", "4"]) == 0
     result = json.loads((tmp_path / "t-sqlite.json").read_text())
+    assert result["protocol"] == protocol
+    assert result["batch_max"] == (4 if protocol == "batch" else None)
     assert result["completed"] > 0 and result["jobs_per_s"] > 0
     assert result["e2e_ms"]["p50"] > 0 and result["dispatch_ms"]["n"] > 0
     assert result["machine"]["cores"] >= 1 and result["peak_rss"]["max_process_mib"] > 0

@@ -1,6 +1,7 @@
 """Jobs/s for one miner against the demo model, through the real backend.
 
     .venv/bin/python -m tests.miner.bench_miner [--jobs 300] [--concurrency 1 8] [--delay 0 0.5]
+                                                [--batch auto off]
 
 Everything runs on 127.0.0.1 as separate processes: the backend (uvicorn, SQLite in a temp dir,
 the machine's Redis or a private redis-server), the demo model server (optionally with an
@@ -64,6 +65,8 @@ def main() -> None:
     ap.add_argument("--concurrency", type=int, nargs="+", default=[1, 8])
     ap.add_argument("--delay", type=float, nargs="+", default=[0.0],
                     help="demo model seconds per completion (simulated generation time)")
+    ap.add_argument("--batch", nargs="+", choices=["auto", "off"], default=["auto"],
+                    help="the miner's protocol: batches when the backend has them, or single jobs")
     ns = ap.parse_args()
 
     from app.localredis import LocalRedis
@@ -93,21 +96,22 @@ def main() -> None:
         backend = f"http://127.0.0.1:{port}"
         wait_http(backend + "/health")
         print(f"backend {backend}, redis {redis_url}, logs in {tmp}")
-        print(f"{'model delay s':>14} {'concurrency':>11} {'jobs':>5} {'jobs/s':>8}")
+        print(f"{'model delay s':>14} {'batch':>5} {'concurrency':>11} {'jobs':>5} {'jobs/s':>8}")
         for delay in ns.delay:
             mport = free_port()
             model = spawn([py, "-m", "miner.demo_model", "--port", str(mport), "--delay", str(delay)],
                           env, tmp / f"model-{delay}.log")
             procs.append(model)
             wait_http(f"http://127.0.0.1:{mport}/health")
-            for c in ns.concurrency:
+            for batch, c in ((b, c) for b in ns.batch for c in ns.concurrency):
                 tag = uuid.uuid4().hex[:8]
                 ids = asyncio.run(submit(backend, api_key, ns.jobs, tag))
                 menv = dict(env, MIA_MINER_PRIVATE_KEY=new_key())
-                log = tmp / f"miner-d{delay}-c{c}.log"
+                log = tmp / f"miner-d{delay}-{batch}-c{c}.log"
                 miner = spawn([py, "-m", "miner", "--backend", backend, "--model-url",
                                f"http://127.0.0.1:{mport}", "--concurrency", str(c),
-                               "--poll-wait", "5", "--log-level", "WARNING"], menv, log)
+                               "--poll-wait", "5", "--batch", batch, "--log-level", "WARNING"],
+                              menv, log)
                 con = sqlite3.connect(tmp / "bench.db", timeout=30)
                 marks = ",".join("?" * len(ids))
                 deadline = time.monotonic() + 600
@@ -125,7 +129,7 @@ def main() -> None:
                 miner.wait(60)
                 span = (stamps[-1] - stamps[0]).total_seconds() if len(stamps) > 1 else 0
                 rate = (len(stamps) - 1) / span if span > 0 else float("nan")
-                print(f"{delay:>14} {c:>11} {done:>5} {rate:>8.1f}", flush=True)
+                print(f"{delay:>14} {batch:>5} {c:>11} {done:>5} {rate:>8.1f}", flush=True)
             model.terminate()
             model.wait(10)
     finally:

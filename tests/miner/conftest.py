@@ -26,16 +26,20 @@ def unused_url() -> str:
 @pytest.fixture
 def backend_factory(settings_factory) -> Iterator:  # type: ignore[no-untyped-def]
     """Start the real backend on 127.0.0.1: backend_factory(lease_seconds=2, ...) -> Backend."""
+    from collections import Counter
+
     from app.main import create_app
-    from tests.miner.support import Backend
+    from tests.miner.support import Backend, RequestCounter
 
     started: list[Backend] = []
 
     def make(**overrides: object) -> Backend:
         port = free_port()
         settings = settings_factory(public_url=f"http://127.0.0.1:{port}", **overrides)
-        server = UvicornThread(port=port, factory=lambda: create_app(settings)).start()
-        b = Backend(settings=settings, server=server)
+        requests: Counter[str] = Counter()
+        server = UvicornThread(
+            port=port, factory=lambda: RequestCounter(create_app(settings), requests)).start()
+        b = Backend(settings=settings, server=server, requests=requests)
         started.append(b)
         return b
 

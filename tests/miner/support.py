@@ -5,7 +5,8 @@ from __future__ import annotations
 import socket
 import threading
 import time
-from dataclasses import dataclass
+from collections import Counter
+from dataclasses import dataclass, field
 
 import httpx
 import uvicorn
@@ -81,12 +82,26 @@ def new_key() -> str:
     return "0x" + bytes(Account.create().key).hex()
 
 
+class RequestCounter:
+    """ASGI middleware counting HTTP requests by "METHOD /path", for tests that check which
+    endpoints a miner used."""
+
+    def __init__(self, app, counts: Counter[str]) -> None:  # type: ignore[no-untyped-def]
+        self.app, self.counts = app, counts
+
+    async def __call__(self, scope, receive, send) -> None:  # type: ignore[no-untyped-def]
+        if scope["type"] == "http":
+            self.counts[f"{scope['method']} {scope['path']}"] += 1
+        await self.app(scope, receive, send)
+
+
 @dataclass
 class Backend:
     """The real MIA backend (app.main.create_app) served by uvicorn on 127.0.0.1."""
 
     settings: object
     server: UvicornThread
+    requests: Counter[str] = field(default_factory=Counter)  # "GET /job/batch" -> count
 
     @property
     def url(self) -> str:

@@ -8,6 +8,7 @@ import logging
 import time
 
 import httpx
+import pytest
 
 from miner.demo_model import LABEL
 from miner.wallet import recover_result_signer
@@ -24,10 +25,12 @@ async def until(predicate, timeout: float = 20, step: float = 0.05):  # type: ig
     raise AssertionError("condition not met in time")
 
 
-async def test_jobs_answered_signed_and_counted(backend, demo_model, caplog) -> None:
+@pytest.mark.parametrize("batch", ["auto", "off"])
+async def test_jobs_answered_signed_and_counted(backend, demo_model, caplog, batch) -> None:
     caplog.set_level(logging.INFO, logger="miner")
     key = await backend.api_key()
-    async with RunningMiner(backend.url, demo_model.url, concurrency=2, name="gpu-test") as m:
+    async with RunningMiner(backend.url, demo_model.url, concurrency=2, name="gpu-test",
+                            batch=batch) as m:
         first = await backend.chat(key, "What are your opening hours?", context="Shop: Acme Bikes")
         sid = first["session_id"]
         a1 = await backend.answer(key, first["job_id"])
@@ -61,6 +64,8 @@ async def test_jobs_answered_signed_and_counted(backend, demo_model, caplog) -> 
         "SELECT name, job_count, tokens_generated FROM miners WHERE address = ?", m.address)
     assert (name, count, tokens) == ("gpu-test", len(job_ids), total)
     assert m.miner.stats.completed == len(job_ids) and m.miner.stats.output_tokens == total
+    single, batched = backend.requests["POST /job/result"], backend.requests["POST /job/results"]
+    assert (single, batched > 0) == ((0, True) if batch == "auto" else (len(job_ids), False))
 
     lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("job ")]
     assert len(lines) == len(job_ids)

@@ -173,8 +173,13 @@ def test_config_from_env_and_flags_win() -> None:
         "MIA_MINER_CONCURRENCY": "4",
         "MIA_MINER_MAX_TOKENS": "300",
         "MIA_MINER_ACCEPT_IDLE": "yes",
+        "MIA_MINER_BATCH": "OFF",
+        "MIA_MINER_BATCH_WINDOW_MS": "50",
     }
     cfg = load_config([], env)
+    assert (cfg.batch, cfg.batch_window_ms) == ("off", 50)
+    cfg = load_config(["--batch", "auto", "--batch-window", "5"], env)
+    assert (cfg.batch, cfg.batch_window_ms) == ("auto", 5)
     assert cfg.backend_url == "http://127.0.0.1:9000"
     assert (cfg.model, cfg.concurrency, cfg.max_tokens, cfg.accept_idle) == ("mixtral", 4, 300, True)
     cfg = load_config(["--concurrency", "8", "--no-accept-idle", "--model", "llama3"], env)
@@ -187,6 +192,7 @@ def test_config_defaults() -> None:
     assert cfg.backend_url == "http://127.0.0.1:8000"
     assert cfg.concurrency == 1 and cfg.accept_idle is False and cfg.model is None
     assert cfg.poll_wait == 10 and cfg.temperature == 0.7
+    assert cfg.batch == "auto" and cfg.batch_window_ms == 20
 
 
 @pytest.mark.parametrize(
@@ -199,6 +205,8 @@ def test_config_defaults() -> None:
         (["--backend", "127.0.0.1:8000"], {}, "http://"),
         (["--private-key", TEST_KEY, "--keystore", "k.json"], {}, "not both"),
         (["--log-level", "loud"], {}, "log level"),
+        ([], {"MIA_MINER_BATCH": "sometimes"}, "auto or off"),
+        (["--batch-window", "-1"], {}, "batch window"),
     ],
 )
 def test_config_errors_are_plain(argv, env, words) -> None:
