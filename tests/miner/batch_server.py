@@ -110,8 +110,13 @@ class ProtocolServer:
         address = request.query_params.get("address", "")
         nonce = secrets.token_hex(8)
         self._nonces.add(nonce)
-        message = (f"127.0.0.1 wants you to sign in with your Ethereum account:\n{address}\n\n"
-                   f"URI: http://127.0.0.1\nVersion: 1\nChain ID: 1\nNonce: {nonce}")
+        # the miner signs only its own backend's message: scheme, domain and URI are this
+        # server's (EIP-4361: a domain without a scheme means https)
+        host = request.url.netloc
+        message = (f"{request.url.scheme}://{host} wants you to sign in with your Ethereum "
+                   f"account:\n{address}\n\n"
+                   f"URI: {request.url.scheme}://{host}\nVersion: 1\nChain ID: 1\n"
+                   f"Nonce: {nonce}")
         return JSONResponse({"message": message, "nonce": nonce})
 
     async def login(self, request: Request) -> Response:
