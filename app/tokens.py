@@ -3,8 +3,9 @@
 A miner's own count is never billed (it could claim anything); the output it signed is counted
 here with the tokenizer of the model the network serves, named by the TOKENIZER setting. The
 Mistral tokenizers come from `mistral-common`, which ships their model files in its wheel: nothing
-is downloaded at run time. Each tokenizer is loaded once per process, on first use (importing
-mistral-common takes a second or more, so start-up does not pay for it), in a worker thread.
+is downloaded at run time. Each tokenizer is loaded once per process, off the event loop:
+importing mistral-common takes a second or more, so the API starts loading it in a background
+thread at start-up (warm) without waiting for it, and a count that comes first waits in a thread.
 
 Counts are exact integers: the output's tokens without BOS or EOS.
 """
@@ -12,6 +13,7 @@ Counts are exact integers: the output's tokens without BOS or EOS.
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 from collections.abc import Callable
 from typing import Literal
@@ -31,6 +33,7 @@ TOKENIZERS: dict[str, str] = {
 # above, in a thread (sentencepiece releases the GIL): 100 kB of text takes ~0.2 s.
 INLINE_CHARS = 4096
 
+log = logging.getLogger(__name__)
 Counter = Callable[[str], int]
 _loaded: dict[str, Counter] = {}
 _lock = threading.Lock()
@@ -64,6 +67,21 @@ def counter(name: str) -> Counter:
             if found is None:
                 found = _loaded[name] = _load(name)
     return found
+
+
+def warm(name: str) -> None:
+    """Load the tokenizer in a background thread, so that the first result does not wait for
+    it and start-up does not either. A failure is logged; the first count raises it again."""
+    if name in _loaded:
+        return
+
+    def load() -> None:
+        try:
+            counter(name)
+        except Exception:
+            log.exception("could not load the %s tokenizer", name)
+
+    threading.Thread(target=load, name=f"tokenizer-{name}", daemon=True).start()
 
 
 def count_now(name: str, text: str) -> int:

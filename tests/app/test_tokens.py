@@ -6,6 +6,7 @@ import asyncio
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -63,3 +64,16 @@ def test_every_named_tokenizer_loads_without_a_network() -> None:
                          text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip() == f"ok {len(tokens.TOKENIZERS)}"
+
+
+def test_warm_loads_in_the_background() -> None:
+    name = "mistral-v2"
+    started = time.perf_counter()
+    tokens.warm(name)
+    returned_after = time.perf_counter() - started
+    deadline = time.monotonic() + 60
+    while name not in tokens._loaded and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert name in tokens._loaded and returned_after < 0.1  # did not wait for the load
+    tokens.warm(name)  # already loaded: nothing to do
+    assert tokens.count_now(name, "It began in 1789.") == 9
