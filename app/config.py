@@ -10,6 +10,8 @@ from typing import Annotated, Literal
 from pydantic import SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from app.tokens import TokenizerName
+
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_file=".env", extra="ignore", frozen=True)
@@ -90,6 +92,9 @@ class Settings(BaseSettings):
 
     # --- idle jobs, RunPod and the worker (seconds unless named otherwise) -------------------------
     price_per_1k_tokens_usd: Decimal = Decimal("0.002")  # what clients pay per 1000 output tokens
+    # how the server counts output tokens (billing, miner credit): the served model's tokenizer
+    # (app/tokens.py); a miner's own count is stored for comparison, never billed
+    tokenizer: TokenizerName = "mistral-v1"
     idle_to_runpod_after_s: float = 30.0  # a queued idle job no miner took goes to RunPod after this
     runpod_base_url: str = "https://api.runpod.ai"
     runpod_timeout_s: float = 300.0  # whole RunPod run; the job is cancelled at RunPod after it

@@ -20,7 +20,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
-from app import __version__
+from app import __version__, tokens
 from app.auth import cache as auth_cache
 from app.auth.apikey_routes import router as apikey_router
 from app.auth.routes import router as auth_router
@@ -53,6 +53,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
             ctx.notifier.on(auth_cache.channel(settings.redis_prefix), ctx.auth_cache.clear)
             app.state.ctx = ctx
             await ctx.notifier.start()
+            tokens.warm(settings.tokenizer)  # the first result need not wait for the tokenizer
             task = None
             if settings.run_maintenance_in_api:
                 task = asyncio.create_task(maintenance.run_forever(ctx), name="mia-maintenance")

@@ -151,7 +151,8 @@ class ChatJob(Base):
     lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     miner_id: Mapped[int | None] = mapped_column(ForeignKey("miners.id"))
     response: Mapped[str | None] = mapped_column(Text)
-    output_tokens: Mapped[int | None] = mapped_column(Integer)
+    output_tokens: Mapped[int | None] = mapped_column(Integer)  # the server's count
+    reported_tokens: Mapped[int | None] = mapped_column(Integer)  # the miner's count, never credited
     signature: Mapped[str | None] = mapped_column(Text)  # miner's wallet signature, 0x-hex
     failure_reason: Mapped[str | None] = mapped_column(String(500))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
@@ -208,7 +209,9 @@ class IdleJob(Base):
     submitted_by: Mapped[str | None] = mapped_column(String(64))  # the API key's prefix, never the key
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     completed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
-    output_tokens: Mapped[int | None] = mapped_column(Integer)  # the billed count
+    # the billed count: the server's count of the output (app/tokens.py), capped at max_tokens
+    output_tokens: Mapped[int | None] = mapped_column(Integer)
+    reported_tokens: Mapped[int | None] = mapped_column(Integer)  # the miner's count, never billed
     usd_earned: Mapped[Decimal | None] = mapped_column(USD)
     result: Mapped[str | None] = mapped_column(Text)
     runpod_job_id: Mapped[str | None] = mapped_column(String(100))

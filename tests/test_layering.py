@@ -15,7 +15,7 @@ DOMAINS = {"auth", "chat", "idle", "miners", "ops", "treasury", "runpod", "lease
 # Modules every domain may use; they import no domain themselves.
 INFRASTRUCTURE = {"app.config", "app.db", "app.queue", "app.notify", "app.ratelimit",
                   "app.ttlcache", "app.web", "app.errors", "app.schemas", "app.models",
-                  "app.context", "app.chainlink", "app.localredis", "app.serving"}
+                  "app.context", "app.chainlink", "app.localredis", "app.serving", "app.tokens"}
 ENTRY_POINTS = {"app.main", "app.cli", "app.devrun"}  # where the whole app is assembled
 
 

@@ -51,8 +51,8 @@ async def complete(session: AsyncSession, ctx: AppContext,
                    c: Completion) -> tuple[ResultOut, int] | None:
     won = await rules.complete(session, ChatJob, c.key, c.lease_id, c.miner_id, c.now,
                                returning=(ChatJob.session_id, ChatJob.business_id),
-                               response=c.output, output_tokens=c.output_tokens,
-                               signature=c.signature)
+                               response=c.output, output_tokens=c.tokens,
+                               reported_tokens=c.reported_tokens, signature=c.signature)
     if won is None:
         return None
     session_id, business_id = won
@@ -60,7 +60,7 @@ async def complete(session: AsyncSession, ctx: AppContext,
         session_id=session_id, message=c.output, role="assistant", timestamp=c.now,
         business_id=business_id, job_id=c.job_id))
     return (ResultOut(job_id=c.job_id, status="completed", session_id=session_id,
-                      output_tokens=c.output_tokens, completed_at=c.now), c.output_tokens or 0)
+                      output_tokens=c.tokens, completed_at=c.now), c.tokens)
 
 
 def answer(job: ChatJob) -> ResultOut:

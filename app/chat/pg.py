@@ -59,14 +59,16 @@ FROM leased l
 """
 
 # Complete every result whose lease is current, write each one's assistant turn and credit the
-# miner once for all of them: one statement for a whole batch.
+# miner once for all of them: one statement for a whole batch. `tokens` is the server's count
+# (app/tokens.py), what is credited; `reported` the miner's, stored for comparison only.
 COMPLETE = """
 WITH posted AS (
-    SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::int[], $5::text[])
-        AS p(job_id, lease_id, output, tokens, signature)),
+    SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::int[], $5::text[], $8::int[])
+        AS p(job_id, lease_id, output, tokens, signature, reported)),
 done AS (
     UPDATE chat_jobs j SET status = 'completed', completed_at = $7, lease_expires_at = NULL,
-                           response = p.output, output_tokens = p.tokens, signature = p.signature
+                           response = p.output, output_tokens = p.tokens,
+                           reported_tokens = p.reported, signature = p.signature
     FROM posted p
     WHERE j.id = p.job_id AND j.lease_id = p.lease_id AND j.status = 'assigned'
       AND j.miner_id = $6 AND j.lease_expires_at > $7
@@ -129,15 +131,16 @@ async def complete(conn: asyncpg.Connection, done: list[Completion]) -> list[Any
     tried = list(first.values())
     now, miner_id = done[0].now, done[0].miner_id
     rows = await conn.fetch(COMPLETE, [c.job_id for c in tried], [c.lease_id for c in tried],
-                            [c.output for c in tried], [c.output_tokens for c in tried],
-                            [c.signature for c in tried], miner_id, _naive(now))
+                            [c.output for c in tried], [c.tokens for c in tried],
+                            [c.signature for c in tried], miner_id, _naive(now),
+                            [c.reported_tokens for c in tried])
     sessions = {r["id"]: r["session_id"] for r in rows}
     out: list[Any] = []
     for c in done:
         if first[c.job_id] is c and c.job_id in sessions:
             out.append((ResultOut(job_id=c.job_id, status="completed",
-                                  session_id=sessions[c.job_id], output_tokens=c.output_tokens,
-                                  completed_at=now), c.output_tokens or 0))
+                                  session_id=sessions[c.job_id], output_tokens=c.tokens,
+                                  completed_at=now), c.tokens))
         else:
             out.append(None)
     return out

@@ -69,7 +69,10 @@ class ResultIn(RequestBody):
     job_id: str = Field(min_length=1, max_length=64)
     lease_id: str = Field(min_length=1, max_length=64)
     output: str = Field(min_length=1, max_length=100_000)
-    output_tokens: int | None = Field(default=None, ge=0, le=1_000_000)
+    output_tokens: int | None = Field(
+        default=None, ge=0, le=1_000_000,
+        description="your count of the tokens generated: stored for comparison, never "
+                    "credited. The server counts the output's tokens itself (TOKENIZER)")
     signature: str = SIGNATURE
 
 
@@ -81,5 +84,6 @@ class ResultOut(ResponseBody):
     job_id: str
     status: Literal["completed"]
     session_id: str
-    output_tokens: int | None
+    output_tokens: int | None = Field(description="the output's tokens as the server counts "
+                                                  "them (TOKENIZER): what you are credited")
     completed_at: datetime

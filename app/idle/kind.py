@@ -36,10 +36,10 @@ async def hand_out(session: AsyncSession, ctx: AppContext,
             for lease in leases]
 
 
-def billed_tokens(output: str, reported: int | None, max_tokens: int) -> int:
-    """The reported count (the output's words when none was reported), capped at the job's
-    max_tokens, so a miner cannot inflate what the client pays."""
-    return min(reported if reported is not None else len(output.split()), max_tokens)
+def billed_tokens(counted: int, max_tokens: int) -> int:
+    """The server's count of the output, capped at the job's max_tokens (what the client was
+    quoted as the most it pays). The miner's own count plays no part."""
+    return min(counted, max_tokens)
 
 
 async def complete(session: AsyncSession, ctx: AppContext,
@@ -48,10 +48,11 @@ async def complete(session: AsyncSession, ctx: AppContext,
         select(IdleJob.max_tokens).where(IdleJob.id == c.key))).scalar()
     if max_tokens is None:
         return None
-    tokens = billed_tokens(c.output, c.output_tokens, max_tokens)
+    tokens = billed_tokens(c.tokens, max_tokens)
     earned = revenue.revenue_for(tokens, ctx.settings.price_per_1k_tokens_usd)
     won = await rules.complete(session, IdleJob, c.key, c.lease_id, c.miner_id, c.now,
-                               result=c.output, output_tokens=tokens, usd_earned=earned,
+                               result=c.output, output_tokens=tokens,
+                               reported_tokens=c.reported_tokens, usd_earned=earned,
                                signature=c.signature, processed_by="miner")
     if won is None:
         return None

@@ -58,8 +58,9 @@ class IdleResultIn(RequestBody):
     output: str = Field(min_length=1, max_length=100_000)
     output_tokens: int | None = Field(
         default=None, ge=0, le=1_000_000,
-        description="tokens generated; billed up to the job's max_tokens. When missing, the "
-                    "whitespace-separated words of the output are counted instead")
+        description="your count of the tokens generated: stored for comparison, never billed. "
+                    "The server counts the output's tokens itself (TOKENIZER) and bills that, "
+                    "up to the job's max_tokens")
     signature: str = SIGNATURE
     # usd_earned, sent by seed miners, is ignored: revenue is computed by the server.
 
@@ -71,7 +72,8 @@ class IdleResultsIn(RequestBody):
 class IdleResultOut(ResponseBody):
     job_id: str
     status: Literal["completed"]
-    output_tokens: int
+    output_tokens: int = Field(description="the output's tokens as the server counts them "
+                                           "(TOKENIZER), up to max_tokens: what is billed")
     usd_earned: Decimal
     completed_at: datetime
 

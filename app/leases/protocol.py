@@ -19,6 +19,7 @@ from app.db import PgUnit, Unit, after_commit
 from app.errors import AppError, Conflict, NotFound, Unauthorized
 from app.leases import rules
 from app.models import JobStatus, Miner
+from app.tokens import count as count_tokens
 
 log = logging.getLogger(__name__)
 NOT_CURRENT = "this lease is not current (expired, reassigned or not yours)"
@@ -32,7 +33,8 @@ class Completion:
     lease_id: str
     miner_id: int
     output: str
-    output_tokens: int | None
+    tokens: int  # the output's tokens, counted by the server (app/tokens.py): what is credited
+    reported_tokens: int | None  # the miner's own count: stored for comparison, never credited
     signature: str  # canonical: 0x + lower-case hex
     now: datetime
 
@@ -121,13 +123,15 @@ async def check_signature(ctx: AppContext, who: Wallet, job_id: str, output: str
 async def check_result(ctx: AppContext, kind: JobKind, who: Wallet, item: Any,
                        now: datetime) -> Completion:
     """A posted result (job_id, lease_id, output, output_tokens, signature) made a Completion,
-    or the error the single endpoint answers for it."""
+    or the error the single endpoint answers for it. The output is counted here, once, after
+    the signature is checked, so that an unsigned result costs no tokenizing."""
     key = kind.parse_id(item.job_id)
     if key is None:
         raise NotFound("no such job", code="job_not_found")
     signature = await check_signature(ctx, who, item.job_id, item.output, item.signature)
+    tokens = await count_tokens(ctx.settings.tokenizer, item.output)
     return Completion(key, item.job_id, item.lease_id, miner_id_of(who), item.output,
-                      item.output_tokens, signature, now)
+                      tokens, item.output_tokens, signature, now)
 
 
 async def complete(unit: Unit, ctx: AppContext, kind: JobKind,

@@ -13,7 +13,7 @@ from decimal import Decimal
 from typing import Any
 
 from redis.exceptions import RedisError
-from sqlalchemy import func, select, update
+from sqlalchemy import case, func, select, union_all, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.context import AppContext
@@ -24,6 +24,13 @@ from app.queue import KINDS
 from app.treasury import repository as treasury
 
 ACTIVE_MINER_WINDOW_S = 300
+# Token drift: miners' reported output tokens against the server's count (app/tokens.py), over
+# jobs completed in the last DRIFT_WINDOW_S with a reported count. A miner "over-reports" when
+# its reports add up to more than DRIFT_OVER_PCT % of our count; the DRIFT_TOP worst by excess
+# tokens are named (a bounded label set, whatever the number of miners).
+DRIFT_WINDOW_S = 3600
+DRIFT_OVER_PCT = 110
+DRIFT_TOP = 10
 SOURCES = ("miner", "runpod")
 JOB_MODELS: dict[str, type[ChatJob] | type[IdleJob]] = {"chat": ChatJob, "idle": IdleJob}
 
@@ -60,6 +67,40 @@ async def completed_recently(session: AsyncSession, window_s: int) -> dict[str, 
     return out
 
 
+async def token_drift(session: AsyncSession) -> dict[str, Any]:
+    """Reported vs counted output tokens per miner, in SQL: totals, how many miners over-report,
+    and the worst of them. An idle report is capped at the job's max_tokens as the bill is, so
+    an honest miner that ran to the cap does not show as drift."""
+    since = utcnow() - timedelta(seconds=DRIFT_WINDOW_S)
+    capped = case((IdleJob.reported_tokens > IdleJob.max_tokens, IdleJob.max_tokens),
+                  else_=IdleJob.reported_tokens)
+    rows = union_all(*(
+        select(model.miner_id.label("miner_id"), reported.label("reported"),
+               model.output_tokens.label("counted"))
+        .where(model.status == JobStatus.completed, model.completed_at >= since,
+               model.reported_tokens.is_not(None), model.output_tokens.is_not(None),
+               model.miner_id.is_not(None))
+        for model, reported in ((ChatJob, ChatJob.reported_tokens), (IdleJob, capped)))
+    ).subquery()
+    per = (select(rows.c.miner_id, func.sum(rows.c.reported).label("reported"),
+                  func.sum(rows.c.counted).label("counted"), func.count().label("jobs"))
+           .group_by(rows.c.miner_id).subquery())
+    over = per.c.reported * 100 > per.c.counted * DRIFT_OVER_PCT
+    total = (await session.execute(select(
+        func.coalesce(func.sum(per.c.reported), 0), func.coalesce(func.sum(per.c.counted), 0),
+        func.count().filter(over)))).one()
+    worst = (await session.execute(
+        select(Miner.address, per.c.reported, per.c.counted, per.c.jobs)
+        .join(Miner, Miner.id == per.c.miner_id).where(over)
+        .order_by((per.c.reported - per.c.counted).desc(), Miner.address)
+        .limit(DRIFT_TOP))).all()
+    return {"window_s": DRIFT_WINDOW_S, "reported_tokens": int(total[0]),
+            "counted_tokens": int(total[1]), "over_pct": DRIFT_OVER_PCT,
+            "miners_over": int(total[2]),
+            "worst": [{"miner": a, "reported_tokens": int(r), "counted_tokens": int(c),
+                       "jobs": int(n)} for a, r, c, n in worst]}
+
+
 async def queue_depths(ctx: AppContext) -> dict[str, int | None]:
     """Job ids waiting in Redis per kind; None for a kind Redis did not answer for."""
     depths: dict[str, int | None] = {}
@@ -80,6 +121,7 @@ async def collect(ctx: AppContext) -> dict[str, Any]:
             jobs[kind] = {status: int(n) for status, n in rows}
         buybacks = await treasury.totals(session)
         active = await active_miners(session)
+        drift = await token_drift(session)
     depths = await queue_depths(ctx)
     total = revenue.usd(sum((usd for usd, _ in sources.values()), Decimal(0)))
     return {
@@ -98,6 +140,7 @@ async def collect(ctx: AppContext) -> dict[str, Any]:
         "queue_depth": depths,
         "active_miners": active,
         "jobs": jobs,
+        "token_drift": drift,
     }
 
 
@@ -150,4 +193,20 @@ def as_prometheus(m: dict[str, Any]) -> str:
     metric("mia_jobs", "gauge", "Jobs by kind and status.",
            [(f'{{kind="{_label(k)}",status="{_label(s)}"}}', n) for k, by in m["jobs"].items()
             for s, n in sorted(by.items())])
+    d = m["token_drift"]
+    window = f"jobs completed in the last {d['window_s']} s that carried a miner's count"
+    metric("mia_output_tokens_reported", "gauge", f"Output tokens miners reported, {window}.",
+           [("", d["reported_tokens"])])
+    metric("mia_output_tokens_counted", "gauge", f"Output tokens the server counted, {window}.",
+           [("", d["counted_tokens"])])
+    metric("mia_miners_overreporting", "gauge",
+           f"Miners whose reports exceed {d['over_pct']} % of our count, {window}.",
+           [("", d["miners_over"])])
+    worst = [(f'{{miner="{_label(w["miner"])}"}}', w) for w in d["worst"]]
+    metric("mia_miner_output_tokens_reported", "gauge",
+           f"Reported output tokens of the {DRIFT_TOP} worst over-reporting miners.",
+           [(labels, w["reported_tokens"]) for labels, w in worst])
+    metric("mia_miner_output_tokens_counted", "gauge",
+           "Our count of the same miners' output tokens.",
+           [(labels, w["counted_tokens"]) for labels, w in worst])
     return "\n".join(lines) + "\n"

@@ -58,6 +58,24 @@ async def health(request: Request):  # type: ignore[no-untyped-def]
     return await _health(request)
 
 
+class DriftingMinerOut(ResponseBody):
+    miner: str = Field(description="the miner's wallet address")
+    reported_tokens: int
+    counted_tokens: int
+    jobs: int
+
+
+class TokenDriftOut(ResponseBody):
+    window_s: int = Field(description="jobs completed in this many seconds, with a reported count")
+    reported_tokens: int = Field(description="output tokens the miners reported (idle: capped at "
+                                             "max_tokens, as billed)")
+    counted_tokens: int = Field(description="output tokens the server counted: what was credited")
+    over_pct: int = Field(description="a miner over-reports above this % of our count")
+    miners_over: int = Field(description="miners over-reporting in the window")
+    worst: list[DriftingMinerOut] = Field(description="the worst over-reporters by excess tokens "
+                                                      f"(at most {metrics.DRIFT_TOP})")
+
+
 class MetricsOut(ResponseBody):
     runpod_income_usd: Decimal = Field(description="all idle-job revenue (seed name), USD")
     idle_revenue_usd_by_source: dict[str, Decimal]
@@ -70,6 +88,7 @@ class MetricsOut(ResponseBody):
     queue_depth: dict[str, int | None]
     active_miners: int
     jobs: dict[str, dict[str, int]]
+    token_drift: TokenDriftOut
 
 
 class MetricsQuery(QueryParams):
@@ -94,9 +113,10 @@ def _require_metrics_token(request: Request) -> None:
 @router.get("/metrics", query=MetricsQuery, responses={200: MetricsOut}, content={200: PROMETHEUS},
             errors=(401,))
 async def get_metrics(request: Request, query: MetricsQuery) -> Response:
-    """Revenue, buybacks, queue depths, active miners and jobs by status. JSON (money as
-    strings); Prometheus text with `Accept: text/plain` or `?format=prometheus`. With
-    METRICS_TOKEN set, only for `Authorization: Bearer <METRICS_TOKEN>`."""
+    """Revenue, buybacks, queue depths, active miners, jobs by status and miners' token-count
+    drift (reported vs counted). JSON (money as strings); Prometheus text with
+    `Accept: text/plain` or `?format=prometheus`. With METRICS_TOKEN set, only for
+    `Authorization: Bearer <METRICS_TOKEN>`."""
     _require_metrics_token(request)
     values = await metrics.collect(ctx(request))
     wants_text = query.format == "prometheus" or (

@@ -9,6 +9,7 @@ from decimal import Decimal
 from sqlalchemy import select
 
 from app.models import Miner
+from app.tokens import count_now
 from tests.idle.support import (PRICE, auth, events_for, get_job, ledger, next_idle,
                                 post_idle_result, submit)
 from tests.support.harness import running_app
@@ -27,19 +28,21 @@ async def test_idle_job_through_a_miner(any_db, settings_factory):  # type: igno
         assert job["kind"] == "idle" and job["max_tokens"] == 100 and job["attempt"] == 1
         assert job["prompt"] == "Summarise the French revolution"
 
-        # The seed let miners post usd_earned; it is ignored.
+        # The seed let miners post usd_earned; it is ignored. So is the miner's token count:
+        # the output is 9 tokens to Mixtral's tokenizer, and 9 are billed.
         r = await post_idle_result(miner, job, "It began in 1789.", tokens=37, usd_earned=1000)
         assert r.status_code == 200, r.text
         body = r.json()
-        assert body["output_tokens"] == 37
-        assert Decimal(body["usd_earned"]) == Decimal("0.000074")  # 37 x 0.002 / 1000
+        assert body["output_tokens"] == 9
+        assert Decimal(body["usd_earned"]) == Decimal("0.000018")  # 9 x 0.002 / 1000
 
         seen = await get_job(api, key, created["job_id"])
         assert seen["status"] == "completed" and seen["result"] == "It began in 1789."
-        assert seen["processed_by"] == "miner" and Decimal(seen["usd_earned"]) == Decimal("0.000074")
+        assert seen["processed_by"] == "miner" and Decimal(seen["usd_earned"]) == Decimal("0.000018")
+        assert seen["output_tokens"] == 9
         events = await events_for(api, created["job_id"])
         assert [(e.source, e.amount_usd, e.output_tokens) for e in events] == [
-            ("miner", Decimal("0.000074"), 37)]
+            ("miner", Decimal("0.000018"), 9)]
 
         # the same result again is idempotent; another output is a conflict; no second event
         again = await post_idle_result(miner, job, "It began in 1789.", tokens=37)
@@ -50,18 +53,19 @@ async def test_idle_job_through_a_miner(any_db, settings_factory):  # type: igno
 
         async with api.ctx.db.sessions() as s:
             row = (await s.execute(select(Miner).where(Miner.address == miner.address))).scalar_one()
-        assert (row.job_count, row.tokens_generated) == (1, 37)
+        assert (row.job_count, row.tokens_generated) == (1, 9)
 
 
-async def test_tokens_are_billed_up_to_max_tokens(api):  # type: ignore[no-untyped-def]
+async def test_our_count_is_billed_up_to_max_tokens(api):  # type: ignore[no-untyped-def]
     key = await api.api_key("outside-co", "idle")
     miner = await api.miner()
-    created = await submit(api, key, max_tokens=10)
+    await submit(api, key, max_tokens=10)
     job = await next_idle(miner, wait=2)
-    r = await post_idle_result(miner, job, "way too many tokens", tokens=5000)
+    long = "one two three four five six seven eight nine ten eleven twelve"
+    r = await post_idle_result(miner, job, long, tokens=5000)
     assert r.status_code == 200 and r.json()["output_tokens"] == 10
     assert Decimal(r.json()["usd_earned"]) == 10 * PRICE / 1000
-    # no count reported: the output's words are counted
+    # no count reported: the output is counted all the same
     created = await submit(api, key, max_tokens=10)
     job = await next_idle(miner, wait=2)
     r = await post_idle_result(miner, job, "three little words")
@@ -112,8 +116,8 @@ async def test_results_from_non_holders_and_forgeries_earn_nothing(settings_fact
         late = await post_idle_result(holder, job, "late", tokens=10, usd_earned=99)
         assert late.status_code == 409
         assert (await post_idle_result(thief, again, "on time", tokens=4)).status_code == 200
-        total, n, statuses = await ledger(api)
-        assert (total, n, statuses) == (Decimal("0.000008"), 1, {"completed": 1})
+        total, n, statuses = await ledger(api)  # "on time" is 2 tokens
+        assert (total, n, statuses) == (Decimal("0.000004"), 1, {"completed": 1})
         assert (await get_job(api, key, created["job_id"]))["result"] == "on time"
 
 
@@ -186,7 +190,9 @@ async def test_1000_results_from_20_miners_ledger_to_the_cent(any_db, settings_f
         assert set(expected) == ids
         total, n, statuses = await ledger(api)
         assert n == 1000 and statuses == {"completed": 1000}
-        want = sum(((Decimal((int(j) * 37) % 4000 + 1) * PRICE / 1000) for j in ids), Decimal(0))
+        # billed on our count of each output, whatever the miners reported
+        want = sum((Decimal(count_now("mistral-v1", f"answer {j}")) * PRICE / 1000 for j in ids),
+                   Decimal(0))
         assert total == want == sum(expected.values())
         r = await api.client.get("/metrics")
         assert Decimal(r.json()["runpod_income_usd"]) == want

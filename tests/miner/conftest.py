@@ -35,6 +35,9 @@ def backend_factory(settings_factory) -> Iterator:  # type: ignore[no-untyped-de
 
     def make(**overrides: object) -> Backend:
         port = free_port()
+        # The demo model counts words as its tokens: the backend is told so, as a deployment
+        # serving a model with another tokenizer would be (TOKENIZER).
+        overrides = {"tokenizer": "words", **overrides}
         settings = settings_factory(public_url=f"http://127.0.0.1:{port}", **overrides)
         requests: Counter[str] = Counter()
         server = UvicornThread(
