@@ -10,6 +10,7 @@ from starlette.requests import Request
 
 from app.auth import apikeys, sessions
 from app.auth.principals import Client, Wallet
+from app.auth.roles import suspended_error
 from app.auth.secrets import bearer, hash_secret
 from app.context import AppContext, ctx
 from app.errors import Forbidden, Unauthorized
@@ -63,6 +64,8 @@ async def require_wallet(request: Request, role: str) -> Wallet:
     await limit_address(c, who.address)
     if role not in who.roles:
         raise Forbidden(f"this session lacks the {role!r} role", code="insufficient_role")
+    if role == "miner" and who.suspended:  # read with the token; a suspension clears the caches
+        raise suspended_error()
     if role == "operator" and who.address.lower() not in c.settings.operators:
         # Removing an address from OPERATOR_ADDRESSES takes effect at once, not at token expiry.
         raise Forbidden("this wallet is no longer an operator", code="insufficient_role")

@@ -4,7 +4,7 @@ from starlette.requests import Request
 
 from app.auth import sessions, signin
 from app.auth.schemas import LoginOut, NonceOut, NonceQuery, SignInBody
-from app.auth.roles import miner_id_for, roles_for
+from app.auth.roles import miner_id_for, refuse_suspended, roles_for
 from app.context import ctx
 from app.errors import Forbidden
 from app.models import utcnow
@@ -29,6 +29,7 @@ async def login(request: Request, body: SignInBody) -> LoginOut:
     now = utcnow()
     address = await signin.verify(c, body.message, body.signature, now)
     async with c.db.transaction() as session:
+        await refuse_suspended(session, address)
         miner_id = await miner_id_for(session, address)
         roles = roles_for(c.settings, address, miner_id is not None)
         if not roles:
