@@ -76,6 +76,7 @@ class JobKind:
 # (endpoints.add_miner_endpoints). The per-wallet lease cap and suspension span all of them.
 LEASABLE: dict[str, JobKind] = {}
 LEASES_RETRY_AFTER_S = 1  # a lease frees as soon as the miner posts a result
+MAX_ROOM = 1 << 30  # MINER_MAX_LEASES=0: no cap
 
 
 def parse_ids(kind: JobKind, ids: Sequence[str]) -> list[Any]:
@@ -124,9 +125,6 @@ async def room(c: AppContext, miner_id: int) -> int:
     return cap - held
 
 
-MAX_ROOM = 1 << 30  # no cap
-
-
 async def take_back_all(session: AsyncSession, c: AppContext, miner_id: int) -> int:
     """Every lease of the miner, of every kind, back to the queue now (a suspension); the ids
     go to the front after commit. How many were taken back."""
@@ -138,7 +136,6 @@ async def take_back_all(session: AsyncSession, c: AppContext, miner_id: int) -> 
                          what=f"requeueing {len(ids)} {kind.name} job(s) of a suspended miner")
         taken += len(ids)
     return taken
-
 
 
 async def acquire(session: AsyncSession, ctx: AppContext, kind: JobKind, keys: list[Any],
