@@ -102,6 +102,22 @@ async def test_a_wallet_holds_at_most_miner_max_leases_chat_and_idle_together(
         assert await leases_of(api, a) == 3
 
 
+async def test_concurrent_requests_of_one_wallet_stay_under_the_cap(settings_factory,
+                                                                    any_db) -> None:
+    async with running_app(settings_factory(any_db, miner_max_leases=5)) as api:
+        key = await api.api_key()
+        await asyncio.gather(*(api.chat(key, f"q{i}") for i in range(60)))
+        a, b = await api.miner(), await api.miner()
+        answers = await asyncio.gather(*(a.client.get("/job/batch", params={"max": 10},
+                                                      headers=a.auth) for _ in range(20)))
+        # 204 too: a request may find the queue empty while the others hold what they popped
+        assert {200, 429} <= {r.status_code for r in answers} <= {200, 204, 429}
+        assert sum(len(r.json()["jobs"]) for r in answers if r.status_code == 200) == 5
+        assert await leases_of(api, a) == 5
+        assert await api.ctx.queue.depth("chat") == 55  # what a's requests popped went back
+        assert len(await batch(b, 10)) == 5
+
+
 async def test_a_long_poll_that_wakes_past_the_cap_gives_the_job_back(settings_factory,
                                                                       any_db) -> None:
     async with running_app(settings_factory(any_db, miner_max_leases=2)) as api:
