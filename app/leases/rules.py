@@ -73,7 +73,7 @@ async def complete(session: AsyncSession, model: Any, job_id: Any, lease_id: str
 async def extend(session: AsyncSession, model: Any, job_id: Any, lease_id: str, miner_id: int,
                  now: datetime, seconds: int, max_total_s: int) -> datetime | None:
     """The new expiry if the lease is current and stays within max_total_s of its assignment
-    (one delivery's whole lease); None otherwise (lease_limit() tells the two apart)."""
+    (one delivery's whole lease); None otherwise (past_limit() tells the two apart)."""
     expires = now + timedelta(seconds=seconds)
     # assigned_at + max_total >= expires, as a bound computed here: no date arithmetic in SQL,
     # which SQLite and PostgreSQL spell differently
