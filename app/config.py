@@ -72,6 +72,10 @@ class Settings(BaseSettings):
     chat_max_wait_s: int = 60
     lease_seconds: int = 60
     lease_max_extend_s: int = 600
+    lease_max_total_s: int = 900  # one delivery's whole lease, from assignment, extensions
+    # included; an extension past it is refused (409 lease_limit) and the lease runs out
+    miner_max_leases: int = 32  # leases one wallet holds at once, chat and idle together (429)
+    miner_max_polls: int = 64  # long-polls (wait > 0) one wallet keeps open at once (429)
     max_attempts: int = 3
     miner_max_wait_s: int = 30
     reaper_interval_s: float = 1.0

@@ -59,8 +59,9 @@ class PayloadTooLarge(AppError):
 class RateLimited(AppError):
     status, code = 429, "rate_limited"
 
-    def __init__(self, detail: str, *, retry_after_s: int):
-        super().__init__(detail, headers={"Retry-After": str(max(1, retry_after_s))})
+    def __init__(self, detail: str, *, retry_after_s: int, code: str | None = None):
+        super().__init__(detail, code=code,
+                         headers={"Retry-After": str(max(1, retry_after_s))})
 
 
 class ServiceUnavailable(AppError):

@@ -116,6 +116,8 @@ class Miner(Base):
     tokens_generated: Mapped[int] = mapped_column(BigInteger, default=0)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     last_active: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # Set by an operator: the wallet's sessions are refused on miner endpoints and at sign-in
+    suspended_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
 class AuthToken(Base):

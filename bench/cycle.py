@@ -118,7 +118,8 @@ def main() -> int:
     port = free_port()
     env = {**os.environ, "DATABASE_URL": db, "REDIS_URL": args.redis_url, "PORT": str(port),
            "REDIS_PREFIX": f"bench-{uuid.uuid4().hex[:8]}", "LOG_LEVEL": "WARNING",
-           "PUBLIC_URL": f"http://127.0.0.1:{port}"}
+           "PUBLIC_URL": f"http://127.0.0.1:{port}",
+           "MINER_MAX_LEASES": "64"}  # one wallet leases a whole --batch (up to 64) at once
     py = sys.executable
     subprocess.run([py, "-m", "app.cli", "migrate"], env=env, check=True, capture_output=True)
     out = subprocess.run([py, "-m", "app.cli", "apikey", "create", "--business", "bench"], env=env,

@@ -11,6 +11,7 @@ from starlette.requests import Request
 
 from app.auth import apikeys, sessions
 from app.auth.principals import Client, Wallet
+from app.auth.roles import suspended_error
 from app.auth.secrets import bearer, hash_secret
 from app.context import AppContext, ctx
 from app.errors import Forbidden, RateLimited, Unauthorized
@@ -71,6 +72,8 @@ async def require_wallet(request: Request, role: str) -> Wallet:
     who = await require_session(request)
     if role not in who.roles:
         raise Forbidden(f"this session lacks the {role!r} role", code="insufficient_role")
+    if role == "miner" and who.suspended:  # read with the token; a suspension clears the caches
+        raise suspended_error()
     if role == "operator" and who.address.lower() not in c.settings.operators:
         # Removing an address from OPERATOR_ADDRESSES takes effect at once, not at token expiry.
         raise Forbidden("this wallet is no longer an operator", code="insufficient_role")

@@ -21,3 +21,4 @@ class Wallet:
     address: str  # EIP-55
     miner_id: int | None
     roles: frozenset[str]
+    suspended: bool = False  # its miner is suspended by an operator: no miner endpoint answers

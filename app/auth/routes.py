@@ -6,7 +6,7 @@ from app.auth import sessions, signin
 from app.auth.cache import announce_revocation
 from app.auth.guards import require_session
 from app.auth.principals import Wallet
-from app.auth.roles import miner_id_for, roles_for
+from app.auth.roles import miner_id_for, refuse_suspended, roles_for
 from app.auth.schemas import LoginOut, LogoutOut, NonceOut, NonceQuery, SignInBody
 from app.auth.secrets import bearer, hash_secret
 from app.context import ctx
@@ -33,6 +33,7 @@ async def login(request: Request, body: SignInBody) -> LoginOut:
     now = utcnow()
     address = await signin.verify(c, body.message, body.signature, now)
     async with c.db.transaction() as session:
+        await refuse_suspended(session, address)
         miner_id = await miner_id_for(session, address)
         roles = roles_for(c.settings, address, miner_id is not None)
         if not roles:

@@ -10,7 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.auth.principals import Wallet
 from app.auth.secrets import TOKEN_PREFIX, hash_secret, new_secret
 from app.errors import Unauthorized
-from app.models import AuthToken, utcnow
+from app.models import AuthToken, Miner, utcnow
 
 
 async def issue(session: AsyncSession, *, address: str, miner_id: int | None,
@@ -27,13 +27,16 @@ async def authenticate(session: AsyncSession, token_hash: str) -> tuple[Wallet, 
     """The wallet a session token (by its stored hash) stands for, and when the token expires."""
     row = (await session.execute(
         select(AuthToken.address, AuthToken.miner_id, AuthToken.roles, AuthToken.expires_at,
-               AuthToken.revoked_at).where(AuthToken.token_hash == token_hash))).first()
+               AuthToken.revoked_at, Miner.suspended_at)
+        .outerjoin(Miner, Miner.id == AuthToken.miner_id)
+        .where(AuthToken.token_hash == token_hash))).first()
     if row is None:
         raise Unauthorized("unknown session token; sign in again", code="invalid_token")
     if row.revoked_at is not None:
         raise Unauthorized("this session token was revoked; sign in again", code="token_revoked")
     return Wallet(address=row.address, miner_id=row.miner_id,
-                  roles=frozenset(r for r in row.roles.split(",") if r)), row.expires_at
+                  roles=frozenset(r for r in row.roles.split(",") if r),
+                  suspended=row.suspended_at is not None), row.expires_at
 
 
 def check_expiry(expires_at: datetime, now: datetime) -> None:

@@ -7,6 +7,12 @@ protocol.py   JobKind, the extension point (what a lease hands out, what a resul
 endpoints.py  the miner endpoints of a kind (next, batch, result, results, extend, release),
               declared by each kind's routes; each handler owns its transactions
 schemas.py    the bodies every kind shares (lease, release, per-item batch answers)
+polls.py      MINER_MAX_POLLS: a wallet's open long-polls, counted in Redis
+
+The limits on a wallet: one delivery's lease ends LEASE_MAX_TOTAL_S after assignment whatever the
+extensions (rules.extend); a wallet holds at most MINER_MAX_LEASES leases of all kinds together
+(protocol.room, counted in the database) and keeps at most MINER_MAX_POLLS long-polls open; a
+suspended wallet leases nothing and its leases are taken back (protocol.take_back_all).
 
 Room for streamed partial outputs (a later issue): a partial output belongs to a lease, so it
 would be one more endpoint here (a chunk posted on {prefix}/{job_id}/...) that checks the lease

@@ -14,9 +14,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.auth import wallet as wallet_sig
 from app.auth.principals import Wallet
+from app.auth.roles import suspended_error
 from app.context import AppContext
 from app.db import PgUnit, Unit, after_commit
-from app.errors import AppError, Conflict, NotFound, Unauthorized
+from app.errors import AppError, Conflict, NotFound, RateLimited, Unauthorized
 from app.leases import rules
 from app.models import JobStatus, Miner
 from app.tokens import count as count_tokens
@@ -73,6 +74,13 @@ class JobKind:
     fast: FastPath | None = None  # used on PostgreSQL
 
 
+# Every kind a miner can lease, by name: filled as each kind's miner endpoints are mounted
+# (endpoints.add_miner_endpoints). The per-wallet lease cap and suspension span all of them.
+LEASABLE: dict[str, JobKind] = {}
+LEASES_RETRY_AFTER_S = 1  # a lease frees as soon as the miner posts a result
+MAX_ROOM = 1 << 30  # MINER_MAX_LEASES=0: no cap
+
+
 def parse_ids(kind: JobKind, ids: Sequence[str]) -> list[Any]:
     """Primary keys of popped ids; malformed ones are logged and dropped."""
     keys = []
@@ -93,6 +101,43 @@ def miner_id_of(who: Wallet) -> int:
 
 
 # ------------------------------------------------------------------ leasing
+
+
+async def room(c: AppContext, miner_id: int) -> int:
+    """How many more leases the miner may take under MINER_MAX_LEASES (chat and idle together,
+    counted in the database, so across API processes): 429 when none, 403 when suspended."""
+    kinds = list(LEASABLE.values())
+    if c.db.pg is not None:
+        async with c.db.fast_reads() as conn:
+            row = await conn.fetchrow(rules.holding_sql([k.model.__tablename__ for k in kinds]),
+                                      miner_id)
+        held, suspended = (int(row["held"]), bool(row["suspended"])) if row else (0, False)
+    else:
+        async with c.db.reads() as session:
+            held, suspended = await rules.holding(session, [k.model for k in kinds], miner_id)
+    if suspended:
+        raise suspended_error()
+    cap = c.settings.miner_max_leases
+    if cap <= 0:
+        return MAX_ROOM
+    if held >= cap:
+        raise RateLimited(f"this wallet holds {held} leases, the most it may (MINER_MAX_LEASES="
+                          f"{cap}); post results or release leases first",
+                          retry_after_s=LEASES_RETRY_AFTER_S, code="too_many_leases")
+    return cap - held
+
+
+async def take_back_all(session: AsyncSession, c: AppContext, miner_id: int) -> int:
+    """Every lease of the miner, of every kind, back to the queue now (a suspension); the ids
+    go to the front after commit. How many were taken back."""
+    taken = 0
+    for kind in LEASABLE.values():
+        ids = await rules.take_back(session, kind.model, miner_id)
+        if ids:
+            after_commit(session, lambda k=kind.name, i=ids: requeue(c, k, i),
+                         what=f"requeueing {len(ids)} {kind.name} job(s) of a suspended miner")
+        taken += len(ids)
+    return taken
 
 
 async def acquire(session: AsyncSession, ctx: AppContext, kind: JobKind, keys: list[Any],

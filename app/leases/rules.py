@@ -16,10 +16,10 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Row, select, update
+from sqlalchemy import Row, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.models import JobStatus
+from app.models import JobStatus, Miner
 
 Q, A, C, F = JobStatus.queued, JobStatus.assigned, JobStatus.completed, JobStatus.failed
 
@@ -71,13 +71,31 @@ async def complete(session: AsyncSession, model: Any, job_id: Any, lease_id: str
 
 
 async def extend(session: AsyncSession, model: Any, job_id: Any, lease_id: str, miner_id: int,
-                 now: datetime, seconds: int) -> datetime | None:
+                 now: datetime, seconds: int, max_total_s: int) -> datetime | None:
+    """The new expiry if the lease is current and stays within max_total_s of its assignment
+    (one delivery's whole lease); None otherwise (past_limit() tells the two apart)."""
     expires = now + timedelta(seconds=seconds)
+    # assigned_at + max_total >= expires, as a bound computed here: no date arithmetic in SQL,
+    # which SQLite and PostgreSQL spell differently
+    earliest = expires - timedelta(seconds=max_total_s)
     result = await session.execute(
-        update(model).where(*_current(model, job_id, lease_id, miner_id, now))
+        update(model).where(*_current(model, job_id, lease_id, miner_id, now),
+                            model.assigned_at >= earliest)
         .values(lease_expires_at=expires).returning(model.id)
         .execution_options(synchronize_session=False))
     return expires if result.first() is not None else None
+
+
+def past_limit(job: Any, lease_id: str, miner_id: int, now: datetime, seconds: int,
+               max_total_s: int) -> datetime | None:
+    """When a current lease must end if extending it by `seconds` would pass max_total_s (the
+    reason an extend() matched no row); None if the lease is not current at all."""
+    if (job.status != A or job.lease_id != lease_id or job.miner_id != miner_id
+            or job.lease_expires_at is None or job.lease_expires_at <= now
+            or job.assigned_at is None):
+        return None
+    limit = job.assigned_at + timedelta(seconds=max_total_s)
+    return limit if now + timedelta(seconds=seconds) > limit else None
 
 
 async def release(session: AsyncSession, model: Any, job_id: Any, lease_id: str, miner_id: int,
@@ -113,6 +131,35 @@ async def reap_expired(session: AsyncSession, model: Any, now: datetime,
         .values(status=Q, lease_id=None, lease_expires_at=None, miner_id=None)
         .returning(model.id).execution_options(synchronize_session=False))
     return [str(r[0]) for r in requeued], failed_ids
+
+
+async def holding(session: AsyncSession, models: Sequence[Any],
+                  miner_id: int) -> tuple[int, bool]:
+    """(leases the miner holds now over all `models`, whether it is suspended), one statement."""
+    held = [select(func.count()).select_from(m).where(m.status == A, m.miner_id == miner_id)
+            .scalar_subquery() for m in models]
+    row = (await session.execute(
+        select(sum(held[1:], held[0]) if held else 0, Miner.suspended_at.is_not(None))
+        .where(Miner.id == miner_id))).first()
+    return (int(row[0]), bool(row[1])) if row is not None else (0, False)
+
+
+def holding_sql(tables: Sequence[str]) -> str:
+    """holding() as PostgreSQL text for the hot path (asyncpg, $1 the miner id)."""
+    held = " + ".join(f"(SELECT count(*) FROM {t} WHERE status = 'assigned' AND miner_id = $1)"
+                      for t in tables) or "0"
+    return f"SELECT {held} AS held, suspended_at IS NOT NULL AS suspended FROM miners WHERE id = $1"
+
+
+async def take_back(session: AsyncSession, model: Any, miner_id: int) -> list[str]:
+    """Every lease the miner holds, back to the queue at once (its ids returned, to push to the
+    front after commit). The delivery is not counted against the job: attempts go back down."""
+    rows = await session.execute(
+        update(model).where(model.status == A, model.miner_id == miner_id)
+        .values(status=Q, lease_id=None, lease_expires_at=None, miner_id=None,
+                attempts=model.attempts - 1)
+        .returning(model.id).execution_options(synchronize_session=False))
+    return [str(r[0]) for r in rows]
 
 
 async def queued_ids(session: AsyncSession, model: Any, created_before: datetime,

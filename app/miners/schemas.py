@@ -19,3 +19,10 @@ class RegisterOut(ResponseBody):
     address: str
     token: str
     expires_at: datetime
+
+
+class SuspensionOut(ResponseBody):
+    miner_id: int
+    address: str
+    suspended: bool
+    leases_returned: int = Field(description="leases put back in the queue by this call")

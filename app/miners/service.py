@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from sqlalchemy import select
+from datetime import datetime
+
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.models import Miner, utcnow
@@ -20,3 +22,11 @@ async def register(session: AsyncSession, address: str, name: str | None) -> Min
         miner.name = name
     await session.flush()
     return miner
+
+
+async def set_suspended(session: AsyncSession, address: str,
+                        suspended_at: datetime | None) -> int | None:
+    """Suspend (a time) or unsuspend (None) the wallet's miner; its id, None if unknown."""
+    return (await session.execute(
+        update(Miner.__table__).where(Miner.address == address)
+        .values(suspended_at=suspended_at).returning(Miner.id))).scalar()

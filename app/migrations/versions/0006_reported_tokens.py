@@ -1,7 +1,7 @@
 """reported_tokens: the miner's own count of a result's output tokens
 
 Revision ID: 0006
-Revises: 0004
+Revises: 0005
 
 Results are billed and credited on the server's count (app/tokens.py), stored in output_tokens as
 before; what the miner reported is kept next to it, for comparison only (/metrics shows miners
@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = '0006'
-down_revision = '0004'
+down_revision = '0005'
 branch_labels = None
 depends_on = None
 
