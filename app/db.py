@@ -154,28 +154,21 @@ class Database:
         """A hot-path unit on PostgreSQL (only where self.pg is open): commits on success, rolls
         back on any exception, then runs what after_commit() registered. transaction=False for
         a unit of ONE statement, which is atomic by itself (saves BEGIN and COMMIT)."""
-        if self.pg is None:
-            raise RuntimeError("Database.fast() needs PostgreSQL and open()")
-        try:
-            conn = await self.pg.acquire(timeout=self._pool_timeout_s)
-        except TimeoutError:
-            raise PoolBusy() from None
-        try:
+        async with self.fast_reads() as conn:
             unit = PgUnit(conn)
             if transaction:
                 async with conn.transaction():
                     yield unit
             else:
                 yield unit
-        finally:
-            await self.pg.release(conn)
         await _run_effects(unit)
 
     @asynccontextmanager
     async def fast_reads(self) -> AsyncIterator[asyncpg.Connection]:
-        """A pooled hot-path connection for one-statement reads (autocommit)."""
+        """A pooled hot-path connection (autocommit: one statement is one transaction). A pool
+        with no free connection for DB_POOL_TIMEOUT_S is PoolBusy, answered as 503."""
         if self.pg is None:
-            raise RuntimeError("Database.fast_reads() needs PostgreSQL and open()")
+            raise RuntimeError("the hot path needs PostgreSQL and Database.open()")
         try:
             conn = await self.pg.acquire(timeout=self._pool_timeout_s)
         except TimeoutError:
