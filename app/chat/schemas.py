@@ -5,8 +5,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from app.auth.schemas import SIGNATURE
-from app.leases.schemas import MAX_BATCH
+from app.leases.schemas import MAX_BATCH, Grant, PostedResult
 from app.schemas import RequestBody, ResponseBody
 
 SESSION_ID = Field(default=None, min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._:\-]+$")
@@ -48,10 +47,7 @@ class HistoryItem(ResponseBody):
     content: str
 
 
-class ChatAssignment(ResponseBody):
-    job_id: str
-    lease_id: str
-    lease_expires_at: datetime
+class ChatAssignment(Grant):
     kind: Literal["chat"] = "chat"
     prompt: str
     context: str | None
@@ -65,15 +61,8 @@ class ChatAssignments(ResponseBody):
     jobs: list[ChatAssignment] = Field(description="1 to `max` leased chat jobs, oldest first")
 
 
-class ResultIn(RequestBody):
-    job_id: str = Field(min_length=1, max_length=64)
-    lease_id: str = Field(min_length=1, max_length=64)
-    output: str = Field(min_length=1, max_length=100_000)
-    output_tokens: int | None = Field(
-        default=None, ge=0, le=1_000_000,
-        description="your count of the tokens generated: stored for comparison, never "
-                    "credited. The server counts the output's tokens itself (TOKENIZER)")
-    signature: str = SIGNATURE
+class ResultIn(PostedResult):
+    """A chat job's result."""
 
 
 class ResultsIn(RequestBody):

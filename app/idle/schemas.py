@@ -6,8 +6,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from app.auth.schemas import SIGNATURE
-from app.leases.schemas import MAX_BATCH
+from app.leases.schemas import MAX_BATCH, Grant, PostedResult
 from app.schemas import RequestBody, ResponseBody
 
 Status = Literal["queued", "assigned", "processing", "completed", "failed"]
@@ -38,10 +37,7 @@ class IdleJobOut(ResponseBody):
     failure_reason: str | None = None
 
 
-class IdleAssignment(ResponseBody):
-    job_id: str
-    lease_id: str
-    lease_expires_at: datetime
+class IdleAssignment(Grant):
     kind: Literal["idle"] = "idle"
     prompt: str
     max_tokens: int
@@ -52,16 +48,8 @@ class IdleAssignments(ResponseBody):
     jobs: list[IdleAssignment] = Field(description="1 to `max` leased idle jobs, oldest first")
 
 
-class IdleResultIn(RequestBody):
-    job_id: str = Field(min_length=1, max_length=64)
-    lease_id: str = Field(min_length=1, max_length=64)
-    output: str = Field(min_length=1, max_length=100_000)
-    output_tokens: int | None = Field(
-        default=None, ge=0, le=1_000_000,
-        description="your count of the tokens generated: stored for comparison, never billed. "
-                    "The server counts the output's tokens itself (TOKENIZER) and bills that, "
-                    "up to the job's max_tokens")
-    signature: str = SIGNATURE
+class IdleResultIn(PostedResult):
+    """An idle job's result: billed on the server's count, up to the job's max_tokens."""
     # usd_earned, sent by seed miners, is ignored: revenue is computed by the server.
 
 

@@ -7,6 +7,7 @@ from typing import Literal
 
 from pydantic import Field
 
+from app.auth.schemas import SIGNATURE
 from app.schemas import QueryParams, RequestBody, ResponseBody
 
 MAX_BATCH = 64  # jobs per GET .../batch and results per POST .../results
@@ -19,6 +20,25 @@ class NextQuery(QueryParams):
 class BatchQuery(NextQuery):
     max: int = Field(default=1, ge=1, le=MAX_BATCH,
                      description="the most jobs to lease; the answer comes as soon as one is there")
+
+
+class Grant(ResponseBody):
+    """What every kind's assignment starts with: the job and the lease it is held under."""
+    job_id: str
+    lease_id: str
+    lease_expires_at: datetime
+
+
+class PostedResult(RequestBody):
+    """A miner's result for a leased job, as every kind takes it, each signed on its own."""
+    job_id: str = Field(min_length=1, max_length=64)
+    lease_id: str = Field(min_length=1, max_length=64)
+    output: str = Field(min_length=1, max_length=100_000)
+    output_tokens: int | None = Field(
+        default=None, ge=0, le=1_000_000,
+        description="your count of the tokens generated: stored for comparison, never billed "
+                    "or credited. The server counts the output's tokens itself (TOKENIZER)")
+    signature: str = SIGNATURE
 
 
 class LeaseIn(RequestBody):
