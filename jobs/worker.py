@@ -8,6 +8,7 @@ settings from the environment (app/config.py) through worker_settings().
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import sys
@@ -129,9 +130,25 @@ def worker_settings(settings: Settings) -> dict[str, Any]:
     )
 
 
+class MiaWorker(Worker):
+    """arq's Worker with a shutdown that survives its own cancellations.
+
+    On SIGTERM arq cancels every job task, then gathers them without return_exceptions. A task
+    cancelled inside the function is caught by arq (the hand-back in runpod_flow runs there), but
+    one cancelled in arq's own bookkeeping around it (the Redis pipeline before a cron run, the
+    shielded finish after it) re-raises in that gather: on_shutdown is skipped and the process
+    exits 1. With crons every second, a deploy hits that window now and then."""
+
+    async def close(self) -> None:
+        if self._handle_signals and self.tasks:  # with signals off, arq's close cancels first
+            await asyncio.gather(*self.tasks.values(), return_exceptions=True)
+            self.tasks.clear()  # all done: nothing left for arq's gather to re-raise
+        await super().close()
+
+
 def create_worker(settings: Settings, **overrides: Any) -> Worker:
     """What `mia worker` runs; `arq jobs.worker.WorkerSettings` runs the same settings."""
-    return Worker(**{**worker_settings(settings), **overrides})
+    return MiaWorker(**{**worker_settings(settings), **overrides})
 
 
 def __getattr__(name: str) -> Any:

@@ -130,7 +130,7 @@ async def test_worker_stopped_mid_job_hands_it_back(settings_factory, runpod_sta
                         IdleJob.id == job_id))).scalar() is not None
             await until(in_runpod, 30, 0.02)
             stop(first)  # SIGTERM
-            assert first.returncode == 0
+            assert first.returncode == 0, log.read_text()[-4000:]
             async with api.ctx.db.sessions() as s:
                 row = await s.get(IdleJob, job_id)
             assert row.status == "processing" and row.lease_id is None  # handed back

@@ -64,3 +64,31 @@ async def test_dispatcher_and_revenue_hook(any_db, settings_factory, runpod_stan
             assert metrics["total_buyback_usd"] == 0
         finally:
             clear_arq_keys(settings)
+
+
+async def test_shutdown_survives_a_job_task_cancelled_in_arqs_bookkeeping(settings_factory):  # type: ignore[no-untyped-def]
+    """SIGTERM cancels every job task; one cancelled outside the function (arq's Redis pipeline
+    around a cron run) used to re-raise in arq's close: on_shutdown skipped, exit code 1."""
+    import asyncio
+    import signal
+
+    from arq.connections import create_pool
+
+    settings = settings_factory()
+    closed: list[bool] = []
+
+    async def on_shutdown(ctx: dict[str, object]) -> None:
+        closed.append(True)
+
+    # signal handlers on this test's loop only: they go when the loop closes
+    arq_worker = worker.create_worker(settings, on_shutdown=on_shutdown, handle_signals=True)
+    arq_worker._pool = await create_pool(arq_worker.redis_settings)
+    try:
+        in_bookkeeping = asyncio.create_task(asyncio.sleep(30))
+        arq_worker.tasks["a-cron-run"] = in_bookkeeping
+        await asyncio.sleep(0)
+        arq_worker.handle_sig(signal.SIGTERM)
+        await arq_worker.close()
+        assert closed == [True] and in_bookkeeping.cancelled()
+    finally:
+        clear_arq_keys(settings)
