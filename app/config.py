@@ -78,6 +78,11 @@ class Settings(BaseSettings):
     miner_max_polls: int = 64  # long-polls (wait > 0) one wallet keeps open at once (429)
     max_attempts: int = 3
     miner_max_wait_s: int = 30
+    # --- the OpenAI-compatible API (/v1) --------------------------------------------------------
+    openai_max_wait_s: int = 600  # a /v1 request waits this long for its answer (the openai
+    # SDK's own default timeout); then 504 (or an error event when streaming) naming the job
+    model_ttl_s: int = 180  # a model is served while a miner declaring it polled this recently
+    stream_buffer_ttl_s: int = 600  # streamed chunks stay in Redis this long after the last one
     reaper_interval_s: float = 1.0
     reconcile_interval_s: float = 10.0
     reconcile_grace_s: float = 5.0

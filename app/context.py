@@ -16,6 +16,7 @@ from app.chainlink import ChainLink, close_chain, open_chain
 from app.config import Settings
 from app.db import Database
 from app.notify import Notifier
+from app.relay import Relay
 from app.queue import JobQueue
 from app.ratelimit import RateLimiter
 from app.redis_client import open_redis
@@ -35,6 +36,7 @@ class AppContext:
     limiter: RateLimiter
     arq: ArqRedis  # enqueues on the worker's queue (arq_queue_name), sharing `redis`'s pool
     auth_cache: SecretCache  # bearer secrets -> principals, refusals (app/auth/cache.py)
+    relay: Relay  # streamed chunks from miners to the clients' streams (app/relay.py)
     chain: ChainLink | None = None  # with CHAIN_RPC_URL
     treasury: Treasury | None = None  # made by app/treasury/onchain.get_treasury on first use
 
@@ -67,7 +69,7 @@ async def open_context(settings: Settings) -> AsyncIterator[AppContext]:
         for client in (redis, blocking, listener):
             stack.push_async_callback(client.aclose)
         queue = JobQueue(redis, settings.redis_prefix, blocking=blocking)
-        notifier = Notifier(listener, queue.done_channel)
+        notifier = Notifier(listener, queue.done_channel, queue.chunk_channel)
         stack.push_async_callback(notifier.stop)
         chain = open_chain(settings.chain_rpc_url)
         stack.push_async_callback(close_chain, chain)
@@ -79,7 +81,9 @@ async def open_context(settings: Settings) -> AsyncIterator[AppContext]:
             arq=(ArqRedis.from_url(settings.redis_url, default_queue_name=arq_queue_name(settings))
                  if cluster else ArqRedis(redis.connection_pool,
                                           default_queue_name=arq_queue_name(settings))),
-            auth_cache=SecretCache(settings.auth_cache_ttl_s), chain=chain)
+            auth_cache=SecretCache(settings.auth_cache_ttl_s), chain=chain,
+            relay=Relay(redis, settings.redis_prefix, queue.chunk_channel,
+                        settings.stream_buffer_ttl_s))
         stack.push_async_callback(_close_treasury, ctx)  # closed before the chain it uses
         yield ctx
 

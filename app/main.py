@@ -37,11 +37,13 @@ from app.ops.routes import router as ops_router
 from app.transparency.routes import asset_routes
 from app.transparency.routes import router as transparency_router
 from app.treasury.routes import router as treasury_router
-from app.web import all_endpoints, build_routes, error_response
+from app.openai_api import errors as openai_errors
+from app.openai_api.routes import router as openai_router
+from app.web import JSONResponse, all_endpoints, build_routes, error_response
 
 log = logging.getLogger("app")
 ROUTERS = [ops_router, chat_router, auth_router, miners_router, idle_router, treasury_router,
-           apikey_router, transparency_router]
+           apikey_router, transparency_router, openai_router]
 
 
 def create_app(settings: Settings | None = None) -> Starlette:
@@ -81,27 +83,34 @@ def create_app(settings: Settings | None = None) -> Starlette:
                      exception_handlers=EXCEPTION_HANDLERS)
 
 
-async def _app_error(_: Request, exc: Exception) -> Response:
-    return error_response(cast(AppError, exc))  # registered for AppError only
+def _render(request: Request, err: AppError) -> Response:
+    """Our {"error", "detail"} everywhere, OpenAI's shape under /v1/."""
+    if openai_errors.applies(request.url.path):
+        return JSONResponse(openai_errors.body(err), status_code=err.status, headers=err.headers)
+    return error_response(err)
 
 
-async def _http_error(_: Request, exc: Exception) -> Response:
+async def _app_error(request: Request, exc: Exception) -> Response:
+    return _render(request, cast(AppError, exc))  # registered for AppError only
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
     exc = cast(HTTPException, exc)  # registered for HTTPException only
     code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
     err = AppError(str(exc.detail), code=code, status=exc.status_code)
     if exc.headers:
         err.headers = dict(exc.headers)
-    return error_response(err)
+    return _render(request, err)
 
 
-async def _redis_down(_: Request, exc: Exception) -> Response:
+async def _redis_down(request: Request, exc: Exception) -> Response:
     log.warning("Redis unavailable: %s", type(exc).__name__)
-    return error_response(ServiceUnavailable("the job queue (Redis) is unavailable; retry later",
+    return _render(request, ServiceUnavailable("the job queue (Redis) is unavailable; retry later",
                                              code="queue_unavailable",
                                              headers={"Retry-After": "5"}))
 
 
-async def _dependency_down(_: Request, exc: Exception) -> Response:
+async def _dependency_down(request: Request, exc: Exception) -> Response:
     # A database (or other dependency) that hangs or refuses, as a 503 with Retry-After rather
     # than a 500 or a hung request: a pool exhausted for DB_POOL_TIMEOUT_S, a statement over
     # DB_COMMAND_TIMEOUT_S (asyncpg raises a bare TimeoutError), a refused connection, SQLite
@@ -121,12 +130,12 @@ async def _dependency_down(_: Request, exc: Exception) -> Response:
         code, detail = "dependency_unavailable", ("the database (or another dependency) "
                                                   "refused the connection; retry later")
     log.warning("%s: %s", code, type(exc).__name__)
-    return error_response(ServiceUnavailable(detail, code=code, headers={"Retry-After": "5"}))
+    return _render(request, ServiceUnavailable(detail, code=code, headers={"Retry-After": "5"}))
 
 
 async def _unexpected(request: Request, exc: Exception) -> Response:
     # No logging here: Starlette re-raises after this response and the server logs it once.
-    return error_response(AppError("internal error; it has been logged", code="internal_error",
+    return _render(request, AppError("internal error; it has been logged", code="internal_error",
                                    status=500))
 
 

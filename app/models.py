@@ -147,6 +147,10 @@ class ChatJob(Base):
     session_id: Mapped[str] = mapped_column(String(128), index=True)
     prompt: Mapped[str] = mapped_column(Text)
     context: Mapped[str | None] = mapped_column(Text)
+    # /v1/chat/completions: the model asked for (only miners declaring it lease the job; NULL:
+    # any miner) and the sampling/delivery options as JSON (app/chat/options.py)
+    model: Mapped[str | None] = mapped_column(String(128))
+    options: Mapped[str | None] = mapped_column(Text)
     status: Mapped[str] = mapped_column(String(16), default=JobStatus.queued)
     attempts: Mapped[int] = mapped_column(Integer, default=0)  # deliveries so far
     lease_id: Mapped[str | None] = mapped_column(String(36))

@@ -1,7 +1,8 @@
-"""Wakes requests waiting on a job (`?wait=`) when any process completes it.
+"""Wakes requests waiting on a job (`?wait=`) when any process completes it, and streams
+(app/v1/relay.py) when a miner posts a chunk of it.
 
 One Redis pub/sub subscription per process fans out to local waiters. A lost message costs at
-most one re-check interval, because waiters re-read the database on a timer as well.
+most one re-check interval, because waiters re-read the database (streams: Redis) on a timer.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import contextlib
 import logging
 import random
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from typing import TypeVar
 
 from redis.asyncio import Redis
@@ -25,11 +26,27 @@ log = logging.getLogger(__name__)
 RECHECK_S = 10.0
 
 
+class Watch:
+    """One stream's view of its job: `chunk` is set when a miner posted output, `state` when
+    the job changed state (completed, failed, put back in the queue). The reader clears them."""
+
+    def __init__(self) -> None:
+        self.chunk = asyncio.Event()
+        self.state = asyncio.Event()
+        self.any = asyncio.Event()  # either of the two
+
+    def set(self, event: asyncio.Event) -> None:
+        event.set()
+        self.any.set()
+
+
 class Notifier:
-    def __init__(self, redis: Redis, channel: str):
+    def __init__(self, redis: Redis, channel: str, chunk_channel: str | None = None):
         self.redis = redis
         self.channel = channel
+        self.chunk_channel = chunk_channel or f"{channel}:chunk"
         self._waiters: dict[str, set[asyncio.Event]] = {}
+        self._watches: dict[str, set[Watch]] = {}
         self._task: asyncio.Task[None] | None = None
         self._handlers: dict[str, Callable[[], None]] = {}
 
@@ -51,7 +68,7 @@ class Notifier:
         while True:
             pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
             try:
-                await pubsub.subscribe(self.channel, *self._handlers)
+                await pubsub.subscribe(self.channel, self.chunk_channel, *self._handlers)
                 self._wake_all()  # anything published while we were away: re-check the DB
                 for handler in self._handlers.values():
                     handler()
@@ -62,6 +79,9 @@ class Notifier:
                     if channel == self.channel:  # one job id, or several separated by spaces
                         for job_id in _text(message["data"]).split():
                             self._wake(job_id)
+                    elif channel == self.chunk_channel:
+                        for watch in self._watches.get(_text(message["data"]), ()):
+                            watch.set(watch.chunk)
                     elif channel in self._handlers:
                         self._handlers[channel]()
             except asyncio.CancelledError:
@@ -76,11 +96,31 @@ class Notifier:
     def _wake(self, job_id: str) -> None:
         for event in self._waiters.get(job_id, ()):
             event.set()
+        for watch in self._watches.get(job_id, ()):
+            watch.set(watch.state)
 
     def _wake_all(self) -> None:
         for events in self._waiters.values():
             for event in events:
                 event.set()
+        for watches in self._watches.values():
+            for watch in watches:
+                watch.set(watch.chunk)
+                watch.set(watch.state)
+
+    @contextlib.contextmanager
+    def watch(self, job_id: str) -> Iterator[Watch]:
+        """A stream's events for one job, for as long as the block runs."""
+        watch = Watch()
+        self._watches.setdefault(job_id, set()).add(watch)
+        try:
+            yield watch
+        finally:
+            watches = self._watches.get(job_id)
+            if watches is not None:
+                watches.discard(watch)
+                if not watches:
+                    del self._watches[job_id]
 
     async def wait_until(self, job_id: str, timeout_s: float,
                          done: Callable[[], Awaitable[bool]], *, check_first: bool = True) -> bool:

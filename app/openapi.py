@@ -23,7 +23,8 @@ ASSETS = {  # file name -> location inside the npm packages installed in app/sta
 REASONS = {200: "OK", 201: "Created", 202: "Accepted", 204: "No content", 400: "Bad request",
            401: "Unauthorized", 403: "Forbidden", 404: "Not found", 405: "Method not allowed",
            409: "Conflict", 413: "Payload too large", 422: "Validation error",
-           429: "Too many requests", 503: "Service unavailable"}
+           429: "Too many requests", 502: "Bad gateway", 503: "Service unavailable",
+           504: "Gateway timeout"}
 RETRY_AFTER = {
     429: {"description": "whole seconds until the limit lets a request through again (>= 1)",
           "schema": {"type": "integer", "minimum": 1}},
@@ -46,7 +47,7 @@ class ErrorBody(BaseModel):
 def build_openapi(endpoints: list[Endpoint], *, title: str, version: str) -> dict[str, Any]:
     models: set[type[BaseModel]] = {ErrorBody}
     for ep in endpoints:
-        for m in (ep.body, *ep.responses.values()):
+        for m in (ep.body, *ep.responses.values(), ep.error_body):
             if m is not None:
                 models.add(m)
     ordered = sorted(models, key=lambda m: m.__name__)
@@ -94,7 +95,8 @@ def build_openapi(endpoints: list[Endpoint], *, title: str, version: str) -> dic
             errors.add(429)
         for status in sorted(errors):
             responses[str(status)] = {"description": REASONS.get(status, str(status)),
-                                      "content": {"application/json": {"schema": ref(ErrorBody)}}}
+                                      "content": {"application/json": {
+                                          "schema": ref(ep.error_body or ErrorBody)}}}
             if status in RETRY_AFTER:
                 responses[str(status)]["headers"] = {"Retry-After": RETRY_AFTER[status]}
         op["responses"] = responses

@@ -6,6 +6,11 @@ Lists are consumed from the right: new jobs LPUSH to the back of the line, redel
 the front. A miner's long-poll BRPOPs one kind's list and takes the rest of a batch with one
 RPOP; idle long-polls yield to waiting chat (app/idle/kind.py). The lists share one hash tag,
 so commands over several of them stay in one Redis Cluster slot (app/redis_client.py).
+
+A job asked for a named model (/v1/chat/completions) goes on that model's own list; a miner that
+declares the model BRPOPs its list and the kind's common list in one command, so it takes either,
+and a miner serving another model never sees the job. The set of model lists is kept beside them
+(`members` reads them all for the reconciler).
 """
 
 from __future__ import annotations
@@ -20,40 +25,64 @@ class JobQueue:
         self.redis = redis
         self.blocking = blocking or redis  # for BRPOP: its socket timeout outlasts the wait
         self.prefix = prefix
-        self.done_channel = f"{prefix}:events:done"
+        self.done_channel = f"{prefix}:events:done"  # a job changed state: its id
+        self.chunk_channel = f"{prefix}:events:chunk"  # a miner streamed output: the job's id
 
-    def key(self, kind: str) -> str:
+    def key(self, kind: str, model: str | None = None) -> str:
         if kind not in KINDS:
             raise ValueError(f"unknown job kind {kind!r}")
         # One hash tag for every kind's list, so a BRPOP over several stays in one Redis Cluster
         # slot; the tag names this deployment's queue, so other keys still spread.
-        return f"{self.prefix}:{{{self.prefix}:q}}:{kind}"
+        base = f"{self.prefix}:{{{self.prefix}:q}}:{kind}"
+        return base if model is None else f"{base}@{model}"
 
-    async def push(self, kind: str, *job_ids: str) -> None:
+    def _models_key(self, kind: str) -> str:
+        return f"{self.key(kind)}:models"  # the models that have a list of this kind
+
+    async def push(self, kind: str, *job_ids: str, model: str | None = None) -> None:
         if job_ids:
-            await self.redis.lpush(self.key(kind), *job_ids)
+            await self._routed(kind, model)
+            await self.redis.lpush(self.key(kind, model), *job_ids)
 
-    async def push_front(self, kind: str, *job_ids: str) -> None:
+    async def push_front(self, kind: str, *job_ids: str, model: str | None = None) -> None:
         if job_ids:
-            await self.redis.rpush(self.key(kind), *job_ids)
+            await self._routed(kind, model)
+            await self.redis.rpush(self.key(kind, model), *job_ids)
 
-    async def pop_many(self, kind: str, most: int, timeout_s: float) -> list[str]:
+    async def _routed(self, kind: str, model: str | None) -> None:
+        if model is not None:
+            await self.redis.sadd(self._models_key(kind), model)
+
+    async def pop_many(self, kind: str, most: int, timeout_s: float,
+                       model: str | None = None) -> list[str]:
         """Up to `most` job ids of one kind, oldest first, waiting up to timeout_s seconds for the
-        first; never busy-polls. The rest are taken at once (RPOP with a count) if there."""
-        key = self.key(kind)
+        first; never busy-polls. The rest are taken at once (RPOP with a count) from the list
+        the first came from. With `model`, that model's list comes before the common one."""
+        keys = [self.key(kind)] if model is None else [self.key(kind, model), self.key(kind)]
         if timeout_s <= 0:
-            found = await self.redis.rpop(key, most)
-            return [_text(v) for v in found or ()]
-        item = await self.blocking.brpop([key], timeout=timeout_s)
+            for key in keys:
+                found = await self.redis.rpop(key, most)
+                if found:
+                    return [_text(v) for v in found]
+            return []
+        item = await self.blocking.brpop(keys, timeout=timeout_s)
         if item is None:
             return []
         ids = [_text(item[1])]
         if most > 1:
-            ids += [_text(v) for v in await self.redis.rpop(key, most - 1) or ()]
+            ids += [_text(v) for v in await self.redis.rpop(item[0], most - 1) or ()]
         return ids
 
+    async def models(self, kind: str) -> set[str]:
+        return {_text(v) for v in await self.redis.smembers(self._models_key(kind))}
+
     async def members(self, kind: str) -> set[str]:
-        return {_text(v) for v in await self.redis.lrange(self.key(kind), 0, -1)}
+        """Every id waiting in the kind's lists, the common one and each model's."""
+        keys = [self.key(kind)] + [self.key(kind, m) for m in await self.models(kind)]
+        found: set[str] = set()
+        for key in keys:
+            found.update(_text(v) for v in await self.redis.lrange(key, 0, -1))
+        return found
 
     async def depth(self, kind: str) -> int:
         return int(await self.redis.llen(self.key(kind)))

@@ -109,6 +109,7 @@ class Endpoint:
     guard: Guard | None = None  # runs before the body is read; its result is passed as `who`
     limit: Guard | None = None  # a rate limit for callers without credentials; runs first
     safe: bool = True  # no side effects, so HEAD may run it (a long-poll that leases is not)
+    error_body: type[BaseModel] | None = None  # errors' shape, if not {"error", "detail"}
     description: str = ""
 
     @property

@@ -10,7 +10,7 @@ from typing import Any
 from sqlalchemy import insert, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.chat import pg
+from app.chat import options, pg
 from app.chat.schemas import ChatAssignment, HistoryItem, ResultOut
 from app.context import AppContext
 from app.leases import rules
@@ -27,12 +27,12 @@ async def hand_out(session: AsyncSession, ctx: AppContext,
     limit = ctx.settings.chat_history_limit
     out = []
     for lease in leases:
-        prompt, context, session_id = lease.fields
-        out.append(ChatAssignment(
-            job_id=lease.job_id, lease_id=lease.lease_id, lease_expires_at=lease.expires_at,
+        prompt, context, session_id, model, raw_options = lease.fields
+        out.append(options.assignment(
+            job_id=lease.job_id, lease_id=lease.lease_id, expires_at=lease.expires_at,
             prompt=prompt, context=context, session_id=session_id,
             history=await _history(session, lease.job_id, session_id, limit),
-            attempt=lease.attempt))
+            attempt=lease.attempt, model=model, raw_options=raw_options))
     return out
 
 
@@ -74,7 +74,16 @@ async def _fast_lease(conn: Any, ctx: AppContext, keys: list[Any], miner_id: int
     return await pg.lease(conn, keys, miner_id, s.lease_seconds, now, s.chat_history_limit)
 
 
+async def models_of(ctx: AppContext, job_ids: list[str]) -> dict[str, str]:
+    """The model each of these jobs asked for, for those that named one (/v1 jobs)."""
+    async with ctx.db.reads() as session:
+        rows = (await session.execute(select(ChatJob.id, ChatJob.model).where(
+            ChatJob.id.in_(job_ids), ChatJob.model.is_not(None)))).all()
+    return {r.id: r.model for r in rows}
+
+
 CHAT = JobKind(name="chat", model=ChatJob, parse_id=parse_id, output_column="response",
                hand_out=hand_out, complete=complete, answer=answer,
-               lease_columns=(ChatJob.prompt, ChatJob.context, ChatJob.session_id),
-               fast=FastPath(lease=_fast_lease, complete=pg.complete))
+               lease_columns=(ChatJob.prompt, ChatJob.context, ChatJob.session_id,
+                              ChatJob.model, ChatJob.options),
+               fast=FastPath(lease=_fast_lease, complete=pg.complete), models_of=models_of)

@@ -15,7 +15,8 @@ from typing import Any
 import asyncpg
 import orjson
 
-from app.chat.schemas import ChatAssignment, HistoryItem, ResultOut
+from app.chat.options import assignment
+from app.chat.schemas import HistoryItem, ResultOut
 from app.leases.protocol import Completion
 from app.models import ChatJob, JobStatus
 
@@ -32,8 +33,8 @@ allowed AS (SELECT 1 WHERE EXISTS (SELECT 1 FROM claim)
             OR EXISTS (SELECT 1 FROM owner WHERE business_id IS NOT DISTINCT FROM $2)),
 job AS (
     INSERT INTO chat_jobs (id, business_id, session_id, prompt, context, status, attempts,
-                           created_at)
-    SELECT $4, $2, $1, $5, $6, 'queued', 0, $3 FROM allowed RETURNING id),
+                           created_at, model, options)
+    SELECT $4, $2, $1, $5, $6, 'queued', 0, $3, $8, $9 FROM allowed RETURNING id),
 turn AS (
     INSERT INTO chat_logs (session_id, message, role, timestamp, business_id, job_id)
     SELECT $1, $5, 'user', $3, $2, id FROM job)
@@ -47,8 +48,8 @@ WITH leased AS (
     UPDATE chat_jobs SET status = 'assigned', lease_id = $2, lease_expires_at = $3,
                          miner_id = $4, attempts = attempts + 1, assigned_at = $5
     WHERE id = ANY($1::text[]) AND status = 'queued'
-    RETURNING id, attempts, prompt, context, session_id)
-SELECT l.id, l.attempts, l.prompt, l.context, l.session_id,
+    RETURNING id, attempts, prompt, context, session_id, model, options)
+SELECT l.id, l.attempts, l.prompt, l.context, l.session_id, l.model, l.options,
        (SELECT coalesce(json_agg(json_build_object('role', h.role, 'content', h.message)
                                  ORDER BY h.id), '[]')
         FROM (SELECT c.id, c.role, c.message FROM chat_logs c
@@ -86,7 +87,8 @@ SELECT id, session_id FROM done
 """
 
 READ = """
-SELECT id, business_id, session_id, status, response, completed_at, failure_reason
+SELECT id, business_id, session_id, status, response, completed_at, failure_reason, lease_id,
+       miner_id, lease_expires_at, output_tokens
 FROM chat_jobs WHERE id = $1
 """
 
@@ -101,24 +103,25 @@ def _aware(t: datetime | None) -> datetime | None:
 
 async def submit(conn: asyncpg.Connection, *, job_id: str, business_id: int | None,
                  session_id: str, may_claim: bool, prompt: str, context: str | None,
-                 now: datetime) -> asyncpg.Record:
+                 now: datetime, model: str | None = None,
+                 options: str | None = None) -> asyncpg.Record:
     """(queued, existed, owner): queued is false when the session is not the caller's."""
     return await conn.fetchrow(SUBMIT, session_id, business_id, _naive(now), job_id, prompt,
-                               context, may_claim)
+                               context, may_claim, model, options)
 
 
 async def lease(conn: asyncpg.Connection, keys: list[str], miner_id: int, lease_s: int,
-                now: datetime, history_limit: int) -> list[ChatAssignment]:
+                now: datetime, history_limit: int) -> list[Any]:
     lease_id = str(uuid.uuid4())
     expires = now + timedelta(seconds=lease_s)
     rows = await conn.fetch(LEASE, keys, lease_id, _naive(expires), miner_id, _naive(now),
                             history_limit)
     order = {key: i for i, key in enumerate(keys)}
     rows.sort(key=lambda r: order.get(r["id"], 0))  # in the queue's order
-    return [ChatAssignment(job_id=r["id"], lease_id=lease_id, lease_expires_at=expires,
-                           prompt=r["prompt"], context=r["context"], session_id=r["session_id"],
-                           history=[HistoryItem(**h) for h in orjson.loads(r["history"])],
-                           attempt=r["attempts"])
+    return [assignment(job_id=r["id"], lease_id=lease_id, expires_at=expires, prompt=r["prompt"],
+                       context=r["context"], session_id=r["session_id"],
+                       history=[HistoryItem(**h) for h in orjson.loads(r["history"])],
+                       attempt=r["attempts"], model=r["model"], raw_options=r["options"])
             for r in rows]
 
 
@@ -153,4 +156,6 @@ async def read(conn: asyncpg.Connection, job_id: str) -> ChatJob | None:
     return ChatJob(id=row["id"], business_id=row["business_id"], session_id=row["session_id"],
                    status=JobStatus(row["status"]), response=row["response"],
                    completed_at=_aware(row["completed_at"]),
-                   failure_reason=row["failure_reason"])
+                   failure_reason=row["failure_reason"], lease_id=row["lease_id"],
+                   miner_id=row["miner_id"], lease_expires_at=_aware(row["lease_expires_at"]),
+                   output_tokens=row["output_tokens"])

@@ -60,7 +60,9 @@ async def session_messages(request: Request, who: Client) -> SessionMessagesOut:
         for r in rows])
 
 
-# The miner's side: /job/next, /job/batch, /job/result, /job/results, /job/{id}/extend|release
+# The miner's side: /job/next, /job/batch, /job/result, /job/results, /job/{id}/extend|release,
+# /job/{id}/chunk
 add_miner_endpoints(router, CHAT_JOBS, "/job",
                     Shapes(assignment=ChatAssignment, jobs=ChatAssignments, result_in=ResultIn,
-                           result_out=ResultOut, results_in=ResultsIn), noun="chat job")
+                           result_out=ResultOut, results_in=ResultsIn), noun="chat job",
+                    chunks=True)

@@ -55,6 +55,16 @@ class ChatAssignment(Grant):
     history: list[HistoryItem] = Field(description="earlier turns of the session, oldest first; "
                                                    "the current prompt is not included")
     attempt: int
+    # what a /v1/chat/completions client asked for; null/false for POST /chat jobs
+    model: str | None = Field(default=None, description="the model the client asked for (one "
+                                                        "you declared), or null: any")
+    stream: bool = Field(default=False, description="a client watches the answer as it is "
+                                                    "generated: post chunks on the lease "
+                                                    "(POST /job/{job_id}/chunk)")
+    max_tokens: int | None = None
+    temperature: float | None = None
+    top_p: float | None = None
+    stop: list[str] | None = None
 
 
 class ChatAssignments(ResponseBody):

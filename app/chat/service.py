@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Sequence
+from datetime import datetime
 
 from redis.exceptions import RedisError
 from sqlalchemy import Insert, Row, Table, delete, insert, select
@@ -16,30 +17,41 @@ from app.auth.principals import Client
 from app.chat import pg
 from app.context import AppContext
 from app.db import PgUnit, Unit, after_commit
-from app.errors import Forbidden, NotFound, ServiceUnavailable
+from app.errors import Conflict, Forbidden, NotFound, ServiceUnavailable
 from app.models import ChatJob, ChatLog, ChatSession, JobStatus, utcnow
 
 log = logging.getLogger(__name__)
 TERMINAL = (JobStatus.completed, JobStatus.failed)
 
 
+Turn = tuple[str, str]  # (role, text): a user or assistant turn
+
+
 async def submit(unit: Unit, ctx: AppContext, client: Client, message: str,
-                 session_id: str | None, context: str | None) -> ChatJob:
+                 session_id: str | None, context: str | None, *, model: str | None = None,
+                 options: str | None = None, earlier: Sequence[Turn] | None = None) -> ChatJob:
     """Write the job and the user's turn in the caller's unit (a session, or on PostgreSQL the
-    hot path's one statement); the job id is pushed to the queue once it has committed."""
+    hot path's one statement); the job id is pushed to the queue once it has committed.
+
+    /v1 requests also name a model (the job goes on that model's list), options for the miner,
+    and the conversation's `earlier` turns: a new session records them before this one; a
+    continued session must already hold them in order (what it lacks at the end is added)."""
     now = utcnow()
     job = ChatJob(id=str(uuid.uuid4()), business_id=client.business_id,
                   session_id=session_id or str(uuid.uuid4()), prompt=message, context=context,
-                  status=JobStatus.queued, attempts=0, created_at=now)
+                  status=JobStatus.queued, attempts=0, created_at=now, model=model,
+                  options=options)
     supplied = session_id is not None
     if isinstance(unit, PgUnit):
+        if earlier:
+            raise ValueError("earlier turns are written through a SQLAlchemy session")
         # an anonymous caller may only continue a session this server handed out
         may_claim = not (supplied and client.anonymous)
         for _ in range(2):
             queued, existed, owner = await pg.submit(
                 unit.conn, job_id=job.id, business_id=client.business_id,
                 session_id=job.session_id, may_claim=may_claim, prompt=message,
-                context=context, now=now)
+                context=context, now=now, model=model, options=options)
             if queued:
                 break
             if existed:
@@ -51,22 +63,43 @@ async def submit(unit: Unit, ctx: AppContext, client: Client, message: str,
             _same_owner(client, None)
     else:  # Core inserts: the ORM's flush costs more here
         await _claim_session(unit, client, job.session_id, supplied=supplied)
+        if earlier:
+            await _add_earlier_turns(unit, client, job.session_id, earlier, now)
         await unit.execute(insert(ChatJob.__table__).values(
             id=job.id, business_id=job.business_id, session_id=job.session_id, prompt=message,
-            context=context, status=JobStatus.queued, attempts=0, created_at=now))
+            context=context, status=JobStatus.queued, attempts=0, created_at=now, model=model,
+            options=options))
         await unit.execute(insert(ChatLog.__table__).values(
             session_id=job.session_id, message=message, role="user", timestamp=now,
             business_id=client.business_id, job_id=job.id))
-    after_commit(unit, lambda: _push_or_withdraw(ctx, job.id), what="queueing a chat job",
+    after_commit(unit, lambda: _push_or_withdraw(ctx, job.id, model), what="queueing a chat job",
                  required=True)
     return job
 
 
-async def _push_or_withdraw(ctx: AppContext, job_id: str) -> None:
+async def _add_earlier_turns(session: AsyncSession, client: Client, session_id: str,
+                             earlier: Sequence[Turn], now: datetime) -> None:
+    """The conversation so far, as the client sent it, into the session: the stored turns must
+    be its beginning (the client may not rewrite history the session shows); the rest is added."""
+    stored = [(r.role, r.message) for r in (await session.execute(
+        select(ChatLog.role, ChatLog.message).where(ChatLog.session_id == session_id)
+        .order_by(ChatLog.id))).all()]
+    if list(earlier[:len(stored)]) != stored:
+        raise Conflict("the messages do not continue this session's history (GET "
+                       f"/chat/sessions/{session_id}/messages): send its turns in order, or "
+                       "start a new session", code="session_history_mismatch")
+    added = earlier[len(stored):]
+    if added:
+        await session.execute(insert(ChatLog.__table__), [
+            dict(session_id=session_id, message=text, role=role, timestamp=now,
+                 business_id=client.business_id, job_id=None) for role, text in added])
+
+
+async def _push_or_withdraw(ctx: AppContext, job_id: str, model: str | None = None) -> None:
     """Never answer "queued" for a job no miner can see: if Redis refuses it, take it back and
     say so (503)."""
     try:
-        await ctx.queue.push("chat", job_id)
+        await ctx.queue.push("chat", job_id, model=model)
     except RedisError:
         async with ctx.db.transaction() as session:
             await session.execute(delete(ChatLog).where(ChatLog.job_id == job_id))

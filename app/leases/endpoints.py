@@ -20,11 +20,11 @@ from app.auth.principals import Wallet
 from app.context import AppContext, ctx
 from app.db import after_commit
 from app.errors import AppError, Conflict, NotFound
-from app.leases import protocol, rules
+from app.leases import protocol, rules, served
 from app.leases.polls import open_poll
 from app.leases.protocol import NOT_CURRENT, Completion, JobKind, miner_id_of
-from app.leases.schemas import (BatchQuery, ItemResult, LeaseIn, LeaseOut, NextQuery, ReleaseIn,
-                                ReleaseOut, ResultsOut)
+from app.leases.schemas import (BatchQuery, ChunkIn, ChunkOut, ItemResult, LeaseIn, LeaseOut,
+                                NextQuery, ReleaseIn, ReleaseOut, ResultsOut)
 from app.models import JobStatus, utcnow
 from app.web import Router
 
@@ -44,12 +44,18 @@ class Shapes:
 
 
 async def lease(c: AppContext, kind: JobKind, who: Wallet, wait_s: float, most: int,
-                gone: Callable[[], Awaitable[bool]] | None = None) -> list[Any]:
-    """Pops up to `most` ids (blocking up to wait_s for the first) until some can be leased;
+                gone: Callable[[], Awaitable[bool]] | None = None,
+                model: str | None = None) -> list[Any]:
+    """Pops up to `most` ids (blocking up to wait_s for the first) until some can be leased,
+    from `model`'s list too if the kind routes by model and the miner declared one;
     their assignments, or [] if none came. If the miner hung up while waiting, the ids go back
     to the front untouched: no lease, no attempt spent. A kind that yields (idle, to waiting
     chat) stops at once, and blocks in slices so that it notices."""
     miner_id = miner_id_of(who)
+    if model is not None:
+        await served.declare(c.redis, c.settings.redis_prefix, model)
+        if kind.models_of is None:
+            model = None  # declared, but this kind's jobs never name one
     # MINER_MAX_LEASES, counted in the database before any id is popped, so none is popped in
     # vain, and again after the pop, together with the lease, under the wallet's lock in this
     # process (the wallet's other requests may have leased meanwhile; what no longer fits goes
@@ -67,7 +73,7 @@ async def lease(c: AppContext, kind: JobKind, who: Wallet, wait_s: float, most: 
         block = remaining if remaining >= MIN_BLOCK_S else 0
         if kind.yields is not None:
             block = min(block, YIELD_CHECK_S)
-        ids = await c.queue.pop_many(kind.name, most, block)
+        ids = await c.queue.pop_many(kind.name, most, block, model=model)
         if not ids:
             if kind.yields is not None and block and deadline - time.monotonic() >= MIN_BLOCK_S:
                 if gone is not None and await gone():
@@ -181,10 +187,32 @@ async def _not_current(c: AppContext, kind: JobKind, key: Any,
     return Conflict(NOT_CURRENT, code="lease_not_current")
 
 
+async def post_chunk(c: AppContext, kind: JobKind, who: Wallet, job_id: str,
+                     body: ChunkIn) -> ChunkOut:
+    """Append streamed output to the job's relay buffer (app/relay.py) if the lease is current."""
+    key = _key(kind, job_id)
+    miner_id, now = miner_id_of(who), utcnow()
+    async with c.db.reads() as session:
+        job = await session.get(kind.model, key)
+    if job is None:
+        raise NotFound("no such job", code="job_not_found")
+    if (job.status != JobStatus.assigned or job.lease_id != body.lease_id
+            or job.miner_id != miner_id):
+        raise Conflict(NOT_CURRENT, code="lease_not_current")
+    if job.lease_expires_at is None or job.lease_expires_at <= now:
+        raise Conflict("your lease has expired", code="lease_expired")
+    added = await c.relay.append(job_id, body.lease_id, body.seq, body.delta)
+    if added.outcome == "gap":
+        raise Conflict(f"chunk {body.seq} came before chunk {added.next_seq}: resend from "
+                       f"{added.next_seq}", code="chunk_gap", extra={"next_seq": added.next_seq})
+    return ChunkOut(job_id=job_id, next_seq=added.next_seq, watching=added.watching)
+
+
 def add_miner_endpoints(router: Router, kind: JobKind, prefix: str, shapes: Shapes,
-                        noun: str) -> None:
+                        noun: str, *, chunks: bool = False) -> None:
     """GET {prefix}/next, GET {prefix}/batch, POST {prefix}/result, POST {prefix}/results,
-    POST {prefix}/{job_id}/extend and POST {prefix}/{job_id}/release for `kind`."""
+    POST {prefix}/{job_id}/extend and POST {prefix}/{job_id}/release for `kind`; with
+    `chunks`, POST {prefix}/{job_id}/chunk for streamed output."""
     yields = (", and at once while any chat job is waiting (chat comes first)"
               if kind.yields is not None else "")
 
@@ -193,7 +221,8 @@ def add_miner_endpoints(router: Router, kind: JobKind, prefix: str, shapes: Shap
     async def next_job(request: Request, who: Wallet, query: NextQuery) -> Response | Any:
         c = ctx(request)
         async with open_poll(c, who.address, query.wait):
-            jobs = await lease(c, kind, who, query.wait, 1, request.is_disconnected)
+            jobs = await lease(c, kind, who, query.wait, 1, request.is_disconnected,
+                               query.model)
         return jobs[0] if jobs else Response(status_code=204)
 
     next_job.__doc__ = (f"Lease the next {noun}, long-polling up to `wait` seconds; 204 if "
@@ -203,7 +232,8 @@ def add_miner_endpoints(router: Router, kind: JobKind, prefix: str, shapes: Shap
     async def batch(request: Request, who: Wallet, query: BatchQuery) -> Response | Any:
         c = ctx(request)
         async with open_poll(c, who.address, query.wait):
-            jobs = await lease(c, kind, who, query.wait, query.max, request.is_disconnected)
+            jobs = await lease(c, kind, who, query.wait, query.max, request.is_disconnected,
+                               query.model)
         return shapes.jobs(jobs=jobs) if jobs else Response(status_code=204)
 
     batch.__doc__ = (f"Lease up to `max` {noun}s at once, long-polling up to `wait` seconds for "
@@ -274,6 +304,19 @@ def add_miner_endpoints(router: Router, kind: JobKind, prefix: str, shapes: Shap
     release.__doc__ = (f"Give a leased {noun} back (it is redelivered, or failed after the "
                        "last attempt).")
     release.__name__ = f"release_{kind.name}_lease"
+
+    async def chunk(request: Request, who: Wallet, body: ChunkIn) -> ChunkOut:
+        return await post_chunk(ctx(request), kind, who, request.path_params["job_id"], body)
+
+    chunk.__doc__ = (f"Stream part of a leased {noun}'s output while generating, for a client "
+                     "watching it (the assignment says `stream: true`). Chunks of a lease are "
+                     "numbered from 0; a repeated number is ignored, a gap is refused (409 "
+                     "chunk_gap with `next_seq`). The final result is still posted whole and "
+                     "signed; the client's stream checks the chunks against it.")
+    chunk.__name__ = f"post_{kind.name}_chunk"
+    if chunks:
+        router.post(f"{prefix}/{{job_id}}/chunk", body=ChunkIn, responses={200: ChunkOut},
+                    errors=(403, 404, 409), **MINER)(chunk)
 
     router.get(f"{prefix}/next", query=NextQuery, responses={200: shapes.assignment, 204: None},
                errors=(403,), safe=False, **MINER)(next_job)

@@ -72,6 +72,9 @@ class JobKind:
     # a finished job whose result came from elsewhere (RunPod): the miner's lease is history
     finished_elsewhere: Callable[[Any], bool] = lambda job: False
     fast: FastPath | None = None  # used on PostgreSQL
+    # a kind whose jobs may name a model (app/queue.py keeps a list per model): the models of
+    # some of its jobs, by id, for putting them back on the right list; None: never routed
+    models_of: Callable[[AppContext, list[str]], Awaitable[dict[str, str]]] | None = None
 
 
 # Every kind a miner can lease, by name: filled as each kind's miner endpoints are mounted
@@ -262,9 +265,18 @@ async def announce(ctx: AppContext, job_id: str) -> None:
 
 
 async def requeue(ctx: AppContext, kind: str, job_ids: list[str]) -> None:
-    """Redeliveries go to the front. If Redis is down, the reconciler pushes them later."""
+    """Redeliveries go to the front (of their model's list, if they name one). If Redis is down,
+    the reconciler pushes them later. A stream watching one hears that the job changed hands."""
     try:
-        await ctx.queue.push_front(kind, *job_ids)
+        by_list: dict[str | None, list[str]] = {}
+        models_of = LEASABLE[kind].models_of if kind in LEASABLE else None
+        named = await models_of(ctx, job_ids) if models_of is not None and job_ids else {}
+        for job_id in job_ids:
+            by_list.setdefault(named.get(job_id), []).append(job_id)
+        for model, ids in by_list.items():
+            await ctx.queue.push_front(kind, *ids, model=model)
+        if named:
+            await ctx.queue.publish_done(*named)
     except Exception as exc:
         log.warning("could not requeue %d %s job(s) (%s); the reconciler will",
                     len(job_ids), kind, type(exc).__name__)

@@ -15,6 +15,11 @@ MAX_BATCH = 64  # jobs per GET .../batch and results per POST .../results
 
 class NextQuery(QueryParams):
     wait: float = Field(default=0, ge=0, le=30, description="seconds to long-poll for a job")
+    model: str | None = Field(
+        default=None, pattern=r"^[A-Za-z0-9._:/@+\-]{1,128}$",
+        description="the model you serve, as your model server names it: declares it (GET "
+                    "/v1/models lists it) and, for chat, also hands you jobs a /v1 client asked "
+                    "for that model; without it you get only jobs that name no model")
 
 
 class BatchQuery(NextQuery):
@@ -61,6 +66,21 @@ class ReleaseIn(RequestBody):
 class ReleaseOut(ResponseBody):
     job_id: str
     status: Literal["queued", "failed"]
+
+
+class ChunkIn(RequestBody):
+    lease_id: str = Field(min_length=1, max_length=64)
+    seq: int = Field(ge=0, le=1_000_000, description="0 for the lease's first chunk, then "
+                                                     "consecutive; a number already taken is "
+                                                     "ignored (so a retry is safe)")
+    delta: str = Field(min_length=1, max_length=16_000, description="new output text")
+
+
+class ChunkOut(ResponseBody):
+    job_id: str
+    next_seq: int = Field(description="the number the lease's next chunk must carry")
+    watching: bool = Field(description="a client is reading the stream now; when false you "
+                                       "may stop posting chunks (the final result still counts)")
 
 
 class ItemResult(ResponseBody):

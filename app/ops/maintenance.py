@@ -54,7 +54,7 @@ async def reconcile_queue(ctx: AppContext) -> int:
         missing = [job_id for job_id in queued if job_id not in present]
         if missing:
             # RPUSH puts each id at the consuming end, so push newest first: oldest comes out first
-            await ctx.queue.push_front(kind, *reversed(missing))
+            await requeue(ctx, kind, list(reversed(missing)))
             log.warning("reconciler: re-enqueued %d %s job(s) Redis had lost", len(missing), kind)
             pushed += len(missing)
     return pushed

@@ -1,0 +1,125 @@
+"""POST /v1/chat/completions and GET /v1/models (the mapping: app/openai_api/__init__.py)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+
+from app.auth.guards import client_guard
+from app.auth.principals import Client
+from app.chat import options as chat_options
+from app.chat import service
+from app.chat.options import Options
+from app.context import AppContext, ctx
+from app.errors import AppError, NotFound
+from app.leases import served
+from app.models import ChatJob
+from app.openai_api import convert, relay
+from app.openai_api.schemas import Completion, CompletionIn, ErrorOut, ModelList, ModelOut
+from app.tokens import count as count_tokens
+from app.web import Router, json_response
+
+router = Router("openai")
+V1 = dict(auth=("ApiKey",), optional_auth=True, error_body=ErrorOut)
+SSE = {200: {"text/event-stream": {"schema": {
+    "type": "string", "description": "with `stream: true`: `data: <chat.completion.chunk>` "
+                                     "events, then `data: [DONE]`"}}}}
+
+
+class Failed(AppError):
+    status, code = 502, "job_failed"
+
+
+class TimedOut(AppError):
+    status, code = 504, "timeout"
+
+
+@router.post("/v1/chat/completions", body=CompletionIn, responses={200: Completion}, content=SSE,
+             errors=(403, 404, 409, 502, 504), guard=client_guard("chat", submits=True), **V1)
+async def create_completion(request: Request, who: Client, body: CompletionIn) -> Response:
+    """OpenAI's chat completions, answered by the network's miners. `stream: true` sends the
+    answer as it is generated (Server-Sent Events). `model` must be one GET /v1/models lists.
+    Extension: `session_id` continues a chat session (its stored turns must begin `messages`);
+    the answer names the `session_id` and `job_id` it used."""
+    c = ctx(request)
+    talk = convert.conversation(body)
+    asked = convert.options(body)
+    s = c.settings
+    if not await served.is_served(c.redis, s.redis_prefix, s.model_ttl_s, body.model):
+        raise NotFound(f"The model `{body.model}` does not exist or no miner serves it now; "
+                       "GET /v1/models lists those that are served", code="model_not_found",
+                       extra={"param": "model"})
+    job = await _submit(c, who, body, talk, asked)
+    created = int(time.time())
+    texts = [t for _, t in talk.earlier] + [talk.prompt] + ([talk.context] if talk.context else [])
+    prompt_tokens = sum([await count_tokens(s.tokenizer, t) for t in texts])
+    if body.stream:
+        usage = body.stream_options is not None and body.stream_options.include_usage
+        events = _stream(c, who, job, body.model, created, prompt_tokens, asked, usage)
+        return StreamingResponse(events, media_type="text/event-stream", headers={
+            "Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+    job = await service.wait_for(c, who, job, s.openai_max_wait_s, fresh=True)
+    if job.status == "failed":
+        raise Failed(f"the network could not answer: {job.failure_reason}")
+    if job.status != "completed":
+        raise TimedOut(f"no answer within {s.openai_max_wait_s} s (OPENAI_MAX_WAIT_S); the job "
+                       f"goes on: GET /chat/{job.id}", extra={"job_id": job.id})
+    return json_response(convert.completion(job, body.model, created, prompt_tokens, asked))
+
+
+async def _submit(c: AppContext, who: Client, body: CompletionIn, talk: convert.Conversation,
+                  asked: Options) -> ChatJob:
+    fast = c.db.pg is not None and not talk.earlier and body.session_id is None
+    unit = c.db.fast(transaction=False) if fast else c.db.transaction()
+    async with unit as u:
+        return await service.submit(u, c, who, talk.prompt, body.session_id, talk.context,
+                                    model=body.model, options=chat_options.dump(asked),
+                                    earlier=talk.earlier)
+
+
+def _event(data: dict[str, Any]) -> bytes:
+    return b"data: " + orjson.dumps(data) + b"\n\n"
+
+
+async def _stream(c: AppContext, who: Client, job: ChatJob, model: str, created: int,
+                  prompt_tokens: int, asked: Options, usage: bool) -> AsyncIterator[bytes]:
+    head = {"id": convert.completion_id(job.id), "object": "chat.completion.chunk",
+            "created": created, "model": model, "system_fingerprint": None,
+            "job_id": job.id, "session_id": job.session_id}
+
+    def chunk(delta: dict[str, Any], finish: str | None = None) -> bytes:
+        return _event({**head, "choices": [{"index": 0, "delta": delta, "logprobs": None,
+                                             "finish_reason": finish}]})
+
+    yield chunk({"role": "assistant", "content": ""})
+    async for event in relay.follow(c, who, job.id, c.settings.openai_max_wait_s):
+        if event is None:
+            yield b": keep-alive\n\n"
+        elif isinstance(event, relay.Delta):
+            yield chunk({"content": event.text})
+        elif isinstance(event, relay.Broken):
+            yield _event({"error": {"message": event.message, "type": "server_error",
+                                    "code": event.code, "param": None}})
+            return
+        else:
+            if event.rest:
+                yield chunk({"content": event.rest})
+            yield chunk({}, convert.finish_reason(event.job, asked))
+            if usage:
+                yield _event({**head, "choices": [],
+                              "usage": convert.usage(prompt_tokens, event.job).model_dump()})
+            yield b"data: [DONE]\n\n"
+            return
+
+
+@router.get("/v1/models", responses={200: ModelList}, guard=client_guard("chat"), **V1)
+async def list_models(request: Request, who: Client) -> ModelList:
+    """The models the network serves now: those a miner declared within MODEL_TTL_S."""
+    c = ctx(request)
+    found = await served.served(c.redis, c.settings.redis_prefix, c.settings.model_ttl_s)
+    return ModelList(data=[ModelOut(id=m.model, created=m.since) for m in found])

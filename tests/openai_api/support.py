@@ -1,0 +1,68 @@
+"""The app served twice over one database and Redis, as two API processes would be: in-process
+(for keys and simulated miners) and on a real socket (for the openai SDK, which must stream)."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import openai
+
+from app.config import Settings
+from tests.support.harness import Harness, SimMiner, running_app
+from tests.support.live import live_server
+
+MODEL = "mia-test-7b"
+
+
+@dataclass
+class V1:
+    api: Harness  # the in-process app: keys, miners, the database
+    url: str  # the same app on 127.0.0.1
+    key: str  # a business API key
+
+    def sdk(self, key: str | None = None) -> openai.AsyncOpenAI:
+        return openai.AsyncOpenAI(base_url=f"{self.url}/v1", api_key=key or self.key,
+                                  max_retries=0, timeout=60)
+
+    async def miner(self, model: str | None = MODEL) -> Miner:
+        m = await self.api.miner()
+        miner = Miner(m, model)
+        if model is not None:
+            await miner.poll(0)  # declares the model
+        return miner
+
+
+@dataclass
+class Miner:
+    sim: SimMiner
+    model: str | None
+
+    async def poll(self, wait: float = 5) -> dict[str, Any] | None:
+        params: dict[str, Any] = {"wait": wait}
+        if self.model is not None:
+            params["model"] = self.model
+        r = await self.sim.client.get("/job/next", params=params, headers=self.sim.auth)
+        if r.status_code == 204:
+            return None
+        r.raise_for_status()
+        return r.json()  # type: ignore[no-any-return]
+
+    async def chunk(self, job: dict[str, Any], seq: int, delta: str) -> Any:
+        return await self.sim.client.post(f"/job/{job['job_id']}/chunk", headers=self.sim.auth,
+                                          json={"lease_id": job["lease_id"], "seq": seq,
+                                                "delta": delta})
+
+    async def finish(self, job: dict[str, Any], output: str) -> None:
+        r = await self.sim.post_result(job, output)
+        assert r.status_code == 200, r.text
+
+
+@contextlib.asynccontextmanager
+async def v1_app(settings: Settings) -> AsyncIterator[V1]:
+    async with running_app(settings) as api:
+        key = await api.api_key("openai-co")
+        with live_server(settings) as url:
+            yield V1(api, url, key)
