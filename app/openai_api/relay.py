@@ -22,6 +22,8 @@ import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
+import anyio
+
 from app.auth.principals import Client
 from app.chat import service
 from app.context import AppContext
@@ -100,7 +102,9 @@ async def follow(c: AppContext, client: Client, job_id: str, wait_s: float) -> A
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(watch.any.wait(), max(timeout, 0.0))
         finally:
-            with contextlib.suppress(Exception):
+            # a client that hung up cancels this generator, and every await in a cancelled
+            # scope is cancelled again: the mark is cleared under a shield
+            with anyio.CancelScope(shield=True), contextlib.suppress(Exception):
                 await c.relay.unmark_watched(job_id)
 
 
