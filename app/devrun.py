@@ -32,6 +32,7 @@ DEV_DIR = Path(".dev")
 DEMO_MINER_KEY = "0x" + keccak(b"mia dev demo miner (public, dev only)").hex()
 RUNPOD_DEV_KEY = "dev-standin-key"  # the local stand-in's key, not a RunPod key
 # Dev economics: a visible loop within a minute. Production defaults are in .env.example.
+DEMO_MODEL_NAME = "mia-demo"  # what the demo miner declares: /v1/models lists it
 DEV_DEFAULTS = {"PRICE_PER_1K_TOKENS_USD": "1.00", "BUYBACK_THRESHOLD_USD": "0.10",
                 "BUYBACK_CHECK_INTERVAL_S": "5", "BUYBACK_CHUNK_INTERVAL_S": "5",
                 "IDLE_TO_RUNPOD_AFTER_S": "20", "CONFIRMATIONS": "1", "TWAP_WINDOW_S": "5"}
@@ -130,7 +131,8 @@ def run_dev() -> int:
                                       "--api-key", RUNPOD_DEV_KEY])
     api = Child("api", [py, "-m", "app.cli", "serve", "--host", "127.0.0.1", "--port", env["PORT"]])
     worker = Child("worker", [py, "-m", "app.cli", "worker"])
-    model = Child("demo-model", [py, "-m", "miner.demo_model", "--port", str(model_port)])
+    model = Child("demo-model", [py, "-m", "miner.demo_model", "--port", str(model_port),
+                                 "--model", DEMO_MODEL_NAME])
     miner = Child("demo-miner", [py, "-m", "miner", "--backend", api_url, "--name", "demo-miner",
                                  "--model-url", f"http://127.0.0.1:{model_port}",
                                  "--concurrency", "4", "--accept-idle"],
@@ -215,6 +217,21 @@ MIA is running locally. Ctrl-C stops everything; logs are in {DEV_DIR}/.
 Ask something (the demo miner answers within seconds):
   curl -s -X POST '{api_url}/chat?wait=10' -H "Authorization: Bearer {api_key}" \\
        -H 'Content-Type: application/json' -d '{{"message": "What are your opening hours?"}}'
+
+The same through the OpenAI-compatible API, streamed as the miner writes it (curl -N, or the
+openai package, which .venv has):
+  curl -N '{api_url}/v1/chat/completions' -H "Authorization: Bearer {api_key}" \\
+       -H 'Content-Type: application/json' \\
+       -d '{{"model": "{DEMO_MODEL_NAME}", "stream": true, "messages": [{{"role": "user", "content": "Where is my order?"}}]}}'
+  .venv/bin/python - <<'PY'
+from openai import OpenAI
+client = OpenAI(base_url="{api_url}/v1", api_key="{api_key}")
+for chunk in client.chat.completions.create(model="{DEMO_MODEL_NAME}", stream=True,
+        messages=[{{"role": "user", "content": "Where is my order?"}}]):
+    print(chunk.choices[0].delta.content or "" if chunk.choices else "", end="", flush=True)
+print()
+PY
+  (GET {api_url}/v1/models lists the models the miners serve now.)
 
 Buy some inference (idle jobs); a few of them cross the threshold, and a burn shows in /burns
 and on {api_url}/transparency:

@@ -15,6 +15,18 @@ import httpx
 from app.localredis import free_port
 
 
+def run_the_printed_openai_examples(text: str) -> None:
+    """The summary's `curl -N` and openai SDK examples, run exactly as printed."""
+    curl = re.search(r"^  (curl -N .*?)\n  \.venv", text, re.M | re.S).group(1)  # type: ignore[union-attr]
+    streamed = subprocess.run(["bash", "-c", curl], capture_output=True, text=True, timeout=60)
+    events = [line for line in streamed.stdout.splitlines() if line.startswith("data: ")]
+    assert events[-1] == "data: [DONE]" and len(events) > 3, streamed.stdout + streamed.stderr
+    script = re.search(r"<<'PY'\n(.*?)\nPY\n", text, re.S).group(1)  # type: ignore[union-attr]
+    sdk = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                         timeout=60)
+    assert sdk.returncode == 0 and "demo" in sdk.stdout.lower(), sdk.stdout + sdk.stderr
+
+
 def test_mia_dev_runs_the_whole_loop_and_stops_cleanly(tmp_path):  # type: ignore[no-untyped-def]
     port = free_port()
     env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "DATABASE_URL")}
@@ -51,6 +63,7 @@ def test_mia_dev_runs_the_whole_loop_and_stops_cleanly(tmp_path):  # type: ignor
             assert f"Transparency: {api}/transparency " in text
             page = client.get("/transparency")
             assert page.status_code == 200 and "Revenue" in page.text
+        run_the_printed_openai_examples(text)
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(60) == 0
