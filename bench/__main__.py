@@ -5,6 +5,7 @@
     python -m bench steady --protocol single   # miners one job per request (GET /job/next)
     python -m bench hold --miners 2000 --clients 1000 --think 20
     python -m bench chaos --duration 60
+    python -m bench stream --clients 32          # /v1 streaming: time to first token
 
 Each run prints a table and writes bench/results/<name>.json (with the machine's core count).
 """
@@ -39,6 +40,10 @@ SUITE = {  # name -> the plan's settings; what `make bench` runs and the committ
                  warmup_s=30, ramp_s=30, wait_s=60, miner_procs=2, client_procs=1),
     "chaos": dict(scenario="chaos", miners=48, clients=48, duration_s=45, miner_procs=4,
                   rate=150.0),
+    # OpenAI-compatible clients with `stream: true`; miners stream 20 words at 25 ms a word (an
+    # answer takes 0.5 s), posting what is pending whenever the previous chunk post returned.
+    "stream": dict(scenario="stream", miners=64, clients=64, duration_s=20, protocol="single",
+                   stream=True, words=20, word_s=0.025),
 }
 
 
@@ -104,8 +109,12 @@ def table(r: dict[str, Any]) -> str:
                  f"{r['target_rate'] or 'closed loop'}, model {r['think_s']} s, {r['duration_s']} s"),
         ("miner protocol", r["protocol"] + (f" (up to {r['batch_max']} jobs per lease request)"
                                             if r["batch_max"] else "")),
-        ("completed chat jobs/s", f"{r['jobs_per_s']} ({r['completed']} in the window)"),
+        ("streamed chats/s" if r.get("stream") else "completed chat jobs/s",
+         f"{r['jobs_per_s']} ({r['completed']} in the window)"),
         ("end-to-end ms p50/p95/p99", _triple(r["e2e_ms"])),
+        *([("time to first token ms p50/p95/p99", _triple(r["ttft_ms"])),
+           ("stream", f"{r['stream']['words']} words, {r['stream']['word_s']} s a word")]
+          if r.get("stream") else []),
         ("dispatch ms p50/p95/p99", _triple(r["dispatch_ms"])),
         ("GET /health ms p50/p99/max", f"{r['health_ms']['p50']} / {r['health_ms']['p99']} / "
                                         f"{r['health_ms']['max']} ({r['health_ms']['failures']} failed)"),

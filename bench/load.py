@@ -42,6 +42,9 @@ class Role:
     batch_max: int = 16  # miners, batch protocol: jobs asked for per lease request (1..64)
     ramp_s: float = 0.0  # clients: start spread evenly over this many seconds
     seed: int = 0
+    stream: bool = False  # streamed answers over /v1 (bench/stream.py)
+    words: int = 20  # streaming miners: words per answer
+    word_s: float = 0.0  # streaming miners: seconds per word
 
 
 @dataclass
@@ -51,10 +54,11 @@ class Stats:
     errors: Counter[str] = field(default_factory=Counter)
     job_ids: list[str] = field(default_factory=list)  # clients: every job id the server returned
     failed: int = 0  # clients: chats that ended failed (with a reason)
+    ttft_ms: list[float] = field(default_factory=list)  # streaming clients: to the first token
 
     def as_dict(self) -> dict[str, Any]:
         return {"done": self.done, "latencies_ms": self.latencies_ms, "errors": dict(self.errors),
-                "job_ids": self.job_ids, "failed": self.failed}
+                "job_ids": self.job_ids, "failed": self.failed, "ttft_ms": self.ttft_ms}
 
 
 class Window:
@@ -83,18 +87,26 @@ async def _child(role: Role, conn: Connection) -> None:
     timeout = aiohttp.ClientTimeout(total=role.wait_s + 90)
     async with aiohttp.ClientSession(role.base_url, connector=connector, timeout=timeout) as http:
         loop = asyncio.get_running_loop()
+        from bench import stream  # it builds on this module's helpers
         if role.kind == "miners":
             miners = await asyncio.gather(*(_sign_in(http, Wallet()) for _ in range(role.count)))
+            if role.stream:
+                await asyncio.gather(*(stream.declare(http, auth) for _, auth in miners))
         conn.send("ready")
         start, end = await loop.run_in_executor(None, conn.recv)
         window = Window(start, end)
         if role.kind == "miners":
-            loop_of = _batch_miner if role.protocol == "batch" else _miner
+            loop_of = (stream.miner if role.stream
+                       else _batch_miner if role.protocol == "batch" else _miner)
             tasks = [asyncio.create_task(loop_of(http, m, role, window, stats)) for m in miners]
             await loop.run_in_executor(None, conn.recv)  # "stop": every client has finished
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+        elif role.stream:
+            await asyncio.gather(*(stream.client(http, role.keys[i % len(role.keys)], role,
+                                                 window, stats, i * role.ramp_s / role.count)
+                                   for i in range(role.count)))
         else:
             rng = random.Random(role.seed)
             await asyncio.gather(*(_client(http, role.keys[i % len(role.keys)], role, window,

@@ -39,6 +39,9 @@ class Plan:
     wait_s: int = 30
     ramp_s: float = 0.0  # clients start spread over this, as real traffic arrives
     settle_s: float = 90.0
+    stream: bool = False  # clients stream over /v1, miners stream word by word (bench/stream.py)
+    words: int = 20  # streaming: words per answer
+    word_s: float = 0.0  # streaming: the simulated model's seconds per word
     spec: Spec = field(default_factory=Spec)
 
 
@@ -109,13 +112,15 @@ def execute(plan: Plan, chaos: Any = None) -> dict[str, Any]:
         db_url = system.env["DATABASE_URL"]
         keys = [asyncio.run(issue_api_key(db_url, f"bench-{i}", "chat"))
                 for i in range(max(1, min(plan.keys, plan.clients)))]
+        streaming = dict(stream=plan.stream, words=plan.words, word_s=plan.word_s)
         miner_roles = [Role("miners", n, system.base_url, think_s=plan.think_s, wait_s=plan.wait_s,
-                            protocol=plan.protocol, batch_max=plan.batch_max)
+                            protocol=plan.protocol, batch_max=plan.batch_max, **streaming)
                        for n in split(plan.miners, plan.miner_procs)]
         client_counts = split(plan.clients, plan.client_procs)
         client_roles = [Role("clients", n, system.base_url, keys=keys, wait_s=plan.wait_s,
                              ramp_s=plan.ramp_s,
-                             rate=plan.rate * n / plan.clients if plan.rate else 0.0, seed=i)
+                             rate=plan.rate * n / plan.clients if plan.rate else 0.0, seed=i,
+                             **streaming)
                         for i, n in enumerate(client_counts)]
         miners = [start_load(r) for r in miner_roles]
         for m in miners:
@@ -163,6 +168,7 @@ def execute(plan: Plan, chaos: Any = None) -> dict[str, Any]:
                 p.proc.kill()
         system.stop()
     latencies = [x for s in client_stats for x in s["latencies_ms"]]
+    ttft = [x for s in client_stats for x in s["ttft_ms"]]
     completed = sum(s["done"] for s in client_stats)
     errors: dict[str, int] = {}
     for s in (*client_stats, *miner_stats):
@@ -176,6 +182,9 @@ def execute(plan: Plan, chaos: Any = None) -> dict[str, Any]:
         "batch_max": plan.batch_max if plan.protocol == "batch" else None,
         "miners": plan.miners, "clients": plan.clients, "target_rate": plan.rate or None,
         "think_s": plan.think_s, "duration_s": plan.duration_s,
+        "stream": {"words": plan.words, "word_s": plan.word_s} if plan.stream else None,
+        "ttft_ms": {"p50": pct(ttft, 50), "p95": pct(ttft, 95), "p99": pct(ttft, 99),
+                    "n": len(ttft)} if plan.stream else None,
         "completed": completed, "jobs_per_s": round(completed / plan.duration_s, 1),
         "failed": sum(s["failed"] for s in client_stats),
         "e2e_ms": {"p50": pct(latencies, 50), "p95": pct(latencies, 95), "p99": pct(latencies, 99),
