@@ -42,6 +42,18 @@ def test_a_short_steady_run_answers_every_chat(tmp_path, monkeypatch, protocol) 
     assert "completed chat jobs/s" in table(result)
 
 
+def test_a_short_stream_run_measures_time_to_first_token(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.setattr("bench.__main__.RESULTS", tmp_path)
+    assert bench_main(["stream", "--db", "sqlite", "--api-procs", "1", "--miners", "2",
+                       "--clients", "2", "--duration", "3", "--warmup", "1", "--name", "s"]) == 0
+    result = json.loads((tmp_path / "s-sqlite.json").read_text())
+    assert result["stream"] == {"words": 20, "word_s": 0.025}
+    assert result["completed"] > 0 and result["ttft_ms"]["n"] == result["completed"]
+    assert 0 < result["ttft_ms"]["p50"] < result["e2e_ms"]["p50"]  # the first word comes early
+    assert result["audit"]["lost"] == 0 and not result["errors"]
+    assert "time to first token" in table(result) and "streamed chats/s" in table(result)
+
+
 def test_chaos_kills_and_restarts_and_loses_nothing(postgres_base) -> None:  # type: ignore[no-untyped-def]
     spec = Spec(database="postgres", postgres_url=postgres_base, api_procs=1, worker=True,
                 env={"LEASE_SECONDS": "3", "REAPER_INTERVAL_S": "0.5",
