@@ -22,16 +22,22 @@ class UTCDateTime(TypeDecorator[datetime]):
     cache_ok = True
 
     def process_bind_param(self, value, dialect):  # type: ignore[no-untyped-def]
-        if value is None:
-            return None
-        if value.tzinfo is None:
+        if value is not None and value.tzinfo is None:
             raise ValueError("naive datetime given to a UTC column")
-        return value.astimezone(UTC).replace(tzinfo=None)
+        return stored_utc(value)
 
     def process_result_value(self, value, dialect):  # type: ignore[no-untyped-def]
-        if value is None:
-            return None
-        return value.replace(tzinfo=UTC)
+        return read_utc(value)
+
+
+def stored_utc(t: datetime | None) -> datetime | None:
+    """How a UTCDateTime column stores an aware time: naive UTC (for SQL run without the ORM)."""
+    return None if t is None else t.astimezone(UTC).replace(tzinfo=None)
+
+
+def read_utc(t: datetime | None) -> datetime | None:
+    """A stored (naive UTC) time, aware again."""
+    return None if t is None else t.replace(tzinfo=UTC)
 
 
 class USDAmount(TypeDecorator[Decimal]):

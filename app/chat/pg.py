@@ -2,14 +2,14 @@
 each written once here and prepared per connection. SQLite runs the same steps through
 SQLAlchemy (chat/service.py, chat/kind.py); tests run both and expect the same answers.
 
-Timestamps are stored as naive UTC (app/models.py UTCDateTime): `_naive` going in, `_aware`
-coming out.
+Timestamps are stored as naive UTC (app/models.py UTCDateTime): `stored_utc` going in,
+`read_utc` coming out.
 """
 
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import asyncpg
@@ -18,7 +18,7 @@ import orjson
 from app.chat.options import assignment
 from app.chat.schemas import HistoryItem, ResultOut
 from app.leases.protocol import Completion
-from app.models import ChatJob, JobStatus
+from app.models import ChatJob, JobStatus, read_utc, stored_utc
 
 # Claim the session (first message), check its owner (later ones), write the job and the user's
 # turn: all or nothing, in one statement. `owner` reads the snapshot before `claim`, so a new
@@ -93,20 +93,12 @@ FROM chat_jobs WHERE id = $1
 """
 
 
-def _naive(t: datetime) -> datetime:
-    return t.astimezone(UTC).replace(tzinfo=None)
-
-
-def _aware(t: datetime | None) -> datetime | None:
-    return None if t is None else t.replace(tzinfo=UTC)
-
-
 async def submit(conn: asyncpg.Connection, *, job_id: str, business_id: int | None,
                  session_id: str, may_claim: bool, prompt: str, context: str | None,
                  now: datetime, model: str | None = None,
                  options: str | None = None) -> asyncpg.Record:
     """(queued, existed, owner): queued is false when the session is not the caller's."""
-    return await conn.fetchrow(SUBMIT, session_id, business_id, _naive(now), job_id, prompt,
+    return await conn.fetchrow(SUBMIT, session_id, business_id, stored_utc(now), job_id, prompt,
                                context, may_claim, model, options)
 
 
@@ -114,7 +106,7 @@ async def lease(conn: asyncpg.Connection, keys: list[str], miner_id: int, lease_
                 now: datetime, history_limit: int) -> list[Any]:
     lease_id = str(uuid.uuid4())
     expires = now + timedelta(seconds=lease_s)
-    rows = await conn.fetch(LEASE, keys, lease_id, _naive(expires), miner_id, _naive(now),
+    rows = await conn.fetch(LEASE, keys, lease_id, stored_utc(expires), miner_id, stored_utc(now),
                             history_limit)
     order = {key: i for i, key in enumerate(keys)}
     rows.sort(key=lambda r: order.get(r["id"], 0))  # in the queue's order
@@ -135,7 +127,7 @@ async def complete(conn: asyncpg.Connection, done: list[Completion]) -> list[Any
     now, miner_id = done[0].now, done[0].miner_id
     rows = await conn.fetch(COMPLETE, [c.job_id for c in tried], [c.lease_id for c in tried],
                             [c.output for c in tried], [c.tokens for c in tried],
-                            [c.signature for c in tried], miner_id, _naive(now),
+                            [c.signature for c in tried], miner_id, stored_utc(now),
                             [c.reported_tokens for c in tried])
     sessions = {r["id"]: r["session_id"] for r in rows}
     out: list[Any] = []
@@ -155,7 +147,7 @@ async def read(conn: asyncpg.Connection, job_id: str) -> ChatJob | None:
         return None
     return ChatJob(id=row["id"], business_id=row["business_id"], session_id=row["session_id"],
                    status=JobStatus(row["status"]), response=row["response"],
-                   completed_at=_aware(row["completed_at"]),
+                   completed_at=read_utc(row["completed_at"]),
                    failure_reason=row["failure_reason"], lease_id=row["lease_id"],
-                   miner_id=row["miner_id"], lease_expires_at=_aware(row["lease_expires_at"]),
+                   miner_id=row["miner_id"], lease_expires_at=read_utc(row["lease_expires_at"]),
                    output_tokens=row["output_tokens"])

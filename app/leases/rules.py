@@ -151,6 +151,12 @@ def holding_sql(tables: Sequence[str]) -> str:
     return f"SELECT {held} AS held, suspended_at IS NOT NULL AS suspended FROM miners WHERE id = $1"
 
 
+def holder_sql(table: str) -> str:
+    """Who holds a job's lease, and until when, as PostgreSQL text ($1 the job's id): what a
+    chunk post checks (lease_expires_at comes back naive UTC, as stored)."""
+    return f"SELECT status, lease_id, miner_id, lease_expires_at FROM {table} WHERE id = $1"
+
+
 async def take_back(session: AsyncSession, model: Any, miner_id: int) -> list[str]:
     """Every lease the miner holds, back to the queue at once (its ids returned, to push to the
     front after commit). The delivery is not counted against the job: attempts go back down."""
