@@ -84,8 +84,13 @@ class JobQueue:
             found.update(_text(v) for v in await self.redis.lrange(key, 0, -1))
         return found
 
-    async def depth(self, kind: str) -> int:
-        return int(await self.redis.llen(self.key(kind)))
+    async def depth(self, kind: str, *, every_model: bool = False) -> int:
+        """Ids waiting in the kind's common list (what any miner can take), or in all its
+        lists, each model's too."""
+        keys = [self.key(kind)]
+        if every_model:
+            keys += [self.key(kind, m) for m in await self.models(kind)]
+        return sum([int(await self.redis.llen(key)) for key in keys])
 
     async def publish_done(self, *job_ids: str) -> None:
         if len(job_ids) == 1:

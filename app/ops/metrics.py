@@ -107,7 +107,7 @@ async def queue_depths(ctx: AppContext) -> dict[str, int | None]:
     for kind in KINDS:
         depths[kind] = None
         with contextlib.suppress(RedisError, OSError):
-            depths[kind] = await ctx.queue.depth(kind)
+            depths[kind] = await ctx.queue.depth(kind, every_model=True)
     return depths
 
 

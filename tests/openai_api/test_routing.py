@@ -25,6 +25,8 @@ async def test_only_miners_declaring_the_model_lease_its_jobs(any_db, settings_f
         assert await plain.poll(0.5) is None
         legacy = await v1.api.chat(v1.key, "an untargeted POST /chat job")
         assert legacy.status_code == 202
+        metrics = (await v1.api.client.get("/metrics")).json()
+        assert metrics["queue_depth"]["chat"] == 2  # the model's list is counted too
         job = await right.poll()
         assert job is not None and job["model"] == MODEL  # its own model's list comes first
         untargeted = await other.poll()
