@@ -111,6 +111,18 @@ async def queue_depths(ctx: AppContext) -> dict[str, int | None]:
     return depths
 
 
+async def ledger(session: AsyncSession) -> dict[str, Any]:
+    """The money figures anyone may see (/network, the transparency page): revenue, what is not
+    yet claimed by a buyback, what bought $SERV and how much was burned, per our records."""
+    sources = await revenue.by_source(session)
+    unallocated, _ = await treasury.unallocated_usd(session)
+    buybacks = await treasury.totals(session)
+    return {"revenue_usd": revenue.usd(sum((usd for usd, _ in sources.values()), Decimal(0))),
+            "unallocated_usd": unallocated, "bought_usd": buybacks.total_buyback_usd,
+            "serv_burned": str(buybacks.total_serv_burned),
+            "active_buyback_id": buybacks.active_buyback_id}
+
+
 async def collect(ctx: AppContext) -> dict[str, Any]:
     async with ctx.db.sessions() as session:
         sources = await revenue.by_source(session)

@@ -130,6 +130,14 @@ async def get_metrics(request: Request, query: MetricsQuery) -> Response:
 RATE_WINDOW_S = 300  # per-minute rates are averaged over five minutes: steadier than the last one
 
 
+class LedgerOut(ResponseBody):
+    revenue_usd: Decimal = Field(description="all idle-job revenue, USD")
+    unallocated_usd: Decimal = Field(description="revenue no buyback has claimed yet")
+    bought_usd: Decimal = Field(description="USD of burned buybacks")
+    serv_burned: str = Field(description="$SERV burned per our records, integer base units")
+    active_buyback_id: int | None = Field(description="the buyback in progress, if any")
+
+
 class NetworkOut(ResponseBody):
     active_miners: int = Field(description=f"miners seen in the last "
                                            f"{metrics.ACTIVE_MINER_WINDOW_S} s")
@@ -140,17 +148,20 @@ class NetworkOut(ResponseBody):
     window_s: int
     queue_depth: dict[str, int | None] = Field(description="job ids waiting in the queue by kind; "
                                                            "null when the queue did not answer")
+    ledger: LedgerOut = Field(description="revenue and burns per our records: the public part "
+                                          "of /metrics, which METRICS_TOKEN may close")
 
 
 @router.get("/network", responses={200: NetworkOut})
 async def network(request: Request) -> Response:
-    """Public: the network now (miners online, chat and idle jobs per minute, queue depths),
-    counted as /metrics counts them. Cacheable for 10 s."""
+    """Public: the network now (miners online, chat and idle jobs per minute, queue depths) and
+    its ledger (revenue, burns), counted as /metrics counts them. Cacheable for 10 s."""
     c = ctx(request)
     async with c.db.sessions() as session:
         miners = await metrics.active_miners(session)
         done = await metrics.completed_recently(session, RATE_WINDOW_S)
+        money = await metrics.ledger(session)
     body = NetworkOut(active_miners=miners, completed_in_window=done, window_s=RATE_WINDOW_S,
                       jobs_per_minute={k: round(n * 60 / RATE_WINDOW_S, 2) for k, n in done.items()},
-                      queue_depth=await metrics.queue_depths(c))
+                      queue_depth=await metrics.queue_depths(c), ledger=LedgerOut(**money))
     return json_response(body, headers={"Cache-Control": "public, max-age=10"})

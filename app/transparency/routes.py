@@ -1,6 +1,6 @@
 """GET /transparency: the public page that shows revenue turning into burned $SERV.
 
-The page is static HTML, CSS and JS; the JS reads the public JSON endpoints (/metrics, /network,
+The page is static HTML, CSS and JS; the JS reads the public JSON endpoints (/network,
 /burns, /burns/summary, /burns/{id}/verify), so it shows exactly what anyone can fetch. Every
 asset is served from here (uPlot from the pinned npm package in app/static), so the page works
 offline and under a Content-Security-Policy that allows nothing but this origin.

@@ -16,7 +16,10 @@ async def test_network_counts_miners_rates_and_queues(any_db, settings_factory):
         empty = (await api.client.get("/network")).json()
         assert empty == {"active_miners": 0, "jobs_per_minute": {"chat": 0.0, "idle": 0.0},
                          "completed_in_window": {"chat": 0, "idle": 0}, "window_s": 300,
-                         "queue_depth": {"chat": 0, "idle": 0}}
+                         "queue_depth": {"chat": 0, "idle": 0},
+                         "ledger": {"revenue_usd": "0.000000", "unallocated_usd": "0.000000",
+                                    "bought_usd": "0.000000", "serv_burned": "0",
+                                    "active_buyback_id": None}}
 
         idle_key, chat_key = await api.api_key("outside-co", "idle"), await api.api_key("shop")
         miner = await api.miner()
@@ -48,3 +51,7 @@ async def test_network_counts_miners_rates_and_queues(any_db, settings_factory):
         metrics = (await api.client.get("/metrics")).json()
         assert body["queue_depth"] == metrics["queue_depth"]
         assert body["active_miners"] == metrics["active_miners"]
+        ledger = body["ledger"]  # the public part of /metrics, the same figures
+        assert ledger["revenue_usd"] == metrics["runpod_income_usd"] != "0.000000"
+        assert ledger["unallocated_usd"] == metrics["unallocated_revenue_usd"]
+        assert ledger["serv_burned"] == metrics["total_serv_burned"]

@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 from eth_account import Account
+from pydantic import SecretStr
 
 from app.config import Settings
 from app.localredis import free_port
@@ -144,7 +145,9 @@ async def test_a_person_sees_the_burn_and_verifies_it(burned: Burned) -> None:
 
 
 async def test_without_the_chain_the_page_says_so_and_shows_our_records(burned: Burned) -> None:
-    gone = burned.settings.model_copy(update={"chain_rpc_url": f"http://127.0.0.1:{free_port()}"})
+    # METRICS_TOKEN closes /metrics: the page reads only what stays public
+    gone = burned.settings.model_copy(update={"chain_rpc_url": f"http://127.0.0.1:{free_port()}",
+                                              "metrics_token": SecretStr("operators-only")})
     burn = burned.burn
     with live_server(gone) as url:
         async with chromium(**DESKTOP) as browser:
@@ -157,7 +160,7 @@ async def test_without_the_chain_the_page_says_so_and_shows_our_records(burned: 
             assert "The blockchain is unreachable right now." in (await banner.text_content() or "")
             await page.locator(f'[data-hash="{burn["burn_tx_hash"]}"]').wait_for()
             assert await page.locator("#revenue").text_content() == "$273.45"
-            recorded = Decimal(burned.summary["recorded_burned_decimal"])  # from /metrics now
+            recorded = Decimal(burned.summary["recorded_burned_decimal"])  # from /network now
             assert Decimal(await page.locator("#recorded").get_attribute("title") or "") == recorded
             assert recorded > 0
             assert await page.locator("#onchain").text_content() == "–"
@@ -186,7 +189,8 @@ async def test_without_the_chain_the_page_says_so_and_shows_our_records(burned: 
 
 async def test_before_any_burn_and_without_a_chain_configured(settings_factory) -> None:  # type: ignore[no-untyped-def]
     require_chromium()
-    with live_server(settings_factory(run_maintenance_in_api=False)) as url:  # no CHAIN_RPC_URL
+    settings = settings_factory(run_maintenance_in_api=False, metrics_token="operators-only")
+    with live_server(settings) as url:  # no CHAIN_RPC_URL
         async with chromium(**PHONE) as browser:
             page = await browser.new_page()
             problems = PageProblems(page, url)

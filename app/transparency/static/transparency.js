@@ -108,24 +108,26 @@
   }
 
   // --- headline figures ------------------------------------------------------------------------
-  function renderTotals(metrics, summary, burnCount) {
-    const m = metrics.ok ? metrics.body : null;
+  // `network` is /network: public, its `ledger` the figures /metrics has too (which a
+  // deployment may close with METRICS_TOKEN).
+  function renderTotals(network, summary, burnCount) {
+    const m = network.ok ? network.body.ledger : null;
     const s = summary.ok ? summary.body : null;
     const decimals = s ? s.decimals : DEFAULT_DECIMALS;
-    setValue("revenue", m ? usd(m.runpod_income_usd) : "–");
-    const bought = (s && (s.total_usd_swapped ?? s.total_usd)) ?? (m && m.total_buyback_usd);
+    setValue("revenue", m ? usd(m.revenue_usd) : "–");
+    const bought = (s && (s.total_usd_swapped ?? s.total_usd)) ?? (m && m.bought_usd);
     setValue("bought", usd(bought));
     const notes = [];
     const count = s ? s.burns : burnCount;
     if (count !== null) notes.push(`${count} buyback${count === 1 ? "" : "s"} burned`);
-    if (m && m.unallocated_revenue_usd && !/^0*(\.0*)?$/.test(m.unallocated_revenue_usd)) {
-      notes.push(`${usd(m.unallocated_revenue_usd)} waiting for the next buyback`);
+    if (m && m.unallocated_usd && !/^0*(\.0*)?$/.test(m.unallocated_usd)) {
+      notes.push(`${usd(m.unallocated_usd)} waiting for the next buyback`);
     }
-    if (m && m.active_buyback) notes.push(`buyback #${m.active_buyback.id} in progress (${m.active_buyback.status})`);
+    if (m && m.active_buyback_id !== null) notes.push(`buyback #${m.active_buyback_id} in progress`);
     $("bought-note").textContent = notes.length ? notes.join("; ") : "USD that bought $SERV";
 
     const recorded = s ? s.recorded_burned_decimal
-      : m ? unitsToDecimal(m.total_serv_burned, decimals) : null;
+      : m ? unitsToDecimal(m.serv_burned, decimals) : null;
     setValue("recorded", recorded === null ? "–" : tokens(recorded), recorded);
 
     if (!s) {
@@ -380,19 +382,19 @@
   }
 
   async function refresh() {
-    const [metrics, summary, burns, network] = await Promise.all([
-      getJSON("/metrics"), getJSON("/burns/summary"), getJSON(`/burns?limit=${BURNS_PAGE}`),
-      getJSON("/network")]);
+    const [summary, burns, network] = await Promise.all([
+      getJSON("/burns/summary"), getJSON(`/burns?limit=${BURNS_PAGE}`),
+      getJSON("/network", true)]);  // its ledger: revenue shows on the next refresh
     renderChainBanner(summary);
-    const failed = [[metrics, "/metrics"], [burns, "/burns"], [network, "/network"]]
+    const failed = [[burns, "/burns"], [network, "/network"]]
       .filter(([r]) => !r.ok)
       .map(([r, path]) => `${path}: ${(r.body && r.body.detail) || "HTTP " + r.status}`);
     showError(failed.length ? "Some figures could not be loaded — " + failed.join("; ") : "");
-    renderTotals(metrics, summary, burns.ok ? burns.body.total : null);
+    renderTotals(network, summary, burns.ok ? burns.body.total : null);
     const decimals = summary.ok ? summary.body.decimals : DEFAULT_DECIMALS;
     if (burns.ok) {
       const recorded = summary.ok ? BigInt(summary.body.recorded_burned)
-        : metrics.ok ? BigInt(metrics.body.total_serv_burned) : null;
+        : network.ok ? BigInt(network.body.ledger.serv_burned) : null;
       renderBurns(burns.body, decimals);
       renderChart(burns.body, recorded, decimals);
     }
