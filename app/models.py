@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 
 from sqlalchemy import (BigInteger, Boolean, DateTime, ForeignKey, Index, Integer, String, Text,
-                        TypeDecorator, UniqueConstraint)
+                        TypeDecorator, UniqueConstraint, text)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, synonym
 
 
@@ -137,7 +137,7 @@ class AuthToken(Base):
     miner_id: Mapped[int | None] = mapped_column(ForeignKey("miners.id"))
     roles: Mapped[str] = mapped_column(String(100))  # comma-separated: miner, operator
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
-    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)  # the hourly prune
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
@@ -146,6 +146,11 @@ class ChatJob(Base):
     __table_args__ = (
         Index("ix_chat_jobs_status_lease", "status", "lease_expires_at"),
         Index("ix_chat_jobs_status_created", "status", "created_at"),
+        # /network, /metrics and token drift count jobs completed since a moment
+        Index("ix_chat_jobs_status_completed", "status", "completed_at"),
+        # MINER_MAX_LEASES counts a wallet's leases on every lease request
+        Index("ix_chat_jobs_assigned_miner", "miner_id", postgresql_where=text("status = 'assigned'"),
+              sqlite_where=text("status = 'assigned'")),
     )
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True)  # uuid4
@@ -213,6 +218,11 @@ class IdleJob(Base):
     __table_args__ = (
         Index("ix_idle_jobs_status_lease", "status", "lease_expires_at"),
         Index("ix_idle_jobs_status_created", "status", "created_at"),
+        # /network, /metrics and token drift count jobs completed since a moment
+        Index("ix_idle_jobs_status_completed", "status", "completed_at"),
+        # MINER_MAX_LEASES counts a wallet's leases on every lease request
+        Index("ix_idle_jobs_assigned_miner", "miner_id", postgresql_where=text("status = 'assigned'"),
+              sqlite_where=text("status = 'assigned'")),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)

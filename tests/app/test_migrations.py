@@ -11,18 +11,22 @@ from app.models import Base
 
 
 def test_upgrade_head_builds_every_model_table(any_db: str) -> None:
-    async def tables() -> dict[str, set[str]]:
+    async def tables() -> tuple[dict[str, set[str]], dict[str, set[str]]]:
         engine = create_engine(any_db)
         try:
             async with engine.connect() as conn:
-                return await conn.run_sync(lambda c: {
-                    t: {col["name"] for col in inspect(c).get_columns(t)}
-                    for t in inspect(c).get_table_names()})
+                return await conn.run_sync(lambda c: (
+                    {t: {col["name"] for col in inspect(c).get_columns(t)}
+                     for t in inspect(c).get_table_names()},
+                    {t: {ix["name"] for ix in inspect(c).get_indexes(t)}
+                     for t in inspect(c).get_table_names()}))
         finally:
             await engine.dispose()
 
-    found = asyncio.run(tables())
+    found, indexes = asyncio.run(tables())
     for table in Base.metadata.sorted_tables:
         assert table.name in found, table.name
         assert {c.name for c in table.columns} == found[table.name], table.name
+        declared = {ix.name for ix in table.indexes}
+        assert declared <= indexes[table.name], (table.name, declared - indexes[table.name])
     assert "alembic_version" in found
