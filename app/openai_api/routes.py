@@ -77,9 +77,12 @@ async def _submit(c: AppContext, who: Client, body: CompletionIn, talk: convert.
     fast = c.db.pg is not None and not talk.earlier and body.session_id is None
     unit = c.db.fast(transaction=False) if fast else c.db.transaction()
     async with unit as u:
-        return await service.submit(u, c, who, talk.prompt, body.session_id, talk.context,
-                                    model=body.model, options=chat_options.dump(asked),
-                                    earlier=talk.earlier)
+        job = await service.submit(u, c, who, talk.prompt, body.session_id, talk.context,
+                                   model=body.model, options=chat_options.dump(asked),
+                                   earlier=talk.earlier)
+        if body.stream:  # before the job is queued (after commit): its first chunk sees a reader
+            await c.relay.mark_watched(job.id)
+    return job
 
 
 def _event(data: dict[str, Any]) -> bytes:

@@ -77,6 +77,9 @@ async def test_streamed_deltas_arrive_before_the_miner_has_finished(any_db, sett
             messages=[{"role": "user", "content": "Say hello to the world"}])
         job = await miner.poll()
         assert job is not None and job["stream"] is True
+        # the stream is marked as read before the job is queued, so even a chunk posted before
+        # the client's first event is read sees someone watching
+        assert (await v1.api.ctx.redis.exists(v1.api.ctx.relay._keys(job["job_id"])[2])) == 1
         chunks = stream.__aiter__()
         first = await chunks.__anext__()
         assert first.choices[0].delta.role == "assistant"

@@ -96,7 +96,9 @@ async def test_chunk_numbering_and_the_lease(settings_factory):  # type: ignore[
         ask = asyncio.create_task(v1.sdk().chat.completions.create(model=MODEL, messages=HI))
         job = await miner.poll()
         assert job is not None
-        assert (await miner.chunk(job, 0, "a")).json()["next_seq"] == 1
+        first = await miner.chunk(job, 0, "a")
+        assert first.json()["next_seq"] == 1
+        assert first.json()["watching"] is False  # not streamed: nobody reads its chunks
         repeat = await miner.chunk(job, 0, "a")  # a retry: ignored
         assert repeat.status_code == 200 and repeat.json()["next_seq"] == 1
         gap = await miner.chunk(job, 3, "d")
