@@ -4,7 +4,8 @@ The generation loop only calls `add()`, which appends to a buffer and returns: o
 per job does the HTTP. Its first chunk goes at once (time to first token); after that it posts
 at most once per `interval`, sooner when `eager_chars` are waiting, always everything that is
 waiting (up to MAX_CHUNK_CHARS a post). One post is in flight at a time, so when the backend
-is slow the chunks just grow. Chunks are best effort: a failed post is retried with backoff
+is slow the chunks just grow. When the backend has answered `watching: false` (no client reads
+the stream) for UNWATCHED_GRACE, the chunks stop. Chunks are best effort: a failed post is retried with backoff
 (the same seq and text, so a post that did arrive is ignored as a duplicate) while generation
 goes on, and nothing here fails the job. The final result, posted as for any job, is what counts.
 """
@@ -37,6 +38,10 @@ EAGER_CHARS = 512
 # from the backend is waited for in any case (up to the cap).
 CHUNK_BACKOFF_BASE = 0.05
 CHUNK_BACKOFF_CAP = 2.0
+# Chunks stop once the backend has said nobody watches for this long (seconds), not at its first
+# "no": a client's stream may begin reading a moment after the job was leased and its first
+# chunk posted.
+UNWATCHED_GRACE = 1.0
 
 
 class ChunkPoster:
@@ -50,6 +55,7 @@ class ChunkPoster:
         eager_chars: int = EAGER_CHARS,
         max_chars: int = MAX_CHUNK_CHARS,
         backoff_cap: float = CHUNK_BACKOFF_CAP,
+        unwatched_grace: float = UNWATCHED_GRACE,
     ) -> None:
         self.backend = backend
         self.lease = lease
@@ -58,6 +64,7 @@ class ChunkPoster:
         self.eager_chars = eager_chars
         self.max_chars = max_chars
         self.backoff_cap = backoff_cap
+        self.unwatched_grace = unwatched_grace
         self.posts = 0  # chunk posts the backend accepted
         self.failed_posts = 0
         self.stopped: str | None = None  # why chunks stopped before the end, if they did
@@ -65,6 +72,7 @@ class ChunkPoster:
         self._pending_chars = 0
         self._sent: list[str] = []  # the delta of each seq the backend accepted, for a resend
         self._closing = False
+        self._unwatched_since: float | None = None  # loop time of the first "nobody watches"
         self._wake = asyncio.Event()
         self._task = asyncio.create_task(self._run(), name=f"miner-chunks-{lease.job_id}")
 
@@ -167,7 +175,15 @@ class ChunkPoster:
                 return
             self._sent.append(delta)
             self.posts += 1
-            if not ack.watching:
-                self._stop("nobody is watching the stream")
-                log.debug("job %s: nobody is watching; no more chunks", self.lease.job_id)
+            self._watched(ack.watching)
             return
+
+    def _watched(self, watching: bool) -> None:
+        now = asyncio.get_running_loop().time()
+        if watching:
+            self._unwatched_since = None
+        elif self._unwatched_since is None:
+            self._unwatched_since = now
+        elif now - self._unwatched_since >= self.unwatched_grace:
+            self._stop("nobody is watching the stream")
+            log.debug("job %s: nobody is watching; no more chunks", self.lease.job_id)

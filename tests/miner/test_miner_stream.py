@@ -145,13 +145,28 @@ async def test_a_chunk_gap_resends_from_where_the_backend_is(server, demo_model,
 
 
 async def test_nobody_watching_stops_the_chunks_not_the_result(server, demo_model) -> None:
-    job_id = server.add_job("x [demo:words=80] [demo:word_delay=0.01]", extra=STREAM)
+    # 200 words, 10 ms each: chunks stop about 1 s (UNWATCHED_GRACE) after the first "no"
+    job_id = server.add_job("x [demo:words=200] [demo:word_delay=0.01]", extra=STREAM)
     server.jobs[job_id].watching = False
-    async with RunningMiner(server.url, demo_model.url) as m:
+    async with RunningMiner(server.url, demo_model.url, max_tokens=1000) as m:
         await until(lambda: done(server, job_id))
     job = server.jobs[job_id]
-    assert len(job.chunks) == 1 and job.output.startswith(job.streamed)
-    assert len(job.output.split()) == 80 and m.miner.stats.completed == 1
+    assert job.output.startswith(job.streamed) and len(job.streamed) < len(job.output) / 1.5
+    assert len(job.output.split()) == 200 and m.miner.stats.completed == 1
+    assert job.chunk_times[-1] - job.chunk_times[0] < 1.5
+
+
+async def test_a_client_that_starts_reading_late_gets_the_whole_stream(server, demo_model) -> None:
+    # A /v1 client's stream may mark itself as reading just after the miner's first chunk.
+    job_id = server.add_job("x [demo:words=100] [demo:word_delay=0.01]", extra=STREAM)
+    job = server.jobs[job_id]
+    job.watching = False
+    async with RunningMiner(server.url, demo_model.url, max_tokens=1000):
+        await until(lambda: job.chunks, step=0.005)
+        await asyncio.sleep(0.3)
+        job.watching = True
+        await until(lambda: done(server, job_id))
+    assert job.streamed == job.output
 
 
 async def test_a_lease_lost_on_a_chunk_post_stops_the_generation(server, demo_model,
