@@ -5,9 +5,10 @@ per job does the HTTP. Its first chunk goes at once (time to first token); after
 at most once per `interval`, sooner when `eager_chars` are waiting, always everything that is
 waiting (up to MAX_CHUNK_CHARS a post). One post is in flight at a time, so when the backend
 is slow the chunks just grow. When the backend has answered `watching: false` (no client reads
-the stream) for UNWATCHED_GRACE, the chunks stop. Chunks are best effort: a failed post is retried with backoff
-(the same seq and text, so a post that did arrive is ignored as a duplicate) while generation
-goes on, and nothing here fails the job. The final result, posted as for any job, is what counts.
+the stream) for UNWATCHED_GRACE, the chunks stop. Chunks are best effort: a failed post is
+retried with backoff (the same seq and text, so a post that did arrive is ignored as a
+duplicate) while generation goes on, and nothing here fails the job. The final result, posted
+as for any job, is what counts.
 """
 
 from __future__ import annotations
@@ -29,8 +30,8 @@ from miner.client import (
 
 log = logging.getLogger("miner.chunks")
 
-# Seconds between two chunk posts of one job at most once per: a 20 Hz stream looks live to a
-# reader and costs the backend at most 20 requests a second per streamed job.
+# The shortest time between two chunk posts of one job (seconds): a 20 Hz stream looks live to
+# a reader and costs the backend at most 20 requests a second per streamed job.
 CHUNK_INTERVAL = 0.05
 # Characters waiting that make the next post go before the interval is over.
 EAGER_CHARS = 512

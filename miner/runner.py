@@ -22,6 +22,7 @@ from typing import Any
 
 from miner.backoff import Backoff
 from miner.batch import ResultBatcher
+from miner.chunks import ChunkPoster
 from miner.client import (
     MAX_BATCH,
     BackendClient,
@@ -32,7 +33,6 @@ from miner.client import (
     Lease,
     LeaseLost,
 )
-from miner.chunks import ChunkPoster
 from miner.config import MinerConfig
 from miner.model import Completion, ModelClient, ModelError
 from miner.prompt import build_messages, job_sampling, strict_alternation
@@ -150,7 +150,8 @@ class Miner:
                 crashed += 1
                 log.error("worker crashed: %r", t.exception())
         log.info(
-            "stopped: %d completed, %d released, %d lost, %d output tokens, %d streamed in %d chunk posts",
+            "stopped: %d completed, %d released, %d lost, %d output tokens, "
+            "%d streamed in %d chunk posts",
             self.stats.completed,
             self.stats.released,
             self.stats.lost,
@@ -414,7 +415,8 @@ class Miner:
         self, lease: Lease, lost: asyncio.Event, poster: ChunkPoster | None
     ) -> Completion | None:
         started = time.monotonic()
-        messages, max_tokens, sampling = self._messages(lease), self._max_tokens(lease), job_sampling(lease.job)
+        messages, max_tokens = self._messages(lease), self._max_tokens(lease)
+        sampling = job_sampling(lease.job)
         if poster is None:
             gen = asyncio.create_task(self.model.chat(messages, max_tokens, sampling))
         else:
