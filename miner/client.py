@@ -1,4 +1,5 @@
-"""The backend HTTP API as the miner sees it: sign-in, job leases, results. HTTP only."""
+"""The backend HTTP API as the miner sees it: sign-in, job leases, streamed chunks, results.
+HTTP only."""
 
 from __future__ import annotations
 
@@ -23,6 +24,8 @@ TOKEN_REFRESH_FRACTION = 0.8
 DEFAULT_LEASE_SECONDS = 30.0
 # The most jobs one batch request leases, and the most results one batch request posts.
 MAX_BATCH = 64
+# The longest `delta` one chunk post may carry (characters).
+MAX_CHUNK_CHARS = 16_000
 
 
 class BackendError(Exception):
@@ -41,6 +44,14 @@ class LeaseLost(BackendError):
     """409 (or 404 for the job): the lease is not ours any more. Drop the job, never retry it."""
 
 
+class ChunkGap(BackendError):
+    """409 chunk_gap: the backend is missing chunks before this one; resend from next_seq."""
+
+    def __init__(self, message: str, next_seq: int) -> None:
+        super().__init__(message)
+        self.next_seq = next_seq
+
+
 class EndpointMissing(BackendError):
     """404/405 on a route: this backend does not implement it (e.g. idle jobs)."""
 
@@ -53,6 +64,12 @@ class BackendRejected(BackendError):
         self.status = status
         self.code = code
         self.detail = detail
+
+
+@dataclass(frozen=True)
+class ChunkAck:
+    next_seq: int  # the seq the backend expects next
+    watching: bool  # False: no client reads the stream now; chunks may stop (the result may not)
 
 
 @dataclass
@@ -290,23 +307,36 @@ class BackendClient:
     def _prefix(kind: str) -> str:
         return "/idle-job" if kind == "idle" else "/job"
 
-    async def next_job(self, kind: str, wait: int) -> Lease | None:
+    @staticmethod
+    def _poll_params(kind: str, wait: int, model: str | None, **more: int) -> dict[str, Any]:
+        params: dict[str, Any] = {**more, "wait": wait}
+        if model is not None and kind == "chat":
+            # Also lease the jobs that API clients asked this model for, not only untargeted ones.
+            params["model"] = model
+        return params
+
+    async def next_job(self, kind: str, wait: int, model: str | None = None) -> Lease | None:
+        """`model`: the model this miner serves, declared on chat polls."""
         wait = max(0, min(30, int(wait)))
         path = self._prefix(kind) + "/next"
-        r = await self._authed("GET", path, params={"wait": wait}, timeout=self.timeout + wait)
+        r = await self._authed("GET", path, params=self._poll_params(kind, wait, model),
+                               timeout=self.timeout + wait)
         if r.status_code == 204:
             return None
         self._expect_200(r, "GET", path)
         return self._lease_from(kind, r, r.json())
 
-    async def next_jobs(self, kind: str, max_jobs: int, wait: int) -> list[Lease]:
+    async def next_jobs(
+        self, kind: str, max_jobs: int, wait: int, model: str | None = None
+    ) -> list[Lease]:
         """GET /job/batch (or /idle-job/batch): 1..max_jobs leases, or [] when none came within
         `wait` seconds. EndpointMissing when the backend has no batch protocol."""
         wait = max(0, min(30, int(wait)))
         max_jobs = max(1, min(MAX_BATCH, int(max_jobs)))
         path = self._prefix(kind) + "/batch"
         r = await self._authed(
-            "GET", path, params={"max": max_jobs, "wait": wait}, timeout=self.timeout + wait
+            "GET", path, params=self._poll_params(kind, wait, model, max=max_jobs),
+            timeout=self.timeout + wait,
         )
         if r.status_code == 204:
             return []
@@ -360,6 +390,36 @@ class BackendClient:
         if r.status_code != 200:
             code, detail = _error_of(r)
             raise BackendRejected(r.status_code, code, detail)
+
+    async def post_chunk(self, lease: Lease, seq: int, delta: str) -> ChunkAck:
+        """POST /job/{id}/chunk: the next piece of a streamed chat job's output. Posting the same
+        seq again is harmless (the backend ignores a duplicate). Raises ChunkGap (resend from
+        its next_seq), LeaseLost (409 lease_not_current / lease_expired), BackendUnavailable
+        (also for 404 job_not_found: chunks are best effort), EndpointMissing (no such route)."""
+        if not 1 <= len(delta) <= MAX_CHUNK_CHARS:
+            raise ValueError(f"a chunk holds 1..{MAX_CHUNK_CHARS} characters")
+        path = f"/job/{lease.job_id}/chunk"
+        r = await self._authed(
+            "POST", path, json={"lease_id": lease.lease_id, "seq": seq, "delta": delta}
+        )
+        if r.status_code == 200:
+            data = r.json()
+            return ChunkAck(next_seq=int(data.get("next_seq", seq + 1)),
+                            watching=bool(data.get("watching", True)))
+        code, detail = _error_of(r)
+        what = f"chunk {seq} of {lease.job_id}: HTTP {r.status_code} {code} {detail}".rstrip()
+        if r.status_code == 409 and code == "chunk_gap":
+            next_seq = r.json().get("next_seq")
+            if isinstance(next_seq, bool) or not isinstance(next_seq, int):
+                raise BackendRejected(409, code, "the chunk_gap answer has no next_seq")
+            raise ChunkGap(what, next_seq)
+        if r.status_code == 409:
+            raise LeaseLost(what)
+        if r.status_code == 404 and code == "job_not_found":
+            raise BackendUnavailable(what)
+        if r.status_code in (404, 405):
+            raise EndpointMissing(what)
+        raise BackendRejected(r.status_code, code, detail)
 
     def _result_body(self, lease: Lease, output: str, output_tokens: int | None) -> dict[str, Any]:
         body: dict[str, Any] = {

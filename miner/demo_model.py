@@ -1,11 +1,16 @@
 """A tiny OpenAI-compatible stand-in for a model server, for `make dev` and tests.
 
 It is NOT a language model: every answer is deterministic, built from the prompt, and starts
-with "[MIA demo model]" so nobody mistakes it for one. Switches for tests:
+with "[MIA demo model]" so nobody mistakes it for one. It honours `max_tokens` (a token is a
+word), `stop`, and `stream: true` (one chat.completion.chunk per word, the usage chunk when
+`stream_options.include_usage`, then `data: [DONE]`). Switches for tests:
 
-- `--delay S` / `--fail-status CODE` at start-up, or at run time
-  `POST /demo/control {"delay": S, "fail_status": CODE|null, "fail_next": N}`;
-- a directive in the last user message: `[demo:sleep=2.5]` or `[demo:fail=500]`.
+- `--delay S` / `--word-delay S` / `--fail-status CODE` at start-up, or at run time
+  `POST /demo/control {"delay": S, "word_delay": S, "fail_status": CODE|null, "fail_next": N}`;
+- a directive in the last user message: `[demo:sleep=2.5]`, `[demo:word_delay=0.05]` (seconds
+  per word generated, streamed or not), `[demo:words=200]` (an answer padded to 200 words),
+  `[demo:fail=500]`, or `[demo:cut=5]` (a stream that breaks off after 5 words, as from a
+  server that died).
 
 Run: `python -m miner.demo_model --port 8001`.
 """
@@ -15,20 +20,24 @@ from __future__ import annotations
 import argparse
 import asyncio
 import hashlib
+import json
 import re
 import time
-from dataclasses import asdict, dataclass
+from collections.abc import AsyncIterator
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 DEMO_MODEL_NAME = "mia-demo"
 LABEL = "[MIA demo model]"
 MAX_SLEEP = 60.0
-_DIRECTIVE = re.compile(r"\[demo:(sleep|fail)=([0-9.]+)\]")
+_DIRECTIVE = re.compile(r"\[demo:(sleep|word_delay|words|fail|cut)=([0-9.]+)\]")
+_FILLER = "This sentence pads the demo answer to the length that was asked for.".split()
+MAX_WORDS = 100_000
 _WORD = re.compile(r"\S+")
 
 
@@ -36,13 +45,18 @@ _WORD = re.compile(r"\S+")
 class DemoState:
     model: str = DEMO_MODEL_NAME
     delay: float = 0.0  # seconds added to every chat completion
+    word_delay: float = 0.0  # seconds per word generated, streamed or not
     fail_status: int | None = None  # every chat completion answers this status
     fail_next: int = 0  # the next N chat completions answer 500
     strict_roles: bool = False  # reject a system role / non-alternating turns, like Mixtral-Instruct's template
+    streams: bool = True  # False: answer `stream: true` with a whole chat.completion, as servers without streaming do
     requests: int = 0
     completed: int = 0
     in_flight: int = 0
     max_in_flight: int = 0
+    # What the last chat completion request asked for: model, max_tokens, temperature, top_p,
+    # stop, stream, stream_options (so tests can see what a client sent).
+    last_request: dict[str, Any] = field(default_factory=dict)
 
 
 def count_tokens(text: str) -> int:
@@ -50,8 +64,12 @@ def count_tokens(text: str) -> int:
     return len(_WORD.findall(text))
 
 
-def demo_answer(messages: list[dict[str, Any]], max_tokens: int) -> tuple[str, int, bool]:
-    """Deterministic reply for a conversation; returns (text, completion_tokens, truncated)."""
+def demo_answer(
+    messages: list[dict[str, Any]], max_tokens: int, stop: list[str] | None = None, words: int = 0
+) -> tuple[str, int, bool]:
+    """Deterministic reply for a conversation, padded to `words` words, cut before the first
+    `stop` string and after `max_tokens` words; returns (text, completion_tokens, truncated by
+    max_tokens)."""
     last_user = next(
         (str(m.get("content") or "") for m in reversed(messages) if m.get("role") == "user"), ""
     )
@@ -67,10 +85,62 @@ def demo_answer(messages: list[dict[str, Any]], max_tokens: int) -> tuple[str, i
         f"Conversation turns: {turns}; business context: {'yes' if has_system else 'no'}; "
         f"fingerprint {digest}. Point mia-miner at vLLM, Ollama or llama.cpp for real answers."
     )
-    words = _WORD.findall(text)
-    if len(words) > max_tokens:
-        return " ".join(words[:max_tokens]), max_tokens, True
-    return text, len(words), False
+    pad = max(0, min(words, MAX_WORDS) - count_tokens(text))
+    if pad:
+        text += " " + " ".join(_FILLER[i % len(_FILLER)] for i in range(pad))
+    for s in stop or ():
+        if s and s in text:
+            text = text[: text.index(s)]
+    found = _WORD.findall(text)
+    if len(found) > max_tokens:
+        return " ".join(found[:max_tokens]), max_tokens, True
+    return " ".join(found), len(found), False
+
+
+_RECORDED = ("model", "max_tokens", "max_completion_tokens", "temperature", "top_p", "stop",
+             "stream", "stream_options")
+
+
+async def _stream_events(
+    st: DemoState,
+    ident: str,
+    text: str,
+    finish: str,
+    usage: dict[str, int] | None,
+    word_delay: float,
+    cut: int | None,
+) -> AsyncIterator[str]:
+    """The answer as Server-Sent Events, one word per chunk; the deltas concatenate to `text`.
+    `cut`: break off after that many words, with neither finish_reason nor [DONE]."""
+    created = int(time.time())
+    st.in_flight += 1
+    st.max_in_flight = max(st.max_in_flight, st.in_flight)
+
+    def event(delta: dict[str, Any] | None, finish_reason: str | None = None,
+              **extra: Any) -> str:
+        chunk: dict[str, Any] = {
+            "id": ident, "object": "chat.completion.chunk", "created": created, "model": st.model,
+            "choices": [] if delta is None else
+            [{"index": 0, "delta": delta, "finish_reason": finish_reason}],
+            **extra,
+        }
+        return f"data: {json.dumps(chunk)}\n\n"
+
+    try:
+        yield event({"role": "assistant", "content": ""})
+        for i, word in enumerate(_WORD.findall(text)):
+            if cut is not None and i >= cut:
+                return
+            if word_delay > 0:
+                await asyncio.sleep(word_delay)
+            yield event({"content": word if i == 0 else " " + word})
+        yield event({}, finish)
+        if usage is not None:
+            yield event(None, usage=usage)
+        yield "data: [DONE]\n\n"
+        st.completed += 1
+    finally:
+        st.in_flight -= 1
 
 
 def _alternates(messages: list[dict[str, Any]]) -> bool:
@@ -109,12 +179,16 @@ def create_demo_app(state: DemoState | None = None) -> Starlette:
                         setattr(st, k, v)
             if "delay" in body:
                 st.delay = min(MAX_SLEEP, max(0.0, float(body["delay"])))
+            if "word_delay" in body:
+                st.word_delay = min(MAX_SLEEP, max(0.0, float(body["word_delay"])))
             if "fail_status" in body:
                 st.fail_status = None if body["fail_status"] is None else int(body["fail_status"])
             if "fail_next" in body:
                 st.fail_next = max(0, int(body["fail_next"]))
             if "strict_roles" in body:
                 st.strict_roles = bool(body["strict_roles"])
+            if "streams" in body:
+                st.streams = bool(body["streams"])
         return JSONResponse(asdict(st))
 
     async def chat(request: Request) -> Response:
@@ -123,30 +197,58 @@ def create_demo_app(state: DemoState | None = None) -> Starlette:
             body = await request.json()
         except ValueError:
             return _oai_error(400, "body must be JSON")
+        if not isinstance(body, dict):
+            return _oai_error(400, "body must be a JSON object")
         messages = body.get("messages")
         if not isinstance(messages, list) or not messages or not all(isinstance(m, dict) for m in messages):
             return _oai_error(400, "messages must be a non-empty list of {role, content}")
-        if body.get("stream"):
-            return _oai_error(400, "the demo model does not stream")
+        st.last_request = {k: body.get(k) for k in _RECORDED if k in body}
         requested = body.get("model")
         if requested not in (None, st.model, st.model.removesuffix(":latest")):  # as Ollama does
             return _oai_error(404, f"The model `{requested}` does not exist.", "NotFoundError")
-        max_tokens = body.get("max_tokens") or 256
-        if not isinstance(max_tokens, int) or max_tokens < 1:
+        max_tokens = body.get("max_tokens") or body.get("max_completion_tokens") or 256
+        if not isinstance(max_tokens, int) or isinstance(max_tokens, bool) or max_tokens < 1:
             return _oai_error(400, "max_tokens must be a positive integer")
+        stop = body.get("stop")
+        if isinstance(stop, str):
+            stop = [stop]
+        if stop is not None and not (isinstance(stop, list) and all(isinstance(x, str) for x in stop)):
+            return _oai_error(400, "stop must be a string or a list of strings")
+        for key in ("temperature", "top_p"):  # accepted, and without effect: answers are fixed
+            v = body.get(key)
+            if v is not None and (not isinstance(v, (int, float)) or isinstance(v, bool)):
+                return _oai_error(400, f"{key} must be a number")
+        stream = bool(body.get("stream")) and st.streams
+        options = body.get("stream_options")
+        include_usage = stream and isinstance(options, dict) and bool(options.get("include_usage"))
 
         if st.strict_roles and not _alternates(messages):
             return _oai_error(400, "Conversation roles must alternate user/assistant/user/assistant/...")
         last_user = next((str(m.get("content") or "") for m in reversed(messages) if m.get("role") == "user"), "")
-        sleep, fail = st.delay, st.fail_status
+        sleep, word_delay, fail, cut, words = st.delay, st.word_delay, st.fail_status, None, 0
         for key, value in _DIRECTIVE.findall(last_user):
             if key == "sleep":
                 sleep = min(MAX_SLEEP, float(value))
+            elif key == "word_delay":
+                word_delay = min(MAX_SLEEP, float(value))
+            elif key == "words":
+                words = int(float(value))
+            elif key == "cut":
+                cut = int(float(value))
             else:
                 fail = int(float(value))
         if st.fail_next > 0:
             st.fail_next -= 1
             fail = fail or 500
+        text, completion_tokens, truncated = demo_answer(messages, max_tokens, stop, words)
+        prompt_tokens = sum(count_tokens(str(m.get("content") or "")) for m in messages)
+        usage = {
+            "prompt_tokens": prompt_tokens,
+            "completion_tokens": completion_tokens,
+            "total_tokens": prompt_tokens + completion_tokens,
+        }
+        ident = "chatcmpl-demo-" + hashlib.sha256(text.encode()).hexdigest()[:12]
+        finish = "length" if truncated else "stop"
         st.in_flight += 1
         st.max_in_flight = max(st.max_in_flight, st.in_flight)
         try:
@@ -154,14 +256,19 @@ def create_demo_app(state: DemoState | None = None) -> Starlette:
                 await asyncio.sleep(sleep)
             if fail:
                 return _oai_error(fail, "demo model: failure requested", "server_error")
-            text, completion_tokens, truncated = demo_answer(messages, max_tokens)
+            if not stream and word_delay > 0:
+                await asyncio.sleep(min(MAX_SLEEP, word_delay * completion_tokens))
         finally:
-            st.in_flight -= 1
-        prompt_tokens = sum(count_tokens(str(m.get("content") or "")) for m in messages)
+            st.in_flight -= 1  # a stream counts itself in flight while it runs
+        if stream:
+            events = _stream_events(st, ident, text, finish, usage if include_usage else None,
+                                    word_delay, cut)
+            return StreamingResponse(events, media_type="text/event-stream",
+                                     headers={"Cache-Control": "no-cache"})
         st.completed += 1
         return JSONResponse(
             {
-                "id": "chatcmpl-demo-" + hashlib.sha256(text.encode()).hexdigest()[:12],
+                "id": ident,
                 "object": "chat.completion",
                 "created": int(time.time()),
                 "model": st.model,
@@ -169,14 +276,10 @@ def create_demo_app(state: DemoState | None = None) -> Starlette:
                     {
                         "index": 0,
                         "message": {"role": "assistant", "content": text},
-                        "finish_reason": "length" if truncated else "stop",
+                        "finish_reason": finish,
                     }
                 ],
-                "usage": {
-                    "prompt_tokens": prompt_tokens,
-                    "completion_tokens": completion_tokens,
-                    "total_tokens": prompt_tokens + completion_tokens,
-                },
+                "usage": usage,
             }
         )
 
@@ -200,11 +303,13 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--port", type=int, default=8001)
     p.add_argument("--model", default=DEMO_MODEL_NAME, help="name served at /v1/models")
     p.add_argument("--delay", type=float, default=0.0, help="seconds added to every completion")
+    p.add_argument("--word-delay", type=float, default=0.0,
+                   help="seconds per word generated: a streamed answer arrives word by word")
     p.add_argument("--fail-status", type=int, default=None, help="answer every completion with this HTTP status")
     p.add_argument("--strict-roles", action="store_true", help="reject system messages, like Mixtral-Instruct's chat template")
     ns = p.parse_args(argv)
-    app = create_demo_app(DemoState(model=ns.model, delay=ns.delay, fail_status=ns.fail_status,
-                                    strict_roles=ns.strict_roles))
+    app = create_demo_app(DemoState(model=ns.model, delay=ns.delay, word_delay=ns.word_delay,
+                                    fail_status=ns.fail_status, strict_roles=ns.strict_roles))
     print(f"MIA demo model (NOT a real LLM) serving {ns.model!r} on http://{ns.host}:{ns.port}/v1", flush=True)
     uvicorn.run(app, host=ns.host, port=ns.port, log_level="warning", access_log=False)
 

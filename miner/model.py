@@ -1,11 +1,17 @@
-"""A minimal client for an OpenAI-compatible model server (vLLM, Ollama, llama.cpp server, ...)."""
+"""A minimal client for an OpenAI-compatible model server (vLLM, Ollama, llama.cpp server, ...):
+whole answers, or streamed ones (Server-Sent Events of `chat.completion.chunk`, read with
+httpx-sse)."""
 
 from __future__ import annotations
 
+import asyncio
+import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
+from httpx_sse import SSEError, aconnect_sse
 
 
 class ModelError(Exception):
@@ -18,6 +24,16 @@ class Completion:
     prompt_tokens: int | None
     completion_tokens: int | None
     finish_reason: str | None
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """What a job asks of the generation beyond its length; None leaves it to the miner's
+    setting (temperature) or to the model server (the others)."""
+
+    temperature: float | None = None
+    top_p: float | None = None
+    stop: tuple[str, ...] | None = None
 
 
 def normalize_base_url(url: str) -> str:
@@ -51,6 +67,7 @@ class ModelClient:
         self.base_url = normalize_base_url(base_url)
         self.model = model
         self.temperature = temperature
+        self.timeout = timeout  # seconds for one generation, streamed or not
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self._http = httpx.AsyncClient(
             base_url=self.base_url,
@@ -76,15 +93,32 @@ class ModelClient:
         except Exception:
             raise ModelError(f"GET {self.base_url}/models did not return an OpenAI model list") from None
 
-    async def chat(self, messages: list[dict[str, str]], max_tokens: int) -> Completion:
+    def _body(
+        self, messages: list[dict[str, str]], max_tokens: int, sampling: Sampling | None, stream: bool
+    ) -> dict[str, Any]:
+        sampling = sampling or Sampling()
         body: dict[str, Any] = {
             "model": self.model,
             "messages": messages,
             "max_tokens": max_tokens,
-            "stream": False,
+            "stream": stream,
         }
-        if self.temperature is not None:
-            body["temperature"] = self.temperature
+        temperature = self.temperature if sampling.temperature is None else sampling.temperature
+        if temperature is not None:
+            body["temperature"] = temperature
+        if sampling.top_p is not None:
+            body["top_p"] = sampling.top_p
+        if sampling.stop:
+            body["stop"] = list(sampling.stop)
+        if stream:
+            # usage arrives in a last chunk with no choices (vLLM, llama.cpp, Ollama, OpenAI)
+            body["stream_options"] = {"include_usage": True}
+        return body
+
+    async def chat(
+        self, messages: list[dict[str, str]], max_tokens: int, sampling: Sampling | None = None
+    ) -> Completion:
+        body = self._body(messages, max_tokens, sampling, stream=False)
         try:
             r = await self._http.post("/chat/completions", json=body)
         except httpx.TimeoutException:
@@ -93,21 +127,107 @@ class ModelClient:
             raise ModelError(f"cannot reach the model server ({_why(exc)})") from None
         if r.status_code != 200:
             raise ModelError(f"the model server answered HTTP {r.status_code}: {_snippet(r)}")
+        return _completion(r)
+
+    async def chat_stream(
+        self,
+        messages: list[dict[str, str]],
+        max_tokens: int,
+        on_delta: Callable[[str], None],
+        sampling: Sampling | None = None,
+    ) -> Completion:
+        """Generate with `stream: true`, calling on_delta(text) for each piece of new output as
+        it arrives; return the whole Completion, as chat() does. A server that answers with a
+        whole chat.completion instead of a stream is accepted: its text is one delta."""
+        body = self._body(messages, max_tokens, sampling, stream=True)
         try:
-            data = r.json()
-            choice = data["choices"][0]
-            text = choice["message"]["content"]
-        except Exception:
-            raise ModelError("the model server's answer is not an OpenAI chat completion") from None
-        if not isinstance(text, str):
-            raise ModelError("the model server returned no text")
-        usage = data.get("usage")
-        return Completion(
-            text=text,
-            prompt_tokens=_usage_int(usage, "prompt_tokens"),
-            completion_tokens=_usage_int(usage, "completion_tokens"),
-            finish_reason=choice.get("finish_reason"),
-        )
+            # The client's timeout bounds each read; this bounds the whole generation, as the
+            # one read of a non-streamed answer does.
+            async with asyncio.timeout(self.timeout):
+                async with aconnect_sse(self._http, "POST", "/chat/completions", json=body) as source:
+                    r = source.response
+                    if r.status_code != 200:
+                        await r.aread()
+                        raise ModelError(f"the model server answered HTTP {r.status_code}: {_snippet(r)}")
+                    if r.headers.get("content-type", "").startswith("application/json"):
+                        await r.aread()
+                        completion = _completion(r)
+                        if completion.text:
+                            on_delta(completion.text)
+                        return completion
+                    return await _read_stream(source.aiter_sse(), on_delta)
+        except (TimeoutError, httpx.TimeoutException):
+            raise ModelError("the model server timed out") from None
+        except httpx.HTTPError as exc:
+            raise ModelError(f"cannot reach the model server ({_why(exc)})") from None
+        except SSEError:
+            raise ModelError("the model server did not answer with an event stream") from None
+
+
+def _completion(r: httpx.Response) -> Completion:
+    try:
+        data = r.json()
+        choice = data["choices"][0]
+        text = choice["message"]["content"]
+    except Exception:
+        raise ModelError("the model server's answer is not an OpenAI chat completion") from None
+    if not isinstance(text, str):
+        raise ModelError("the model server returned no text")
+    usage = data.get("usage")
+    return Completion(
+        text=text,
+        prompt_tokens=_usage_int(usage, "prompt_tokens"),
+        completion_tokens=_usage_int(usage, "completion_tokens"),
+        finish_reason=choice.get("finish_reason"),
+    )
+
+
+async def _read_stream(events: Any, on_delta: Callable[[str], None]) -> Completion:
+    """The chat.completion.chunk events of one answer, up to `data: [DONE]`."""
+    parts: list[str] = []
+    finish: str | None = None
+    usage: Any = None
+    done = False
+    try:
+        async for event in events:
+            if event.data == "[DONE]":
+                done = True
+                break
+            if not event.data:  # keep-alive or a named event without data
+                continue
+            try:
+                chunk = json.loads(event.data)
+            except ValueError:
+                raise ModelError("the model server streamed an event that is not JSON") from None
+            if not isinstance(chunk, dict):
+                raise ModelError("the model server streamed an event that is not a chunk")
+            if "error" in chunk:  # vLLM and llama.cpp report a failure mid-stream like this
+                err = chunk["error"]
+                why = err.get("message") if isinstance(err, dict) else err
+                raise ModelError(f"the model server failed mid-answer: {' '.join(str(why).split())[:200]}")
+            if isinstance(chunk.get("usage"), dict):
+                usage = chunk["usage"]
+            for choice in chunk.get("choices") or []:
+                if not isinstance(choice, dict) or choice.get("index", 0) != 0:
+                    continue
+                delta = choice.get("delta")
+                text = delta.get("content") if isinstance(delta, dict) else None
+                if isinstance(text, str) and text:
+                    parts.append(text)
+                    on_delta(text)
+                if choice.get("finish_reason"):
+                    finish = str(choice["finish_reason"])
+    finally:
+        await events.aclose()
+    if not done and finish is None:
+        # A server that died mid-answer: what came is not the whole answer.
+        raise ModelError("the model server's stream ended before the answer was finished")
+    return Completion(
+        text="".join(parts),
+        prompt_tokens=_usage_int(usage, "prompt_tokens"),
+        completion_tokens=_usage_int(usage, "completion_tokens"),
+        finish_reason=finish,
+    )
 
 
 def _why(exc: BaseException) -> str:

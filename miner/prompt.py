@@ -1,11 +1,34 @@
-"""How a job becomes the `messages` list sent to the model server. Kept tiny on purpose: the
-exact rule (system message, dedupe of the current prompt) is part of the backend contract."""
+"""How a job becomes the request to the model server: the `messages` list and the sampling the
+job asks for. Kept tiny on purpose: the exact rule (system message, dedupe of the current
+prompt) is part of the backend contract."""
 
 from __future__ import annotations
 
 from typing import Any
 
+from miner.model import Sampling
+
 Message = dict[str, str]
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return float(value)
+
+
+def job_sampling(job: dict[str, Any]) -> Sampling:
+    """The temperature, top_p and stop strings an API client asked for (null or missing, as
+    from a backend that predates them: the miner's and the model server's defaults)."""
+    stop = job.get("stop")
+    if isinstance(stop, str):
+        stop = [stop]
+    stops = tuple(s for s in stop if isinstance(s, str) and s) if isinstance(stop, list) else ()
+    return Sampling(
+        temperature=_number(job.get("temperature")),
+        top_p=_number(job.get("top_p")),
+        stop=stops or None,
+    )
 
 
 def build_messages(job: dict[str, Any]) -> list[Message]:

@@ -4,19 +4,25 @@ extends its lease, then its signed result posted.
 Batch protocol (the default when the backend has it): one dispatcher leases as many jobs per
 request as there are free slots (GET /job/batch?max=N), runs each in its own task, and results
 go back in batches (miner/batch.py). Single-job protocol (MIA_MINER_BATCH=off, or a backend that
-answers 404 on GET /job/batch): `concurrency` workers, each long-polling GET /job/next."""
+answers 404 on GET /job/batch): `concurrency` workers, each long-polling GET /job/next.
+
+Chat polls declare the model this miner serves (`model=`), so they also lease the jobs API
+clients asked that model for. A chat job with `stream: true` is generated with a streamed
+request to the model server, its output posted in chunks while it grows (miner/chunks.py)."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
+import re
 import time
 from dataclasses import dataclass
 from typing import Any
 
 from miner.backoff import Backoff
 from miner.batch import ResultBatcher
+from miner.chunks import ChunkPoster
 from miner.client import (
     MAX_BATCH,
     BackendClient,
@@ -29,7 +35,7 @@ from miner.client import (
 )
 from miner.config import MinerConfig
 from miner.model import Completion, ModelClient, ModelError
-from miner.prompt import build_messages, strict_alternation
+from miner.prompt import build_messages, job_sampling, strict_alternation
 
 log = logging.getLogger("miner")
 
@@ -42,6 +48,10 @@ CHAT_WAIT_WITH_IDLE = 5
 RESULT_GRACE = 60.0
 # How long a release or other clean-up call may take during shutdown (seconds).
 CLEANUP_TIMEOUT = 5.0
+# How long a streamed job's last chunks may delay its result (seconds).
+FINAL_CHUNKS_TIMEOUT = 2.0
+# A model name the backend accepts in `model=` on a poll.
+MODEL_NAME = re.compile(r"[A-Za-z0-9._:/@+-]{1,128}")
 
 
 @dataclass
@@ -50,6 +60,8 @@ class Stats:
     released: int = 0
     lost: int = 0
     output_tokens: int = 0
+    streamed: int = 0  # jobs generated with a stream
+    chunk_posts: int = 0
 
 
 class Miner:
@@ -59,6 +71,8 @@ class Miner:
         self.model = model
         self.stats = Stats()
         self.idle_enabled = cfg.accept_idle
+        self.declared_model: str | None = None  # sent as model= on chat polls
+        self._posters: dict[str, ChunkPoster] = {}  # job id -> its chunks, for streamed jobs
         self._stop = asyncio.Event()
         self._model_backoff = Backoff(base=1.0, cap=cfg.backoff_cap)
         self._model_ready_at = 0.0
@@ -109,10 +123,11 @@ class Miner:
                 for i in range(self.cfg.concurrency)
             ]
         log.info(
-            "mining as %s: backend=%s model=%s concurrency=%d idle=%s protocol=%s",
+            "mining as %s: backend=%s model=%s declared=%s concurrency=%d idle=%s protocol=%s",
             self.backend.wallet.address,
             self.backend.base_url,
             self.model.model,
+            self.declared_model or "no",
             self.cfg.concurrency,
             "on" if self.idle_enabled else "off",
             "batch" if self.batch else "single",
@@ -135,11 +150,14 @@ class Miner:
                 crashed += 1
                 log.error("worker crashed: %r", t.exception())
         log.info(
-            "stopped: %d completed, %d released, %d lost, %d output tokens",
+            "stopped: %d completed, %d released, %d lost, %d output tokens, "
+            "%d streamed in %d chunk posts",
             self.stats.completed,
             self.stats.released,
             self.stats.lost,
             self.stats.output_tokens,
+            self.stats.streamed,
+            self.stats.chunk_posts,
         )
         return 1 if crashed else 0
 
@@ -163,6 +181,7 @@ class Miner:
                     ", ".join(served) if served else "no models",
                 )
                 return False
+        self.declared_model = self._declarable(self.model.model)
         backoff.reset()
         while not self.stopping:
             try:
@@ -173,6 +192,16 @@ class Miner:
                 log.warning("cannot sign in (%s); retrying in %.1fs", exc, delay)
                 await self._sleep(delay)
         return False
+
+    @staticmethod
+    def _declarable(name: str | None) -> str | None:
+        if name is not None and MODEL_NAME.fullmatch(name):
+            return name
+        log.warning(
+            "the model name %r cannot be declared to the backend (letters, digits and ._:/@+- "
+            "only, at most 128); serving only jobs that ask for no particular model", name,
+        )
+        return None
 
     async def _sleep(self, seconds: float) -> None:
         """Sleep, but wake up early when a stop is requested."""
@@ -211,9 +240,12 @@ class Miner:
         await self._sleep(delay)
 
     async def _poll(self) -> Lease | None:
+        model = self.declared_model
         if not self.idle_enabled:
-            return await self.backend.next_job("chat", self.cfg.poll_wait)
-        lease = await self.backend.next_job("chat", min(self.cfg.poll_wait, CHAT_WAIT_WITH_IDLE))
+            return await self.backend.next_job("chat", self.cfg.poll_wait, model)
+        lease = await self.backend.next_job(
+            "chat", min(self.cfg.poll_wait, CHAT_WAIT_WITH_IDLE), model
+        )
         if lease is not None or self.stopping or not self.idle_enabled:
             return lease
         return await self._next_idle()
@@ -277,10 +309,11 @@ class Miner:
 
     async def _poll_batch(self, n: int) -> list[Lease]:
         """Up to n leases: chat first; idle ones only when no chat job came."""
+        model = self.declared_model
         if not self.idle_enabled:
-            return await self.backend.next_jobs("chat", n, self.cfg.poll_wait)
+            return await self.backend.next_jobs("chat", n, self.cfg.poll_wait, model)
         wait = min(self.cfg.poll_wait, CHAT_WAIT_WITH_IDLE)
-        leases = await self.backend.next_jobs("chat", n, wait)
+        leases = await self.backend.next_jobs("chat", n, wait, model)
         if leases or self.stopping or not self.idle_enabled:
             return leases
         if "idle" in self._batchers:
@@ -344,10 +377,17 @@ class Miner:
         self.in_flight[lease.job_id] = lease
         lost = asyncio.Event()
         keeper = asyncio.create_task(self._keep_lease(lease, lost))
+        poster = None
+        if lease.kind == "chat" and lease.job.get("stream") is True:
+            poster = self._posters[lease.job_id] = ChunkPoster(self.backend, lease, lost)
         try:
-            completion = await self._generate(lease, lost)
+            completion = await self._generate(lease, lost, poster)
             if completion is None:
                 return
+            if poster is not None:
+                # The stream's tail goes before the result, so a reader sees every delta
+                # arrive as a delta; the result waits for it only briefly.
+                await poster.finish(FINAL_CHUNKS_TIMEOUT)
             await self._deliver(lease, completion, lost, started)
         except asyncio.CancelledError:
             # Drain timeout or a second signal: the job cannot be finished here; give it back.
@@ -364,12 +404,25 @@ class Miner:
             # one request.
             self._job_done(lease)
             keeper.cancel()
+            if poster is not None:
+                self._posters.pop(lease.job_id, None)
+                await poster.cancel()
+                self.stats.chunk_posts += poster.posts
             with contextlib.suppress(asyncio.CancelledError):
                 await keeper
 
-    async def _generate(self, lease: Lease, lost: asyncio.Event) -> Completion | None:
+    async def _generate(
+        self, lease: Lease, lost: asyncio.Event, poster: ChunkPoster | None
+    ) -> Completion | None:
         started = time.monotonic()
-        gen = asyncio.create_task(self.model.chat(self._messages(lease), self._max_tokens(lease)))
+        messages, max_tokens = self._messages(lease), self._max_tokens(lease)
+        sampling = job_sampling(lease.job)
+        if poster is None:
+            gen = asyncio.create_task(self.model.chat(messages, max_tokens, sampling))
+        else:
+            self.stats.streamed += 1
+            gen = asyncio.create_task(
+                self.model.chat_stream(messages, max_tokens, poster.add, sampling))
         lost_wait = asyncio.create_task(lost.wait())
         try:
             await asyncio.wait({gen, lost_wait}, return_when=asyncio.FIRST_COMPLETED)
@@ -490,6 +543,10 @@ class Miner:
             "?" if tokens is None else tokens,
             time.monotonic() - started,
         ]
+        poster = self._posters.get(lease.job_id)
+        if poster is not None:
+            line += " chunks=%d"
+            args.append(poster.posts)
         if why:
             line += " reason=%s"
             args.append(why)

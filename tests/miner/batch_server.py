@@ -1,6 +1,7 @@
 """A small backend that speaks the miner protocol exactly as docs and the batch contract say
 (sign-in, /job/next, /job/result, /job/batch, /job/results, extend, release, and the same under
-/idle-job, which hands out nothing while a chat job waits), served on 127.0.0.1 by
+/idle-job, which hands out nothing while a chat job waits; chat polls with `model=` and the
+chunks of streamed jobs, POST /job/{id}/chunk), served on 127.0.0.1 by
 tests/miner/support.UvicornThread. It verifies every signature and counts every request, so a
 test can see which protocol a miner used. `batch=False` is a backend from before the batch
 protocol: its batch routes answer 404.
@@ -11,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import secrets
+import time
 import uuid
 from collections import Counter
 from dataclasses import dataclass, field
@@ -44,6 +46,20 @@ class FakeJob:
     # The test's hand: on its first delivery the job is at once given to another miner (as a
     # reaper would after a lease expiry), so the first lease's result is not current any more.
     steal_first_lease: bool = False
+    # Fields of the assignment beyond the base ones: model, stream, max_tokens, temperature...
+    # A job with a `model` is leased only by a chat poll that declares that model.
+    extra: dict[str, Any] = field(default_factory=dict)
+    chunks: list[str] = field(default_factory=list)  # the stream's deltas by seq
+    chunk_times: list[float] = field(default_factory=list)  # time.monotonic() of each chunk
+    completed_at: float | None = None  # time.monotonic() of the result
+    watching: bool = True  # what chunk posts answer in `watching`
+    # The test's hand: when a chunk past this seq first arrives, the server forgets every
+    # chunk from this seq on (as if its buffer had failed over) and answers chunk_gap.
+    forget_chunks_from: int | None = None
+
+    @property
+    def streamed(self) -> str:
+        return "".join(self.chunks)
 
 
 def _error(status: int, code: str, detail: str) -> JSONResponse:
@@ -61,6 +77,10 @@ class ProtocolServer:
     posted: Counter[str] = field(default_factory=Counter)  # job id -> results posted for it
     leased: list[str] = field(default_factory=list)  # job ids in the order they were leased
     fail_results: int = 0  # the next this many POST /job/results answer 503 (Retry-After: 0)
+    polls: list[tuple[str, str | None]] = field(default_factory=list)  # (path, model=) of each poll
+    fail_chunks: int = 0  # the next this many chunk posts answer 503 (Retry-After: 0)
+    unacked_chunks: int = 0  # the next this many chunk posts are stored, then answered 503
+    chunk_delay: float = 0.0  # seconds every chunk post takes
     _queues: dict[str, list[str]] = field(default_factory=lambda: {"chat": [], "idle": []})
     _tokens: dict[str, str] = field(default_factory=dict)  # token -> address
     _nonces: set[str] = field(default_factory=set)
@@ -96,6 +116,8 @@ class ProtocolServer:
             Route(prefix + "/{job_id}/extend", bind(self.extend), methods=["POST"]),
             Route(prefix + "/{job_id}/release", bind(self.release), methods=["POST"]),
         ]
+        if kind == "chat":
+            routes.append(Route(prefix + "/{job_id}/chunk", bind(self.chunk), methods=["POST"]))
         if self.batch:
             routes += [Route(prefix + "/batch", bind(self.next_batch), methods=["GET"]),
                        Route(prefix + "/results", bind(self.results), methods=["POST"])]
@@ -142,17 +164,24 @@ class ProtocolServer:
 
     # ---- leases ----------------------------------------------------------------------------
 
-    async def _take(self, kind: str, n: int, wait: float, miner: str) -> list[dict[str, Any]]:
+    async def _take(self, kind: str, n: int, wait: float, miner: str,
+                    model: str | None = None) -> list[dict[str, Any]]:
         # Jobs are added from the test's thread, so this polls instead of waiting on a condition.
         loop = asyncio.get_running_loop()
         deadline = loop.time() + wait
         queue = self._queues[kind]
-        while not queue and loop.time() < deadline:
+
+        def ours() -> list[str]:
+            return [j for j in queue if self.jobs[j].extra.get("model") in (None, model)][:n]
+
+        while not ours() and loop.time() < deadline:
             await asyncio.sleep(0.01)
-        if kind == "idle" and self._queues["chat"]:
+        if kind == "idle" and any(self.jobs[j].extra.get("model") is None
+                                  for j in self._queues["chat"]):
             return []  # chat first
-        taken = queue[:n]
-        del queue[:n]
+        taken = ours()
+        for job_id in taken:
+            queue.remove(job_id)
         return [self._lease(self.jobs[job_id], miner) for job_id in taken]
 
     def _lease(self, job: FakeJob, miner: str) -> dict[str, Any]:
@@ -163,7 +192,7 @@ class ProtocolServer:
         answer = {"job_id": job.job_id, "lease_id": job.lease_id,
                   "lease_expires_at": job.expires.isoformat(), "prompt": job.prompt,
                   "context": None, "session_id": "s-" + job.job_id, "history": [],
-                  "attempt": job.attempts}
+                  "attempt": job.attempts, **job.extra}
         if job.steal_first_lease and job.attempts == 1:
             job.lease_id = str(uuid.uuid4())  # now another miner's lease
         return answer
@@ -172,8 +201,14 @@ class ProtocolServer:
         miner = self._miner(request)
         if miner is None:
             return _error(401, "unauthorized", "sign in")
-        jobs = await self._take(kind, 1, float(request.query_params.get("wait", "0")), miner)
+        model = self._poll_model(request, kind)
+        jobs = await self._take(kind, 1, float(request.query_params.get("wait", "0")), miner, model)
         return JSONResponse(jobs[0]) if jobs else Response(status_code=204)
+
+    def _poll_model(self, request: Request, kind: str) -> str | None:
+        model = request.query_params.get("model")
+        self.polls.append((request.url.path, model))
+        return model if kind == "chat" else None
 
     async def next_batch(self, request: Request, kind: str) -> Response:
         miner = self._miner(request)
@@ -182,7 +217,8 @@ class ProtocolServer:
         n = int(request.query_params.get("max", "1"))
         if not 1 <= n <= MAX_BATCH:
             return _error(400, "bad_request", "max must be 1..64")
-        jobs = await self._take(kind, n, float(request.query_params.get("wait", "0")), miner)
+        model = self._poll_model(request, kind)
+        jobs = await self._take(kind, n, float(request.query_params.get("wait", "0")), miner, model)
         if not jobs:
             return Response(status_code=204)
         self.lease_sizes.append(len(jobs))
@@ -216,6 +252,41 @@ class ProtocolServer:
         self._queues[kind].insert(0, job.job_id)
         return JSONResponse({"job_id": job.job_id, "status": "queued"})
 
+    # ---- chunks of a streamed job ----------------------------------------------------------
+
+    async def chunk(self, request: Request, kind: str) -> Response:
+        job, err = await self._current(request, kind)
+        if err is not None:
+            return err
+        body = await request.json()
+        seq, delta = body.get("seq"), body.get("delta")
+        if not isinstance(seq, int) or seq < 0 or not isinstance(delta, str) \
+                or not 1 <= len(delta) <= 16_000:
+            return _error(422, "validation_error", "seq >= 0 and 1..16000 characters of delta")
+        if self.chunk_delay:
+            await asyncio.sleep(self.chunk_delay)
+        if self.fail_chunks > 0:
+            self.fail_chunks -= 1
+            return JSONResponse({"error": "unavailable", "detail": "redis is down"},
+                                status_code=503, headers={"Retry-After": "0"})
+        forget = job.forget_chunks_from
+        if forget is not None and seq > forget and len(job.chunks) > forget:
+            job.forget_chunks_from = None
+            del job.chunks[forget:], job.chunk_times[forget:]
+        next_seq = len(job.chunks)
+        if seq > next_seq:
+            return JSONResponse({"error": "chunk_gap", "detail": f"expected chunk {next_seq}",
+                                 "next_seq": next_seq}, status_code=409)
+        if seq == next_seq:
+            job.chunks.append(delta)
+            job.chunk_times.append(time.monotonic())
+            if self.unacked_chunks > 0:
+                self.unacked_chunks -= 1
+                return JSONResponse({"error": "unavailable", "detail": "answer lost"},
+                                    status_code=503, headers={"Retry-After": "0"})
+        return JSONResponse({"job_id": job.job_id, "next_seq": len(job.chunks),
+                             "watching": job.watching})
+
     # ---- results ---------------------------------------------------------------------------
 
     def _complete(self, kind: str, miner: str, item: dict[str, Any]) -> JSONResponse | None:
@@ -236,6 +307,7 @@ class ProtocolServer:
         if recover_result_signer(job.job_id, item["output"], item["signature"]) != miner:
             return _error(401, "invalid_result_signature", "the signature is not your wallet's")
         job.status, job.output, job.signature = "completed", item["output"], item["signature"]
+        job.completed_at = time.monotonic()
         return None
 
     async def result(self, request: Request, kind: str) -> Response:

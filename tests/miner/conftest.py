@@ -18,6 +18,17 @@ def demo_model() -> Iterator[DemoModel]:
 
 
 @pytest.fixture
+def server() -> Iterator["ProtocolServer"]:
+    """The protocol-faithful backend of tests/miner/batch_server.py on 127.0.0.1 (`.url`)."""
+    from tests.miner.batch_server import ProtocolServer
+
+    srv = ProtocolServer()
+    with UvicornThread(factory=srv.app) as http:
+        srv.url = http.url  # type: ignore[attr-defined]
+        yield srv
+
+
+@pytest.fixture
 def unused_url() -> str:
     """A 127.0.0.1 URL nothing listens on."""
     return f"http://127.0.0.1:{free_port()}"

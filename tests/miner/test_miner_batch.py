@@ -18,14 +18,6 @@ from tests.miner.test_miner_e2e import until
 
 
 @pytest.fixture
-def server() -> Iterator[ProtocolServer]:
-    srv = ProtocolServer()
-    with UvicornThread(factory=srv.app) as http:
-        srv.url = http.url  # type: ignore[attr-defined]
-        yield srv
-
-
-@pytest.fixture
 def old_server() -> Iterator[ProtocolServer]:
     srv = ProtocolServer(batch=False)
     with UvicornThread(factory=srv.app) as http:

@@ -11,7 +11,8 @@ from eth_account.messages import encode_defunct
 from miner.backoff import Backoff
 from miner.config import ConfigError, load_config
 from miner.model import normalize_base_url
-from miner.prompt import build_messages, strict_alternation
+from miner.model import Sampling
+from miner.prompt import build_messages, job_sampling, strict_alternation
 from miner.wallet import Wallet, WalletError, recover_result_signer, result_digest
 
 from tests.miner.support import TEST_KEY
@@ -83,6 +84,26 @@ def test_strict_alternation_folds_system_and_merges_turns() -> None:
     assert out[2]["content"] == "U1\n\nU2"
     out = strict_alternation([{"role": "system", "content": "S"}, {"role": "user", "content": "U"}])
     assert out == [{"role": "user", "content": "S\n\nU"}]
+
+
+def test_job_sampling_takes_what_the_client_asked_and_ignores_nonsense() -> None:
+    job = {"temperature": 0, "top_p": 0.9, "stop": ["\n\nUser:", "END"], "max_tokens": 9}
+    assert job_sampling(job) == Sampling(temperature=0.0, top_p=0.9, stop=("\n\nUser:", "END"))
+    # older backends send none of them; nulls and ill-typed values leave the defaults
+    assert job_sampling({"prompt": "hi"}) == Sampling()
+    assert job_sampling({"temperature": None, "top_p": None, "stop": None}) == Sampling()
+    assert job_sampling({"temperature": True, "top_p": "0.5", "stop": [1, ""]}) == Sampling()
+    assert job_sampling({"stop": "END"}).stop == ("END",)
+
+
+def test_declarable_model_names() -> None:
+    from miner.runner import Miner
+
+    for name in ("mia-demo", "mixtral:latest", "mistralai/Mixtral-8x7B-Instruct-v0.1",
+                 "/models/q4_k_m.gguf", "org/model@rev+1"):
+        assert Miner._declarable(name) == name
+    for name in ("my model", "x" * 129, "", None, "naïve"):
+        assert Miner._declarable(name) is None
 
 
 # ---- signing --------------------------------------------------------------------------------
