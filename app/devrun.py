@@ -132,7 +132,7 @@ def run_dev() -> int:
     api = Child("api", [py, "-m", "app.cli", "serve", "--host", "127.0.0.1", "--port", env["PORT"]])
     worker = Child("worker", [py, "-m", "app.cli", "worker"])
     model = Child("demo-model", [py, "-m", "miner.demo_model", "--port", str(model_port),
-                                 "--model", DEMO_MODEL_NAME])
+                                 "--model", DEMO_MODEL_NAME, "--word-delay", "0.03"])  # streams visibly
     miner = Child("demo-miner", [py, "-m", "miner", "--backend", api_url, "--name", "demo-miner",
                                  "--model-url", f"http://127.0.0.1:{model_port}",
                                  "--concurrency", "4", "--accept-idle"],
