@@ -40,6 +40,7 @@ from miner.prompt import build_messages, job_sampling, strict_alternation
 log = logging.getLogger("miner")
 
 # Never extend more often than this (seconds), however short the lease.
+SUSPENDED = 3  # exit code: the operator suspended this wallet
 MIN_EXTEND_INTERVAL = 0.25
 # When idle jobs are accepted, chat is long-polled this long (seconds) before an idle poll, so
 # chat keeps priority without starving idle work.
@@ -70,6 +71,7 @@ class Miner:
         self.backend = backend
         self.model = model
         self.stats = Stats()
+        self.suspended = False
         self.idle_enabled = cfg.accept_idle
         self.declared_model: str | None = None  # sent as model= on chat polls
         self._posters: dict[str, ChunkPoster] = {}  # job id -> its chunks, for streamed jobs
@@ -114,7 +116,7 @@ class Miner:
 
     async def run(self) -> int:
         if not await self._start():
-            return 0 if self.stopping else 2
+            return SUSPENDED if self.suspended else 0 if self.stopping else 2
         if self.batch:
             self._workers = [asyncio.create_task(self._dispatch(), name="miner-dispatcher")]
         else:
@@ -159,7 +161,7 @@ class Miner:
             self.stats.streamed,
             self.stats.chunk_posts,
         )
-        return 1 if crashed else 0
+        return 1 if crashed else SUSPENDED if self.suspended else 0
 
     async def _start(self) -> bool:
         """Resolve the model name and sign in, retrying transient failures until stopped."""
@@ -188,10 +190,24 @@ class Miner:
                 await self.backend.ensure_token()
                 return True
             except (BackendError, ValueError) as exc:  # ValueError: a 200 that is not JSON
+                if self._suspended(exc):
+                    return False
                 delay = backoff.fail()
                 log.warning("cannot sign in (%s); retrying in %.1fs", exc, delay)
                 await self._sleep(delay)
         return False
+
+    def _suspended(self, exc: Exception) -> bool:
+        """The network's operator suspended this wallet: no request will succeed until they
+        lift it, so stop (exit code 3) instead of signing in again and again."""
+        if not (isinstance(exc, BackendRejected) and exc.code == "miner_suspended"):
+            return False
+        if not self.suspended:
+            self.suspended = True
+            log.error("this wallet (%s) is suspended by the network's operator: stopping. Ask "
+                      "them why; start the miner again once it is lifted", self.backend.wallet.address)
+        self.request_stop()
+        return True
 
     @staticmethod
     def _declarable(name: str | None) -> str | None:
@@ -233,6 +249,8 @@ class Miner:
             await self._handle(lease)
 
     async def _poll_failed(self, backoff: Backoff, exc: Exception) -> None:
+        if self._suspended(exc):
+            return
         delay = backoff.fail()
         if isinstance(exc, BackendUnavailable) and exc.retry_after:
             delay = max(delay, min(exc.retry_after, self.cfg.backoff_cap))

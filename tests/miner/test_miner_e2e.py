@@ -225,3 +225,27 @@ async def test_rate_limited_miner_waits_and_carries_on(backend_factory, demo_mod
     assert m.miner.stats.released == 0
     assert all(backend.job(j["job_id"])["attempts"] == 1 for j in jobs)
     assert m.rc == 0
+
+
+async def test_a_suspended_wallet_stops_the_miner_instead_of_signing_in_forever(
+        backend_factory, demo_model, caplog) -> None:  # type: ignore[no-untyped-def]
+    from eth_account import Account
+
+    from miner.runner import SUSPENDED
+    from tests.idle.support import operator_token
+
+    operator = Account.create()
+    backend = backend_factory(operator_addresses=[operator.address])
+    key = await backend.api_key()
+    async with RunningMiner(backend.url, demo_model.url) as m:
+        job = await backend.chat(key, "before")
+        assert (await backend.answer(key, job["job_id"]))["status"] == "completed"
+        async with httpx.AsyncClient(base_url=backend.url, timeout=30) as op:
+            token = await operator_token(op, operator)
+            r = await op.post(f"/miners/{m.address.lower()}/suspend",
+                              headers={"Authorization": f"Bearer {token}"})
+            assert r.status_code == 200, r.text
+        rc = await asyncio.wait_for(m.task, 30)  # it stops on its own
+        assert rc == SUSPENDED
+        sign_ins = m.backend.sign_ins
+    assert sign_ins <= 2 and "suspended by the network's operator" in caplog.text
