@@ -6,13 +6,17 @@
     python -m bench hold --miners 2000 --clients 1000 --think 20
     python -m bench chaos --duration 60
     python -m bench stream --clients 32          # /v1 streaming: time to first token
+    python -m bench chaos --hoarders 2       # two hoarding wallets, after the same run without
 
 Each run prints a table and writes bench/results/<name>.json (with the machine's core count).
+The suite exits non-zero if a job was lost, answered twice or failed without a reason, or if a
+hoarder was not held to the lease limits (bench/hoard.py).
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import platform
@@ -22,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.chaos import monkey
+from bench.hoard import problems as hoarding_problems
 from bench.load import PROTOCOLS
 from bench.run import Plan, execute
 from bench.system import Spec
@@ -36,8 +41,10 @@ SUITE = {  # name -> the plan's settings; what `make bench` runs and the committ
     "half-load": dict(scenario="steady", miners=64, clients=96, duration_s=20, rate=None),
     # 1,000 clients arrive over 30 s and each waits 40 s for its answer, so in the window all
     # of them hold a request open, 1,000 miners hold leases and 1,000 more long-poll idle.
+    # One hoarding wallet (bench/hoard.py) among them, after the same run without it.
     "hold": dict(scenario="hold", miners=2000, clients=1000, think_s=40, duration_s=30,
-                 warmup_s=30, ramp_s=30, wait_s=60, miner_procs=2, client_procs=1),
+                 warmup_s=30, ramp_s=30, wait_s=60, miner_procs=2, client_procs=1,
+                 hoarders=1),
     "chaos": dict(scenario="chaos", miners=48, clients=48, duration_s=45, miner_procs=4,
                   rate=150.0),
     # OpenAI-compatible clients with `stream: true`; miners stream 20 words at 25 ms a word (an
@@ -76,6 +83,9 @@ def parse(argv: list[str]) -> argparse.Namespace:
                    help="batch protocol: jobs a miner asks for per lease request (default 16)")
     p.add_argument("--miner-procs", type=int)
     p.add_argument("--client-procs", type=int)
+    p.add_argument("--hoarders", type=int, metavar="K",
+                   help="hoarding wallets beside the honest miners (bench/hoard.py), after the "
+                        "same run without them; default 1 in hold, 0 elsewhere")
     p.add_argument("--name", help="results file name (default: the scenario's)")
     p.add_argument("--no-save", action="store_true")
     return p.parse_args(argv)
@@ -88,13 +98,18 @@ def plan_for(name: str, args: argparse.Namespace, half_of: float | None = None) 
     for arg, key in (("miners", "miners"), ("clients", "clients"), ("rate", "rate"),
                      ("duration", "duration_s"), ("warmup", "warmup_s"), ("think", "think_s"),
                      ("miner_procs", "miner_procs"), ("client_procs", "client_procs"),
-                     ("protocol", "protocol"), ("batch_max", "batch_max")):
+                     ("protocol", "protocol"), ("batch_max", "batch_max"),
+                     ("hoarders", "hoarders")):
         if getattr(args, arg) is not None:
             settings[key] = getattr(args, arg)
-    env = {}
+    env: dict[str, str] = {}
+    if name == "hold":  # a hoarded job comes back 75 s after it was leased, not 15 minutes;
+        # honest miners (40 s of model, 60 s leases) never extend, so it does not touch them
+        env = {"LEASE_MAX_TOTAL_S": "75"}
     if name == "chaos":  # leases of killed miners come back within seconds, not a minute
+        # (and with --hoarders, a hoarded job after 10 s)
         env = {"LEASE_SECONDS": "5", "REAPER_INTERVAL_S": "0.5", "RECONCILE_INTERVAL_S": "2",
-               "RECONCILE_GRACE_S": "2"}
+               "RECONCILE_GRACE_S": "2", "LEASE_MAX_TOTAL_S": "10"}
     spec = Spec(database=args.db, postgres_url=args.postgres_url, api_procs=args.api_procs,
                 worker=name == "chaos", env=env)
     return Plan(spec=spec, **settings)
@@ -128,8 +143,35 @@ def table(r: dict[str, Any]) -> str:
     ]
     if any(r["restarts"].values()):
         rows.append(("kill -9 and restart", ", ".join(f"{k}: {v}" for k, v in r["restarts"].items())))
+    if r.get("hoarding"):
+        rows.extend(_hoarding_rows(r))
     width = max(len(k) for k, _ in rows)
     return "\n".join(f"  {k.ljust(width)}  {v}" for k, v in rows)
+
+
+def _hoarding_rows(r: dict[str, Any]) -> list[tuple[str, str]]:
+    h = r["hoarding"]
+    lim, jobs = h["limits"], h["jobs"]
+    rows = [
+        ("hoarders", f"{h['hoarders']}, {h['lanes_each']} lease requests open each; "
+                     f"MINER_MAX_LEASES {lim['MINER_MAX_LEASES']}, MINER_MAX_POLLS "
+                     f"{lim['MINER_MAX_POLLS']}, LEASE_MAX_TOTAL_S {lim['LEASE_MAX_TOTAL_S']}"),
+        ("hoarder's most leases at once", f"{h['max_held']} in the database ({h['samples']} "
+                                          f"samples), {h['max_held_own_view']} by its grants; "
+                                          f"cap {lim['MINER_MAX_LEASES']}"),
+        ("refused to hoarders", ", ".join(f"{k}: {v}" for k, v in sorted(h["refusals"].items()))
+         or "nothing"),
+        ("jobs hoarders held", f"{jobs['held']} ({h['leases']} leases, {h['extensions']} "
+                               f"extensions): {jobs['completed_by_honest']} answered by honest "
+                               f"miners, {jobs['failed']} failed, {jobs['open']} open"),
+    ]
+    if h.get("baseline"):
+        ratio = f"{h['honest_ratio']:.0%}" if h["honest_ratio"] is not None else "n/a"
+        rows.append(("honest jobs/s with / without", f"{h['honest_jobs_per_s']} / "
+                                                     f"{h['baseline_jobs_per_s']} ({ratio})"))
+        rows.append(("end-to-end p99 ms with / without", f"{r['e2e_ms']['p99']} / "
+                                                         f"{h['baseline']['e2e_ms']['p99']}"))
+    return rows
 
 
 def _triple(d: dict[str, Any]) -> str:
@@ -143,7 +185,16 @@ def main(argv: list[str] | None = None) -> int:
     ok = True
     for name in names:
         plan = plan_for(name, args, half_of=full_rate)
-        result = execute(plan, chaos=monkey if name == "chaos" else None)
+        chaos = monkey if name == "chaos" else None
+        baseline = None
+        if plan.hoarders:  # the same run without them first: what the hoarders cost
+            baseline = execute(dataclasses.replace(plan, hoarders=0), chaos=chaos)
+            print(f"  without hoarders: {baseline['jobs_per_s']} jobs/s, end-to-end p99 "
+                  f"{baseline['e2e_ms']['p99']} ms, lost / duplicated "
+                  f"{baseline['audit']['lost']} / {baseline['audit']['duplicated']}", flush=True)
+        result = execute(plan, chaos=chaos)
+        if baseline is not None:
+            compare(result, baseline)
         result = {"name": args.name or name, **result,
                   "machine": {"cores": os.cpu_count(), "python": platform.python_version(),
                               "platform": platform.platform()},
@@ -157,9 +208,38 @@ def main(argv: list[str] | None = None) -> int:
             suffix = "" if args.db == "postgres" else f"-{args.db}"
             path = RESULTS / f"{args.name or name}{suffix}.json"
             path.write_text(json.dumps(result, indent=2) + "\n")
-        a = result["audit"]
-        ok = ok and a["lost"] == 0 and a["duplicated"] == 0 and a["failed_without_reason"] == 0
+        wrong = problems(result)
+        for problem in wrong:
+            print(f"  FAILED: {problem}", flush=True)
+        ok = ok and not wrong
     return 0 if ok else 1
+
+
+def compare(result: dict[str, Any], baseline: dict[str, Any]) -> None:
+    """Puts the run without hoarders beside the one with them, in result["hoarding"]."""
+    h = result["hoarding"]
+    h["honest_jobs_per_s"] = result["jobs_per_s"]
+    h["baseline_jobs_per_s"] = baseline["jobs_per_s"]
+    h["honest_ratio"] = (round(result["jobs_per_s"] / baseline["jobs_per_s"], 3)
+                         if baseline["jobs_per_s"] else None)
+    h["baseline"] = {k: baseline[k] for k in ("completed", "jobs_per_s", "e2e_ms",
+                                               "dispatch_ms", "errors", "restarts", "audit")}
+
+
+def problems(result: dict[str, Any]) -> list[str]:
+    """Why the run fails the suite: a job lost, answered twice or failed without a reason (in
+    the run, or in the run without hoarders beside it), or a hoarder not held to the limits."""
+    audits = [("", result["audit"])]
+    if result.get("hoarding") and result["hoarding"].get("baseline"):
+        audits.append(("without hoarders: ", result["hoarding"]["baseline"]["audit"]))
+    out = []
+    for where, a in audits:
+        for key in ("lost", "duplicated", "failed_without_reason"):
+            if a[key]:
+                out.append(f"{where}{a[key]} job(s) {key.replace('_', ' ')}")
+    if result.get("hoarding"):
+        out.extend(hoarding_problems(result["hoarding"]))
+    return out
 
 
 if __name__ == "__main__":

@@ -90,3 +90,41 @@ async def audit(database_url: str, client_job_ids: set[str]) -> dict[str, Any]:
         "miner_credits_match": credited_jobs == completed,
         "miner_credited_jobs": credited_jobs,
     }
+
+
+async def hoarded(database_url: str, grants: dict[str, int],
+                  addresses: list[str]) -> dict[str, Any]:
+    """What became of the jobs hoarders held (`grants`: job id -> leases they got of it):
+    answered by an honest miner (every one should be), by a hoarder (never: they do not
+    answer), failed (with the reasons, and how many of each one's deliveries went to
+    hoarders), still open, or unknown."""
+    db = Database(database_url)
+    out: dict[str, Any] = {"held": len(grants), "held_twice_or_more": sum(
+        1 for n in grants.values() if n > 1), "completed_by_honest": 0,
+        "completed_by_hoarder": 0, "failed": 0, "open": 0, "unknown": 0,
+        "failures": {}}
+    try:
+        async with db.sessions() as session:
+            hoarders = set((await session.execute(
+                select(Miner.id).where(Miner.address.in_(addresses)))).scalars())
+            ids = sorted(grants)
+            seen = 0
+            for i in range(0, len(ids), 5000):
+                for job_id, status, miner_id, reason in (await session.execute(
+                        select(ChatJob.id, ChatJob.status, ChatJob.miner_id,
+                               ChatJob.failure_reason)
+                        .where(ChatJob.id.in_(ids[i:i + 5000])))).all():
+                    seen += 1
+                    if status == JobStatus.completed:
+                        out["completed_by_hoarder" if miner_id in hoarders
+                            else "completed_by_honest"] += 1
+                    elif status == JobStatus.failed:
+                        out["failed"] += 1
+                        why = f"{reason} (hoarded {grants[job_id]}x)"
+                        out["failures"][why] = out["failures"].get(why, 0) + 1
+                    else:
+                        out["open"] += 1
+    finally:
+        await db.dispose()
+    out["unknown"] = len(grants) - seen
+    return out

@@ -31,7 +31,7 @@ GIVE_UP_S = 120  # a client stops waiting for an answer this long after the wind
 
 @dataclass
 class Role:
-    kind: str  # "miners" or "clients"
+    kind: str  # "miners", "clients" or "hoarders" (bench/hoard.py)
     count: int
     base_url: str
     keys: list[str] = field(default_factory=list)  # clients: API keys, used round-robin
@@ -45,6 +45,7 @@ class Role:
     stream: bool = False  # streamed answers over /v1 (bench/stream.py)
     words: int = 20  # streaming miners: words per answer
     word_s: float = 0.0  # streaming miners: seconds per word
+    lanes: int = 0  # hoarders: lease requests each keeps open at once
 
 
 @dataclass
@@ -82,6 +83,9 @@ def child_main(role: Role, conn: Connection) -> None:
 
 
 async def _child(role: Role, conn: Connection) -> None:
+    if role.kind == "hoarders":
+        await _hoarders(role, conn)
+        return
     stats = Stats()
     connector = aiohttp.TCPConnector(limit=0, force_close=False)
     timeout = aiohttp.ClientTimeout(total=role.wait_s + 90)
@@ -113,6 +117,28 @@ async def _child(role: Role, conn: Connection) -> None:
                                            stats, rng, i * role.ramp_s / role.count)
                                    for i in range(role.count)))
     conn.send(stats.as_dict())
+
+
+async def _hoarders(role: Role, conn: Connection) -> None:
+    """Hoarding wallets (bench/hoard.py): says their addresses when signed in, reports each
+    wallet's leases and refusals when told to stop."""
+    from bench.hoard import HoardStats, hoard  # bench.hoard imports the app's models
+
+    connector = aiohttp.TCPConnector(limit=0, force_close=False)
+    timeout = aiohttp.ClientTimeout(total=role.wait_s + 90)
+    async with aiohttp.ClientSession(role.base_url, connector=connector, timeout=timeout) as http:
+        loop = asyncio.get_running_loop()
+        wallets = await asyncio.gather(*(_sign_in(http, Wallet()) for _ in range(role.count)))
+        conn.send([w.address for w, _ in wallets])
+        _, end = await loop.run_in_executor(None, conn.recv)
+        stats = [HoardStats() for _ in wallets]
+        tasks = [asyncio.create_task(hoard(http, auth, role.lanes, end, s))
+                 for (_, auth), s in zip(wallets, stats, strict=True)]
+        await loop.run_in_executor(None, conn.recv)  # "stop"
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+    conn.send([s.as_dict(w.address) for (w, _), s in zip(wallets, stats, strict=True)])
 
 
 async def _sign_in(http: aiohttp.ClientSession, wallet: Wallet) -> tuple[Wallet, dict[str, str]]:

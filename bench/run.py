@@ -8,6 +8,7 @@ import multiprocessing as mp
 import statistics
 import threading
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from typing import Any
@@ -16,6 +17,7 @@ import httpx
 
 from app.auth.apikeys import issue_api_key
 from bench import ledger
+from bench.hoard import EXTRA_LANES, HeldSampler, limits, most_at_once
 from bench.load import Role, child_main
 from bench.system import CpuMeter, Spec, System, postgres_pids
 
@@ -42,6 +44,7 @@ class Plan:
     stream: bool = False  # clients stream over /v1, miners stream word by word (bench/stream.py)
     words: int = 20  # streaming: words per answer
     word_s: float = 0.0  # streaming: the simulated model's seconds per word
+    hoarders: int = 0  # hoarding wallets (bench/hoard.py), beside the honest miners
     spec: Spec = field(default_factory=Spec)
 
 
@@ -108,6 +111,10 @@ def execute(plan: Plan, chaos: Any = None) -> dict[str, Any]:
     system = System(plan.spec).start()
     miners: list[LoadProc] = []
     clients: list[LoadProc] = []
+    hoarders: list[LoadProc] = []
+    sampler: HeldSampler | None = None
+    hoard_stats: list[dict[str, Any]] = []
+    hoard: dict[str, Any] | None = None
     try:
         db_url = system.env["DATABASE_URL"]
         keys = [asyncio.run(issue_api_key(db_url, f"bench-{i}", "chat"))
@@ -125,12 +132,18 @@ def execute(plan: Plan, chaos: Any = None) -> dict[str, Any]:
         miners = [start_load(r) for r in miner_roles]
         for m in miners:
             m.conn.recv()  # signed in
+        if plan.hoarders:  # not among the chaos monkey's victims: their reports must arrive
+            lanes = limits(system.env)["MINER_MAX_POLLS"] + EXTRA_LANES
+            hoarders = [start_load(Role("hoarders", plan.hoarders, system.base_url,
+                                        lanes=lanes))]
+            sampler = HeldSampler(db_url, hoarders[0].conn.recv())
+            sampler.start()
         clients = [start_load(r) for r in client_roles]
         for c in clients:
             c.conn.recv()
         start = time.time() + plan.warmup_s
         end = start + plan.duration_s
-        for p in (*miners, *clients):
+        for p in (*miners, *clients, *hoarders):
             p.conn.send((start, end))
         probe = HealthProbe(system.base_url)
         probe.start()
@@ -149,21 +162,33 @@ def execute(plan: Plan, chaos: Any = None) -> dict[str, Any]:
             monkey.join()
         unsettled = asyncio.run(ledger.settle(db_url, plan.settle_s))
         probe.stopped.set()
+        for h in hoarders:
+            h.conn.send("stop")
+            hoard_stats.extend(h.conn.recv())
+        if sampler is not None:
+            sampler.stopped.set()
+            sampler.join()
         miner_stats = []
         for m in miners:
             if m.alive and m.proc.is_alive():
                 m.conn.send("stop")
                 miner_stats.append(m.conn.recv())
-        for p in (*miners, *clients):
+        for p in (*miners, *clients, *hoarders):
             p.proc.join(10)
         dispatch = asyncio.run(ledger.dispatch_ms(db_url, start, end))
         job_ids = {j for s in client_stats for j in s["job_ids"]}
         audit = asyncio.run(ledger.audit(db_url, job_ids))
         audit["unsettled_after_s"] = plan.settle_s if unsettled else None
+        if sampler is not None:
+            grants: Counter[str] = Counter()
+            for s in hoard_stats:
+                grants.update(s["grants"])
+            hoard = _hoarding(plan, limits(system.env), sampler, hoard_stats,
+                              asyncio.run(ledger.hoarded(db_url, grants, sampler.addresses)))
         rss = system.peak_rss_mib()
         restarts = dict(system.restarts)
     finally:
-        for p in (*miners, *clients):  # a run that failed half-way leaves no load behind
+        for p in (*miners, *clients, *hoarders):  # a run that failed half-way leaves no load
             if p.proc.is_alive():
                 p.proc.kill()
         system.stop()
@@ -197,4 +222,29 @@ def execute(plan: Plan, chaos: Any = None) -> dict[str, Any]:
         "cpu_ms_per_job": {k: round(v * 1000 / completed, 2) if completed else None
                            for k, v in meter.seconds.items()},
         "errors": errors, "peak_rss": rss, "restarts": restarts, "audit": audit,
+        "hoarding": hoard,
+    }
+
+
+def _hoarding(plan: Plan, server: dict[str, int], sampler: HeldSampler,
+              stats: list[dict[str, Any]], jobs: dict[str, Any]) -> dict[str, Any]:
+    """What the hoarders got: the most leases any held at once (in the database, sampled, and
+    from their own grants), every refusal by code, and what became of the jobs they held."""
+    refusals: dict[str, int] = {}
+    errors: dict[str, int] = {}
+    for s in stats:
+        for into, counts in ((refusals, s["refusals"]), (errors, s["errors"])):
+            for k, v in counts.items():
+                into[k] = into.get(k, 0) + v
+    return {
+        "hoarders": plan.hoarders,
+        "lanes_each": server["MINER_MAX_POLLS"] + EXTRA_LANES,
+        "limits": server,
+        "max_held": max(sampler.most.values(), default=0),
+        "max_held_own_view": max((most_at_once(s["leases"]) for s in stats), default=0),
+        "max_held_by_wallet": sampler.most,
+        "samples": sampler.samples, "sample_failures": sampler.failures,
+        "leases": sum(len(s["leases"]) for s in stats),
+        "extensions": sum(s["extensions"] for s in stats),
+        "refusals": refusals, "errors": errors, "jobs": jobs,
     }

@@ -4,14 +4,17 @@ post one result or a batch, extend, release. Each handler owns its transactions.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import time
 import weakref
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from pydantic import BaseModel
+from redis.exceptions import LockError
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -19,7 +22,7 @@ from app.auth.guards import wallet_guard
 from app.auth.principals import Wallet
 from app.context import AppContext, ctx
 from app.db import after_commit
-from app.errors import AppError, Conflict, NotFound
+from app.errors import AppError, Conflict, NotFound, RateLimited
 from app.leases import protocol, rules, served
 from app.leases.polls import open_poll
 from app.leases.protocol import NOT_CURRENT, Completion, JobKind, miner_id_of
@@ -28,8 +31,10 @@ from app.leases.schemas import (BatchQuery, ChunkIn, ChunkOut, ItemResult, Lease
 from app.models import JobStatus, read_utc, utcnow
 from app.web import Router
 
+LEASING_LOCK_S = 5  # a wallet's leasing lock: its longest hold, and the longest wait for it
 MIN_BLOCK_S = 0.01  # below this a blocking pop is pointless; take what is there
 YIELD_CHECK_S = 0.5  # how often a long-poll that yields to other work looks for it
+log = logging.getLogger(__name__)
 MINER = dict(auth=("MinerToken",), guard=wallet_guard("miner"))
 
 
@@ -57,13 +62,11 @@ async def lease(c: AppContext, kind: JobKind, who: Wallet, wait_s: float, most: 
         if kind.models_of is None:
             model = None  # declared, but this kind's jobs never name one
     # MINER_MAX_LEASES, counted in the database before any id is popped, so none is popped in
-    # vain, and again after the pop, together with the lease, under the wallet's lock in this
-    # process (the wallet's other requests may have leased meanwhile; what no longer fits goes
-    # back to the front). Exact within one API process. Requests of one wallet in different
-    # processes may count at the same moment and each see the same room: across P processes
-    # a wallet can hold at most P x MINER_MAX_LEASES (measured: 20 concurrent batches under a
-    # cap of 5 leased 100 jobs before the lock, 5 with it). A lock across processes would cost
-    # the PostgreSQL hot path a transaction (4 round trips instead of 1) on every lease.
+    # vain, and again after the pop, together with the lease, under the wallet's leasing lock
+    # (the wallet's other requests may have leased meanwhile; what no longer fits goes back to
+    # the front). The lock spans API processes (_leasing), so the cap is exact: without it, 20
+    # concurrent batches under a cap of 5 leased 100 jobs, and a hoarder in `make bench`'s
+    # chaos run held 33 leases under a cap of 32 with two API processes.
     most = min(most, await protocol.room(c, miner_id))
     deadline = time.monotonic() + min(wait_s, c.settings.miner_max_wait_s)
     while True:
@@ -86,7 +89,7 @@ async def lease(c: AppContext, kind: JobKind, who: Wallet, wait_s: float, most: 
                                                    and await kind.yields(c)):
             await protocol.requeue(c, kind.name, ids)
             return []
-        async with _wallet_lock(miner_id):
+        async with _leasing(c, kind, miner_id, ids):
             keys = protocol.parse_ids(kind, await _within_room(c, kind, miner_id, ids))
             if c.db.pg is not None and kind.fast is not None:  # one statement, no BEGIN/COMMIT
                 async with c.db.fast_reads() as conn:
@@ -107,6 +110,36 @@ def _wallet_lock(miner_id: int) -> asyncio.Lock:
     if lock is None:
         lock = _LOCKS[miner_id] = asyncio.Lock()
     return lock
+
+
+@contextlib.asynccontextmanager
+async def _leasing(c: AppContext, kind: JobKind, miner_id: int,
+                   ids: list[str]) -> AsyncIterator[None]:
+    """One leasing of the wallet at a time: its requests in this process queue on an asyncio
+    lock (free), and one of them at a time takes the wallet's Redis lock (two round trips), so
+    requests in different API processes cannot count the same room. A wallet with one request
+    at a time, as honest miners have, never waits. If the lock cannot be had within
+    LEASING_LOCK_S the popped ids go back to the front and the request answers 429."""
+    async with _wallet_lock(miner_id):
+        lock = c.redis.lock(f"{c.settings.redis_prefix}:leasing:{miner_id}",
+                            timeout=LEASING_LOCK_S, sleep=0.005, blocking_timeout=LEASING_LOCK_S)
+        try:
+            got = await lock.acquire()
+        except Exception:
+            await protocol.requeue(c, kind.name, ids)
+            raise
+        if not got:  # the wallet's own requests keep it busy
+            await protocol.requeue(c, kind.name, ids)
+            raise RateLimited(f"this wallet's other requests kept its leasing busy for "
+                              f"{LEASING_LOCK_S} s; try again", retry_after_s=1,
+                              code="lease_busy")
+        try:
+            yield
+        finally:
+            try:
+                await lock.release()
+            except LockError:  # it ran out (LEASING_LOCK_S): another request may have it now
+                log.warning("a wallet's leasing lock expired before it was released")
 
 
 async def _within_room(c: AppContext, kind: JobKind, miner_id: int, ids: list[str]) -> list[str]:

@@ -9,16 +9,18 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
+from typing import Any
 
 import pytest
 from sqlalchemy import insert
 
 from app.db import Database
 from app.models import ChatJob, ChatLog, JobStatus, utcnow
-from bench import ledger
+from bench import hoard, ledger
 from bench.__main__ import main as bench_main
 from bench.__main__ import table
 from bench.chaos import monkey
+from bench.hoard import EXTRA_LANES
 from bench.run import Plan, execute
 from bench.system import Spec
 
@@ -54,12 +56,16 @@ def test_a_short_stream_run_measures_time_to_first_token(tmp_path, monkeypatch) 
     assert "time to first token" in table(result) and "streamed chats/s" in table(result)
 
 
-def test_chaos_kills_and_restarts_and_loses_nothing(postgres_base) -> None:  # type: ignore[no-untyped-def]
-    spec = Spec(database="postgres", postgres_url=postgres_base, api_procs=1, worker=True,
+def test_chaos_kills_and_restarts_and_loses_nothing_and_holds_a_hoarder_to_the_limits(
+        postgres_base) -> None:  # type: ignore[no-untyped-def]
+    # Two API processes, so the lease cap is counted across processes; limits small enough
+    # that a hoarder meets each of them within seconds.
+    spec = Spec(database="postgres", postgres_url=postgres_base, api_procs=2, worker=True,
                 env={"LEASE_SECONDS": "3", "REAPER_INTERVAL_S": "0.5",
-                     "RECONCILE_INTERVAL_S": "1", "RECONCILE_GRACE_S": "1"})
+                     "RECONCILE_INTERVAL_S": "1", "RECONCILE_GRACE_S": "1",
+                     "LEASE_MAX_TOTAL_S": "5", "MINER_MAX_LEASES": "2", "MINER_MAX_POLLS": "4"})
     plan = Plan(scenario="chaos", miners=6, clients=6, rate=30, duration_s=14, warmup_s=1,
-                miner_procs=2, settle_s=60, spec=spec)
+                miner_procs=2, settle_s=60, spec=spec, hoarders=1)
     result = execute(plan, chaos=monkey)
     # something was really killed (the first victim comes 2-5 s in; on a loaded machine a
     # restart can take long enough that no second one fits in the window)
@@ -69,6 +75,46 @@ def test_chaos_kills_and_restarts_and_loses_nothing(postgres_base) -> None:  # t
     assert audit["lost"] == 0 and audit["duplicated"] == 0
     assert audit["failed_without_reason"] == 0 and audit["completed_without_answer"] == 0
     assert audit["miner_credits_match"]
+
+    h = result["hoarding"]
+    assert h["limits"]["MINER_MAX_LEASES"] == 2 and h["lanes_each"] == 4 + EXTRA_LANES
+    assert h["samples"] > 0 and h["leases"] > 0
+    assert 0 < h["max_held"] <= 2 and h["max_held_own_view"] <= 2  # the cap, never more
+    assert h["refusals"].get("too_many_leases", 0) > 0  # it kept asking past the cap
+    assert h["refusals"].get("lease_limit", 0) > 0  # and extending past LEASE_MAX_TOTAL_S
+    assert h["extensions"] > 0
+    jobs = h["jobs"]
+    assert jobs["held"] > 0 and jobs["completed_by_hoarder"] == 0  # it never answered
+    assert jobs["open"] == 0 and jobs["unknown"] == 0  # each came back and was finished
+    # (a job whose every delivery the hoarder took fails with a reason: see bench/README.md)
+    assert jobs["completed_by_honest"] + jobs["failed"] == jobs["held"]
+    assert "hoarder's most leases at once" in table({"name": "chaos", **result})
+
+
+def _hoarding(**overrides: Any) -> dict[str, Any]:
+    h: dict[str, Any] = {
+        "limits": {"MINER_MAX_LEASES": 32}, "max_held": 32, "max_held_own_view": 31,
+        "samples": 500, "honest_ratio": 0.95,
+        "jobs": {"held": 40, "completed_by_honest": 40, "failures": {}}}
+    return h | overrides
+
+
+def test_the_suite_fails_a_hoarder_over_the_cap_or_one_that_costs_honest_miners() -> None:
+    assert hoard.problems(_hoarding()) == []
+    assert hoard.problems(_hoarding(honest_ratio=None)) == []  # no run without it to compare
+    over = hoard.problems(_hoarding(max_held_own_view=33))
+    assert over == ["a hoarder held 33 leases at once, over MINER_MAX_LEASES=32"]
+    assert "84%" in hoard.problems(_hoarding(honest_ratio=0.84))[0]
+    burnt = hoard.problems(_hoarding(jobs={"held": 40, "completed_by_honest": 39,
+                                           "failures": {"no result after 3 deliveries": 1}}))
+    assert "1 of the 40 jobs" in burnt[0]
+    assert hoard.problems(_hoarding(samples=0)) == ["the hoarders' leases were never sampled"]
+
+
+def test_the_most_leases_held_at_once() -> None:
+    assert hoard.most_at_once([]) == 0
+    assert hoard.most_at_once([(0, 10), (1, 2), (2, 3), (9, 11)]) == 2  # touching ends: no overlap
+    assert hoard.most_at_once([(0, 10), (1, 9), (2, 8)]) == 3
 
 
 async def test_the_audit_finds_lost_and_twice_answered_jobs(sqlite_url) -> None:  # type: ignore[no-untyped-def]

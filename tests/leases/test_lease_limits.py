@@ -8,7 +8,7 @@ import asyncio
 import httpx
 from sqlalchemy import func, select
 
-from app.leases import polls
+from app.leases import endpoints, polls
 from app.models import ChatJob, IdleJob, Miner
 from tests.idle.support import next_idle, submit
 from tests.leases.test_batch_protocol import batch
@@ -122,6 +122,22 @@ async def test_concurrent_requests_of_one_wallet_stay_under_the_cap(settings_fac
                 ChatJob.status == "queued"))).scalars())
         assert len(queued) == 55 and queued <= await api.ctx.queue.members("chat")
         assert len(await batch(b, 10)) == 5
+
+
+async def test_requests_of_one_wallet_in_different_api_processes_stay_under_the_cap(
+        settings_factory, any_db, monkeypatch) -> None:
+    # Each API process has its own in-process lock per wallet: a fresh one per request is what
+    # requests of one wallet spread over several processes see. Only the lock in Redis is shared.
+    monkeypatch.setattr(endpoints, "_wallet_lock", lambda miner_id: asyncio.Lock())
+    async with running_app(settings_factory(any_db, miner_max_leases=5)) as api:
+        key = await api.api_key()
+        await asyncio.gather(*(api.chat(key, f"q{i}") for i in range(60)))
+        a, b = await api.miner(), await api.miner()
+        answers = await asyncio.gather(*(a.client.get("/job/batch", params={"max": 10},
+                                                      headers=a.auth) for _ in range(20)))
+        assert sum(len(r.json()["jobs"]) for r in answers if r.status_code == 200) == 5
+        assert await leases_of(api, a) == 5
+        assert len(await batch(b, 10)) == 5  # what a's requests popped in vain went back
 
 
 async def test_a_long_poll_that_wakes_past_the_cap_gives_the_job_back(settings_factory,
