@@ -77,6 +77,9 @@ class Settings(BaseSettings):
     miner_max_leases: int = 32  # leases one wallet holds at once, chat and idle together (429)
     miner_max_polls: int = 64  # long-polls (wait > 0) one wallet keeps open at once (429)
     max_attempts: int = 3
+    returned_job_cooldown_s: int = 10  # a miner whose lease on a job ran out, or who gave it
+    # back, cannot lease that job again for this long: others get the next delivery (an idle
+    # miner takes it within milliseconds; a network of one miner waits this long)
     miner_max_wait_s: int = 30
     # --- the OpenAI-compatible API (/v1) --------------------------------------------------------
     openai_max_wait_s: int = 600  # a /v1 request waits this long for its answer (the openai

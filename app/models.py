@@ -173,6 +173,11 @@ class ChatJob(Base):
     signature: Mapped[str | None] = mapped_column(Text)  # miner's wallet signature, 0x-hex
     failure_reason: Mapped[str | None] = mapped_column(String(500))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # who last let this job's lease run out or gave it back, and when: that miner may not lease
+    # it again for RETURNED_JOB_COOLDOWN_S (app/leases/rules.py), so one wallet cannot spend
+    # every delivery of a job by taking it back again and again
+    returned_by: Mapped[int | None] = mapped_column(Integer)
+    returned_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     assigned_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     completed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
@@ -249,6 +254,11 @@ class IdleJob(Base):
     lease_id: Mapped[str | None] = mapped_column(String(36))
     lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     miner_id: Mapped[int | None] = mapped_column(ForeignKey("miners.id"))
+    # who last let this job's lease run out or gave it back, and when: that miner may not lease
+    # it again for RETURNED_JOB_COOLDOWN_S (app/leases/rules.py), so one wallet cannot spend
+    # every delivery of a job by taking it back again and again
+    returned_by: Mapped[int | None] = mapped_column(Integer)
+    returned_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     assigned_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     signature: Mapped[str | None] = mapped_column(Text)  # miner's wallet signature, 0x-hex
     processed_by: Mapped[str | None] = mapped_column(String(16))  # miner | runpod

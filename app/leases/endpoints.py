@@ -97,6 +97,17 @@ async def lease(c: AppContext, kind: JobKind, who: Wallet, wait_s: float, most: 
             else:
                 async with c.db.transaction() as session:
                     jobs = await protocol.acquire(session, c, kind, keys, miner_id, utcnow())
+        if len(jobs) < len(keys):
+            # Not leased: taken or finished meanwhile (dropped), or returned by this very miner
+            # within RETURNED_JOB_COOLDOWN_S: those go back to the front for other miners, and
+            # a request that got nothing else ends rather than pop them again at once.
+            leased = {j.job_id for j in jobs}
+            returned = await protocol.returned_by(c, kind, [k for k in keys
+                                                            if str(k) not in leased], miner_id)
+            if returned:
+                await protocol.requeue(c, kind.name, returned)
+                if not jobs:
+                    return []
         if jobs:
             return jobs
 

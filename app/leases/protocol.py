@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import select, update
@@ -19,7 +19,7 @@ from app.context import AppContext
 from app.db import PgUnit, Unit, after_commit
 from app.errors import AppError, Conflict, NotFound, RateLimited, Unauthorized
 from app.leases import rules
-from app.models import JobStatus, Miner
+from app.models import JobStatus, Miner, utcnow
 from app.tokens import count as count_tokens
 
 log = logging.getLogger(__name__)
@@ -148,8 +148,18 @@ async def acquire(session: AsyncSession, ctx: AppContext, kind: JobKind, keys: l
     """Lease what is still queued among the popped keys and hand it out; stale ones (taken,
     claimed, finished or gone) are dropped."""
     leases = await rules.acquire(session, kind.model, keys, miner_id,
-                                 ctx.settings.lease_seconds, now, kind.lease_columns)
+                                 ctx.settings.lease_seconds, now, kind.lease_columns,
+                                 cooldown_s=ctx.settings.returned_job_cooldown_s)
     return await kind.hand_out(session, ctx, leases) if leases else []
+
+
+async def returned_by(ctx: AppContext, kind: JobKind, keys: list[Any], miner_id: int) -> list[str]:
+    """Which of these popped, unleased jobs the miner itself returned within the cooldown."""
+    if not keys:
+        return []
+    since = utcnow() - timedelta(seconds=ctx.settings.returned_job_cooldown_s)
+    async with ctx.db.reads() as session:
+        return await rules.returned_by_miner(session, kind.model, keys, miner_id, since)
 
 
 # ------------------------------------------------------------------ results

@@ -5,7 +5,12 @@ wins, the others see zero rows. That is what makes "completed at most once" and 
 lease holder" hold across processes, on SQLite and PostgreSQL alike.
 
 A job model used here has: id, status, attempts, lease_id, lease_expires_at, miner_id,
-assigned_at, completed_at, failure_reason.
+assigned_at, completed_at, failure_reason, returned_by, returned_at.
+
+A delivery that ends without a result (the lease ran out, or the miner gave the job back) is
+remembered in returned_by/returned_at, and that miner cannot lease the job again for a cooldown:
+without it, a wallet could take the same job back from the front of the queue on every delivery
+until MAX_ATTEMPTS failed it (a hoarder in the bench did, 1-11 chats a run).
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Row, func, select, update
+from sqlalchemy import Row, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.models import JobStatus, Miner
@@ -39,10 +44,18 @@ def _current(model: Any, job_id: Any, lease_id: str, miner_id: int, now: datetim
             model.miner_id == miner_id, model.lease_expires_at > now]
 
 
+def not_returned_by(model: Any, miner_id: int, since: datetime) -> Any:
+    """The job was not given back (or let lapse) by this miner since `since`."""
+    return or_(model.returned_by.is_(None), model.returned_by != miner_id,
+               model.returned_at <= since)
+
+
 async def acquire(session: AsyncSession, model: Any, keys: Sequence[Any], miner_id: int,
-                  lease_s: int, now: datetime, returning: Sequence[Any] = ()) -> list[Lease]:
+                  lease_s: int, now: datetime, returning: Sequence[Any] = (),
+                  cooldown_s: int = 0) -> list[Lease]:
     """Lease the queued jobs among `keys` to a miner, in one statement; the others (taken,
-    finished or unknown) are left alone. One lease id covers the jobs of one grant: a
+    finished or unknown) are left alone, and so are those this miner returned within
+    cooldown_s (see returned_elsewhere()). One lease id covers the jobs of one grant: a
     redelivery always gets a new one, so (job, lease id) still names one delivery.
     `returning` columns come back in Lease.fields, read by the same statement."""
     if not keys:
@@ -51,7 +64,9 @@ async def acquire(session: AsyncSession, model: Any, keys: Sequence[Any], miner_
     expires = now + timedelta(seconds=lease_s)
     condition = model.id == keys[0] if len(keys) == 1 else model.id.in_(keys)
     rows = (await session.execute(
-        update(model.__table__).where(condition, model.status == Q)
+        update(model.__table__).where(condition, model.status == Q,
+                                      not_returned_by(model, miner_id,
+                                                      now - timedelta(seconds=cooldown_s)))
         .values(status=A, lease_id=lease_id, lease_expires_at=expires, miner_id=miner_id,
                 attempts=model.attempts + 1, assigned_at=now)
         .returning(model.id, model.attempts, *returning))).all()
@@ -104,7 +119,8 @@ async def release(session: AsyncSession, model: Any, job_id: Any, lease_id: str,
     current = _current(model, job_id, lease_id, miner_id, now)
     requeued = await session.execute(
         update(model).where(*current, model.attempts < max_attempts)
-        .values(status=Q, lease_id=None, lease_expires_at=None, miner_id=None)
+        .values(status=Q, lease_id=None, lease_expires_at=None, miner_id=None,
+                returned_by=miner_id, returned_at=now)
         .returning(model.id).execution_options(synchronize_session=False))
     if requeued.first() is not None:
         return Q
@@ -128,7 +144,8 @@ async def reap_expired(session: AsyncSession, model: Any, now: datetime,
     failed_ids = [str(r[0]) for r in failed]
     requeued = await session.execute(
         update(model).where(*expired, model.attempts < max_attempts)
-        .values(status=Q, lease_id=None, lease_expires_at=None, miner_id=None)
+        .values(status=Q, lease_id=None, lease_expires_at=None, miner_id=None,
+                returned_by=model.miner_id, returned_at=now)  # the old holder, from the row
         .returning(model.id).execution_options(synchronize_session=False))
     return [str(r[0]) for r in requeued], failed_ids
 
@@ -149,6 +166,18 @@ def holding_sql(tables: Sequence[str]) -> str:
     held = " + ".join(f"(SELECT count(*) FROM {t} WHERE status = 'assigned' AND miner_id = $1)"
                       for t in tables) or "0"
     return f"SELECT {held} AS held, suspended_at IS NOT NULL AS suspended FROM miners WHERE id = $1"
+
+
+async def returned_by_miner(session: AsyncSession, model: Any, keys: Sequence[Any],
+                            miner_id: int, since: datetime) -> list[str]:
+    """Those of `keys` still queued that this miner returned since `since`: what acquire()
+    left alone for the cooldown, to put back in the queue for other miners."""
+    if not keys:
+        return []
+    rows = await session.execute(select(model.id).where(
+        model.id.in_(keys), model.status == Q, model.returned_by == miner_id,
+        model.returned_at > since))
+    return [str(r[0]) for r in rows]
 
 
 def holder_sql(table: str) -> str:

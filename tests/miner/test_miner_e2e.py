@@ -120,7 +120,9 @@ async def test_idle_jobs_answered_when_accepted_and_chat_comes_first(backend, de
     assert m.miner.stats.completed == 2 and chat_only.miner.stats.completed == 1
 
 
-async def test_model_server_failing_then_recovers(backend, demo_model, caplog) -> None:
+async def test_model_server_failing_then_recovers(backend_factory, demo_model, caplog) -> None:
+    # the only miner gets back the job it gave back once RETURNED_JOB_COOLDOWN_S has passed
+    backend = backend_factory(returned_job_cooldown_s=1)
     key = await backend.api_key()
     demo_model.control(fail_status=503)
     async with RunningMiner(backend.url, demo_model.url) as m:

@@ -1,0 +1,62 @@
+"""A miner that lets a lease run out, or gives a job back, does not get that job again for
+RETURNED_JOB_COOLDOWN_S: one wallet cannot spend two deliveries of a job in a row, so it cannot
+fail a job alone (only the last such miner is remembered)."""
+
+from __future__ import annotations
+
+import asyncio
+
+from tests.idle.support import next_idle, submit
+from tests.support.harness import SimMiner, running_app
+
+
+async def release(m: SimMiner, job: dict) -> int:
+    r = await m.client.post(f"/job/{job['job_id']}/release",
+                            json={"lease_id": job["lease_id"], "reason": "again"}, headers=m.auth)
+    return r.status_code
+
+
+async def test_a_wallet_cannot_burn_a_chat_jobs_deliveries(settings_factory, any_db) -> None:  # type: ignore[no-untyped-def]
+    settings = settings_factory(any_db, lease_seconds=1, max_attempts=3)
+    async with running_app(settings) as api:
+        key = await api.api_key()
+        hoarder, honest = await api.miner(), await api.miner()
+        job_id = (await api.chat(key, "fail me")).json()["job_id"]
+        first = await hoarder.next_job(wait=2)
+        assert first is not None and first["job_id"] == job_id
+        assert await release(hoarder, first) == 200  # 1 of 3 deliveries spent
+        # back at the front of the queue, but not for the wallet that gave it back
+        assert await hoarder.next_job(wait=0.5) is None
+        again = await honest.next_job(wait=2)
+        assert again is not None and again["job_id"] == job_id and again["attempt"] == 2
+        assert (await honest.post_result(again, "answered")).status_code == 200
+        # and a lapsed lease counts as returned, like a release
+        other_id = (await api.chat(key, "lapse me")).json()["job_id"]
+        held = await hoarder.next_job(wait=2)
+        assert held is not None and held["job_id"] == other_id
+        await asyncio.sleep(1.3)  # the lease runs out; the reaper puts it back
+        assert await hoarder.next_job(wait=1) is None
+        redelivered = await honest.next_job(wait=3)
+        assert redelivered is not None and redelivered["job_id"] == other_id
+        assert redelivered["attempt"] == 2
+
+
+async def test_the_cooldown_ends_and_a_lone_miner_gets_its_job_back(settings_factory, any_db) -> None:  # type: ignore[no-untyped-def]
+    settings = settings_factory(any_db, returned_job_cooldown_s=1)
+    async with running_app(settings) as api:
+        key = await api.api_key(scopes="chat,idle")
+        lone = await api.miner()
+        job_id = (await api.chat(key, "only one miner here")).json()["job_id"]
+        first = await lone.next_job(wait=2)
+        assert await release(lone, first) == 200
+        assert await lone.next_job(wait=0.2) is None  # within the cooldown
+        await asyncio.sleep(1.1)
+        back = await lone.next_job(wait=2)
+        assert back is not None and back["job_id"] == job_id and back["attempt"] == 2
+        idle = (await submit(api, key))["job_id"]  # idle jobs follow the same rule
+        assert (await lone.post_result(back, "done")).status_code == 200
+        got = await next_idle(lone, wait=2)
+        r = await lone.client.post(f"/idle-job/{got['job_id']}/release",
+                                   json={"lease_id": got["lease_id"]}, headers=lone.auth)
+        assert r.status_code == 200 and got["job_id"] == idle
+        assert await next_idle(lone, wait=0.2) is None
