@@ -11,65 +11,21 @@ Each process reports plain counts and latencies to the parent through a pipe.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import random
 import time
-from collections import Counter
-from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from typing import Any
 
 import aiohttp
 
+from bench import stream
 from bench.signer import Wallet
+from bench.wire import (MINER_MAX_WAIT_S, Role, Stats, Window, backoff, long_poll,
+                        post_result)
 
 OUTPUT = "pong"
-MINER_MAX_WAIT_S = 30  # the longest long-poll GET /job/next and GET /job/batch accept
 PROTOCOLS = ("batch", "single")
 GIVE_UP_S = 120  # a client stops waiting for an answer this long after the window
-
-
-@dataclass
-class Role:
-    kind: str  # "miners", "clients" or "hoarders" (bench/hoard.py)
-    count: int
-    base_url: str
-    keys: list[str] = field(default_factory=list)  # clients: API keys, used round-robin
-    rate: float = 0.0  # clients: jobs/s for this process, 0 = closed loop
-    think_s: float = 0.0  # miners: the simulated model's time per job
-    wait_s: int = 30  # long-poll length asked for
-    protocol: str = "batch"  # miners: "batch" (GET /job/batch, POST /job/results) or "single"
-    batch_max: int = 16  # miners, batch protocol: jobs asked for per lease request (1..64)
-    ramp_s: float = 0.0  # clients: start spread evenly over this many seconds
-    seed: int = 0
-    stream: bool = False  # streamed answers over /v1 (bench/stream.py)
-    words: int = 20  # streaming miners: words per answer
-    word_s: float = 0.0  # streaming miners: seconds per word
-    lanes: int = 0  # hoarders: lease requests each keeps open at once
-
-
-@dataclass
-class Stats:
-    done: int = 0  # chats answered (clients) or results accepted (miners), in the window
-    latencies_ms: list[float] = field(default_factory=list)
-    errors: Counter[str] = field(default_factory=Counter)
-    job_ids: list[str] = field(default_factory=list)  # clients: every job id the server returned
-    failed: int = 0  # clients: chats that ended failed (with a reason)
-    ttft_ms: list[float] = field(default_factory=list)  # streaming clients: to the first token
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"done": self.done, "latencies_ms": self.latencies_ms, "errors": dict(self.errors),
-                "job_ids": self.job_ids, "failed": self.failed, "ttft_ms": self.ttft_ms}
-
-
-class Window:
-    """The measured interval, in wall-clock seconds shared by every process."""
-
-    def __init__(self, start: float, end: float):
-        self.start, self.end = start, end
-
-    def holds(self, t: float) -> bool:
-        return self.start <= t <= self.end
 
 
 def child_main(role: Role, conn: Connection) -> None:
@@ -91,7 +47,6 @@ async def _child(role: Role, conn: Connection) -> None:
     timeout = aiohttp.ClientTimeout(total=role.wait_s + 90)
     async with aiohttp.ClientSession(role.base_url, connector=connector, timeout=timeout) as http:
         loop = asyncio.get_running_loop()
-        from bench import stream  # it builds on this module's helpers
         if role.kind == "miners":
             miners = await asyncio.gather(*(_sign_in(http, Wallet()) for _ in range(role.count)))
             if role.stream:
@@ -167,52 +122,14 @@ async def _miner(http: aiohttp.ClientSession, miner: tuple[Wallet, dict[str, str
     wallet, auth = miner
     params = {"wait": str(min(role.wait_s, MINER_MAX_WAIT_S))}
     while True:
-        job = await _long_poll(http, "/job/next", params, auth, stats, "next")
+        job = await long_poll(http, "/job/next", params, auth, stats, "next")
         if job is None:
             continue
         if role.think_s:
             await asyncio.sleep(role.think_s)
         body = {"job_id": job["job_id"], "lease_id": job["lease_id"], "output": OUTPUT,
                 "output_tokens": 1, "signature": wallet.sign_result(job["job_id"], OUTPUT)}
-        await _post_result(http, auth, body, window, stats)
-
-
-async def _long_poll(http: aiohttp.ClientSession, path: str, params: dict[str, str],
-                     auth: dict[str, str], stats: Stats, label: str) -> Any:
-    """One lease request: its JSON, or None when no job came (204) or it failed (then after a
-    pause, counted under `label`)."""
-    try:
-        async with http.get(path, params=params, headers=auth) as r:
-            if r.status == 204:
-                return None
-            if r.status != 200:
-                stats.errors[f"{label} {r.status}"] += 1
-                await _backoff(r)
-                return None
-            return await r.json()
-    except (aiohttp.ClientError, TimeoutError) as exc:
-        stats.errors[f"{label} {type(exc).__name__}"] += 1
-        await asyncio.sleep(0.2)
-        return None
-
-
-async def _post_result(http: aiohttp.ClientSession, auth: dict[str, str], body: dict[str, Any],
-                       window: Window, stats: Stats) -> None:
-    """A real miner retries a result it could not deliver; a repeat of an accepted one is a 200."""
-    for _ in range(50):
-        try:
-            async with http.post("/job/result", json=body, headers=auth) as r:
-                if r.status == 200:
-                    if window.holds(time.time()):
-                        stats.done += 1
-                    return
-                stats.errors[f"result {r.status}"] += 1
-                if r.status == 409:  # the lease went to someone else: nothing to retry
-                    return
-                await _backoff(r)
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            stats.errors[f"result {type(exc).__name__}"] += 1
-            await asyncio.sleep(0.2)
+        await post_result(http, auth, body, window, stats)
 
 
 async def _batch_miner(http: aiohttp.ClientSession, miner: tuple[Wallet, dict[str, str]],
@@ -220,7 +137,7 @@ async def _batch_miner(http: aiohttp.ClientSession, miner: tuple[Wallet, dict[st
     wallet, auth = miner
     params = {"max": str(role.batch_max), "wait": str(min(role.wait_s, MINER_MAX_WAIT_S))}
     while True:
-        answer = await _long_poll(http, "/job/batch", params, auth, stats, "batch")
+        answer = await long_poll(http, "/job/batch", params, auth, stats, "batch")
         if answer is None:
             continue
         jobs = answer["jobs"]
@@ -246,7 +163,7 @@ async def _post_results(http: aiohttp.ClientSession, auth: dict[str, str],
                 stats.errors[f"results {r.status}"] += 1
                 if r.status < 500 and r.status != 429:  # the request itself is wrong
                     return
-                await _backoff(r)
+                await backoff(r)
         except (aiohttp.ClientError, TimeoutError) as exc:
             stats.errors[f"results {type(exc).__name__}"] += 1
             await asyncio.sleep(0.2)
@@ -296,7 +213,7 @@ async def _submit(http: aiohttp.ClientSession, auth: dict[str, str], wait: dict[
                 stats.job_ids.append(job["job_id"])
                 return job
             stats.errors[f"chat {r.status}"] += 1
-            await _backoff(r)
+            await backoff(r)
     except (aiohttp.ClientError, TimeoutError) as exc:
         # The job may exist or not: the chaos check finds it in the database either way.
         stats.errors[f"chat {type(exc).__name__}"] += 1
@@ -315,13 +232,10 @@ async def _await_answer(http: aiohttp.ClientSession, auth: dict[str, str], wait:
                     job = await r.json()
                     continue
                 stats.errors[f"read {r.status}"] += 1
-                await _backoff(r)
+                await backoff(r)
         except (aiohttp.ClientError, TimeoutError) as exc:
             stats.errors[f"read {type(exc).__name__}"] += 1
             await asyncio.sleep(0.2)
     return None
 
 
-async def _backoff(r: aiohttp.ClientResponse) -> None:
-    with contextlib.suppress(ValueError):
-        await asyncio.sleep(min(5.0, float(r.headers.get("Retry-After", "0.2"))))

@@ -18,8 +18,8 @@ from typing import Any
 import aiohttp
 import orjson
 
-from bench.load import (MINER_MAX_WAIT_S, Role, Stats, Window, _backoff, _long_poll,
-                        _post_result)
+from bench.wire import (MINER_MAX_WAIT_S, Role, Stats, Window, backoff, long_poll,
+                        post_result)
 from bench.signer import Wallet
 
 MODEL = "bench-model"
@@ -41,13 +41,13 @@ async def miner(http: aiohttp.ClientSession, signed_in: tuple[Wallet, dict[str, 
     wallet, auth = signed_in
     params = {"wait": str(min(role.wait_s, MINER_MAX_WAIT_S)), "model": MODEL}
     while True:
-        job = await _long_poll(http, "/job/next", params, auth, stats, "next")
+        job = await long_poll(http, "/job/next", params, auth, stats, "next")
         if job is None:
             continue
         output = await _generate(http, auth, job, role, stats)
         body = {"job_id": job["job_id"], "lease_id": job["lease_id"], "output": output,
                 "output_tokens": role.words, "signature": wallet.sign_result(job["job_id"], output)}
-        await _post_result(http, auth, body, window, stats)
+        await post_result(http, auth, body, window, stats)
 
 
 async def _generate(http: aiohttp.ClientSession, auth: dict[str, str], job: dict[str, Any],
@@ -111,7 +111,7 @@ async def client(http: aiohttp.ClientSession, key: str, role: Role, window: Wind
             async with http.post("/v1/chat/completions", json=body, headers=auth) as r:
                 if r.status != 200:
                     stats.errors[f"v1 {r.status}"] += 1
-                    await _backoff(r)
+                    await backoff(r)
                     continue
                 async for raw in r.content:
                     line = raw.strip()
