@@ -107,10 +107,11 @@ async def test_two_leases_race_exactly_one_wins(settings_factory):
 async def test_job_fails_with_reason_after_max_attempts(settings_factory):
     async with running_app(settings_factory(lease_seconds=1, max_attempts=2)) as api:
         key = await api.api_key()
-        m = await api.miner()
+        m, other = await api.miner(), await api.miner()
         chat = (await api.chat(key, "doomed")).json()
         assert (await m.next_job(wait=2))["attempt"] == 1
-        assert (await m.next_job(wait=5))["attempt"] == 2
+        # the next delivery goes to another miner (RETURNED_JOB_COOLDOWN_S)
+        assert (await other.next_job(wait=5))["attempt"] == 2
         r = await api.client.get(f"/chat/{chat['job_id']}", params={"wait": 5},
                                  headers={"Authorization": f"Bearer {key}"})
         body = r.json()
