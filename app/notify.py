@@ -13,7 +13,7 @@ import logging
 import random
 import time
 from collections.abc import Awaitable, Callable, Iterator
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from redis.asyncio import Redis
 
@@ -112,23 +112,15 @@ class Notifier:
     def watch(self, job_id: str) -> Iterator[Watch]:
         """A stream's events for one job, for as long as the block runs."""
         watch = Watch()
-        self._watches.setdefault(job_id, set()).add(watch)
-        try:
+        with _registered(self._watches, job_id, watch):
             yield watch
-        finally:
-            watches = self._watches.get(job_id)
-            if watches is not None:
-                watches.discard(watch)
-                if not watches:
-                    del self._watches[job_id]
 
     async def wait_until(self, job_id: str, timeout_s: float,
                          done: Callable[[], Awaitable[bool]], *, check_first: bool = True) -> bool:
         """Wait until `done()` is true or timeout_s passes. Returns the last value of done().
         check_first=False: the caller has just seen it not done, so wait before the first check."""
         event = asyncio.Event()
-        self._waiters.setdefault(job_id, set()).add(event)
-        try:
+        with _registered(self._waiters, job_id, event):
             deadline = time.monotonic() + timeout_s
             while True:
                 event.clear()  # before the check, so a wake-up during it is not lost
@@ -141,12 +133,6 @@ class Notifier:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(event.wait(),
                                            min(remaining, RECHECK_S * random.uniform(0.8, 1.2)))
-        finally:
-            waiters = self._waiters.get(job_id)
-            if waiters is not None:
-                waiters.discard(event)
-                if not waiters:
-                    del self._waiters[job_id]
 
     async def wait_for(self, job_id: str, timeout_s: float, current: T,
                        reload: Callable[[], Awaitable[T]], done: Callable[[T], bool],
@@ -164,6 +150,20 @@ class Notifier:
 
         await self.wait_until(job_id, timeout_s, finished, check_first=not fresh)
         return latest
+
+
+@contextlib.contextmanager
+def _registered(registry: dict[str, set[Any]], job_id: str, item: Any) -> Iterator[None]:
+    """`item` in registry[job_id] while the block runs; an emptied entry goes."""
+    registry.setdefault(job_id, set()).add(item)
+    try:
+        yield
+    finally:
+        items = registry.get(job_id)
+        if items is not None:
+            items.discard(item)
+            if not items:
+                del registry[job_id]
 
 
 def _text(value: bytes | str) -> str:
