@@ -102,14 +102,20 @@ async def test_a_wallet_holds_at_most_miner_max_leases_chat_and_idle_together(
         assert await leases_of(api, a) == 3
 
 
+async def twenty_batches_at_once(api: Harness) -> tuple[SimMiner, SimMiner, list[httpx.Response]]:
+    """60 queued chats, then 20 concurrent GET /job/batch?max=10 of one wallet (a); b is idle."""
+    key = await api.api_key()
+    await asyncio.gather(*(api.chat(key, f"q{i}") for i in range(60)))
+    a, b = await api.miner(), await api.miner()
+    answers = await asyncio.gather(*(a.client.get("/job/batch", params={"max": 10},
+                                                  headers=a.auth) for _ in range(20)))
+    return a, b, list(answers)
+
+
 async def test_concurrent_requests_of_one_wallet_stay_under_the_cap(settings_factory,
                                                                     any_db) -> None:
     async with running_app(settings_factory(any_db, miner_max_leases=5)) as api:
-        key = await api.api_key()
-        await asyncio.gather(*(api.chat(key, f"q{i}") for i in range(60)))
-        a, b = await api.miner(), await api.miner()
-        answers = await asyncio.gather(*(a.client.get("/job/batch", params={"max": 10},
-                                                      headers=a.auth) for _ in range(20)))
+        a, b, answers = await twenty_batches_at_once(api)
         # 204 too: a request may find the queue empty while the others hold what they popped
         assert {200, 429} <= {r.status_code for r in answers} <= {200, 204, 429}
         assert sum(len(r.json()["jobs"]) for r in answers if r.status_code == 200) == 5
@@ -130,11 +136,7 @@ async def test_requests_of_one_wallet_in_different_api_processes_stay_under_the_
     # requests of one wallet spread over several processes see. Only the lock in Redis is shared.
     monkeypatch.setattr(endpoints, "_wallet_lock", lambda miner_id: asyncio.Lock())
     async with running_app(settings_factory(any_db, miner_max_leases=5)) as api:
-        key = await api.api_key()
-        await asyncio.gather(*(api.chat(key, f"q{i}") for i in range(60)))
-        a, b = await api.miner(), await api.miner()
-        answers = await asyncio.gather(*(a.client.get("/job/batch", params={"max": 10},
-                                                      headers=a.auth) for _ in range(20)))
+        a, b, answers = await twenty_batches_at_once(api)
         assert sum(len(r.json()["jobs"]) for r in answers if r.status_code == 200) == 5
         assert await leases_of(api, a) == 5
         assert len(await batch(b, 10)) == 5  # what a's requests popped in vain went back
