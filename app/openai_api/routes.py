@@ -56,11 +56,9 @@ async def create_completion(request: Request, who: Client, body: CompletionIn) -
                        extra={"param": "model"})
     job = await _submit(c, who, body, talk, asked)
     created = int(time.time())
-    texts = [t for _, t in talk.earlier] + [talk.prompt] + ([talk.context] if talk.context else [])
-    prompt_tokens = sum([await count_tokens(s.tokenizer, t) for t in texts])
     if body.stream:
         usage = body.stream_options is not None and body.stream_options.include_usage
-        events = _stream(c, who, job, body.model, created, prompt_tokens, asked, usage)
+        events = _stream(c, who, job, body.model, created, talk if usage else None, asked)
         return StreamingResponse(events, media_type="text/event-stream", headers={
             "Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
     job = await service.wait_for(c, who, job, s.openai_max_wait_s, fresh=True)
@@ -69,7 +67,8 @@ async def create_completion(request: Request, who: Client, body: CompletionIn) -
     if job.status != "completed":
         raise TimedOut(f"no answer within {s.openai_max_wait_s} s (OPENAI_MAX_WAIT_S); the job "
                        f"goes on: GET /chat/{job.id}", extra={"job_id": job.id})
-    return json_response(convert.completion(job, body.model, created, prompt_tokens, asked))
+    return json_response(convert.completion(job, body.model, created,
+                                            await _prompt_tokens(c, talk), asked))
 
 
 async def _submit(c: AppContext, who: Client, body: CompletionIn, talk: convert.Conversation,
@@ -85,12 +84,20 @@ async def _submit(c: AppContext, who: Client, body: CompletionIn, talk: convert.
     return job
 
 
+async def _prompt_tokens(c: AppContext, talk: convert.Conversation) -> int:
+    """The prompt's tokens for `usage`, every message counted by the server (TOKENIZER)."""
+    texts = [t for _, t in talk.earlier] + [talk.prompt] + ([talk.context] if talk.context else [])
+    return sum([await count_tokens(c.settings.tokenizer, t) for t in texts])
+
+
 def _event(data: dict[str, Any]) -> bytes:
     return b"data: " + orjson.dumps(data) + b"\n\n"
 
 
 async def _stream(c: AppContext, who: Client, job: ChatJob, model: str, created: int,
-                  prompt_tokens: int, asked: Options, usage: bool) -> AsyncIterator[bytes]:
+                  usage_of: convert.Conversation | None, asked: Options) -> AsyncIterator[bytes]:
+    """The SSE events of one streamed answer; with `usage_of`, the usage chunk at the end (its
+    prompt counted then, not before the first event)."""
     head = {"id": convert.completion_id(job.id), "object": "chat.completion.chunk",
             "created": created, "model": model, "system_fingerprint": None,
             "job_id": job.id, "session_id": job.session_id}
@@ -113,7 +120,8 @@ async def _stream(c: AppContext, who: Client, job: ChatJob, model: str, created:
             if event.rest:
                 yield chunk({"content": event.rest})
             yield chunk({}, convert.finish_reason(event.job, asked))
-            if usage:
+            if usage_of is not None:
+                prompt_tokens = await _prompt_tokens(c, usage_of)
                 yield _event({**head, "choices": [],
                               "usage": convert.usage(prompt_tokens, event.job).model_dump()})
             yield b"data: [DONE]\n\n"

@@ -96,7 +96,7 @@ async def test_streamed_deltas_arrive_before_the_miner_has_finished(any_db, sett
         assert [c.choices[0].finish_reason for c in rest if c.choices] [-1] == "stop"
         usage = rest[-1]
         assert usage.choices == [] and usage.usage is not None
-        assert usage.usage.completion_tokens > 0
+        assert usage.usage.completion_tokens > 0 and usage.usage.prompt_tokens > 0
         assert all(c.id == f"chatcmpl-{job['job_id']}" for c in rest)
 
 
