@@ -97,6 +97,7 @@ class Settings(BaseSettings):
     siwe_nonce_ttl_s: int = 300
     siwe_message_ttl_s: int = 600
     siwe_clock_skew_s: int = 60
+    siwe_max_age_s: int = 600  # a sign-in message issued longer ago is refused, expiry or not
     token_ttl_s: int = 24 * 3600
     auth_cache_ttl_s: float = 5.0  # a process remembers a valid key/token this long (0: never);
     # revocations clear every process at once over Redis, this bounds a lost message
