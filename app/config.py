@@ -81,6 +81,7 @@ class Settings(BaseSettings):
     # back, cannot lease that job again for this long: others get the next delivery (an idle
     # miner takes it within milliseconds; a network of one miner waits this long)
     miner_max_wait_s: int = 30
+    idempotency_key_ttl_s: int = 24 * 3600  # an Idempotency-Key is remembered this long
     # --- the OpenAI-compatible API (/v1) --------------------------------------------------------
     openai_max_wait_s: int = 600  # a /v1 request waits this long for its answer (the openai
     # SDK's own default timeout); then 504 (or an error event when streaming) naming the job

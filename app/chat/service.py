@@ -13,6 +13,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app import idempotency
 from app.auth.principals import Client
 from app.chat import pg
 from app.context import AppContext
@@ -103,6 +104,7 @@ async def _push_or_withdraw(ctx: AppContext, job_id: str, model: str | None = No
         await ctx.queue.push("chat", job_id, model=model)
     except RedisError:
         async with ctx.db.transaction() as session:
+            await idempotency.forget_job(session, job_id)  # a retry with its key tries anew
             await session.execute(delete(ChatLog).where(ChatLog.job_id == job_id))
             await session.execute(delete(ChatJob).where(ChatJob.id == job_id))
         log.warning("chat refused: the job queue (Redis) is unavailable")
