@@ -184,12 +184,13 @@ class ChatJob(Base):
 
 class ChatSession(Base):
     """A business's chat session. Session ids are the business's own names, scoped to it: two
-    businesses may both use "abc" and each sees only its own (UNIQUE (business_id, session_id)).
+    businesses may both use "abc" and each sees only its own (UNIQUE (session_id, business_id):
+    session_id first, so a lookup by it uses the index whatever `business_id IS NULL` does).
     Anonymous sessions (business_id NULL) are ids the server handed out (uuid4), never chosen by
     the caller, so NULLs being distinct in the constraint does not matter."""
 
     __tablename__ = "chat_sessions"
-    __table_args__ = (UniqueConstraint("business_id", "session_id",
+    __table_args__ = (UniqueConstraint("session_id", "business_id",
                                        name="uq_chat_sessions_business_session"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)

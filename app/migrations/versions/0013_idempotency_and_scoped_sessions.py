@@ -7,7 +7,7 @@ Revises: 0009
   /v1/chat/completions, /idle-job), written with the job, so a retry gets the same job.
 - chat_sessions: a session id was global, so a business could claim another's chosen id first
   (the owner then got 403). It is now unique per business: a surrogate key and
-  UNIQUE (business_id, session_id). The table is rebuilt (its primary key changes); rows keep
+  UNIQUE (session_id, business_id). The table is rebuilt (its primary key changes); rows keep
   their owner.
 """
 from __future__ import annotations
@@ -44,7 +44,7 @@ def upgrade() -> None:
         sa.Column('created_at', app.models.UTCDateTime(), nullable=False),
         sa.ForeignKeyConstraint(['business_id'], ['businesses.id']),
         sa.PrimaryKeyConstraint('id'),
-        sa.UniqueConstraint('business_id', 'session_id',
+        sa.UniqueConstraint('session_id', 'business_id',
                             name='uq_chat_sessions_business_session'))
     op.execute("INSERT INTO chat_sessions_scoped (business_id, session_id, created_at) "
                "SELECT business_id, session_id, created_at FROM chat_sessions ORDER BY created_at")
