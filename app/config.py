@@ -81,6 +81,7 @@ class Settings(BaseSettings):
     # back, cannot lease that job again for this long: others get the next delivery (an idle
     # miner takes it within milliseconds; a network of one miner waits this long)
     miner_max_wait_s: int = 30
+    idempotency_key_ttl_s: int = 24 * 3600  # an Idempotency-Key is remembered this long
     # --- the OpenAI-compatible API (/v1) --------------------------------------------------------
     openai_max_wait_s: int = 600  # a /v1 request waits this long for its answer (the openai
     # SDK's own default timeout); then 504 (or an error event when streaming) naming the job
@@ -97,6 +98,7 @@ class Settings(BaseSettings):
     siwe_nonce_ttl_s: int = 300
     siwe_message_ttl_s: int = 600
     siwe_clock_skew_s: int = 60
+    siwe_max_age_s: int = 600  # a sign-in message issued longer ago is refused, expiry or not
     token_ttl_s: int = 24 * 3600
     auth_cache_ttl_s: float = 5.0  # a process remembers a valid key/token this long (0: never);
     # revocations clear every process at once over Redis, this bounds a lost message

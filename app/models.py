@@ -183,13 +183,19 @@ class ChatJob(Base):
 
 
 class ChatSession(Base):
-    """Who owns a session id. Claimed by the first message's INSERT, so two clients racing for
-    one new id cannot both write into it (the loser gets 403)."""
+    """A business's chat session. Session ids are the business's own names, scoped to it: two
+    businesses may both use "abc" and each sees only its own (UNIQUE (session_id, business_id):
+    session_id first, so a lookup by it uses the index whatever `business_id IS NULL` does).
+    Anonymous sessions (business_id NULL) are ids the server handed out (uuid4), never chosen by
+    the caller, so NULLs being distinct in the constraint does not matter."""
 
     __tablename__ = "chat_sessions"
+    __table_args__ = (UniqueConstraint("session_id", "business_id",
+                                       name="uq_chat_sessions_business_session"),)
 
-    session_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
     business_id: Mapped[int | None] = mapped_column(ForeignKey("businesses.id"))
+    session_id: Mapped[str] = mapped_column(String(128))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
@@ -204,6 +210,20 @@ class ChatLog(Base):
     timestamp: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     business_id: Mapped[int | None] = mapped_column(ForeignKey("businesses.id"))
     job_id: Mapped[str | None] = mapped_column(ForeignKey("chat_jobs.id"), index=True)
+
+
+class IdempotencyKey(Base):
+    """An Idempotency-Key a business sent with a request that created a job (app/idempotency.py),
+    written in the job's own transaction: a retry with the same key gets that job, even after
+    Redis lost everything. Kept IDEMPOTENCY_KEY_TTL_S, then pruned by the worker."""
+
+    __tablename__ = "idempotency_keys"
+
+    business_id: Mapped[int] = mapped_column(ForeignKey("businesses.id"), primary_key=True)
+    key: Mapped[str] = mapped_column(String(255), primary_key=True)
+    request_hash: Mapped[str] = mapped_column(String(64))  # sha256 hex of endpoint and body
+    job_id: Mapped[str | None] = mapped_column(String(36), index=True)  # chat uuid or idle id
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
 
 
 class IdleJob(Base):

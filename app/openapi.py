@@ -71,6 +71,7 @@ def build_openapi(endpoints: list[Endpoint], *, title: str, version: str) -> dic
             for name, prop in qschema.get("properties", {}).items():
                 params.append({"name": name, "in": "query",
                                "required": name in qschema.get("required", []), "schema": prop})
+        params += list(ep.headers)
         if params:
             op["parameters"] = params
         if ep.body is not None:

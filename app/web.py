@@ -110,6 +110,7 @@ class Endpoint:
     limit: Guard | None = None  # a rate limit for callers without credentials; runs first
     safe: bool = True  # no side effects, so HEAD may run it (a long-poll that leases is not)
     error_body: type[BaseModel] | None = None  # errors' shape, if not {"error", "detail"}
+    headers: tuple[dict[str, Any], ...] = ()  # request headers it reads, as OpenAPI parameters
     description: str = ""
 
     @property

@@ -35,7 +35,8 @@ async def issue_nonce(ctx: AppContext, address: str, now: datetime) -> NonceOut:
     nonce = siwe.new_nonce()
     issued = now.replace(microsecond=(now.microsecond // 1000) * 1000)
     # The message must not outlive its nonce, or a valid-looking message fails on the nonce.
-    expires = issued + timedelta(seconds=min(s.siwe_message_ttl_s, s.siwe_nonce_ttl_s))
+    expires = issued + timedelta(seconds=min(s.siwe_message_ttl_s, s.siwe_nonce_ttl_s,
+                                             s.siwe_max_age_s))
     scheme = _scheme(s.base_url)
     msg = siwe.SiweMessage(domain=s.siwe_expected_domain, address=address, statement=STATEMENT,
                            uri=s.base_url, version="1", chain_id=s.chain_id, nonce=nonce,
@@ -53,7 +54,7 @@ async def verify(ctx: AppContext, text: str, signature: str, now: datetime) -> s
         msg = siwe.parse_message(text)
         siwe.check_message(msg, domain=s.siwe_expected_domain, uri=s.base_url,
                            chain_id=s.chain_id, now=now, clock_skew_s=s.siwe_clock_skew_s,
-                           scheme=_scheme(s.base_url))
+                           scheme=_scheme(s.base_url), max_age_s=s.siwe_max_age_s)
     except siwe.SiweError as exc:
         raise Unauthorized(exc.reason, code=f"siwe_{exc.code}") from None
     verifier = ctx.chain.erc1271 if ctx.chain else None

@@ -44,6 +44,7 @@ SiweErrorCode = Literal[
     "expired",
     "not_yet_valid",
     "issued_in_future",
+    "too_old",
     "invalid_signature",
     "address_mismatch",
 ]
@@ -440,10 +441,14 @@ def check_message(
     now: datetime,
     clock_skew_s: int = 60,
     scheme: str = "https",
+    max_age_s: int | None = None,
 ) -> None:
     """Check a parsed message against what this server expects. The nonce is the caller's job.
 
     ``clock_skew_s`` (seconds) widens every time window in the signer's favour.
+    ``max_age_s`` (seconds): a message issued longer ago is refused ("too_old") whatever its
+    expiration time says; EIP-4361 makes the expiry optional, so without this bound a message
+    signed years ago would be bounded by its nonce alone.
     ``scheme`` is the origin scheme we serve on; a message without a scheme means https
     (EIP-4361), one with a different scheme is a domain mismatch. Comparisons are exact
     string comparisons: configure ``domain`` and ``uri`` exactly as the frontend writes them.
@@ -467,6 +472,9 @@ def check_message(
         raise SiweError("not_yet_valid", "The message is not valid yet.")
     if msg.issued_at > now + skew:
         raise SiweError("issued_in_future", "The message claims to be issued in the future.")
+    if max_age_s is not None and msg.issued_at < now - skew - timedelta(seconds=max_age_s):
+        raise SiweError("too_old", "The message was issued too long ago; ask for a new nonce "
+                                   "and sign a fresh message.")
 
 
 def personal_sign_hash(text: str) -> bytes:

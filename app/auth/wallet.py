@@ -37,6 +37,22 @@ def parse_signature(signature: str | bytes) -> bytes | None:
     return signature
 
 
+def canonical(address: str, hash32: bytes, signature: str | bytes) -> str:
+    """The one spelling a signature `address` made over hash32 is stored in: 0x + lower-case
+    hex, and for an EOA signature the recovery id v as 27/28. Wallets write v either as 27/28 or
+    as 0/1 (both recover the same key), so without this one signed answer has two stored forms.
+    A contract wallet's (ERC-1271) signature is its contract's format: only the hex is made
+    lower-case. Call it on a signature that verified."""
+    sig = parse_signature(signature)
+    if sig is None:
+        raise ValueError("not a hex signature")
+    if len(sig) == 65 and sig[64] in (0, 1):
+        eoa = sig[:64] + bytes([sig[64] + 27])
+        if recover(hash32, eoa) == address:  # not a contract's 65-byte format with v 0/1
+            sig = eoa
+    return "0x" + sig.hex()
+
+
 def recover(hash32: bytes, sig: bytes) -> str | None:
     """The EOA that produced a 65-byte r‖s‖v signature over hash32, or None.
 

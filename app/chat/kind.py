@@ -27,22 +27,23 @@ async def hand_out(session: AsyncSession, ctx: AppContext,
     limit = ctx.settings.chat_history_limit
     out = []
     for lease in leases:
-        prompt, context, session_id, model, raw_options = lease.fields
+        prompt, context, session_id, model, raw_options, business_id = lease.fields
         out.append(options.assignment(
             job_id=lease.job_id, lease_id=lease.lease_id, expires_at=lease.expires_at,
             prompt=prompt, context=context, session_id=session_id,
-            history=await _history(session, lease.job_id, session_id, limit),
+            history=await _history(session, lease.job_id, session_id, business_id, limit),
             attempt=lease.attempt, model=model, raw_options=raw_options))
     return out
 
 
 async def _history(session: AsyncSession, job_id: str, session_id: str,
-                   limit: int) -> list[HistoryItem]:
+                   business_id: int | None, limit: int) -> list[HistoryItem]:
     this_turn = (select(ChatLog.id).where(ChatLog.job_id == job_id, ChatLog.role == "user")
                  .scalar_subquery())
     rows = (await session.execute(
         select(ChatLog.role, ChatLog.message)
-        .where(ChatLog.session_id == session_id, ChatLog.id < this_turn)
+        .where(ChatLog.session_id == session_id,  # session ids are scoped per business
+               ChatLog.business_id.is_not_distinct_from(business_id), ChatLog.id < this_turn)
         .order_by(ChatLog.id.desc()).limit(limit))).all()
     return [HistoryItem(role=r.role, content=r.message) for r in reversed(rows)]
 
@@ -86,5 +87,5 @@ async def models_of(ctx: AppContext, job_ids: list[str]) -> dict[str, str]:
 CHAT = JobKind(name="chat", model=ChatJob, parse_id=parse_id, output_column="response",
                hand_out=hand_out, complete=complete, answer=answer,
                lease_columns=(ChatJob.prompt, ChatJob.context, ChatJob.session_id,
-                              ChatJob.model, ChatJob.options),
+                              ChatJob.model, ChatJob.options, ChatJob.business_id),
                fast=FastPath(lease=_fast_lease, complete=pg.complete), models_of=models_of)

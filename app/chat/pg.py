@@ -20,17 +20,19 @@ from app.chat.schemas import HistoryItem, ResultOut
 from app.leases.protocol import Completion
 from app.models import ChatJob, JobStatus, read_utc, stored_utc
 
-# Claim the session (first message), check its owner (later ones), write the job and the user's
-# turn: all or nothing, in one statement. `owner` reads the snapshot before `claim`, so a new
-# session shows as claimed and not as existing.
+# Create the business's session (first message) or find it (later ones), write the job and the
+# user's turn: all or nothing, in one statement. Session ids are scoped per business: `mine`
+# looks for this business's session of that name only. A session created by a concurrent first
+# message after this statement's snapshot is not seen: nothing is written, and the caller runs
+# the statement again.
 SUBMIT = """
 WITH claim AS (
     INSERT INTO chat_sessions (session_id, business_id, created_at)
     SELECT $1, $2, $3 WHERE $7
     ON CONFLICT DO NOTHING RETURNING session_id),
-owner AS (SELECT business_id FROM chat_sessions WHERE session_id = $1),
-allowed AS (SELECT 1 WHERE EXISTS (SELECT 1 FROM claim)
-            OR EXISTS (SELECT 1 FROM owner WHERE business_id IS NOT DISTINCT FROM $2)),
+mine AS (SELECT 1 FROM chat_sessions WHERE session_id = $1
+         AND business_id IS NOT DISTINCT FROM $2),
+allowed AS (SELECT 1 WHERE EXISTS (SELECT 1 FROM claim) OR EXISTS (SELECT 1 FROM mine)),
 job AS (
     INSERT INTO chat_jobs (id, business_id, session_id, prompt, context, status, attempts,
                            created_at, model, options)
@@ -38,8 +40,7 @@ job AS (
 turn AS (
     INSERT INTO chat_logs (session_id, message, role, timestamp, business_id, job_id)
     SELECT $1, $5, 'user', $3, $2, id FROM job)
-SELECT EXISTS (SELECT 1 FROM job) AS queued, EXISTS (SELECT 1 FROM owner) AS existed,
-       (SELECT business_id FROM owner) AS owner
+SELECT EXISTS (SELECT 1 FROM job) AS queued
 """
 
 # Lease the queued ones among $1 and read, in the same statement, each one's earlier turns.
@@ -49,12 +50,13 @@ WITH leased AS (
                          miner_id = $4, attempts = attempts + 1, assigned_at = $5
     WHERE id = ANY($1::text[]) AND status = 'queued'
       AND (returned_by IS DISTINCT FROM $4 OR returned_at <= $7)
-    RETURNING id, attempts, prompt, context, session_id, model, options)
+    RETURNING id, attempts, prompt, context, session_id, business_id, model, options)
 SELECT l.id, l.attempts, l.prompt, l.context, l.session_id, l.model, l.options,
        (SELECT coalesce(json_agg(json_build_object('role', h.role, 'content', h.message)
                                  ORDER BY h.id), '[]')
         FROM (SELECT c.id, c.role, c.message FROM chat_logs c
               WHERE c.session_id = l.session_id
+                AND c.business_id IS NOT DISTINCT FROM l.business_id
                 AND c.id < (SELECT u.id FROM chat_logs u WHERE u.job_id = l.id AND u.role = 'user')
               ORDER BY c.id DESC LIMIT $6) h) AS history
 FROM leased l
@@ -97,10 +99,11 @@ FROM chat_jobs WHERE id = $1
 async def submit(conn: asyncpg.Connection, *, job_id: str, business_id: int | None,
                  session_id: str, may_claim: bool, prompt: str, context: str | None,
                  now: datetime, model: str | None = None,
-                 options: str | None = None) -> asyncpg.Record:
-    """(queued, existed, owner): queued is false when the session is not the caller's."""
-    return await conn.fetchrow(SUBMIT, session_id, business_id, stored_utc(now), job_id, prompt,
-                               context, may_claim, model, options)
+                 options: str | None = None) -> bool:
+    """Whether the job was written: not when the session may not be claimed (an anonymous
+    caller's unknown id) or was claimed after this statement's snapshot."""
+    return bool(await conn.fetchval(SUBMIT, session_id, business_id, stored_utc(now), job_id,
+                                    prompt, context, may_claim, model, options))
 
 
 async def lease(conn: asyncpg.Connection, keys: list[str], miner_id: int, lease_s: int,

@@ -3,6 +3,7 @@ from __future__ import annotations
 from starlette.requests import Request
 from starlette.responses import Response
 
+from app import idempotency
 from app.auth.guards import client_guard
 from app.auth.principals import Client
 from app.chat import service
@@ -26,17 +27,23 @@ def _out(job: ChatJob) -> ChatJobOut:
 
 
 @router.post("/chat", body=ChatIn, query=WaitQuery, responses={202: ChatJobOut, 200: ChatJobOut},
-             errors=(401, 403, 429), guard=client_guard("chat", submits=True), **CHAT)
+             errors=(401, 403, 409, 429), guard=client_guard("chat", submits=True),
+             headers=(idempotency.PARAMETER,), **CHAT)
 async def create_chat(request: Request, who: Client, body: ChatIn, query: WaitQuery) -> Response:
     """Queue a chat message for a miner. 202 while queued; 200 once finished (answered or
-    failed) within `wait` seconds. The business comes from the API key, never from the body."""
+    failed) within `wait` seconds. The business comes from the API key, never from the body.
+    With an Idempotency-Key, a retry gets the job the first request created."""
     c = ctx(request)
-    unit = c.db.fast(transaction=False) if c.db.pg is not None else c.db.transaction()
-    async with unit as u:  # on PostgreSQL the submission is one statement
-        job = await service.submit(u, c, who, body.message, body.session_id, body.context)
+    made = await idempotency.once(  # on PostgreSQL, without a key, one statement
+        c.db, idempotency.key_of(request, who, body), c.settings.idempotency_key_ttl_s,
+        lambda u: service.submit(u, c, who, body.message, body.session_id, body.context),
+        unit=(lambda: c.db.fast(transaction=False)) if c.db.pg is not None else None)
+    replayed = isinstance(made, idempotency.Replay)
+    job = await service.get_owned(c, who, made.job_id) if replayed else made
     job = await service.wait_for(c, who, job, min(query.wait, c.settings.chat_max_wait_s),
                                  fresh=True)
-    return json_response(_out(job), 200 if job.status in service.TERMINAL else 202)
+    return json_response(_out(job), 200 if job.status in service.TERMINAL else 202,
+                         headers=idempotency.REPLAYED if replayed else None)
 
 
 @router.get("/chat/{job_id}", query=WaitQuery, responses={200: ChatJobOut}, errors=(403, 404, 429),

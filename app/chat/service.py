@@ -8,11 +8,12 @@ from collections.abc import Sequence
 from datetime import datetime
 
 from redis.exceptions import RedisError
-from sqlalchemy import Insert, Row, Table, delete, insert, select
+from sqlalchemy import Insert, Table, delete, insert, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app import idempotency
 from app.auth.principals import Client
 from app.chat import pg
 from app.context import AppContext
@@ -48,19 +49,18 @@ async def submit(unit: Unit, ctx: AppContext, client: Client, message: str,
         # an anonymous caller may only continue a session this server handed out
         may_claim = not (supplied and client.anonymous)
         for _ in range(2):
-            queued, existed, owner = await pg.submit(
+            queued = await pg.submit(
                 unit.conn, job_id=job.id, business_id=client.business_id,
                 session_id=job.session_id, may_claim=may_claim, prompt=message,
                 context=context, now=now, model=model, options=options)
             if queued:
                 break
-            if existed:
-                _same_owner(client, owner)
             if not may_claim:
                 raise _anonymous_choice()
-            # claimed by a concurrent first message a moment ago: its owner is now visible
+            # claimed by a concurrent first message of this business a moment ago, after this
+            # statement's snapshot: the next one sees it
         else:
-            _same_owner(client, None)
+            raise Conflict("the session could not be claimed; retry", code="session_busy")
     else:  # Core inserts: the ORM's flush costs more here
         await _claim_session(unit, client, job.session_id, supplied=supplied)
         if earlier:
@@ -82,7 +82,9 @@ async def _add_earlier_turns(session: AsyncSession, client: Client, session_id: 
     """The conversation so far, as the client sent it, into the session: the stored turns must
     be its beginning (the client may not rewrite history the session shows); the rest is added."""
     stored = [(r.role, r.message) for r in (await session.execute(
-        select(ChatLog.role, ChatLog.message).where(ChatLog.session_id == session_id)
+        select(ChatLog.role, ChatLog.message).where(
+            ChatLog.session_id == session_id,
+            ChatLog.business_id.is_not_distinct_from(client.business_id))
         .order_by(ChatLog.id))).all()]
     if list(earlier[:len(stored)]) != stored:
         raise Conflict("the messages do not continue this session's history (GET "
@@ -102,6 +104,7 @@ async def _push_or_withdraw(ctx: AppContext, job_id: str, model: str | None = No
         await ctx.queue.push("chat", job_id, model=model)
     except RedisError:
         async with ctx.db.transaction() as session:
+            await idempotency.forget_job(session, job_id)  # a retry with its key tries anew
             await session.execute(delete(ChatLog).where(ChatLog.job_id == job_id))
             await session.execute(delete(ChatJob).where(ChatJob.id == job_id))
         log.warning("chat refused: the job queue (Redis) is unavailable")
@@ -111,37 +114,29 @@ async def _push_or_withdraw(ctx: AppContext, job_id: str, model: str | None = No
 
 async def _claim_session(session: AsyncSession, client: Client, session_id: str, *,
                          supplied: bool) -> None:
-    """The first message of a session claims it for its business (an INSERT that only one
-    request can win); later ones must come from the same business."""
-    if supplied:
-        owner = await _session_owner(session, session_id)
-        if owner is not None:
-            return _same_owner(client, owner[0])
-        if client.anonymous:
+    """Session ids are scoped per business: the first message of a business's session creates
+    it (an INSERT that ignores a concurrent twin), later ones find it. Another business's
+    session of the same name is a different session, never seen. Anonymous callers may only
+    continue sessions the server handed out."""
+    if supplied and client.anonymous:
+        if not await _session_exists(session, client, session_id):
             raise _anonymous_choice()
-    claimed = (await session.execute(
+        return
+    await session.execute(
         _insert_ignoring_conflict(session, ChatSession.__table__)
-        .values(session_id=session_id, business_id=client.business_id, created_at=utcnow())
-        .returning(ChatSession.session_id))).first()
-    if claimed is None:  # another request claimed this new id a moment ago
-        owner = await _session_owner(session, session_id)
-        _same_owner(client, owner[0] if owner is not None else None)
+        .values(session_id=session_id, business_id=client.business_id, created_at=utcnow()))
 
 
-async def _session_owner(session: AsyncSession, session_id: str) -> Row[tuple[int | None]] | None:
-    return (await session.execute(select(ChatSession.business_id)
-                                  .where(ChatSession.session_id == session_id))).first()
+async def _session_exists(session: AsyncSession, client: Client, session_id: str) -> bool:
+    return (await session.execute(select(ChatSession.id).where(
+        ChatSession.session_id == session_id,
+        ChatSession.business_id.is_not_distinct_from(client.business_id)))).first() is not None
 
 
 def _anonymous_choice() -> Forbidden:
     # An anonymous session is a capability: only ids this server handed out work.
     return Forbidden("anonymous chats cannot choose a session_id; omit it and reuse the one "
                      "returned", code="session_forbidden")
-
-
-def _same_owner(client: Client, business_id: int | None) -> None:
-    if business_id != client.business_id:
-        raise Forbidden("this session_id belongs to another client", code="session_forbidden")
 
 
 def _insert_ignoring_conflict(session: AsyncSession, table: Table) -> Insert:
@@ -173,11 +168,10 @@ async def wait_for(ctx: AppContext, client: Client, job: ChatJob, wait_s: float,
 
 async def session_messages(ctx: AppContext, client: Client, session_id: str) -> Sequence[ChatLog]:
     async with ctx.db.sessions() as session:
-        owner = await session.get(ChatSession, session_id)
-        if owner is None or owner.business_id != client.business_id:
+        if not await _session_exists(session, client, session_id):
             raise NotFound("no such chat session", code="session_not_found")
         rows = (await session.execute(
             select(ChatLog).where(ChatLog.session_id == session_id,
-                                  ChatLog.business_id == client.business_id)
+                                  ChatLog.business_id.is_not_distinct_from(client.business_id))
             .order_by(ChatLog.id))).scalars().all()
     return rows

@@ -3,6 +3,7 @@ from __future__ import annotations
 from starlette.requests import Request
 from starlette.responses import Response
 
+from app import idempotency
 from app.auth.guards import client_guard, wallet_guard
 from app.auth.principals import Client, Wallet
 from app.context import ctx
@@ -29,18 +30,22 @@ def _out(job: IdleJob) -> IdleJobOut:
                       failure_reason=job.failure_reason)
 
 
-@router.post("/idle-job", body=IdleJobIn, responses={202: IdleJobCreated}, errors=(403,),
-             **CLIENT)
+@router.post("/idle-job", body=IdleJobIn, responses={202: IdleJobCreated}, errors=(403, 409),
+             headers=(idempotency.PARAMETER,), **CLIENT)
 async def create_idle_job(request: Request, who: Client, body: IdleJobIn) -> Response:
     """Queue inference for a miner (or RunPod, when no miner takes it in time). Needs an API
     key with the `idle` scope in the Authorization header; the client pays output tokens x
-    PRICE_PER_1K_TOKENS_USD / 1000, computed by the server."""
+    PRICE_PER_1K_TOKENS_USD / 1000, computed by the server. With an Idempotency-Key, a retry
+    gets the job the first request created."""
     c = ctx(request)
-    async with c.db.transaction() as session:
-        job = await service.submit(session, c, who, body.prompt, body.max_tokens)
+    made = await idempotency.once(
+        c.db, idempotency.key_of(request, who, body), c.settings.idempotency_key_ttl_s,
+        lambda session: service.submit(session, c, who, body.prompt, body.max_tokens))
+    replayed = isinstance(made, idempotency.Replay)
+    job = await service.get_owned(c, who, made.job_id) if replayed else made
     out = IdleJobCreated(job_id=str(job.id), status=job.status,
                          estimated_cost_usd=service.estimated_cost(c, body.max_tokens))
-    return json_response(out, 202)
+    return json_response(out, 202, headers=idempotency.REPLAYED if replayed else None)
 
 
 # Before /idle-job/{job_id}, so that "next" and "batch" are not taken for a job id:

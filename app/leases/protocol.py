@@ -167,15 +167,14 @@ async def returned_by(ctx: AppContext, kind: JobKind, keys: list[Any], miner_id:
 
 async def check_signature(ctx: AppContext, who: Wallet, job_id: str, output: str,
                           signature: str) -> str:
-    """The canonical (0x, lower-case) signature if `who` signed keccak256(job_id ‖ output)."""
-    canonical = "0x" + signature.removeprefix("0x").lower()
+    """The canonical signature (wallet.canonical) if `who` signed keccak256(job_id ‖ output)."""
     digest = wallet_sig.result_digest(job_id, output)
-    if not await wallet_sig.verify(who.address, digest, canonical,
+    if not await wallet_sig.verify(who.address, digest, signature,
                                    ctx.chain.erc1271 if ctx.chain else None):
         raise Unauthorized("the result signature does not recover to your wallet; sign "
                            "keccak256(utf8(job_id) || utf8(output)) with personal_sign",
                            code="invalid_result_signature")
-    return canonical
+    return wallet_sig.canonical(who.address, wallet_sig.eip191_hash(digest), signature)
 
 
 async def check_result(ctx: AppContext, kind: JobKind, who: Wallet, item: Any,

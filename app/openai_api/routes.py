@@ -10,12 +10,14 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
+from app import idempotency
 from app.auth.guards import client_guard
 from app.auth.principals import Client
 from app.chat import options as chat_options
 from app.chat import service
 from app.chat.options import Options
 from app.context import AppContext, ctx
+from app.db import Unit
 from app.errors import AppError, NotFound
 from app.leases import served
 from app.models import ChatJob
@@ -40,7 +42,8 @@ class TimedOut(AppError):
 
 
 @router.post("/v1/chat/completions", body=CompletionIn, responses={200: Completion}, content=SSE,
-             errors=(403, 404, 409, 502, 504), guard=client_guard("chat", submits=True), **V1)
+             errors=(403, 404, 409, 502, 504), guard=client_guard("chat", submits=True),
+             headers=(idempotency.PARAMETER,), **V1)
 async def create_completion(request: Request, who: Client, body: CompletionIn) -> Response:
     """OpenAI's chat completions, answered by the network's miners. `stream: true` sends the
     answer as it is generated (Server-Sent Events). `model` must be one GET /v1/models lists.
@@ -54,13 +57,13 @@ async def create_completion(request: Request, who: Client, body: CompletionIn) -
         raise NotFound(f"The model `{body.model}` does not exist or no miner serves it now; "
                        "GET /v1/models lists those that are served", code="model_not_found",
                        extra={"param": "model"})
-    job = await _submit(c, who, body, talk, asked)
+    job, headers = await _submit(request, c, who, body, talk, asked)
     created = int(time.time())
     if body.stream:
         usage = body.stream_options is not None and body.stream_options.include_usage
         events = _stream(c, who, job, body.model, created, talk if usage else None, asked)
         return StreamingResponse(events, media_type="text/event-stream", headers={
-            "Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+            "Cache-Control": "no-cache", "X-Accel-Buffering": "no", **headers})
     job = await service.wait_for(c, who, job, s.openai_max_wait_s, fresh=True)
     if job.status == "failed":
         raise Failed(f"the network could not answer: {job.failure_reason}")
@@ -68,20 +71,28 @@ async def create_completion(request: Request, who: Client, body: CompletionIn) -
         raise TimedOut(f"no answer within {s.openai_max_wait_s} s (OPENAI_MAX_WAIT_S); the job "
                        f"goes on: GET /chat/{job.id}", extra={"job_id": job.id})
     return json_response(convert.completion(job, body.model, created,
-                                            await _prompt_tokens(c, talk), asked))
+                                            await _prompt_tokens(c, talk), asked),
+                         headers=headers or None)
 
 
-async def _submit(c: AppContext, who: Client, body: CompletionIn, talk: convert.Conversation,
-                  asked: Options) -> ChatJob:
-    fast = c.db.pg is not None and not talk.earlier and body.session_id is None
-    unit = c.db.fast(transaction=False) if fast else c.db.transaction()
-    async with unit as u:
+async def _submit(request: Request, c: AppContext, who: Client, body: CompletionIn,
+                  talk: convert.Conversation, asked: Options) -> tuple[ChatJob, dict[str, str]]:
+    """The request's job, and the headers its answer carries: with an Idempotency-Key a retry
+    gets the first request's job (app/idempotency.py)."""
+    async def create(u: Unit) -> ChatJob:
         job = await service.submit(u, c, who, talk.prompt, body.session_id, talk.context,
                                    model=body.model, options=chat_options.dump(asked),
                                    earlier=talk.earlier)
         if body.stream:  # before the job is queued (after commit): its first chunk sees a reader
             await c.relay.mark_watched(job.id)
-    return job
+        return job
+    fast = c.db.pg is not None and not talk.earlier and body.session_id is None
+    made = await idempotency.once(c.db, idempotency.key_of(request, who, body),
+                                  c.settings.idempotency_key_ttl_s, create,
+                                  unit=(lambda: c.db.fast(transaction=False)) if fast else None)
+    if isinstance(made, idempotency.Replay):
+        return await service.get_owned(c, who, made.job_id), idempotency.REPLAYED
+    return made, {}
 
 
 async def _prompt_tokens(c: AppContext, talk: convert.Conversation) -> int:

@@ -153,3 +153,37 @@ async def test_an_operator_removed_from_the_setting_loses_the_role_at_once(setti
     async with running_app(settings_factory(operator_addresses="")) as api:  # same database
         r = await api.client.get("/api-keys", headers={"Authorization": f"Bearer {token}"})
         assert r.status_code == 403
+
+
+async def test_a_message_issued_long_ago_is_refused_whatever_its_expiry(api):  # type: ignore[no-untyped-def]
+    """Issue 23 L7: a sign-in message issued in 2020 with no expiry was accepted (its fresh
+    nonce was the only bound). Now SIWE_MAX_AGE_S bounds Issued At, and the future is refused
+    beyond SIWE_CLOCK_SKEW_S."""
+    account = Account.create()
+    now = datetime.now(UTC)
+    max_age = api.settings.siwe_max_age_s
+    cases = {
+        "2020, no expiry": dict(issued_at=datetime(2020, 1, 1, tzinfo=UTC), expiration_time=None),
+        "past the bound, expiry ahead": dict(
+            issued_at=now - timedelta(seconds=max_age + 120),
+            expiration_time=now + timedelta(minutes=5)),
+    }
+    for name, fields in cases.items():
+        msg = await fresh(api, account)
+        text = altered(msg, **fields)
+        r = await register(api, text, sign(account, text))
+        assert r.status_code == 401 and r.json()["error"] == "siwe_too_old", (name, r.text)
+    msg = await fresh(api, account)
+    text = altered(msg, issued_at=now + timedelta(seconds=api.settings.siwe_clock_skew_s + 60))
+    r = await register(api, text, sign(account, text))
+    assert r.status_code == 401 and r.json()["error"] == "siwe_issued_in_future"
+    # inside the bound, without an expiry, it works (and the refused ones spent no nonce)
+    msg = await fresh(api, account)
+    text = altered(msg, issued_at=now - timedelta(seconds=max_age - 60), expiration_time=None)
+    assert (await register(api, text, sign(account, text))).status_code == 200
+
+
+async def test_the_nonce_message_never_outlives_the_age_bound(settings_factory):  # type: ignore[no-untyped-def]
+    async with running_app(settings_factory(siwe_max_age_s=120)) as api:
+        msg = await fresh(api, Account.create())
+        assert msg.expiration_time - msg.issued_at == timedelta(seconds=120)

@@ -396,6 +396,21 @@ def test_check_skew_boundaries() -> None:
                    clock_skew_s=0) == "expired"
 
 
+def test_check_refuses_a_message_issued_longer_ago_than_max_age() -> None:
+    # no expiration time: before max_age_s only the nonce bounded a message signed in 2020
+    old = minimal(issued_at=datetime(2020, 1, 1, tzinfo=UTC))
+    check_message(old, **EXPECT, now=T0)  # the pure check without a bound, as EIP-4361 allows
+    assert code_of(check_message, old, **EXPECT, now=T0, max_age_s=600) == "too_old"
+    # the bound counts from Issued At, with the clock skew in the signer's favour
+    msg = minimal(issued_at=T0)
+    check_message(msg, **EXPECT, now=T0 + timedelta(seconds=660), max_age_s=600)
+    assert code_of(check_message, msg, **EXPECT, now=T0 + timedelta(seconds=661),
+                   max_age_s=600) == "too_old"
+    # an expiration time far ahead does not lift it
+    assert code_of(check_message, minimal(issued_at=T0, expiration_time=T0 + timedelta(days=9)),
+                   **EXPECT, now=T0 + timedelta(hours=1), max_age_s=600) == "too_old"
+
+
 def test_check_scheme_parameter() -> None:
     check_message(minimal(scheme="http"), **EXPECT, now=T0, scheme="http")
     check_message(minimal(scheme="https"), **EXPECT, now=T0)

@@ -81,7 +81,16 @@ async def test_a_conversation_continues_its_session(settings_factory):  # type: 
                           {"role": "assistant", "content": "A1"},
                           {"role": "user", "content": "Q3"}])
         assert caught.value.code == "session_history_mismatch"
+        # session ids are scoped per business: another business naming this id gets a session
+        # of its own, and neither it nor its miner sees a turn of the first one's
         stranger = await v1.api.api_key("someone-else")
-        with pytest.raises(openai.PermissionDeniedError):
-            await v1.sdk(stranger).chat.completions.create(
-                model=MODEL, messages=HI, extra_body={"session_id": session})
+        ask = asyncio.create_task(v1.sdk(stranger).chat.completions.create(
+            model=MODEL, messages=HI, extra_body={"session_id": session}))
+        job = await miner.poll()
+        assert job is not None and job["session_id"] == session and job["history"] == []
+        await miner.finish(job, "hello stranger")
+        assert (await ask).model_extra["session_id"] == session  # type: ignore[union-attr]
+        for key, turns in ((v1.key, ["Q1", "A1", "Q2", "A2"]), (stranger, ["hi", "hello stranger"])):
+            r = await v1.api.client.get(f"/chat/sessions/{session}/messages",
+                                        headers={"Authorization": f"Bearer {key}"})
+            assert [m["message"] for m in r.json()["messages"]] == turns
