@@ -7,12 +7,11 @@ from typing import Any
 
 from eth_utils import to_checksum_address
 from web3 import AsyncWeb3
-from web3.exceptions import TransactionNotFound
 
 from chain.config import DEFAULT_BURN_ADDRESS
 from chain.errors import ConfigError, InsufficientBalance, TxNotFound
 from chain.tokens import erc20, transfers
-from chain.tx import OnPrepared, TxSender
+from chain.tx import OnPrepared, TxSender, canonical_receipt
 
 BURN_ADDRESS = DEFAULT_BURN_ADDRESS
 
@@ -100,13 +99,13 @@ async def verify_burn(
     expected_from: str | None = None,
 ) -> BurnVerification:
     """Read the receipt of ``tx_hash`` and report the burn in it. Raises TxNotFound for a hash
-    the chain does not know (or not yet mined); a mined tx that is no burn gives is_burn=False.
+    the chain does not know (or not yet mined, or mined in a block that is no longer the chain's
+    block at that number); a mined tx that is no burn gives is_burn=False.
     With ``token`` set, only transfers of that token count; ``expected_from`` restricts the
     sender of the tokens."""
-    try:
-        receipt = await w3.eth.get_transaction_receipt(tx_hash)  # type: ignore[arg-type]
-    except TransactionNotFound:
-        raise TxNotFound(f"no mined transaction {tx_hash}") from None
+    receipt = await canonical_receipt(w3, tx_hash)
+    if receipt is None:  # unknown, not mined, or in a block a reorg took away
+        raise TxNotFound(f"no mined transaction {tx_hash} on the canonical chain")
     burn_address = to_checksum_address(burn_address)
     want_token = to_checksum_address(token) if token else None
     want_from = to_checksum_address(expected_from) if expected_from else None
