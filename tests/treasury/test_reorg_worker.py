@@ -145,3 +145,37 @@ async def test_swaps_reverted_after_their_depth_are_rebroadcast_before_the_burn(
     t.tester.mine_blocks(DEPTH)
     assert await t.run(bid) == "burned"
     await _assert_burned_once_for_real(t, bid, start, burn.tx_hash)
+
+
+async def test_a_burn_reorged_after_burned_keeps_its_nonce_the_next_buyback_takes_the_next(
+        treasury_settings, devnet_layout, operator) -> None:  # type: ignore[no-untyped-def]
+    """The audit's aftermath: a reorg deeper than CONFIRMATIONS (here 1) drops a burn already
+    marked burned. The next buyback's first transaction must not take that burn's nonce (the
+    stored burn could then never be mined and its $SERV would stay in the treasury): the
+    sender re-broadcasts the stored burn and signs the next nonce."""
+    async with treasury_app(treasury_settings(), devnet_layout, operator) as t:
+        start = await t.w3.eth.block_number
+        await t.add_revenue("150")
+        first = await check_buyback_threshold({"app": t.ctx})
+        assert first is not None
+        snapshots: list[int] = []
+
+        async def before_burn(name: str) -> None:
+            if name == "burn:prepared":  # committed, not yet broadcast
+                snapshots.append(t.tester.take_snapshot())
+
+        assert await t.run(first, checkpoint=before_burn) == "burned"
+        [burn] = [r for r in await t.txs(first) if r.kind == "burn"]
+        t.tester.revert_to_snapshot(snapshots[0])
+        assert await _burns_on_chain(t, start) == []
+
+        await t.add_revenue("100")
+        second = await check_buyback_threshold({"app": t.ctx})
+        assert second is not None
+        assert await t.run(second) == "burned"
+        on_chain = {x["hash"]: x for x in await t.treasury_txs(start)}
+        assert burn.tx_hash in on_chain and on_chain[burn.tx_hash]["status"] == 1
+        assert min(r.nonce for r in await t.txs(second)) == burn.nonce + 1
+        for bid in (first, second):
+            body = (await t.api.client.get(f"/burns/{bid}/verify")).json()
+            assert body["verified"] is True, body
