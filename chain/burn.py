@@ -10,7 +10,7 @@ from web3 import AsyncWeb3
 
 from chain.config import DEFAULT_BURN_ADDRESS
 from chain.errors import ConfigError, InsufficientBalance, TxNotFound
-from chain.tokens import erc20, transfers
+from chain.tokens import TRANSFER_TOPIC, erc20, transfers
 from chain.tx import OnPrepared, TxSender, canonical_receipt
 
 BURN_ADDRESS = DEFAULT_BURN_ADDRESS
@@ -87,6 +87,36 @@ async def burn(
         burn_address=burn_address, gas_used=int(receipt["gasUsed"]),
         block_number=int(receipt["blockNumber"]),
     )
+
+
+async def burned_by(
+    w3: AsyncWeb3,
+    token: str,
+    sender: str,
+    *,
+    burn_address: str = BURN_ADDRESS,
+    from_block: int,
+    to_block: int,
+    step: int = 10_000,
+) -> int:
+    """Base units of ``token`` that ``sender`` transferred to ``burn_address`` in blocks
+    [from_block, to_block], from the chain's Transfer logs (``step`` blocks per eth_getLogs
+    call: providers cap the range). What the chain says an account burned, independent of any
+    records, and of what others sent to the burn address."""
+    def topic(address: str) -> str:
+        return "0x" + bytes(12).hex() + to_checksum_address(address)[2:].lower()
+
+    total = 0
+    start = max(from_block, 0)
+    while start <= to_block:
+        end = min(start + step - 1, to_block)
+        logs = await w3.eth.get_logs({"address": to_checksum_address(token), "fromBlock": start,
+                                      "toBlock": end, "topics": ["0x" + TRANSFER_TOPIC.hex(),
+                                                                 topic(sender),
+                                                                 topic(burn_address)]})
+        total += sum(int.from_bytes(bytes(x["data"]), "big") for x in logs)
+        start = end + 1
+    return total
 
 
 async def verify_burn(

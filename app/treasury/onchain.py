@@ -65,6 +65,9 @@ class Treasury:
     can_sign: bool
     private_w3: AsyncWeb3 | None = None  # PRIVATE_TX_RPC_URL: where signed bytes go, if set
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)  # one buyback run per process
+    # /burns/summary's scan of the treasury's burns, kept up to a final block:
+    # (from_block, scanned to, base units burned)
+    burn_scan: tuple[int, int, int] | None = None
     _decimals: dict[str, int] = field(default_factory=dict)
 
     @property

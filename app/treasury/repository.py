@@ -187,6 +187,24 @@ async def totals(session: AsyncSession) -> Totals:
 
 
 
+@dataclass(frozen=True)
+class BurnRecords:
+    """What /burns/summary compares with the chain's Transfer logs, besides Totals."""
+
+    first_block: int | None  # the lowest block any recorded treasury transaction was mined in
+    in_flight: int  # base units: the active buyback's mined burn, not yet final (not yet burned)
+
+
+async def burn_records(session: AsyncSession) -> BurnRecords:
+    first = (await session.execute(select(func.min(BuybackTx.block_number)))).scalar_one()
+    amounts = (await session.execute(
+        select(BuybackTx.amount_out).join(Buyback, Buyback.id == BuybackTx.buyback_id)
+        .where(Buyback.active_slot == ACTIVE_SLOT, BuybackTx.kind == "burn",
+               BuybackTx.status == "mined"))).scalars()
+    return BurnRecords(first_block=None if first is None else int(first),
+                       in_flight=sum(int(a or 0) for a in amounts))
+
+
 # --- the runner's writes -------------------------------------------------------------------------
 
 class StateChanged(Exception):
