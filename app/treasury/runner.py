@@ -21,7 +21,8 @@ once its burn is final. Waits for depth are sized from the chain's observed bloc
 Failures:
 - definitive (slippage, deadline, price impact, empty treasury, wrong contract, a revert)
   BEFORE any swap was mined: the buyback fails with the reason and its revenue becomes
-  unallocated again, in one transaction.
+  unallocated again, in one transaction. A mined revert counts, like any outcome, only once it
+  is CONFIRMATIONS deep (a reorg may yet mine the same bytes successfully).
 - definitive AFTER some swap chunks were mined: what was bought is burned; usd_swapped says
   what the mined swaps spent, and the rest of the claimed revenue goes back to unallocated as
   one carry-over ledger entry when the buyback is burned; failure_reason starts with
@@ -71,6 +72,7 @@ BLOCK_TIME_SAMPLE = 20
 BLOCK_TIME_BOUNDS_S = (0.25, 60.0)
 DEFAULT_BLOCK_TIME_S = 12.0
 DEPTH_WAIT_BOUNDS_S = (0.5, 300.0)
+MAX_REORGS_PER_RUN = 5  # a chain (or a node behind a load balancer) that keeps changing: wait
 _random = secrets.SystemRandom()  # chunk waits an observer cannot predict from our code
 
 
@@ -141,6 +143,7 @@ class _Run:
             return bb.status
         await self._recheck()
         await self._resolve_stored()
+        reorgs = 0
         while True:
             bb = await self._load()
             try:
@@ -159,6 +162,10 @@ class _Run:
                 else:
                     return bb.status
             except _Reorged:
+                reorgs += 1
+                if reorgs > MAX_REORGS_PER_RUN:
+                    raise Wait(self.id, await self._depth_wait_s(1),
+                               "reorg: the chain keeps changing under this run") from None
                 await self._resolve_stored()  # re-broadcast what the reorg dropped, in order
 
     # --- records ----------------------------------------------------------------------------
@@ -317,13 +324,13 @@ class _Run:
             await self._rewind()
         return changed
 
-    async def _confirm(self, kind: str, what: str) -> None:
+    async def _confirm(self, what: str, pick: Callable[[BuybackTx], bool]) -> None:
         """A confirmation check: every recorded receipt re-read first (_Reorged if any changed),
-        then the mined ``kind`` rows must be CONFIRMATIONS deep, else Wait about as long as
+        then the rows ``pick`` chooses must be CONFIRMATIONS deep, else Wait about as long as
         the missing blocks take at the chain's observed block time."""
         if await self._recheck():
             raise _Reorged
-        rows = [r for r in await self._txs() if r.kind == kind and r.status == "mined"]
+        rows = [r for r in await self._txs() if pick(r)]
         head = await self.t.w3.eth.block_number
         missing = max((self._depth - (head - int(r.block_number or head) + 1) for r in rows),
                       default=0)
@@ -375,9 +382,7 @@ class _Run:
                 receipt = await self.t.w3.eth.get_transaction_receipt(row.tx_hash)  # type: ignore[arg-type]
                 status = await self._record_outcome(row, receipt)
                 log.info("buyback %d: stored %s %s was %s", self.id, row.kind, row.tx_hash, status)
-                if status == "reverted":
-                    await self._after_revert(row)
-                return
+                return  # a revert is acted on by the step it belongs to (see _revert_final)
             if found.status is TxStatus.PENDING:
                 pending.append(row)
         if not pending:
@@ -396,22 +401,20 @@ class _Run:
             prepared, confirmations=1, timeout=self.s.tx_timeout_s,
             on_prepared=self._persist, raise_on_revert=False)
         mined_hash = "0x" + bytes(receipt["transactionHash"]).hex()
-        row = await self._record_by_hash(mined_hash)
-        if row.status == "reverted":
-            await self._after_revert(row)
+        await self._record_by_hash(mined_hash)
 
-    async def _after_revert(self, row: BuybackTx) -> None:
-        if row.kind == "burn":
-            return  # nothing moved; _burn_step tries again (up to MAX_BURN_REVERTS)
+    async def _revert_final(self, bb: Buyback, row: BuybackTx) -> None:
+        """A reverted approve or swap fails the buyback (or makes it partial), once the revert
+        is final: a reorg may yet mine the same signed bytes successfully, and a buyback failed
+        at depth 1 would have released revenue the swap then spends."""
+        await self._confirm(f"the reverted {row.kind}", lambda r: r.id == row.id)
         reason = f"{row.kind} transaction {row.tx_hash} reverted"
         try:
             receipt = await self.t.w3.eth.get_transaction_receipt(row.tx_hash)  # type: ignore[arg-type]
             await self.sender.raise_for_status(receipt)
         except TxReverted as exc:
             reason = f"{type(exc).__name__}: {exc} ({row.kind} {row.tx_hash})"
-        bb = await self._load()
-        if bb.status == BuybackStatus.swapping:
-            await self._swap_failed(bb, reason)
+        await self._swap_failed(bb, reason)
 
     # --- steps --------------------------------------------------------------------------------
 
@@ -439,7 +442,12 @@ class _Run:
                                quote_amount_in=amount)
 
     async def _swap_step(self, bb: Buyback) -> None:
-        swaps = [r for r in await self._txs() if r.kind == "swap" and r.status == "mined"]
+        rows = await self._txs()
+        reverted = [r for r in rows if r.kind in ("approve", "swap") and r.status == "reverted"]
+        if reverted:  # swapping ends here, once the revert is final
+            await self._revert_final(bb, reverted[-1])
+            return
+        swaps = [r for r in rows if r.kind == "swap" and r.status == "mined"]
         spent = sum(r.amount_in or 0 for r in swaps)
         total = int(bb.quote_amount_in or 0)
         remaining = total - spent
@@ -465,8 +473,8 @@ class _Run:
                                 expected_out_cap=cap)
         except DEFINITIVE as exc:
             tx_hash = getattr(exc, "tx_hash", None)
-            if tx_hash:
-                await self._record_by_hash(tx_hash)
+            if tx_hash and (await self._record_by_hash(tx_hash)).status == "reverted":
+                return  # mined and reverted: the next swap step acts on it once it is final
             await self._swap_failed(bb, f"{type(exc).__name__}: {exc}")
             return
         await self._cp("swap:sent")
@@ -500,7 +508,7 @@ class _Run:
 
     async def _swaps_final(self) -> None:
         """The burn is sized from the swaps' output: they must be CONFIRMATIONS deep first."""
-        await self._confirm("swap", "the swaps")
+        await self._confirm("the swaps", lambda r: r.kind == "swap" and r.status == "mined")
 
     async def _swaps_done(self, bb: Buyback, swaps: list[BuybackTx], note: str | None) -> None:
         """Swapping ends: record what the mined swaps received and what they spent
@@ -572,7 +580,7 @@ class _Run:
     async def _finish(self, bb: Buyback, burn_row: BuybackTx) -> None:
         """Burned once the burn is CONFIRMATIONS deep; in the same transaction, what the
         buyback claimed but did not swap goes back to unallocated (one carry-over entry)."""
-        await self._confirm("burn", "the burn")
+        await self._confirm("the burn", lambda r: r.kind == "burn" and r.status == "mined")
         await self._cp("burn:deep")
         # Once more right before "burned": a reorg between the depth check and now must not
         # leave a burn recorded that the chain does not have.

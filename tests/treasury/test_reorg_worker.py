@@ -179,3 +179,68 @@ async def test_a_burn_reorged_after_burned_keeps_its_nonce_the_next_buyback_take
         for bid in (first, second):
             body = (await t.api.client.get(f"/burns/{bid}/verify")).json()
             assert body["verified"] is True, body
+
+
+def _front_run_after_snapshot(t: TApp, snapshots: list[int]):  # type: ignore[no-untyped-def]
+    """At swap:prepared: a snapshot, then someone's big buy lands first, so our swap reverts
+    (INSUFFICIENT_OUTPUT_AMOUNT). Reverting to the snapshot is a reorg that drops both."""
+    from eth_account import Account
+
+    from chain.dex import swap
+    from chain.tx import TxSender
+
+    d = t.devnet
+    trader = TxSender(t.w3, Account.from_key(d.trader_key), max_fee_wei=1000 * 10**9,
+                      poll_interval=0.01)
+
+    async def checkpoint(name: str) -> None:
+        if name == "swap:prepared" and not snapshots:
+            snapshots.append(t.tester.take_snapshot())
+            await swap(trader, t.ctx.treasury.router, 50_000 * 10**6, [d.quote_token, d.serv_token],
+                       max_slippage_bps=9_999, max_price_impact_bps=9_999)
+
+    return checkpoint
+
+
+async def test_a_swap_revert_fails_the_buyback_only_once_the_revert_is_final(deep) -> None:  # type: ignore[no-untyped-def]
+    t, bid, start = deep
+    snapshots: list[int] = []
+    with pytest.raises(Wait) as waited:  # reverted at depth 1: not failed yet
+        await t.run(bid, checkpoint=_front_run_after_snapshot(t, snapshots))
+    assert waited.value.reason == f"confirmations: the reverted swap needs {DEPTH - 1} more block(s)"
+    bb = await t.buyback(bid)
+    assert bb.status == "swapping" and bb.active_slot == 1
+    assert all(e.buyback_id == bid for e in await t.events())  # the revenue is still claimed
+    r = await t.api.client.post(f"/buybacks/{bid}/cancel", headers=await t.operator_auth())
+    assert r.status_code == 409 and "could still mine it" in r.json()["detail"], r.json()
+    t.tester.mine_blocks(DEPTH - 1)
+    assert await t.run(bid) == "failed"
+    bb = await t.buyback(bid)
+    assert "SlippageExceeded" in (bb.failure_reason or "") and bb.active_slot is None
+    assert all(e.buyback_id is None for e in await t.events())
+
+
+async def test_a_reverted_swap_a_reorg_takes_away_is_rebroadcast_and_the_buyback_goes_on(deep) -> None:  # type: ignore[no-untyped-def]
+    """Failing at depth 1 would have released the revenue while the same signed swap could
+    still be mined, successfully, on the chain after the reorg (a node re-injects the
+    transactions of orphaned blocks): stablecoin spent, revenue spent again by the next
+    buyback, the $SERV never burned."""
+    t, bid, start = deep
+    snapshots: list[int] = []
+    with pytest.raises(Wait):
+        await t.run(bid, checkpoint=_front_run_after_snapshot(t, snapshots))
+    [swap_row] = [r for r in await t.txs(bid) if r.kind == "swap"]
+    assert swap_row.status == "reverted"
+    t.tester.revert_to_snapshot(snapshots[0])  # neither the front-run nor our revert happened
+    with pytest.raises(Wait) as waited:
+        await t.run(bid)
+    assert waited.value.reason.startswith("confirmations: the swaps")
+    assert [(r.tx_hash, r.status) for r in await t.txs(bid) if r.kind == "swap"] == [
+        (swap_row.tx_hash, "mined")]  # the same signed bytes, mined this time
+    t.tester.mine_blocks(DEPTH)
+    with pytest.raises(Wait):
+        await t.run(bid)
+    [burn] = [r for r in await t.txs(bid) if r.kind == "burn"]
+    t.tester.mine_blocks(DEPTH)
+    assert await t.run(bid) == "burned"
+    await _assert_burned_once_for_real(t, bid, start, burn.tx_hash)
