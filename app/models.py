@@ -408,6 +408,8 @@ class BuybackTx(Base):
     amount_out_min: Mapped[int | None] = mapped_column(TokenAmount)  # swap only
     amount_out: Mapped[int | None] = mapped_column(TokenAmount)  # swap: $SERV received; burn: burned
     block_number: Mapped[int | None] = mapped_column(BigInteger)
+    # the block's hash when recorded: a reorg that re-mines it at the same height is seen too
+    block_hash: Mapped[str | None] = mapped_column(String(66))
     gas_used: Mapped[int | None] = mapped_column(BigInteger)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     mined_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

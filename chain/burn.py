@@ -7,12 +7,11 @@ from typing import Any
 
 from eth_utils import to_checksum_address
 from web3 import AsyncWeb3
-from web3.exceptions import TransactionNotFound
 
 from chain.config import DEFAULT_BURN_ADDRESS
 from chain.errors import ConfigError, InsufficientBalance, TxNotFound
-from chain.tokens import erc20, transfers
-from chain.tx import OnPrepared, TxSender
+from chain.tokens import TRANSFER_TOPIC, erc20, transfers
+from chain.tx import OnPrepared, TxSender, canonical_receipt
 
 BURN_ADDRESS = DEFAULT_BURN_ADDRESS
 
@@ -90,6 +89,36 @@ async def burn(
     )
 
 
+async def burned_by(
+    w3: AsyncWeb3,
+    token: str,
+    sender: str,
+    *,
+    burn_address: str = BURN_ADDRESS,
+    from_block: int,
+    to_block: int,
+    step: int = 10_000,
+) -> int:
+    """Base units of ``token`` that ``sender`` transferred to ``burn_address`` in blocks
+    [from_block, to_block], from the chain's Transfer logs (``step`` blocks per eth_getLogs
+    call: providers cap the range). What the chain says an account burned, independent of any
+    records, and of what others sent to the burn address."""
+    def topic(address: str) -> str:
+        return "0x" + bytes(12).hex() + to_checksum_address(address)[2:].lower()
+
+    total = 0
+    start = max(from_block, 0)
+    while start <= to_block:
+        end = min(start + step - 1, to_block)
+        logs = await w3.eth.get_logs({"address": to_checksum_address(token), "fromBlock": start,
+                                      "toBlock": end, "topics": ["0x" + TRANSFER_TOPIC.hex(),
+                                                                 topic(sender),
+                                                                 topic(burn_address)]})
+        total += sum(int.from_bytes(bytes(x["data"]), "big") for x in logs)
+        start = end + 1
+    return total
+
+
 async def verify_burn(
     w3: AsyncWeb3,
     tx_hash: str,
@@ -100,13 +129,13 @@ async def verify_burn(
     expected_from: str | None = None,
 ) -> BurnVerification:
     """Read the receipt of ``tx_hash`` and report the burn in it. Raises TxNotFound for a hash
-    the chain does not know (or not yet mined); a mined tx that is no burn gives is_burn=False.
+    the chain does not know (or not yet mined, or mined in a block that is no longer the chain's
+    block at that number); a mined tx that is no burn gives is_burn=False.
     With ``token`` set, only transfers of that token count; ``expected_from`` restricts the
     sender of the tokens."""
-    try:
-        receipt = await w3.eth.get_transaction_receipt(tx_hash)  # type: ignore[arg-type]
-    except TransactionNotFound:
-        raise TxNotFound(f"no mined transaction {tx_hash}") from None
+    receipt = await canonical_receipt(w3, tx_hash)
+    if receipt is None:  # unknown, not mined, or in a block a reorg took away
+        raise TxNotFound(f"no mined transaction {tx_hash} on the canonical chain")
     burn_address = to_checksum_address(burn_address)
     want_token = to_checksum_address(token) if token else None
     want_from = to_checksum_address(expected_from) if expected_from else None

@@ -6,10 +6,19 @@ hash and nonce BEFORE anything is broadcast (persist them); ``broadcast(prepared
 re-signs the same nonce with higher fees. ``lookup(hash)`` and ``nonce_state(nonce)`` tell what
 became of a transaction after a crash.
 
-Nonces: the next nonce is max(chain pending nonce, persisted next nonce, in-memory next nonce),
-so a restart never reuses a nonce. The price of that rule: a transaction that was prepared but
-never broadcast leaves a gap that blocks later nonces, so callers either broadcast (or
-re-broadcast ``prepared.raw``) every prepared transaction, or ``release`` it.
+Nonces: the next nonce is max(chain pending nonce, persisted next nonce, in-memory next nonce,
+1 + the highest nonce of the caller's stored signed transactions that may still be mined), so a
+restart never reuses a nonce. With ``outstanding`` (the caller's stored signed bytes), a stored
+transaction the node no longer holds (a reorg dropped it, a node forgot it) is re-broadcast from
+those bytes before a new nonce is handed out: a nonce of ours is never given to a new
+transaction while a signed one with it could still be mined. The price of that rule: a
+transaction that was prepared but never broadcast leaves a gap that blocks later nonces, so
+callers either broadcast (or re-broadcast ``prepared.raw``) every prepared transaction, or
+``release`` it.
+
+Receipts count only on the canonical chain: a receipt whose block hash is not the chain's block
+at that number now (a reorg, a lagging node behind a load balancer) is treated as no receipt, at
+every confirmation check (``canonical_receipt``).
 """
 
 from __future__ import annotations
@@ -20,7 +29,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
@@ -30,7 +39,7 @@ from eth_account import Account
 from eth_account.signers.local import LocalAccount
 from eth_utils import keccak, to_checksum_address
 from web3 import AsyncWeb3
-from web3.exceptions import TimeExhausted, TransactionNotFound
+from web3.exceptions import BlockNotFound, TimeExhausted, TransactionNotFound
 
 from chain.config import ChainConfig
 from chain.errors import (
@@ -174,6 +183,42 @@ class FileNonceStore:
 
 
 OnPrepared = Callable[[PreparedTx], Awaitable[None] | None]
+Outstanding = Callable[[int], Awaitable[Sequence[bytes | str]]]
+"""``outstanding(from_nonce)``: the signed bytes the caller stored (persist-before-broadcast) of
+its transactions with nonce >= from_nonce that may still be mined (not those another
+same-nonce transaction finally replaced); for a nonce with several, the one to re-broadcast
+last (the mined one, else the highest fee)."""
+
+
+async def canonical_receipt(w3: AsyncWeb3, tx_hash: str) -> Any | None:
+    """The receipt of ``tx_hash`` if it is in the chain's canonical block at its number now;
+    None when it is not mined, or its block is not (or no longer) the chain's block at that
+    height (a reorg took it away; a node behind a load balancer answered from an orphan)."""
+    try:
+        receipt = await w3.eth.get_transaction_receipt(tx_hash)  # type: ignore[arg-type]
+    except (TransactionNotFound, TimeExhausted):
+        return None
+    if receipt is None or receipt.get("blockNumber") is None:
+        return None
+    try:
+        block = await w3.eth.get_block(int(receipt["blockNumber"]))
+    except BlockNotFound:
+        return None
+    if _hex(block["hash"]).lower() != _hex(receipt["blockHash"]).lower():
+        return None
+    return receipt
+
+
+async def block_time(w3: AsyncWeb3, sample: int = 20) -> float | None:
+    """Seconds per block over the last ``sample`` blocks, from their timestamps; None when the
+    chain is too short to tell."""
+    head = await w3.eth.get_block("latest")
+    number = int(head["number"])
+    back = min(sample, number)
+    if back <= 0:
+        return None
+    old = await w3.eth.get_block(number - back)
+    return max(int(head["timestamp"]) - int(old["timestamp"]), 0) / back
 
 
 def load_account(
@@ -215,7 +260,10 @@ class TxSender:
     ``gas_margin_bps`` is added to the estimate; ``replacement_bump_bps`` (>= 1000, what nodes
     require) is the fee increase of each replacement. ``broadcast_w3``, when given, is the only
     node signed bytes are sent to (a private relay: nothing reaches the public mempool);
-    everything else (nonces, fees, receipts) is read through ``w3``.
+    everything else (nonces, fees, receipts) is read through ``w3``. ``outstanding`` gives the
+    caller's stored signed transactions that may still be mined (see ``Outstanding``): no new
+    nonce is handed out at or below theirs, and one the node no longer holds is re-broadcast
+    from its stored bytes first.
     """
 
     def __init__(
@@ -231,6 +279,7 @@ class TxSender:
         poll_interval: float = 0.05,
         chain_id: int | None = None,
         broadcast_w3: AsyncWeb3 | None = None,
+        outstanding: Outstanding | None = None,
     ) -> None:
         if max_fee_wei <= 0:
             raise ConfigError("max_fee_wei must be positive")
@@ -250,6 +299,7 @@ class TxSender:
         self._store_key: str | None = None
         self._next_nonce: int | None = None
         self._lock = asyncio.Lock()
+        self.outstanding = outstanding
 
     def __repr__(self) -> str:
         return f"TxSender(address={self.address})"
@@ -306,9 +356,37 @@ class TxSender:
 
     async def _allocate_nonce(self) -> int:
         key = await self._key()
+        floor = await self._outstanding_floor()
         pending = await self.w3.eth.get_transaction_count(self.address, "pending")
         stored = self.nonce_store.get(key) or 0
-        return max(pending, stored, self._next_nonce or 0)
+        return max(pending, stored, self._next_nonce or 0, floor)
+
+    async def _outstanding_floor(self) -> int:
+        """1 + the highest nonce among the caller's stored transactions that may still be
+        mined (0 without any), after re-broadcasting, in nonce order, those the node does not
+        hold: a reorg that dropped one of ours must not let a new transaction take its nonce
+        (the stored one could then never be mined, and what it was to do would never happen)."""
+        if self.outstanding is None:
+            return 0
+        mined = await self.w3.eth.get_transaction_count(self.address, "latest")
+        ours: dict[int, PreparedTx] = {}
+        for raw in await self.outstanding(mined):
+            prepared = PreparedTx.from_raw(raw)
+            if to_checksum_address(prepared.sender) == self.address and prepared.nonce >= mined:
+                ours[prepared.nonce] = prepared  # the caller lists the one to send last
+        if not ours:
+            return 0
+        pending = await self.w3.eth.get_transaction_count(self.address, "pending")
+        for nonce in sorted(ours):
+            if nonce < pending:
+                continue  # the node holds a transaction with this nonce
+            prepared = ours[nonce]
+            found = await self.lookup(prepared.tx_hash)
+            if found.status is TxStatus.UNKNOWN:
+                log.warning("nonce %d: stored transaction %s is not on chain (dropped by a "
+                            "reorg?); re-broadcasting its signed bytes", nonce, prepared.tx_hash)
+                await self.broadcast_raw(prepared.raw, prepared.tx_hash)
+        return max(ours) + 1
 
     def _commit_nonce(self, key: str, nonce: int) -> None:
         self._next_nonce = nonce + 1
@@ -410,10 +488,8 @@ class TxSender:
     # receipts
 
     async def _receipt(self, tx_hash: str) -> Any | None:
-        try:
-            return await self.w3.eth.get_transaction_receipt(tx_hash)  # type: ignore[arg-type]
-        except (TransactionNotFound, TimeExhausted):
-            return None
+        """The receipt on the canonical chain only (re-read at every confirmation check)."""
+        return await canonical_receipt(self.w3, tx_hash)
 
     async def wait_for_receipt(
         self, tx_hash: str, confirmations: int = 1, timeout: float = 120.0

@@ -33,6 +33,11 @@ async def cancel(ctx: AppContext, buyback_id: int, by: str) -> tuple[Buyback, in
     head = await t.w3.eth.block_number
     final_block = max(head - depth + 1, 0)
     used = await t.w3.eth.get_transaction_count(t.address, final_block)  # type: ignore[arg-type]
+    for r in rows:  # a revert is an outcome like any: a reorg may yet mine the same bytes
+        if r.status == "reverted" and (r.block_number is None or r.block_number > final_block):
+            raise NotCancellable(
+                f"buyback {buyback_id}: {r.kind} {r.tx_hash} reverted in block {r.block_number}, "
+                f"not yet {depth} block(s) deep: a reorg could still mine it")
     open_rows = [r for r in rows if r.status == "prepared"]
     for r in open_rows:
         try:

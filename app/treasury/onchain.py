@@ -25,7 +25,7 @@ from chain.config import ChainConfig
 from chain.dex import UniswapV2Router
 from chain.errors import ConfigError
 from chain.tokens import erc20
-from chain.tx import TxSender, load_account
+from chain.tx import Outstanding, TxSender, load_account
 
 GWEI = 10**9
 
@@ -65,19 +65,23 @@ class Treasury:
     can_sign: bool
     private_w3: AsyncWeb3 | None = None  # PRIVATE_TX_RPC_URL: where signed bytes go, if set
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)  # one buyback run per process
+    # /burns/summary's scan of the treasury's burns, kept up to a final block:
+    # (from_block, scanned to, base units burned)
+    burn_scan: tuple[int, int, int] | None = None
     _decimals: dict[str, int] = field(default_factory=dict)
 
     @property
     def path(self) -> list[str]:
         return [self.quote, self.serv]
 
-    def new_sender(self) -> TxSender:
-        """A fresh sender: its nonces come from the chain, never from a previous run's memory."""
+    def new_sender(self, outstanding: Outstanding | None = None) -> TxSender:
+        """A fresh sender: its nonces come from the chain and from ``outstanding`` (the stored
+        signed transactions that may still be mined), never from a previous run's memory."""
         if not self.can_sign:
             raise ServiceUnavailable("the treasury has no signing key (TREASURY_PRIVATE_KEY or "
                                      "TREASURY_KEYSTORE)", code="treasury_no_signer")
         return TxSender.from_config(self.w3, self.config, poll_interval=0.05,
-                                    broadcast_w3=self.private_w3)
+                                    broadcast_w3=self.private_w3, outstanding=outstanding)
 
     async def aclose(self) -> None:
         """Closes the private relay's client (the public one is the context's)."""

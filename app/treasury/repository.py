@@ -187,6 +187,24 @@ async def totals(session: AsyncSession) -> Totals:
 
 
 
+@dataclass(frozen=True)
+class BurnRecords:
+    """What /burns/summary compares with the chain's Transfer logs, besides Totals."""
+
+    first_block: int | None  # the lowest block any recorded treasury transaction was mined in
+    in_flight: int  # base units: the active buyback's mined burn, not yet final (not yet burned)
+
+
+async def burn_records(session: AsyncSession) -> BurnRecords:
+    first = (await session.execute(select(func.min(BuybackTx.block_number)))).scalar_one()
+    amounts = (await session.execute(
+        select(BuybackTx.amount_out).join(Buyback, Buyback.id == BuybackTx.buyback_id)
+        .where(Buyback.active_slot == ACTIVE_SLOT, BuybackTx.kind == "burn",
+               BuybackTx.status == "mined"))).scalars()
+    return BurnRecords(first_block=None if first is None else int(first),
+                       in_flight=sum(int(a or 0) for a in amounts))
+
+
 # --- the runner's writes -------------------------------------------------------------------------
 
 class StateChanged(Exception):
@@ -226,13 +244,14 @@ async def tx_by_hash(session: AsyncSession, tx_hash: str) -> BuybackTx:
 
 
 async def record_outcome(session: AsyncSession, row: BuybackTx, status: str,
-                         amount_out: int | None, block_number: int, gas_used: int) -> None:
+                         amount_out: int | None, block_number: int, gas_used: int,
+                         block_hash: str | None = None) -> None:
     """``row`` was mined (or reverted) at ``block_number``; its other same-nonce rows are
     superseded (unless a reorg brings them back: see unmine)."""
     await session.execute(
         update(BuybackTx).where(BuybackTx.id == row.id).values(
             status=status, amount_out=amount_out, block_number=block_number, gas_used=gas_used,
-            mined_at=utcnow()).execution_options(synchronize_session=False))
+            block_hash=block_hash, mined_at=utcnow()).execution_options(synchronize_session=False))
     await session.execute(
         update(BuybackTx).where(BuybackTx.buyback_id == row.buyback_id,
                                 BuybackTx.nonce == row.nonce, BuybackTx.id != row.id,
@@ -246,8 +265,22 @@ async def unmine(session: AsyncSession, row: BuybackTx) -> None:
     await session.execute(
         update(BuybackTx).where(BuybackTx.buyback_id == row.buyback_id,
                                 BuybackTx.nonce == row.nonce)
-        .values(status="prepared", amount_out=None, block_number=None, gas_used=None,
-                mined_at=None).execution_options(synchronize_session=False))
+        .values(status="prepared", amount_out=None, block_number=None, block_hash=None,
+                gas_used=None, mined_at=None).execution_options(synchronize_session=False))
+
+
+async def outstanding_signed(session: AsyncSession, from_nonce: int) -> list[str]:
+    """The stored signed bytes (0x-hex) of every buyback's transactions with nonce >=
+    ``from_nonce`` that may still be mined (chain.tx.Outstanding), in nonce order; per nonce
+    the one to re-broadcast comes last: the recorded mined/reverted one, else the latest
+    signed (the highest fee). Superseded rows are left out: another one with their nonce was
+    mined. Any buyback's, not only the active one's: the treasury is one nonce sequence."""
+    rows = (await session.execute(
+        select(BuybackTx.nonce, BuybackTx.status, BuybackTx.seq, BuybackTx.raw_tx)
+        .where(BuybackTx.nonce >= from_nonce, BuybackTx.status != "superseded"))).all()
+    outcome = {"prepared": 0, "reverted": 1, "mined": 1}
+    rows.sort(key=lambda r: (r.nonce, outcome.get(r.status, 0), r.seq))
+    return [r.raw_tx for r in rows]
 
 
 async def supersede(session: AsyncSession, row: BuybackTx) -> None:

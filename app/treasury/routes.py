@@ -170,15 +170,19 @@ async def list_burns(request: Request, query: PageQuery) -> Response:
             limit=limit_chain_reads)
 @per_block(summary_records)
 async def burns_summary(request: Request) -> Response:
-    """Public: $SERV burned per our records and per the chain (the burn address's balance), and
-    the difference (anything else sent to the burn address); and the revenue ledger reconciled
-    to the micro-dollar: revenue = swapped + unallocated + in flight. Cacheable for 30 s."""
+    """Public: $SERV burned per our records and per the chain (the treasury's Transfers to the
+    burn address, and the burn address's balance, with the difference: anything else sent
+    there); and the revenue ledger to the micro-dollar: revenue = swapped + unallocated + in
+    flight. `reconciled` only when both the chain and the ledger agree with the records
+    (`chain_reconciled`, `ledger_reconciled`; `disagreements` says where and by how much).
+    Cacheable for 30 s."""
     c = ctx(request)
     t = await get_treasury(c)
     async with c.db.sessions() as session:
         totals = await repository.totals(session)
         ledger = await repository.ledger(session)
-    out = await verify.summary(c, t, totals, ledger)
+        burns = await repository.burn_records(session)
+    out = await verify.summary(c, t, totals, ledger, burns)
     return json_response(out, headers=PUBLIC_CACHE)
 
 

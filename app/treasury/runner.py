@@ -9,16 +9,20 @@ stored bytes when the nonce is still free. A stored transaction can only ever be
 new work is planned only from recorded outcomes, so a crash at any point never leads to a
 second swap of the same stablecoin or a second burn.
 
-Finality: an outcome counts once its block is CONFIRMATIONS deep. Each run re-reads the
-receipts of outcomes that are not that deep yet; one whose block a reorg took away goes back to
-"prepared", and the resolve step re-broadcasts its same signed bytes (or finds its nonce used
-by something else and stops: BuybackStuck). The swaps must be final before the burn is sized,
-and a buyback is burned only once its burn is final.
+Finality: an outcome counts once its block is CONFIRMATIONS deep on the canonical chain. Every
+run, every confirmation check, and once more right before "burned", re-reads the receipt of
+every recorded outcome of the buyback (however deep its block number looks: a reorg can replace
+a chain with a longer one while the worker sleeps) and checks its block hash against the
+chain's block at that number; one a reorg took away goes back to "prepared", and the resolve
+step re-broadcasts its same signed bytes (or finds its nonce used by something else and stops:
+BuybackStuck). The swaps must be final before the burn is sized, and a buyback is burned only
+once its burn is final. Waits for depth are sized from the chain's observed block time.
 
 Failures:
 - definitive (slippage, deadline, price impact, empty treasury, wrong contract, a revert)
   BEFORE any swap was mined: the buyback fails with the reason and its revenue becomes
-  unallocated again, in one transaction.
+  unallocated again, in one transaction. A mined revert counts, like any outcome, only once it
+  is CONFIRMATIONS deep (a reorg may yet mine the same bytes successfully).
 - definitive AFTER some swap chunks were mined: what was bought is burned; usd_swapped says
   what the mined swaps spent, and the rest of the claimed revenue goes back to unallocated as
   one carry-over ledger entry when the buyback is burned; failure_reason starts with
@@ -54,14 +58,21 @@ from chain.dex import ensure_allowance, plan_chunks, swap
 from chain.errors import (ConfigError, ContractNotFound, InsufficientBalance, PriceImpactTooHigh,
                           TxReverted)
 from chain.tokens import erc20, received, transfers
-from chain.tx import NonceStatus, PreparedTx, TxSender, TxStatus
+from chain.tx import NonceStatus, PreparedTx, TxSender, TxStatus, block_time, canonical_receipt
 
 log = logging.getLogger(__name__)
 
 Checkpoint = Callable[[str], Awaitable[None]]
 DEFINITIVE = (TxReverted, InsufficientBalance, PriceImpactTooHigh, ContractNotFound, ConfigError)
 MAX_BURN_REVERTS = 3
-SECONDS_PER_BLOCK_GUESS = 12.0  # how long to wait per missing confirmation before looking again
+# A wait for missing confirmations is (missing blocks) x (the chain's block time, observed from
+# the timestamps of its last BLOCK_TIME_SAMPLE blocks and bounded to BLOCK_TIME_BOUNDS_S), itself
+# bounded to DEPTH_WAIT_BOUNDS_S; DEFAULT_BLOCK_TIME_S when the chain cannot tell.
+BLOCK_TIME_SAMPLE = 20
+BLOCK_TIME_BOUNDS_S = (0.25, 60.0)
+DEFAULT_BLOCK_TIME_S = 12.0
+DEPTH_WAIT_BOUNDS_S = (0.5, 300.0)
+MAX_REORGS_PER_RUN = 5  # a chain (or a node behind a load balancer) that keeps changing: wait
 _random = secrets.SystemRandom()  # chunk waits an observer cannot predict from our code
 
 
@@ -72,6 +83,11 @@ class BuybackStuck(Exception):
 class ConcurrentRunner(Exception):
     """Another runner is driving this buyback (its transaction is in flight): transient; this
     run sends nothing and a later one resumes from the records."""
+
+
+class _Reorged(Exception):
+    """A confirmation check found recorded outcomes gone or changed: the run re-broadcasts
+    what was dropped and starts its loop over from the records."""
 
 
 class Wait(Exception):
@@ -94,7 +110,7 @@ async def run_buyback(ctx: AppContext, buyback_id: int, *, treasury: Treasury | 
     ``checkpoint(name)`` is awaited at named points (tests crash there): "<kind>:prepared"
     (row committed, not yet broadcast; kind = approve | swap | burn), "swap:sent" (swap mined,
     result not recorded), "swapped" (before the burn starts), "burn:sent" (burn mined, not
-    recorded).
+    recorded), "burn:deep" (the burn reached CONFIRMATIONS, not yet marked burned).
     """
     t = treasury or await get_treasury(ctx, signer=True)
     async with t.lock:
@@ -113,7 +129,7 @@ class _Run:
         self.t = t
         self.id = buyback_id
         self.checkpoint = checkpoint
-        self.sender: TxSender = t.new_sender()
+        self.sender: TxSender = t.new_sender(outstanding=self._outstanding)
         self.s = ctx.settings
         self._quote_amount_in: int | None = None
 
@@ -125,24 +141,32 @@ class _Run:
         bb = await self._load()
         if bb.status not in ACTIVE_BUYBACK_STATUSES:
             return bb.status
-        await self._recheck_unfinal()
+        await self._recheck()
         await self._resolve_stored()
+        reorgs = 0
         while True:
             bb = await self._load()
-            if bb.status in ACTIVE_BUYBACK_STATUSES:
-                await self._operator_pause()
-            if bb.status == BuybackStatus.planned:
-                await self._plan(bb)
-            elif bb.status == BuybackStatus.swapping:
-                await self._swap_step(bb)
-            elif bb.status == BuybackStatus.swapped:
-                await self._cp("swapped")
-                await self._swaps_final()
-                await self._set_status(bb, BuybackStatus.swapped, status=BuybackStatus.burning)
-            elif bb.status == BuybackStatus.burning:
-                await self._burn_step(bb)
-            else:
-                return bb.status
+            try:
+                if bb.status in ACTIVE_BUYBACK_STATUSES:
+                    await self._operator_pause()
+                if bb.status == BuybackStatus.planned:
+                    await self._plan(bb)
+                elif bb.status == BuybackStatus.swapping:
+                    await self._swap_step(bb)
+                elif bb.status == BuybackStatus.swapped:
+                    await self._cp("swapped")
+                    await self._swaps_final()
+                    await self._set_status(bb, BuybackStatus.swapped, status=BuybackStatus.burning)
+                elif bb.status == BuybackStatus.burning:
+                    await self._burn_step(bb)
+                else:
+                    return bb.status
+            except _Reorged:
+                reorgs += 1
+                if reorgs > MAX_REORGS_PER_RUN:
+                    raise Wait(self.id, await self._depth_wait_s(1),
+                               "reorg: the chain keeps changing under this run") from None
+                await self._resolve_stored()  # re-broadcast what the reorg dropped, in order
 
     # --- records ----------------------------------------------------------------------------
 
@@ -167,6 +191,12 @@ class _Run:
         async with self.db.transaction() as session:
             await repo.add_event(session, self.id, kind, detail)
         log.info("buyback %d: %s: %s", self.id, kind, detail)
+
+    async def _outstanding(self, from_nonce: int) -> list[str]:
+        """chain.tx.Outstanding for this run's sender: every stored signed transaction that may
+        still be mined, so no new nonce is ever handed out at or below one of them."""
+        async with self.db.sessions() as session:
+            return await repo.outstanding_signed(session, from_nonce)
 
     async def _persist(self, prepared: PreparedTx) -> None:
         """on_prepared for every transaction (replacements too): commit the row, THEN the
@@ -241,10 +271,12 @@ class _Run:
                              and x.to_address == self.t.burn_address)
         status = "mined" if ok else "reverted"
         block = int(receipt["blockNumber"])
+        block_hash = _hex(receipt["blockHash"])
         async with self.db.transaction() as session:
             await repo.record_outcome(session, row, status, amount_out, block,
-                                      int(receipt["gasUsed"]))
+                                      int(receipt["gasUsed"]), block_hash)
         row.status, row.amount_out, row.block_number = status, amount_out, block
+        row.block_hash = block_hash
         return status
 
     async def _record_by_hash(self, tx_hash: str) -> BuybackTx:
@@ -260,34 +292,64 @@ class _Run:
     def _depth(self) -> int:
         return max(int(self.s.confirmations), 1)
 
-    async def _recheck_unfinal(self) -> None:
-        """Outcomes not yet CONFIRMATIONS deep may be undone by a reorg: re-read each receipt.
-        Gone: the row is in flight again (resolve re-broadcasts its bytes). Moved to another
-        block, or a different status: recorded again."""
-        head = await self.t.w3.eth.block_number
-        swaps_changed = False
+    async def _recheck(self) -> bool:
+        """Re-read the receipt of every recorded outcome of this buyback, on the canonical chain
+        (its block hash is the chain's block at that number). None is final while the buyback
+        is active, however deep its block number looks: a reorg may have replaced the chain
+        with a longer one since we last looked. Gone: the row is in flight again (resolve
+        re-broadcasts its stored bytes). In another block, or with another status: recorded
+        again. Returns whether anything changed."""
+        swaps_changed = changed = False
         for row in await self._txs():
             if row.status not in ("mined", "reverted") or row.block_number is None:
                 continue
-            if head - int(row.block_number) + 1 >= self._depth:
-                continue  # final (a reorg deeper than CONFIRMATIONS is out of scope)
-            found = await self.sender.lookup(row.tx_hash)
-            if found.status in (TxStatus.SUCCESS, TxStatus.REVERTED):
-                if found.block_number != row.block_number or (
-                        (found.status is TxStatus.SUCCESS) != (row.status == "mined")):
-                    receipt = await self.t.w3.eth.get_transaction_receipt(row.tx_hash)  # type: ignore[arg-type]
-                    await self._record_outcome(row, receipt)
-                    await self._event("reorg", f"{row.kind} {row.tx_hash} moved to block "
-                                               f"{found.block_number} ({found.status.value})")
-                    swaps_changed |= row.kind == "swap"
-                continue
-            async with self.db.transaction() as session:
-                await repo.unmine(session, row)
-            await self._event("reorg", f"{row.kind} {row.tx_hash} (nonce {row.nonce}) is no "
-                                       f"longer in block {row.block_number}; in flight again")
+            receipt = await canonical_receipt(self.t.w3, row.tx_hash)
+            if receipt is not None:
+                ok = receipt["status"] == 1
+                if (int(receipt["blockNumber"]) == row.block_number and ok == (row.status == "mined")
+                        and row.block_hash in (None, _hex(receipt["blockHash"]))):
+                    continue
+                was = row.block_number
+                await self._record_outcome(row, receipt)
+                await self._event("reorg", f"{row.kind} {row.tx_hash} moved from block {was} "
+                                           f"to block {row.block_number} ({row.status})")
+            else:
+                async with self.db.transaction() as session:
+                    await repo.unmine(session, row)
+                await self._event("reorg", f"{row.kind} {row.tx_hash} (nonce {row.nonce}) is no "
+                                           f"longer in block {row.block_number}; in flight again")
+            changed = True
             swaps_changed |= row.kind == "swap"
         if swaps_changed:
             await self._rewind()
+        return changed
+
+    async def _confirm(self, what: str, pick: Callable[[BuybackTx], bool]) -> None:
+        """A confirmation check: every recorded receipt re-read first (_Reorged if any changed),
+        then the rows ``pick`` chooses must be CONFIRMATIONS deep, else Wait about as long as
+        the missing blocks take at the chain's observed block time."""
+        if await self._recheck():
+            raise _Reorged
+        rows = [r for r in await self._txs() if pick(r)]
+        head = await self.t.w3.eth.block_number
+        missing = max((self._depth - (head - int(r.block_number or head) + 1) for r in rows),
+                      default=0)
+        if missing > 0:
+            raise Wait(self.id, await self._depth_wait_s(missing),
+                       f"confirmations: {what} needs {missing} more block(s)")
+
+    async def _depth_wait_s(self, blocks: int) -> float:
+        """How long ``blocks`` more blocks take: the chain's block time from the timestamps of
+        its recent blocks (bounded), never a fixed guess."""
+        try:
+            observed = await block_time(self.t.w3, BLOCK_TIME_SAMPLE)
+        except Exception as exc:  # the chain will be asked again at the next run
+            log.warning("buyback %d: block time unknown (%s)", self.id, type(exc).__name__)
+            observed = None
+        low, high = BLOCK_TIME_BOUNDS_S
+        per_block = DEFAULT_BLOCK_TIME_S if observed is None else min(max(observed, low), high)
+        low, high = DEPTH_WAIT_BOUNDS_S
+        return min(max(blocks * per_block, low), high)
 
     async def _rewind(self) -> None:
         """After a reorg changed a swap's outcome (gone, or mined where it had reverted), a
@@ -299,13 +361,6 @@ class _Run:
         burn_signed = any(r.kind == "burn" and r.status in ("prepared", "mined") for r in rows)
         if not burn_signed and bb.status in (BuybackStatus.swapped, BuybackStatus.burning):
             await self._set_status(bb, bb.status, status=BuybackStatus.swapping)
-
-    def _wait_for_depth(self, rows: list[BuybackTx], head: int, what: str) -> None:
-        missing = max((self._depth - (head - int(r.block_number or head) + 1) for r in rows),
-                      default=0)
-        if missing > 0:
-            raise Wait(self.id, missing * SECONDS_PER_BLOCK_GUESS,
-                       f"confirmations: {what} needs {missing} more block(s)")
 
     # --- resume -------------------------------------------------------------------------------
 
@@ -327,9 +382,7 @@ class _Run:
                 receipt = await self.t.w3.eth.get_transaction_receipt(row.tx_hash)  # type: ignore[arg-type]
                 status = await self._record_outcome(row, receipt)
                 log.info("buyback %d: stored %s %s was %s", self.id, row.kind, row.tx_hash, status)
-                if status == "reverted":
-                    await self._after_revert(row)
-                return
+                return  # a revert is acted on by the step it belongs to (see _revert_final)
             if found.status is TxStatus.PENDING:
                 pending.append(row)
         if not pending:
@@ -348,22 +401,20 @@ class _Run:
             prepared, confirmations=1, timeout=self.s.tx_timeout_s,
             on_prepared=self._persist, raise_on_revert=False)
         mined_hash = "0x" + bytes(receipt["transactionHash"]).hex()
-        row = await self._record_by_hash(mined_hash)
-        if row.status == "reverted":
-            await self._after_revert(row)
+        await self._record_by_hash(mined_hash)
 
-    async def _after_revert(self, row: BuybackTx) -> None:
-        if row.kind == "burn":
-            return  # nothing moved; _burn_step tries again (up to MAX_BURN_REVERTS)
+    async def _revert_final(self, bb: Buyback, row: BuybackTx) -> None:
+        """A reverted approve or swap fails the buyback (or makes it partial), once the revert
+        is final: a reorg may yet mine the same signed bytes successfully, and a buyback failed
+        at depth 1 would have released revenue the swap then spends."""
+        await self._confirm(f"the reverted {row.kind}", lambda r: r.id == row.id)
         reason = f"{row.kind} transaction {row.tx_hash} reverted"
         try:
             receipt = await self.t.w3.eth.get_transaction_receipt(row.tx_hash)  # type: ignore[arg-type]
             await self.sender.raise_for_status(receipt)
         except TxReverted as exc:
             reason = f"{type(exc).__name__}: {exc} ({row.kind} {row.tx_hash})"
-        bb = await self._load()
-        if bb.status == BuybackStatus.swapping:
-            await self._swap_failed(bb, reason)
+        await self._swap_failed(bb, reason)
 
     # --- steps --------------------------------------------------------------------------------
 
@@ -391,7 +442,12 @@ class _Run:
                                quote_amount_in=amount)
 
     async def _swap_step(self, bb: Buyback) -> None:
-        swaps = [r for r in await self._txs() if r.kind == "swap" and r.status == "mined"]
+        rows = await self._txs()
+        reverted = [r for r in rows if r.kind in ("approve", "swap") and r.status == "reverted"]
+        if reverted:  # swapping ends here, once the revert is final
+            await self._revert_final(bb, reverted[-1])
+            return
+        swaps = [r for r in rows if r.kind == "swap" and r.status == "mined"]
         spent = sum(r.amount_in or 0 for r in swaps)
         total = int(bb.quote_amount_in or 0)
         remaining = total - spent
@@ -417,8 +473,8 @@ class _Run:
                                 expected_out_cap=cap)
         except DEFINITIVE as exc:
             tx_hash = getattr(exc, "tx_hash", None)
-            if tx_hash:
-                await self._record_by_hash(tx_hash)
+            if tx_hash and (await self._record_by_hash(tx_hash)).status == "reverted":
+                return  # mined and reverted: the next swap step acts on it once it is final
             await self._swap_failed(bb, f"{type(exc).__name__}: {exc}")
             return
         await self._cp("swap:sent")
@@ -452,8 +508,7 @@ class _Run:
 
     async def _swaps_final(self) -> None:
         """The burn is sized from the swaps' output: they must be CONFIRMATIONS deep first."""
-        swaps = [r for r in await self._txs() if r.kind == "swap" and r.status == "mined"]
-        self._wait_for_depth(swaps, await self.t.w3.eth.block_number, "the swaps")
+        await self._confirm("the swaps", lambda r: r.kind == "swap" and r.status == "mined")
 
     async def _swaps_done(self, bb: Buyback, swaps: list[BuybackTx], note: str | None) -> None:
         """Swapping ends: record what the mined swaps received and what they spent
@@ -525,8 +580,12 @@ class _Run:
     async def _finish(self, bb: Buyback, burn_row: BuybackTx) -> None:
         """Burned once the burn is CONFIRMATIONS deep; in the same transaction, what the
         buyback claimed but did not swap goes back to unallocated (one carry-over entry)."""
-        head = await self.t.w3.eth.block_number
-        self._wait_for_depth([burn_row], head, "the burn")
+        await self._confirm("the burn", lambda r: r.kind == "burn" and r.status == "mined")
+        await self._cp("burn:deep")
+        # Once more right before "burned": a reorg between the depth check and now must not
+        # leave a burn recorded that the chain does not have.
+        if await self._recheck():
+            raise _Reorged
         try:
             async with self.db.transaction() as session:
                 await repo.advance(session, bb.id, BuybackStatus.burning,
@@ -541,3 +600,9 @@ class _Run:
             raise BuybackStuck(str(exc)) from None
         log.info("buyback %d burned %s $SERV base units in %s", bb.id, burn_row.amount_out,
                  burn_row.tx_hash)
+
+
+def _hex(value: bytes | str) -> str:
+    if isinstance(value, str):
+        return (value if value.startswith("0x") else "0x" + value).lower()
+    return "0x" + bytes(value).hex()

@@ -161,6 +161,11 @@ class SummaryOut(ResponseBody):
     chain_burn_address_balance_decimal: str
     difference: Units  # chain balance - recorded (others may also send to the burn address)
     difference_decimal: str
+    # what the chain's Transfer logs say the treasury sent to the burn address, to compare with
+    # recorded_burned + recorded_in_flight (a burn mined, not yet final, of the active buyback)
+    chain_burned_by_treasury: Units
+    chain_burned_by_treasury_decimal: str
+    recorded_in_flight: Units
     block_number: int
     # the revenue ledger, reconciled to the micro-dollar:
     # revenue_usd = swapped_usd + unallocated_usd + in_flight_usd
@@ -168,7 +173,10 @@ class SummaryOut(ResponseBody):
     swapped_usd: USDStr  # stablecoin spent by finished buybacks
     unallocated_usd: USDStr  # claimable now, carry-overs of partial buybacks included
     in_flight_usd: USDStr  # claimed by the active buyback
-    reconciled: bool
+    ledger_reconciled: bool  # the USD equation above holds
+    chain_reconciled: bool  # the chain's burns by the treasury equal the records
+    reconciled: bool  # both
+    disagreements: list[str]  # which part disagrees, and by how much; empty when reconciled
 
 
 class CheckOut(ResponseBody):

@@ -15,8 +15,8 @@ from app.errors import AppError, ServiceUnavailable
 from app.models import USD_PLACES, Buyback, BuybackStatus, BuybackTx
 from app.treasury.onchain import Treasury, get_treasury
 from app.treasury.schemas import CheckOut, ChunkOut, SummaryOut, VerifyOut
-from app.treasury.repository import Ledger, Totals
-from chain.burn import verify_burn
+from app.treasury.repository import BurnRecords, Ledger, Totals
+from chain.burn import burned_by, verify_burn
 from chain.dex import amount_out, plan_chunks, simulate_impact_bps
 from chain.errors import ChainError, TxNotFound
 from chain.tokens import received, transfers
@@ -47,14 +47,60 @@ def _unavailable(exc: BaseException) -> ServiceUnavailable:
                               code="chain_unavailable")
 
 
-async def summary(ctx: AppContext, t: Treasury, totals: Totals, ledger: Ledger) -> SummaryOut:
+BURN_LOG_STEP = 10_000  # blocks per eth_getLogs call of the summary's scan (providers cap it)
+
+
+async def chain_burned(t: Treasury, from_block: int, head: int, depth: int) -> int:
+    """$SERV base units the treasury transferred to the burn address in [from_block, head],
+    from the chain's Transfer logs. The part at least ``depth`` blocks deep is kept on the
+    Treasury and only extended, so each new block costs one eth_getLogs; the newer part is read
+    again every time (a reorg may change it)."""
+    final = head - max(depth, 1)
+    cached = t.burn_scan
+    if cached is not None and cached[0] == from_block and cached[1] <= final:
+        start, total = cached[1] + 1, cached[2]
+    else:
+        start, total = from_block, 0
+    if start <= final:
+        total += await burned_by(t.w3, t.serv, t.address, burn_address=t.burn_address,
+                                 from_block=start, to_block=final, step=BURN_LOG_STEP)
+        t.burn_scan = (from_block, final, total)
+    tail_from = max(final + 1, from_block)
+    if tail_from <= head:
+        total += await burned_by(t.w3, t.serv, t.address, burn_address=t.burn_address,
+                                 from_block=tail_from, to_block=head, step=BURN_LOG_STEP)
+    return total
+
+
+async def summary(ctx: AppContext, t: Treasury, totals: Totals, ledger: Ledger,
+                  burns: BurnRecords) -> SummaryOut:
+    depth = max(ctx.settings.confirmations, 1)
     try:
         decimals = await t.decimals(t.serv)
         block = await t.w3.eth.block_number
         on_chain = await t.balance(t.serv, t.burn_address)
+        # from a little before the first recorded transaction: a reorg may re-mine lower
+        by_treasury = 0 if burns.first_block is None else await chain_burned(
+            t, max(burns.first_block - depth, 0), block, depth)
     except Exception as exc:  # provider errors of any kind (aiohttp, web3, ChainError)
         raise _unavailable(exc) from exc
     diff = on_chain - totals.total_serv_burned
+    recorded = totals.total_serv_burned + burns.in_flight
+    problems: list[str] = []
+    if not ledger.reconciled:
+        off = ledger.revenue - (ledger.swapped + ledger.unallocated + ledger.in_flight)
+        problems.append(f"ledger: revenue {ledger.revenue} USD != swapped {ledger.swapped} + "
+                        f"unallocated {ledger.unallocated} + in flight {ledger.in_flight} "
+                        f"(off by {off} USD)")
+    if by_treasury != recorded:
+        problems.append(f"chain: the treasury's Transfers of $SERV to the burn address sum to "
+                        f"{by_treasury} base units on chain, the records say {recorded} "
+                        f"({totals.total_serv_burned} burned + {burns.in_flight} in flight): "
+                        f"chain - records = {by_treasury - recorded}")
+    if diff < 0:
+        problems.append(f"chain: the burn address holds {on_chain} base units, less than the "
+                        f"{totals.total_serv_burned} recorded as burned")
+    chain_ok = by_treasury == recorded and diff >= 0
     return SummaryOut(
         token=ctx.settings.token_symbol, serv_token=t.serv, burn_address=t.burn_address,
         decimals=decimals, burns=totals.buybacks_burned, total_usd=totals.total_buyback_usd,
@@ -65,7 +111,11 @@ async def summary(ctx: AppContext, t: Treasury, totals: Totals, ledger: Ledger) 
         difference=diff, difference_decimal=human(diff, decimals), block_number=block,
         revenue_usd=ledger.revenue, swapped_usd=ledger.swapped,
         unallocated_usd=ledger.unallocated, in_flight_usd=ledger.in_flight,
-        reconciled=ledger.reconciled)
+        chain_burned_by_treasury=by_treasury,
+        chain_burned_by_treasury_decimal=human(by_treasury, decimals),
+        recorded_in_flight=burns.in_flight, ledger_reconciled=ledger.reconciled,
+        chain_reconciled=chain_ok, reconciled=ledger.reconciled and chain_ok,
+        disagreements=problems)
 
 
 async def verify(t: Treasury, settings: Settings, bb: Buyback, txs: list[BuybackTx]) -> VerifyOut:

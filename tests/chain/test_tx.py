@@ -188,3 +188,16 @@ async def test_prepared_tx_survives_a_restart_as_raw_bytes(chain: Chain) -> None
     # the node never saw the original: a replacement (same nonce) was mined instead
     assert (await restarted.lookup(prepared.tx_hash)).status is TxStatus.UNKNOWN
     assert (await chain.w3.eth.get_transaction(receipt["transactionHash"]))["nonce"] == prepared.nonce
+
+
+async def test_block_time_is_read_from_the_chains_timestamps(chain) -> None:  # type: ignore[no-untyped-def]
+    import time as _time
+
+    from chain.tx import block_time
+
+    chain.tester.time_travel(int(_time.time()) + 3600)
+    for _ in range(5):
+        # time_travel(T) mines a block at T - 1
+        chain.tester.time_travel(chain.tester.get_block_by_number("latest")["timestamp"] + 6)
+    assert await block_time(chain.w3, 5) == 5.0
+    assert await block_time(chain.w3, 6) == pytest.approx((5 * 5 + 3600) / 6, rel=0.01)

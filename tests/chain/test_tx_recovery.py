@@ -126,3 +126,56 @@ async def test_confirmed_while_checking_the_nonce_is_returned(chain: Chain, monk
     monkeypatch.setattr(sender, "nonce_state", block_arrives)
     receipt = await sender.wait_or_replace(p, confirmations=2, timeout=0.1, max_replacements=0)
     assert "0x" + bytes(receipt["transactionHash"]).hex() == p.tx_hash
+
+
+async def test_a_reorged_transaction_is_rebroadcast_and_its_nonce_never_handed_out(chain: Chain) -> None:
+    """A reorg dropped a transaction of ours whose signed bytes we stored: a new sender (a new
+    run, no memory) re-broadcasts those bytes and signs the next transaction with the nonce
+    after it. Without them it would hand out the dropped nonce, and the stored transaction
+    could then never be mined."""
+    from chain.tx import PreparedTx
+
+    d = chain.devnet
+    stored: list[bytes] = []
+
+    async def outstanding(from_nonce: int) -> list[bytes]:
+        return [raw for raw in stored if PreparedTx.from_raw(raw).nonce >= from_nonce]
+
+    snapshot = chain.tester.take_snapshot()
+    sender = chain.sender(d.treasury_key, outstanding=outstanding)
+    receipt, dropped = await sender.send_tracked({"to": d.trader, "value": 7},
+                                                 on_prepared=lambda p: stored.append(p.raw))
+    assert receipt["status"] == 1
+    chain.tester.revert_to_snapshot(snapshot)  # the reorg
+    assert (await sender.lookup(dropped.tx_hash)).status is TxStatus.UNKNOWN
+
+    forgetful = chain.sender(d.treasury_key)  # what a sender without the stored bytes does
+    assert (await forgetful.prepare({"to": d.trader, "value": 8})).nonce == dropped.nonce
+
+    fresh = chain.sender(d.treasury_key, outstanding=outstanding)
+    nxt = await fresh.prepare({"to": d.trader, "value": 8})
+    assert nxt.nonce == dropped.nonce + 1
+    found = await fresh.lookup(dropped.tx_hash)  # mined again from its stored bytes
+    assert found.status is TxStatus.SUCCESS and found.nonce == dropped.nonce
+    await fresh.broadcast(nxt)
+    assert (await fresh.wait_for_receipt(nxt.tx_hash))["status"] == 1
+
+
+async def test_a_receipt_from_a_block_no_longer_canonical_does_not_count(chain: Chain) -> None:
+    """A reorg that re-mines the same transaction at another block: gone while it is out, then
+    the receipt of the block that is the chain's block at that number."""
+    from chain.tx import canonical_receipt
+
+    d = chain.devnet
+    sender = chain.treasury
+    snapshot = chain.tester.take_snapshot()
+    p = await sender.prepare({"to": d.trader, "value": 9})
+    await sender.broadcast(p)
+    first = await canonical_receipt(chain.w3, p.tx_hash)
+    assert first is not None
+    chain.tester.revert_to_snapshot(snapshot)
+    assert await canonical_receipt(chain.w3, p.tx_hash) is None
+    chain.tester.time_travel(chain.tester.get_block_by_number("latest")["timestamp"] + 30)
+    await sender.broadcast_raw(p.raw, p.tx_hash)  # the same bytes, in another block
+    again = await canonical_receipt(chain.w3, p.tx_hash)
+    assert again is not None and again["blockHash"] != first["blockHash"]
