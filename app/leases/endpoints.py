@@ -233,30 +233,47 @@ async def _not_current(c: AppContext, kind: JobKind, key: Any,
 
 async def post_chunk(c: AppContext, kind: JobKind, who: Wallet, job_id: str,
                      body: ChunkIn) -> ChunkOut:
-    """Append streamed output to the job's relay buffer (app/relay.py) if the lease is current."""
+    """Append streamed output to the job's relay buffer (app/relay.py) if the lease is current,
+    the job is streamed, and the lease's budget (protocol.stream_budget) has room."""
     key = _key(kind, job_id)
     miner_id, now = miner_id_of(who), utcnow()
     if c.db.pg is not None:  # a read per chunk: one statement on the driver itself
         async with c.db.fast_reads() as conn:
-            row = await conn.fetchrow(rules.holder_sql(kind.model.__tablename__), key)
+            row = await conn.fetchrow(rules.holder_sql(
+                kind.model.__tablename__, [col.name for col in kind.stream_columns]), key)
         held = None if row is None else (row["status"], row["lease_id"], row["miner_id"],
-                                         read_utc(row["lease_expires_at"]))
+                                         read_utc(row["lease_expires_at"]),
+                                         read_utc(row["assigned_at"]),
+                                         tuple(row[col.name] for col in kind.stream_columns))
     else:
         async with c.db.reads() as session:
             job = await session.get(kind.model, key)
         held = None if job is None else (job.status, job.lease_id, job.miner_id,
-                                         job.lease_expires_at)
+                                         job.lease_expires_at, job.assigned_at,
+                                         tuple(getattr(job, col.key)
+                                               for col in kind.stream_columns))
     if held is None:
         raise NotFound("no such job", code="job_not_found")
-    status, lease_id, holder, expires = held
+    status, lease_id, holder, expires, assigned_at, fields = held
     if status != JobStatus.assigned or lease_id != body.lease_id or holder != miner_id:
         raise Conflict(NOT_CURRENT, code="lease_not_current")
     if expires is None or expires <= now:
         raise Conflict("your lease has expired", code="lease_expired")
-    added = await c.relay.append(job_id, body.lease_id, body.seq, body.delta)
+    ask = kind.streamed(fields) if kind.streamed is not None else None
+    if ask is None or assigned_at is None:
+        raise Conflict("this job is not streamed (its assignment says stream: false): post "
+                       "only the whole, signed result", code="not_streamed")
+    budget = protocol.stream_budget(c.settings, ask, assigned_at)
+    added = await c.relay.append(job_id, body.lease_id, body.seq, body.delta, budget)
     if added.outcome == "gap":
         raise Conflict(f"chunk {body.seq} came before chunk {added.next_seq}: resend from "
                        f"{added.next_seq}", code="chunk_gap", extra={"next_seq": added.next_seq})
+    if added.outcome in ("too_many", "too_big"):
+        raise Conflict(f"this lease may stream at most {budget.max_chunks} chunks and "
+                       f"{budget.max_bytes} bytes in all (STREAM_MAX_CHUNKS, STREAM_MAX_BYTES, "
+                       "less for a small max_tokens); stop streaming and post the whole, signed "
+                       "result: the client gets the rest with it", code="stream_budget",
+                       extra={"next_seq": added.next_seq})
     return ChunkOut(job_id=job_id, next_seq=added.next_seq, watching=added.watching)
 
 
@@ -363,7 +380,9 @@ def add_miner_endpoints(router: Router, kind: JobKind, prefix: str, shapes: Shap
     chunk.__doc__ = (f"Stream part of a leased {noun}'s output while generating, for a client "
                      "watching it (the assignment says `stream: true`). Chunks of a lease are "
                      "numbered from 0; a repeated number is ignored, a gap is refused (409 "
-                     "chunk_gap with `next_seq`). The final result is still posted whole and "
+                     "chunk_gap with `next_seq`). Only a streamed job takes chunks (409 "
+                     "not_streamed), and a lease's chunks have a budget (409 stream_budget: "
+                     "stop streaming). The final result is still posted whole and "
                      "signed; the client's stream checks the chunks against it.")
     chunk.__name__ = f"post_{kind.name}_chunk"
     if chunks:

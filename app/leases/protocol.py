@@ -15,11 +15,13 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.auth import wallet as wallet_sig
 from app.auth.principals import Wallet
 from app.auth.roles import suspended_error
+from app.config import Settings
 from app.context import AppContext
 from app.db import PgUnit, Unit, after_commit
 from app.errors import AppError, Conflict, NotFound, RateLimited, Unauthorized
 from app.leases import rules
 from app.models import JobStatus, Miner, utcnow
+from app.relay import Budget
 from app.tokens import count as count_tokens
 
 log = logging.getLogger(__name__)
@@ -75,6 +77,29 @@ class JobKind:
     # a kind whose jobs may name a model (app/queue.py keeps a list per model): the models of
     # some of its jobs, by id, for putting them back on the right list; None: never routed
     models_of: Callable[[AppContext, list[str]], Awaitable[dict[str, str]]] | None = None
+    # a kind whose miners may stream (POST .../chunk): the columns a chunk post reads beside
+    # the lease's, and from them whether the job is streamed (None: it is not, 409) and what
+    # the client capped the answer at
+    stream_columns: tuple[Any, ...] = ()
+    streamed: Callable[[tuple[Any, ...]], StreamAsk | None] | None = None
+
+
+@dataclass(frozen=True)
+class StreamAsk:
+    """A streamed job, as its kind reads it: what bounds the lease's chunks (stream_budget)."""
+    max_tokens: int | None  # the most tokens the client asked for, if it said
+
+
+def stream_budget(settings: Settings, ask: StreamAsk, assigned_at: datetime) -> Budget:
+    """What one lease of a streamed job may stream: STREAM_MAX_CHUNKS chunks and
+    STREAM_MAX_BYTES bytes, less when the job names max_tokens (a chunk holds at least one
+    token; a token is at most STREAM_BYTES_PER_TOKEN bytes), until the lease's hard end."""
+    chunks, size = settings.stream_max_chunks, settings.stream_max_bytes
+    if ask.max_tokens is not None:
+        chunks = min(chunks, ask.max_tokens + 16)
+        size = min(size, ask.max_tokens * settings.stream_bytes_per_token)
+    ends = assigned_at + timedelta(seconds=settings.lease_max_total_s)
+    return Budget(max_chunks=chunks, max_bytes=size, ends_at=ends.timestamp())
 
 
 # Every kind a miner can lease, by name: filled as each kind's miner endpoints are mounted

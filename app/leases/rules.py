@@ -180,10 +180,12 @@ async def returned_by_miner(session: AsyncSession, model: Any, keys: Sequence[An
     return [str(r[0]) for r in rows]
 
 
-def holder_sql(table: str) -> str:
-    """Who holds a job's lease, and until when, as PostgreSQL text ($1 the job's id): what a
-    chunk post checks (lease_expires_at comes back naive UTC, as stored)."""
-    return f"SELECT status, lease_id, miner_id, lease_expires_at FROM {table} WHERE id = $1"
+def holder_sql(table: str, extra: Sequence[str] = ()) -> str:
+    """Who holds a job's lease, since and until when, and the `extra` columns, as PostgreSQL
+    text ($1 the job's id): what a chunk post checks (times come back naive UTC, as stored)."""
+    columns = ", ".join(["status", "lease_id", "miner_id", "lease_expires_at", "assigned_at",
+                         *extra])
+    return f"SELECT {columns} FROM {table} WHERE id = $1"
 
 
 async def take_back(session: AsyncSession, model: Any, miner_id: int) -> list[str]:
