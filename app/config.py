@@ -124,6 +124,8 @@ class Settings(BaseSettings):
 
     # --- chain (ERC-1271 contract wallets and the treasury's buybacks) -----------------------------
     chain_rpc_url: str | None = None
+    erc1271_gas_limit: int = 200_000  # gas for one contract wallet's isValidSignature call
+    erc1271_checks_per_min: int = 600  # per contract wallet: result signatures put to its contract
 
     # --- treasury: buybacks of $SERV with revenue, and burns (app/treasury) -----------------------
     treasury_private_key: SecretStr | None = None  # or a keystore; never logged or returned

@@ -72,7 +72,7 @@ async def _fast_lease(conn: Any, ctx: AppContext, keys: list[Any], miner_id: int
                       now: datetime) -> list[ChatAssignment]:
     s = ctx.settings
     return await pg.lease(conn, keys, miner_id, s.lease_seconds, now, s.chat_history_limit,
-                          s.returned_job_cooldown_s)
+                          s.returned_job_cooldown_s, s.max_attempts)
 
 
 async def models_of(ctx: AppContext, job_ids: list[str]) -> dict[str, str]:
