@@ -17,7 +17,7 @@ from app.context import AppContext
 from app.errors import RateLimited
 from app.ratelimit import Rate
 
-KNOWN_FOR_S = 30.0  # a process remembers what Redis said about a wallet this long
+KNOWN_FOR_S = 5.0  # a process remembers what Redis said about a wallet this long
 _known: dict[tuple[str, str], tuple[bool, float]] = {}  # (prefix, address) -> (contract?, until)
 _MAX_KNOWN = 10_000
 

@@ -189,8 +189,8 @@ async def results(c: AppContext, kind: JobKind, who: Wallet, items: list[Any]) -
             if key is None or key not in known:
                 raise NotFound("no such job", code="job_not_found")
             if (key, item.lease_id) in current and key not in tried:
-                tried.add(key)
                 checked.append(await protocol.check_result(c, kind, who, item, now))
+                tried.add(key)  # a job's first well-signed result of the batch is the one tried
             else:  # cannot win: settled below, unchecked
                 checked.append(protocol.not_checked(who, item, key, now))
         except AppError as err:

@@ -1,6 +1,6 @@
 """A miner that lets a lease run out, or gives a job back, does not get that job again for
 RETURNED_JOB_COOLDOWN_S: one wallet cannot spend two deliveries of a job in a row, so it cannot
-fail a job alone (only the last such miner is remembered)."""
+fail a job alone; every returner is remembered, and none gets a job's last delivery."""
 
 from __future__ import annotations
 
