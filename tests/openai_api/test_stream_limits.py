@@ -9,7 +9,6 @@ import gc
 import time
 import tracemalloc
 
-import openai
 import pytest
 
 from tests.openai_api.support import MODEL, v1_app
