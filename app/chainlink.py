@@ -21,16 +21,18 @@ class ChainLink:
         await self.w3.eth.block_number
 
 
-def open_chain(url: str | None) -> ChainLink | None:
+def open_chain(url: str | None, erc1271_gas: int | None = None) -> ChainLink | None:
     if not url:
         return None
     from chain.client import make_web3
-    from chain.erc1271 import is_valid_erc1271_signature
+    from chain.erc1271 import CodeCache, is_valid_erc1271_signature
 
     w3 = make_web3(url)
+    codes = CodeCache()
 
     async def erc1271(address: str, hash32: bytes, signature: bytes) -> bool:
-        return await is_valid_erc1271_signature(w3, address, hash32, signature)
+        return await is_valid_erc1271_signature(w3, address, hash32, signature,
+                                                gas=erc1271_gas, codes=codes)
 
     return ChainLink(w3=w3, erc1271=erc1271)
 

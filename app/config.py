@@ -86,7 +86,12 @@ class Settings(BaseSettings):
     openai_max_wait_s: int = 600  # a /v1 request waits this long for its answer (the openai
     # SDK's own default timeout); then 504 (or an error event when streaming) naming the job
     model_ttl_s: int = 180  # a model is served while a miner declaring it polled this recently
-    stream_buffer_ttl_s: int = 600  # streamed chunks stay in Redis this long after the last one
+    stream_buffer_ttl_s: int = 600  # a lease's streamed chunks stay in Redis this long past the
+    # lease's hard end (assignment + LEASE_MAX_TOTAL_S); chunks never push the expiry further
+    stream_max_bytes: int = 131_072  # a lease's streamed chunks in all (UTF-8 bytes); a job that
+    # names max_tokens gets max_tokens * STREAM_BYTES_PER_TOKEN if that is less (409 stream_budget)
+    stream_bytes_per_token: int = 16
+    stream_max_chunks: int = 2048  # chunks per lease; with max_tokens, at most max_tokens + 16
     reaper_interval_s: float = 1.0
     reconcile_interval_s: float = 10.0
     reconcile_grace_s: float = 5.0
@@ -121,6 +126,8 @@ class Settings(BaseSettings):
 
     # --- chain (ERC-1271 contract wallets and the treasury's buybacks) -----------------------------
     chain_rpc_url: str | None = None
+    erc1271_gas_limit: int = 200_000  # gas for one contract wallet's isValidSignature call
+    erc1271_checks_per_min: int = 600  # per contract wallet: result signatures put to its contract
 
     # --- treasury: buybacks of $SERV with revenue, and burns (app/treasury) -----------------------
     treasury_private_key: SecretStr | None = None  # or a keystore; never logged or returned

@@ -71,7 +71,7 @@ async def open_context(settings: Settings) -> AsyncIterator[AppContext]:
         queue = JobQueue(redis, settings.redis_prefix, blocking=blocking)
         notifier = Notifier(listener, queue.done_channel, queue.chunk_channel)
         stack.push_async_callback(notifier.stop)
-        chain = open_chain(settings.chain_rpc_url)
+        chain = open_chain(settings.chain_rpc_url, settings.erc1271_gas_limit)
         stack.push_async_callback(close_chain, chain)
         ctx = AppContext(
             settings=settings, db=db, redis=redis, queue=queue, notifier=notifier,

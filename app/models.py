@@ -224,6 +224,23 @@ class IdempotencyKey(Base):
     request_hash: Mapped[str] = mapped_column(String(64))  # sha256 hex of endpoint and body
     job_id: Mapped[str | None] = mapped_column(String(36), index=True)  # chat uuid or idle id
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
+class JobReturn(Base):
+    """One delivery of a leased job that ended without a result: the miner gave it back
+    (`released`, with its reason) or let its lease run out (`lapsed`). Every one is kept, not
+    only the last (app/leases/rules.py): each returner waits RETURNED_JOB_COOLDOWN_S before it
+    may lease the job again, and none of them gets its last delivery. The miner's reason is
+    for operators only (GET /job/{id}/returns); businesses see a fixed failure_reason."""
+
+    __tablename__ = "job_returns"
+    __table_args__ = (Index("ix_job_returns_job_miner", "job_table", "job_id", "miner_id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    job_table: Mapped[str] = mapped_column(String(32))  # chat_jobs | idle_jobs
+    job_id: Mapped[str] = mapped_column(String(36))  # the job's id as text
+    miner_id: Mapped[int] = mapped_column(Integer)
+    returned_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    how: Mapped[str] = mapped_column(String(16))  # released | lapsed
+    reason: Mapped[str | None] = mapped_column(String(500))  # the miner's words, operators only
 
 
 class IdleJob(Base):

@@ -7,7 +7,7 @@ from urllib.parse import urlsplit
 
 from eth_utils import is_address, to_checksum_address
 
-from app.auth import siwe, wallet
+from app.auth import contract_wallets, siwe, wallet
 from app.auth.schemas import NonceOut
 from app.context import AppContext
 from app.errors import BadRequest, Unauthorized
@@ -57,8 +57,15 @@ async def verify(ctx: AppContext, text: str, signature: str, now: datetime) -> s
                            scheme=_scheme(s.base_url), max_age_s=s.siwe_max_age_s)
     except siwe.SiweError as exc:
         raise Unauthorized(exc.reason, code=f"siwe_{exc.code}") from None
-    verifier = ctx.chain.erc1271 if ctx.chain else None
-    if not await wallet.verify(msg.address, text.encode(), signature, verifier):
+    through_contract: list[bool] = []
+
+    async def verifier(address: str, hash32: bytes, sig: bytes) -> bool:
+        valid = ctx.chain is not None and await ctx.chain.erc1271(address, hash32, sig)
+        through_contract.append(valid)
+        return valid
+
+    if not await wallet.verify(msg.address, text.encode(), signature,
+                               verifier if ctx.chain else None):
         raise Unauthorized("the signature was not made by the message's address",
                            code="siwe_invalid_signature")
     # Last, so only a correctly signed message can spend a nonce; GETDEL makes it single-use.
@@ -69,4 +76,6 @@ async def verify(ctx: AppContext, text: str, signature: str, now: datetime) -> s
     owner = owner.decode() if isinstance(owner, bytes) else owner
     if owner != msg.address:
         raise Unauthorized("this nonce was issued for another address", code="siwe_invalid_nonce")
+    if any(through_contract):  # its results are checked through its contract too
+        await contract_wallets.remember(ctx, msg.address)
     return msg.address

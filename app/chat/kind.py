@@ -14,7 +14,7 @@ from app.chat import options, pg
 from app.chat.schemas import ChatAssignment, HistoryItem, ResultOut
 from app.context import AppContext
 from app.leases import rules
-from app.leases.protocol import Completion, FastPath, JobKind
+from app.leases.protocol import Completion, FastPath, JobKind, StreamAsk
 from app.leases.rules import Lease
 from app.models import ChatJob, ChatLog
 
@@ -73,7 +73,7 @@ async def _fast_lease(conn: Any, ctx: AppContext, keys: list[Any], miner_id: int
                       now: datetime) -> list[ChatAssignment]:
     s = ctx.settings
     return await pg.lease(conn, keys, miner_id, s.lease_seconds, now, s.chat_history_limit,
-                          s.returned_job_cooldown_s)
+                          s.returned_job_cooldown_s, s.max_attempts)
 
 
 async def models_of(ctx: AppContext, job_ids: list[str]) -> dict[str, str]:
@@ -84,8 +84,15 @@ async def models_of(ctx: AppContext, job_ids: list[str]) -> dict[str, str]:
     return {r.id: r.model for r in rows}
 
 
+def streamed(fields: tuple[Any, ...]) -> StreamAsk | None:
+    """A /v1 job asked with stream: true takes chunks, bounded by its max_tokens."""
+    asked = options.load(fields[0])
+    return StreamAsk(max_tokens=asked.max_tokens) if asked.stream else None
+
+
 CHAT = JobKind(name="chat", model=ChatJob, parse_id=parse_id, output_column="response",
                hand_out=hand_out, complete=complete, answer=answer,
                lease_columns=(ChatJob.prompt, ChatJob.context, ChatJob.session_id,
                               ChatJob.model, ChatJob.options, ChatJob.business_id),
-               fast=FastPath(lease=_fast_lease, complete=pg.complete), models_of=models_of)
+               fast=FastPath(lease=_fast_lease, complete=pg.complete), models_of=models_of,
+               stream_columns=(ChatJob.options,), streamed=streamed)

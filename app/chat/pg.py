@@ -49,7 +49,9 @@ WITH leased AS (
     UPDATE chat_jobs SET status = 'assigned', lease_id = $2, lease_expires_at = $3,
                          miner_id = $4, attempts = attempts + 1, assigned_at = $5
     WHERE id = ANY($1::text[]) AND status = 'queued'
-      AND (returned_by IS DISTINCT FROM $4 OR returned_at <= $7)
+      AND NOT EXISTS (SELECT 1 FROM job_returns r      -- app/leases/rules.not_returned_by
+                      WHERE r.job_table = 'chat_jobs' AND r.job_id = chat_jobs.id
+                        AND r.miner_id = $4 AND (r.returned_at > $7 OR chat_jobs.attempts >= $8 - 1))
     RETURNING id, attempts, prompt, context, session_id, business_id, model, options)
 SELECT l.id, l.attempts, l.prompt, l.context, l.session_id, l.model, l.options,
        (SELECT coalesce(json_agg(json_build_object('role', h.role, 'content', h.message)
@@ -107,11 +109,13 @@ async def submit(conn: asyncpg.Connection, *, job_id: str, business_id: int | No
 
 
 async def lease(conn: asyncpg.Connection, keys: list[str], miner_id: int, lease_s: int,
-                now: datetime, history_limit: int, cooldown_s: int = 0) -> list[Any]:
+                now: datetime, history_limit: int, cooldown_s: int = 0,
+                max_attempts: int = 1 << 30) -> list[Any]:
     lease_id = str(uuid.uuid4())
     expires = now + timedelta(seconds=lease_s)
     rows = await conn.fetch(LEASE, keys, lease_id, stored_utc(expires), miner_id, stored_utc(now),
-                            history_limit, stored_utc(now - timedelta(seconds=cooldown_s)))
+                            history_limit, stored_utc(now - timedelta(seconds=cooldown_s)),
+                            max_attempts)
     order = {key: i for i, key in enumerate(keys)}
     rows.sort(key=lambda r: order.get(r["id"], 0))  # in the queue's order
     return [assignment(job_id=r["id"], lease_id=lease_id, expires_at=expires, prompt=r["prompt"],

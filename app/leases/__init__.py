@@ -14,8 +14,9 @@ extensions (rules.extend); a wallet holds at most MINER_MAX_LEASES leases of all
 (protocol.room, counted in the database) and keeps at most MINER_MAX_POLLS long-polls open; a
 suspended wallet leases nothing and its leases are taken back (protocol.take_back_all).
 
-Room for streamed partial outputs (a later issue): a partial output belongs to a lease, so it
-would be one more endpoint here (a chunk posted on {prefix}/{job_id}/...) that checks the lease
-the way extend does and relays the chunk over Redis to whichever API process holds the client;
-the final result stays the signed, whole output stored by results().
+Streamed partial outputs: POST {prefix}/{job_id}/chunk checks the lease as extend does, only on a
+job its kind says is streamed (JobKind.streamed), within the lease's budget (protocol.
+stream_budget), and relays the chunk over Redis (app/relay.py); the final result stays the
+signed, whole output stored by results(), which checks every posted lease before any signature
+or tokenizing. Every delivery that ended without a result is a row of job_returns (rules.py).
 """

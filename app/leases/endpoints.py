@@ -27,7 +27,8 @@ from app.leases import protocol, rules, served
 from app.leases.polls import open_poll
 from app.leases.protocol import NOT_CURRENT, Completion, JobKind, miner_id_of
 from app.leases.schemas import (BatchQuery, ChunkIn, ChunkOut, ItemResult, LeaseIn, LeaseOut,
-                                NextQuery, ReleaseIn, ReleaseOut, ResultsOut)
+                                NextQuery, ReleaseIn, ReleaseOut, ResultsOut, ReturnOut,
+                                ReturnsOut)
 from app.models import JobStatus, read_utc, utcnow
 from app.web import Router
 
@@ -36,6 +37,7 @@ MIN_BLOCK_S = 0.01  # below this a blocking pop is pointless; take what is there
 YIELD_CHECK_S = 0.5  # how often a long-poll that yields to other work looks for it
 log = logging.getLogger(__name__)
 MINER = dict(auth=("MinerToken",), guard=wallet_guard("miner"))
+OPERATOR = dict(auth=("MinerToken",), guard=wallet_guard("operator"))
 
 
 @dataclass(frozen=True)
@@ -168,16 +170,32 @@ async def _within_room(c: AppContext, kind: JobKind, miner_id: int, ids: list[st
 
 async def results(c: AppContext, kind: JobKind, who: Wallet, items: list[Any]) -> list[Any]:
     """Each posted result's answer (the kind's) or its error (an AppError), in order; one bad
-    item never fails the others. All winners are stored in one transaction."""
-    miner_id_of(who)
-    now = utcnow()
+    item never fails the others. All winners are stored in one transaction.
+
+    The leases are checked first, in one read: only a result for a lease the wallet holds now
+    (the first of a batch for its job) has its signature checked and its output tokenized. A
+    replayed batch for jobs that do not exist, or leases long gone, costs that read and no
+    signature check, no chain call and no tokenizing (a 250 KB junk batch cost 108 ms of CPU
+    tokenizing and one RPC per item). What a request tokenizes is bounded by MAX_BODY_BYTES and
+    by the leases the wallet holds."""
+    miner_id, now = miner_id_of(who), utcnow()
+    keys = [kind.parse_id(item.job_id) for item in items]
+    current, known = await protocol.current_leases(
+        c, kind, [k for k in keys if k is not None], miner_id, now)
     checked: list[Completion | AppError] = []
-    for item in items:
+    tried: set[Any] = set()
+    for item, key in zip(items, keys, strict=True):
         try:
-            checked.append(await protocol.check_result(c, kind, who, item, now))
+            if key is None or key not in known:
+                raise NotFound("no such job", code="job_not_found")
+            if (key, item.lease_id) in current and key not in tried:
+                checked.append(await protocol.check_result(c, kind, who, item, now))
+                tried.add(key)  # a job's first well-signed result of the batch is the one tried
+            else:  # cannot win: settled below, unchecked
+                checked.append(protocol.not_checked(who, item, key, now))
         except AppError as err:
             checked.append(err)
-    done = [x for x in checked if isinstance(x, Completion)]
+    done = [x for x in checked if isinstance(x, Completion) and x.signature]
     won: list[Any] = []
     if done and c.db.pg is not None and kind.fast is not None:
         async with c.db.fast(transaction=False) as unit:  # one statement for the whole batch
@@ -185,16 +203,17 @@ async def results(c: AppContext, kind: JobKind, who: Wallet, items: list[Any]) -
     elif done:
         async with c.db.transaction() as session:
             won = await protocol.complete(session, c, kind, done)
-    lost = iter(await protocol.settle_losers(
-        c, kind, [x for x, w in zip(done, won, strict=True) if w is None]))
-    winners = iter(won)
+    outcome: dict[int, Any] = {id(x): w for x, w in zip(done, won, strict=True)}
+    losers = [x for x in checked if isinstance(x, Completion) and outcome.get(id(x)) is None]
+    settled = dict(zip(map(id, losers), await protocol.settle_losers(c, kind, losers),
+                       strict=True))
     out: list[Any] = []
     for x in checked:
         if isinstance(x, AppError):
             out.append(x)
         else:
-            answer = next(winners)
-            out.append(answer if answer is not None else next(lost))
+            answer = outcome.get(id(x))
+            out.append(answer if answer is not None else settled[id(x)])
     return out
 
 
@@ -233,30 +252,47 @@ async def _not_current(c: AppContext, kind: JobKind, key: Any,
 
 async def post_chunk(c: AppContext, kind: JobKind, who: Wallet, job_id: str,
                      body: ChunkIn) -> ChunkOut:
-    """Append streamed output to the job's relay buffer (app/relay.py) if the lease is current."""
+    """Append streamed output to the job's relay buffer (app/relay.py) if the lease is current,
+    the job is streamed, and the lease's budget (protocol.stream_budget) has room."""
     key = _key(kind, job_id)
     miner_id, now = miner_id_of(who), utcnow()
     if c.db.pg is not None:  # a read per chunk: one statement on the driver itself
         async with c.db.fast_reads() as conn:
-            row = await conn.fetchrow(rules.holder_sql(kind.model.__tablename__), key)
+            row = await conn.fetchrow(rules.holder_sql(
+                kind.model.__tablename__, [col.name for col in kind.stream_columns]), key)
         held = None if row is None else (row["status"], row["lease_id"], row["miner_id"],
-                                         read_utc(row["lease_expires_at"]))
+                                         read_utc(row["lease_expires_at"]),
+                                         read_utc(row["assigned_at"]),
+                                         tuple(row[col.name] for col in kind.stream_columns))
     else:
         async with c.db.reads() as session:
             job = await session.get(kind.model, key)
         held = None if job is None else (job.status, job.lease_id, job.miner_id,
-                                         job.lease_expires_at)
+                                         job.lease_expires_at, job.assigned_at,
+                                         tuple(getattr(job, col.key)
+                                               for col in kind.stream_columns))
     if held is None:
         raise NotFound("no such job", code="job_not_found")
-    status, lease_id, holder, expires = held
+    status, lease_id, holder, expires, assigned_at, fields = held
     if status != JobStatus.assigned or lease_id != body.lease_id or holder != miner_id:
         raise Conflict(NOT_CURRENT, code="lease_not_current")
     if expires is None or expires <= now:
         raise Conflict("your lease has expired", code="lease_expired")
-    added = await c.relay.append(job_id, body.lease_id, body.seq, body.delta)
+    ask = kind.streamed(fields) if kind.streamed is not None else None
+    if ask is None or assigned_at is None:
+        raise Conflict("this job is not streamed (its assignment says stream: false): post "
+                       "only the whole, signed result", code="not_streamed")
+    budget = protocol.stream_budget(c.settings, ask, assigned_at)
+    added = await c.relay.append(job_id, body.lease_id, body.seq, body.delta, budget)
     if added.outcome == "gap":
         raise Conflict(f"chunk {body.seq} came before chunk {added.next_seq}: resend from "
                        f"{added.next_seq}", code="chunk_gap", extra={"next_seq": added.next_seq})
+    if added.outcome in ("too_many", "too_big"):
+        raise Conflict(f"this lease may stream at most {budget.max_chunks} chunks and "
+                       f"{budget.max_bytes} bytes in all (STREAM_MAX_CHUNKS, STREAM_MAX_BYTES, "
+                       "less for a small max_tokens); stop streaming and post the whole, signed "
+                       "result: the client gets the rest with it", code="stream_budget",
+                       extra={"next_seq": added.next_seq})
     return ChunkOut(job_id=job_id, next_seq=added.next_seq, watching=added.watching)
 
 
@@ -357,13 +393,32 @@ def add_miner_endpoints(router: Router, kind: JobKind, prefix: str, shapes: Shap
                        "last attempt).")
     release.__name__ = f"release_{kind.name}_lease"
 
+    async def returns(request: Request, who: Wallet) -> ReturnsOut:
+        c = ctx(request)
+        job_id = request.path_params["job_id"]
+        key = _key(kind, job_id)
+        async with c.db.reads() as session:
+            if await session.get(kind.model, key) is None:
+                raise NotFound("no such job", code="job_not_found")
+            rows = await rules.returns_of(session, kind.model, key)
+        return ReturnsOut(job_id=job_id, returns=[
+            ReturnOut(miner_id=r.miner_id, returned_at=r.returned_at, how=r.how, reason=r.reason)
+            for r in rows])
+
+    returns.__doc__ = (f"Operator: every delivery of a {noun} that ended without a result (given "
+                       "back or lapsed), with the miner's own reason. Businesses never see "
+                       "these reasons: a failed job says only that no miner could answer.")
+    returns.__name__ = f"{kind.name}_job_returns"
+
     async def chunk(request: Request, who: Wallet, body: ChunkIn) -> ChunkOut:
         return await post_chunk(ctx(request), kind, who, request.path_params["job_id"], body)
 
     chunk.__doc__ = (f"Stream part of a leased {noun}'s output while generating, for a client "
                      "watching it (the assignment says `stream: true`). Chunks of a lease are "
                      "numbered from 0; a repeated number is ignored, a gap is refused (409 "
-                     "chunk_gap with `next_seq`). The final result is still posted whole and "
+                     "chunk_gap with `next_seq`). Only a streamed job takes chunks (409 "
+                     "not_streamed), and a lease's chunks have a budget (409 stream_budget: "
+                     "stop streaming). The final result is still posted whole and "
                      "signed; the client's stream checks the chunks against it.")
     chunk.__name__ = f"post_{kind.name}_chunk"
     if chunks:
@@ -382,3 +437,5 @@ def add_miner_endpoints(router: Router, kind: JobKind, prefix: str, shapes: Shap
                 errors=(403, 404, 409), **MINER)(extend)
     router.post(f"{prefix}/{{job_id}}/release", body=ReleaseIn, responses={200: ReleaseOut},
                 errors=(403, 404, 409), **MINER)(release)
+    router.get(f"{prefix}/{{job_id}}/returns", responses={200: ReturnsOut},
+               errors=(403, 404), **OPERATOR)(returns)

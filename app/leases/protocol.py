@@ -12,14 +12,17 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.auth import contract_wallets
 from app.auth import wallet as wallet_sig
 from app.auth.principals import Wallet
 from app.auth.roles import suspended_error
+from app.config import Settings
 from app.context import AppContext
 from app.db import PgUnit, Unit, after_commit
 from app.errors import AppError, Conflict, NotFound, RateLimited, Unauthorized
 from app.leases import rules
-from app.models import JobStatus, Miner, utcnow
+from app.models import JobStatus, Miner, read_utc, utcnow
+from app.relay import Budget
 from app.tokens import count as count_tokens
 
 log = logging.getLogger(__name__)
@@ -75,6 +78,29 @@ class JobKind:
     # a kind whose jobs may name a model (app/queue.py keeps a list per model): the models of
     # some of its jobs, by id, for putting them back on the right list; None: never routed
     models_of: Callable[[AppContext, list[str]], Awaitable[dict[str, str]]] | None = None
+    # a kind whose miners may stream (POST .../chunk): the columns a chunk post reads beside
+    # the lease's, and from them whether the job is streamed (None: it is not, 409) and what
+    # the client capped the answer at
+    stream_columns: tuple[Any, ...] = ()
+    streamed: Callable[[tuple[Any, ...]], StreamAsk | None] | None = None
+
+
+@dataclass(frozen=True)
+class StreamAsk:
+    """A streamed job, as its kind reads it: what bounds the lease's chunks (stream_budget)."""
+    max_tokens: int | None  # the most tokens the client asked for, if it said
+
+
+def stream_budget(settings: Settings, ask: StreamAsk, assigned_at: datetime) -> Budget:
+    """What one lease of a streamed job may stream: STREAM_MAX_CHUNKS chunks and
+    STREAM_MAX_BYTES bytes, less when the job names max_tokens (a chunk holds at least one
+    token; a token is at most STREAM_BYTES_PER_TOKEN bytes), until the lease's hard end."""
+    chunks, size = settings.stream_max_chunks, settings.stream_max_bytes
+    if ask.max_tokens is not None:
+        chunks = min(chunks, ask.max_tokens + 16)
+        size = min(size, ask.max_tokens * settings.stream_bytes_per_token)
+    ends = assigned_at + timedelta(seconds=settings.lease_max_total_s)
+    return Budget(max_chunks=chunks, max_bytes=size, ends_at=ends.timestamp())
 
 
 # Every kind a miner can lease, by name: filled as each kind's miner endpoints are mounted
@@ -149,28 +175,58 @@ async def acquire(session: AsyncSession, ctx: AppContext, kind: JobKind, keys: l
     claimed, finished or gone) are dropped."""
     leases = await rules.acquire(session, kind.model, keys, miner_id,
                                  ctx.settings.lease_seconds, now, kind.lease_columns,
-                                 cooldown_s=ctx.settings.returned_job_cooldown_s)
+                                 cooldown_s=ctx.settings.returned_job_cooldown_s,
+                                 max_attempts=ctx.settings.max_attempts)
     return await kind.hand_out(session, ctx, leases) if leases else []
 
 
 async def returned_by(ctx: AppContext, kind: JobKind, keys: list[Any], miner_id: int) -> list[str]:
-    """Which of these popped, unleased jobs the miner itself returned within the cooldown."""
+    """Which of these popped, unleased jobs the miner may not lease now, having returned them
+    (rules.not_returned_by)."""
     if not keys:
         return []
     since = utcnow() - timedelta(seconds=ctx.settings.returned_job_cooldown_s)
     async with ctx.db.reads() as session:
-        return await rules.returned_by_miner(session, kind.model, keys, miner_id, since)
+        return await rules.returned_by_miner(session, kind.model, keys, miner_id, since,
+                                             ctx.settings.max_attempts)
 
 
 # ------------------------------------------------------------------ results
 
 
+async def current_leases(ctx: AppContext, kind: JobKind, keys: Sequence[Any], miner_id: int,
+                         now: datetime) -> tuple[set[tuple[Any, str]], set[Any]]:
+    """Of these jobs: the (key, lease id) pairs the miner holds a current lease under, and the
+    keys of the jobs that exist; one read. What a posted result is checked against first, so
+    that a result for a lease that is not current costs no signature check (no RPC for a
+    contract wallet) and no tokenizing."""
+    keys = list(dict.fromkeys(keys))
+    if not keys:
+        return set(), set()
+    if ctx.db.pg is not None and kind.fast is not None:
+        async with ctx.db.fast_reads() as conn:
+            rows = await conn.fetch(rules.holders_sql(kind.model.__tablename__), keys)
+        held = {r["id"]: (r["status"], r["lease_id"], r["miner_id"],
+                          read_utc(r["lease_expires_at"])) for r in rows}
+    else:
+        async with ctx.db.reads() as session:
+            held = await rules.holders(session, kind.model, keys)
+    current = {(key, lease_id) for key, (status, lease_id, holder, expires) in held.items()
+               if status == JobStatus.assigned and holder == miner_id and expires is not None
+               and expires > now}
+    return current, set(held)
+
+
 async def check_signature(ctx: AppContext, who: Wallet, job_id: str, output: str,
                           signature: str) -> str:
-    """The canonical signature (wallet.canonical) if `who` signed keccak256(job_id ‖ output)."""
+    """The canonical signature (wallet.canonical: 0x, lower-case, v as 27/28) if `who` signed
+    keccak256(job_id ‖ output). A signature that does not recover to the wallet is put to its
+    contract (ERC-1271) only if the wallet signed in as a contract wallet, within its rate
+    (app/auth/contract_wallets.py): for any other wallet it is refused without a chain call."""
     digest = wallet_sig.result_digest(job_id, output)
-    if not await wallet_sig.verify(who.address, digest, signature,
-                                   ctx.chain.erc1271 if ctx.chain else None):
+    ask = contract_wallets.Asker(ctx, who.address)
+    if not await wallet_sig.verify(who.address, digest, signature, ask):
+        ask.raise_if_limited()
         raise Unauthorized("the result signature does not recover to your wallet; sign "
                            "keccak256(utf8(job_id) || utf8(output)) with personal_sign",
                            code="invalid_result_signature")
@@ -179,9 +235,10 @@ async def check_signature(ctx: AppContext, who: Wallet, job_id: str, output: str
 
 async def check_result(ctx: AppContext, kind: JobKind, who: Wallet, item: Any,
                        now: datetime) -> Completion:
-    """A posted result (job_id, lease_id, output, output_tokens, signature) made a Completion,
-    or the error the single endpoint answers for it. The output is counted here, once, after
-    the signature is checked, so that an unsigned result costs no tokenizing."""
+    """A posted result (job_id, lease_id, output, output_tokens, signature) whose lease was
+    found current (current_leases) made a Completion, or the error the single endpoint answers
+    for it. The output is counted here, once, after the signature is checked, so that an
+    unsigned result costs no tokenizing."""
     key = kind.parse_id(item.job_id)
     if key is None:
         raise NotFound("no such job", code="job_not_found")
@@ -189,6 +246,13 @@ async def check_result(ctx: AppContext, kind: JobKind, who: Wallet, item: Any,
     tokens = await count_tokens(ctx.settings.tokenizer, item.output)
     return Completion(key, item.job_id, item.lease_id, miner_id_of(who), item.output,
                       tokens, item.output_tokens, signature, now)
+
+
+def not_checked(who: Wallet, item: Any, key: Any, now: datetime) -> Completion:
+    """A posted result whose lease is not current, unchecked and uncounted: it cannot win, and
+    settle_losers() says why (or answers a repeat of an accepted result the same again)."""
+    return Completion(key, item.job_id, item.lease_id, miner_id_of(who), item.output, 0,
+                      item.output_tokens, "", now)
 
 
 async def complete(unit: Unit, ctx: AppContext, kind: JobKind,

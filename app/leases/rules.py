@@ -8,9 +8,12 @@ A job model used here has: id, status, attempts, lease_id, lease_expires_at, min
 assigned_at, completed_at, failure_reason, returned_by, returned_at.
 
 A delivery that ends without a result (the lease ran out, or the miner gave the job back) is
-remembered in returned_by/returned_at, and that miner cannot lease the job again for a cooldown:
-without it, a wallet could take the same job back from the front of the queue on every delivery
-until MAX_ATTEMPTS failed it (a hoarder in the bench did, 1-11 chats a run).
+remembered, every one of them (job_returns; returned_by/returned_at keep the last), and the rule
+is: a miner that returned a job may not lease it again for RETURNED_JOB_COOLDOWN_S, and never
+for the job's last delivery, which goes to a wallet that has not returned it. Without the
+cooldown a wallet took the same job back on every delivery until MAX_ATTEMPTS failed it (a
+hoarder in the bench did, 1-11 chats a run); with only the last returner remembered, two wallets
+taking turns failed 17 of 20 chats. A job only returners poll for waits for another wallet.
 """
 
 from __future__ import annotations
@@ -21,10 +24,10 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Row, func, or_, select, update
+from sqlalchemy import Row, String, cast, exists, func, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.models import JobStatus, Miner
+from app.models import JobReturn, JobStatus, Miner
 
 Q, A, C, F = JobStatus.queued, JobStatus.assigned, JobStatus.completed, JobStatus.failed
 
@@ -44,18 +47,38 @@ def _current(model: Any, job_id: Any, lease_id: str, miner_id: int, now: datetim
             model.miner_id == miner_id, model.lease_expires_at > now]
 
 
-def not_returned_by(model: Any, miner_id: int, since: datetime) -> Any:
-    """The job was not given back (or let lapse) by this miner since `since`."""
-    return or_(model.returned_by.is_(None), model.returned_by != miner_id,
-               model.returned_at <= since)
+def not_returned_by(model: Any, miner_id: int, since: datetime, max_attempts: int) -> Any:
+    """The miner may lease the job: it has not given the job back (or let it lapse) since
+    `since`, and if it ever did, this is not the job's last delivery. Every return counts, not
+    only the last (JobReturn): two wallets taking turns cannot spend a job's deliveries."""
+    r = JobReturn
+    return ~exists().where(
+        r.job_table == model.__tablename__, r.job_id == cast(model.id, String),
+        r.miner_id == miner_id,
+        or_(r.returned_at > since, model.attempts >= max_attempts - 1))
+
+
+PUBLIC_RELEASED = ("no miner could answer: the job was given back on its last delivery "
+                   "(MAX_ATTEMPTS)")
+
+
+async def record_returns(session: AsyncSession, model: Any, returns: Sequence[tuple[Any, int]],
+                         now: datetime, how: str, reason: str | None = None) -> None:
+    """Remember deliveries that ended without a result: (job id, miner id) each."""
+    if returns:
+        await session.execute(insert(JobReturn.__table__), [
+            {"job_table": model.__tablename__, "job_id": str(job_id), "miner_id": miner_id,
+             "returned_at": now, "how": how,
+             "reason": _truncate(reason) if reason else None}
+            for job_id, miner_id in returns])
 
 
 async def acquire(session: AsyncSession, model: Any, keys: Sequence[Any], miner_id: int,
                   lease_s: int, now: datetime, returning: Sequence[Any] = (),
-                  cooldown_s: int = 0) -> list[Lease]:
+                  cooldown_s: int = 0, max_attempts: int = 1 << 30) -> list[Lease]:
     """Lease the queued jobs among `keys` to a miner, in one statement; the others (taken,
     finished or unknown) are left alone, and so are those this miner returned within
-    cooldown_s (see returned_elsewhere()). One lease id covers the jobs of one grant: a
+    cooldown_s, or ever if this is the job's last delivery (not_returned_by()). One lease id covers the jobs of one grant: a
     redelivery always gets a new one, so (job, lease id) still names one delivery.
     `returning` columns come back in Lease.fields, read by the same statement."""
     if not keys:
@@ -66,7 +89,8 @@ async def acquire(session: AsyncSession, model: Any, keys: Sequence[Any], miner_
     rows = (await session.execute(
         update(model.__table__).where(condition, model.status == Q,
                                       not_returned_by(model, miner_id,
-                                                      now - timedelta(seconds=cooldown_s)))
+                                                      now - timedelta(seconds=cooldown_s),
+                                                      max_attempts))
         .values(status=A, lease_id=lease_id, lease_expires_at=expires, miner_id=miner_id,
                 attempts=model.attempts + 1, assigned_at=now)
         .returning(model.id, model.attempts, *returning))).all()
@@ -115,39 +139,46 @@ def past_limit(job: Any, lease_id: str, miner_id: int, now: datetime, seconds: i
 
 async def release(session: AsyncSession, model: Any, job_id: Any, lease_id: str, miner_id: int,
                   now: datetime, max_attempts: int, reason: str) -> str | None:
-    """The holder gives the job back: queued again, or failed once attempts are used up."""
+    """The holder gives the job back: queued again, or failed once attempts are used up. The
+    miner's reason is kept with the return, for operators; a failed job shows a fixed one."""
     current = _current(model, job_id, lease_id, miner_id, now)
     requeued = await session.execute(
         update(model).where(*current, model.attempts < max_attempts)
         .values(status=Q, lease_id=None, lease_expires_at=None, miner_id=None,
                 returned_by=miner_id, returned_at=now)
         .returning(model.id).execution_options(synchronize_session=False))
-    if requeued.first() is not None:
-        return Q
-    failed = await session.execute(
-        update(model).where(*current)
-        .values(status=F, lease_expires_at=None, completed_at=now,
-                failure_reason=_truncate(f"released by miner on the last delivery: {reason}"))
-        .returning(model.id).execution_options(synchronize_session=False))
-    return F if failed.first() is not None else None
+    status: str | None = Q if requeued.first() is not None else None
+    if status is None:
+        failed = await session.execute(
+            update(model).where(*current)
+            .values(status=F, lease_expires_at=None, completed_at=now,
+                    failure_reason=PUBLIC_RELEASED)
+            .returning(model.id).execution_options(synchronize_session=False))
+        status = F if failed.first() is not None else None
+    if status is not None:
+        await record_returns(session, model, [(job_id, miner_id)], now, "released", reason)
+    return status
 
 
 async def reap_expired(session: AsyncSession, model: Any, now: datetime,
                        max_attempts: int) -> tuple[list[str], list[str]]:
-    """Expired leases: back to the queue, or failed after the last delivery. Returns both id lists."""
+    """Expired leases: back to the queue, or failed after the last delivery. Returns both id
+    lists; every lapse is remembered (record_returns)."""
     expired = [model.status == A, model.lease_expires_at <= now]
-    failed = await session.execute(
+    failed = (await session.execute(
         update(model).where(*expired, model.attempts >= max_attempts)
         .values(status=F, lease_expires_at=None, completed_at=now,
                 failure_reason=f"no result after {max_attempts} deliveries (lease expired)")
-        .returning(model.id).execution_options(synchronize_session=False))
-    failed_ids = [str(r[0]) for r in failed]
-    requeued = await session.execute(
+        .returning(model.id, model.miner_id).execution_options(synchronize_session=False))).all()
+    requeued = (await session.execute(
         update(model).where(*expired, model.attempts < max_attempts)
         .values(status=Q, lease_id=None, lease_expires_at=None, miner_id=None,
                 returned_by=model.miner_id, returned_at=now)  # the old holder, from the row
-        .returning(model.id).execution_options(synchronize_session=False))
-    return [str(r[0]) for r in requeued], failed_ids
+        .returning(model.id, model.returned_by)
+        .execution_options(synchronize_session=False))).all()
+    await record_returns(session, model, [(r[0], r[1]) for r in [*failed, *requeued]
+                                          if r[1] is not None], now, "lapsed")
+    return [str(r[0]) for r in requeued], [str(r[0]) for r in failed]
 
 
 async def holding(session: AsyncSession, models: Sequence[Any],
@@ -169,21 +200,45 @@ def holding_sql(tables: Sequence[str]) -> str:
 
 
 async def returned_by_miner(session: AsyncSession, model: Any, keys: Sequence[Any],
-                            miner_id: int, since: datetime) -> list[str]:
-    """Those of `keys` still queued that this miner returned since `since`: what acquire()
-    left alone for the cooldown, to put back in the queue for other miners."""
+                            miner_id: int, since: datetime, max_attempts: int) -> list[str]:
+    """Those of `keys` still queued that this miner may not lease now (not_returned_by()):
+    what acquire() left alone, to put back in the queue for other miners."""
     if not keys:
         return []
     rows = await session.execute(select(model.id).where(
-        model.id.in_(keys), model.status == Q, model.returned_by == miner_id,
-        model.returned_at > since))
+        model.id.in_(keys), model.status == Q,
+        ~not_returned_by(model, miner_id, since, max_attempts)))
     return [str(r[0]) for r in rows]
 
 
-def holder_sql(table: str) -> str:
-    """Who holds a job's lease, and until when, as PostgreSQL text ($1 the job's id): what a
-    chunk post checks (lease_expires_at comes back naive UTC, as stored)."""
-    return f"SELECT status, lease_id, miner_id, lease_expires_at FROM {table} WHERE id = $1"
+async def returns_of(session: AsyncSession, model: Any, job_id: Any) -> Sequence[JobReturn]:
+    """Every delivery of the job that ended without a result, oldest first (operators)."""
+    return (await session.execute(select(JobReturn).where(
+        JobReturn.job_table == model.__tablename__, JobReturn.job_id == str(job_id))
+        .order_by(JobReturn.id))).scalars().all()
+
+
+async def holders(session: AsyncSession, model: Any,
+                  keys: Sequence[Any]) -> dict[Any, tuple[Any, ...]]:
+    """Who holds each of these jobs' leases: id -> (status, lease_id, miner_id,
+    lease_expires_at), for the jobs that exist; one statement."""
+    rows = await session.execute(select(model.id, model.status, model.lease_id, model.miner_id,
+                                        model.lease_expires_at).where(model.id.in_(keys)))
+    return {r[0]: tuple(r[1:]) for r in rows}
+
+
+def holders_sql(table: str) -> str:
+    """holders() as PostgreSQL text for the hot path ($1 the ids, as an array)."""
+    return (f"SELECT id, status, lease_id, miner_id, lease_expires_at FROM {table} "
+            f"WHERE id = ANY($1)")
+
+
+def holder_sql(table: str, extra: Sequence[str] = ()) -> str:
+    """Who holds a job's lease, since and until when, and the `extra` columns, as PostgreSQL
+    text ($1 the job's id): what a chunk post checks (times come back naive UTC, as stored)."""
+    columns = ", ".join(["status", "lease_id", "miner_id", "lease_expires_at", "assigned_at",
+                         *extra])
+    return f"SELECT {columns} FROM {table} WHERE id = $1"
 
 
 async def take_back(session: AsyncSession, model: Any, miner_id: int) -> list[str]:

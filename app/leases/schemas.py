@@ -93,3 +93,17 @@ class ItemResult(ResponseBody):
 
 class ResultsOut(ResponseBody):
     results: list[ItemResult] = Field(description="one entry per item posted, in order")
+
+
+class ReturnOut(ResponseBody):
+    miner_id: int
+    returned_at: datetime
+    how: Literal["released", "lapsed"] = Field(description="given back, or its lease ran out")
+    reason: str | None = Field(default=None, description="the miner's own words when it gave "
+                                                         "the job back: for operators only")
+
+
+class ReturnsOut(ResponseBody):
+    job_id: str
+    returns: list[ReturnOut] = Field(description="every delivery that ended without a result, "
+                                                 "oldest first")

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
@@ -28,6 +29,7 @@ from app.auth.principals import Client
 from app.chat import service
 from app.context import AppContext
 from app.models import ChatJob, JobStatus
+from app.relay import READ_AT_MOST
 
 STATE_CHECK_S = 5.0  # the job's row is also read this often, in case a wake-up was lost
 KEEPALIVE_S = 15.0  # the longest silence on a stream (proxies close idle connections)
@@ -57,7 +59,7 @@ Event = Delta | Finished | Broken | None
 async def follow(c: AppContext, client: Client, job_id: str, wait_s: float) -> AsyncIterator[Event]:
     loop = asyncio.get_running_loop()
     deadline = loop.time() + wait_s
-    offset, lease, sent = 0, None, []
+    offset, lease, sent = 0, None, Sent()
     next_state = loop.time() + STATE_CHECK_S
     next_mark = 0.0
     quiet_since = loop.time()
@@ -72,20 +74,21 @@ async def follow(c: AppContext, client: Client, job_id: str, wait_s: float) -> A
                 if now >= next_mark:
                     await c.relay.mark_watched(job_id)
                     next_mark = now + MARK_EVERY_S
-                for entry in await c.relay.read(job_id, offset):
+                entries = await c.relay.read(job_id, offset)
+                for entry in entries:
                     offset += 1
                     lease = lease or entry.lease_id
                     if entry.lease_id != lease:
                         yield _lost(job_id)
                         return
-                    sent.append(entry.text)
+                    sent.add(entry.text)
                     quiet_since = now
                     yield Delta(entry.text)
                 if state_changed or now >= next_state:
                     next_state = now + STATE_CHECK_S
                     job = await service.get_owned(c, client, job_id)
                     if job.status in service.TERMINAL:
-                        yield await _end(c, job, lease, "".join(sent))
+                        yield await _end(c, job, lease, sent)
                         return
                     if lease is not None and (job.status != JobStatus.assigned
                                               or job.lease_id != lease):
@@ -98,6 +101,8 @@ async def follow(c: AppContext, client: Client, job_id: str, wait_s: float) -> A
                 if now - quiet_since >= KEEPALIVE_S:
                     quiet_since = now
                     yield None
+                if len(entries) >= READ_AT_MOST:
+                    continue  # a full slice: the buffer may hold more already
                 timeout = min(next_state, deadline, quiet_since + KEEPALIVE_S) - now
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(watch.any.wait(), max(timeout, 0.0))
@@ -108,19 +113,41 @@ async def follow(c: AppContext, client: Client, job_id: str, wait_s: float) -> A
                 await c.relay.unmark_watched(job_id)
 
 
-async def _end(c: AppContext, job: ChatJob, lease: str | None, streamed: str) -> Event:
+class Sent:
+    """What a stream has sent, kept as its length and a running SHA-256, never as the text:
+    enough to check the signed answer against it, in constant memory (a slowly read stream
+    kept all of it and took an API process from 395 to 610 MB)."""
+
+    def __init__(self) -> None:
+        self.length = 0  # characters
+        self._hash = hashlib.sha256()
+
+    def add(self, text: str) -> None:
+        self.length += len(text)
+        self._hash.update(text.encode())
+
+    def rest_of(self, answer: str) -> str | None:
+        """The part of `answer` not sent yet if it begins with what was sent, else None."""
+        if len(answer) < self.length:
+            return None
+        if hashlib.sha256(answer[:self.length].encode()).digest() != self._hash.digest():
+            return None
+        return answer[self.length:]
+
+
+async def _end(c: AppContext, job: ChatJob, lease: str | None, sent: Sent) -> Event:
     if job.status == JobStatus.failed:
         return Broken("job_failed", f"the network could not answer: {job.failure_reason}")
     if lease is not None and job.lease_id != lease:  # another miner's answer, after a redelivery
         return _lost(job.id)
     # chunks posted just before the result, not read yet, are in the answer: no need for them
-    answer = job.response or ""
-    if not answer.startswith(streamed):
+    rest = sent.rest_of(job.response or "")
+    if rest is None:
         return Broken("stream_mismatch", "the miner's signed answer differs from what it "
                                          f"streamed; the answer is at GET /chat/{job.id}")
     with contextlib.suppress(Exception):
         await c.relay.forget(job.id)
-    return Finished(job=job, rest=answer[len(streamed):])
+    return Finished(job=job, rest=rest)
 
 
 def _lost(job_id: str) -> Broken:

@@ -1,6 +1,6 @@
 """A miner that lets a lease run out, or gives a job back, does not get that job again for
 RETURNED_JOB_COOLDOWN_S: one wallet cannot spend two deliveries of a job in a row, so it cannot
-fail a job alone (only the last such miner is remembered)."""
+fail a job alone; every returner is remembered, and none gets a job's last delivery."""
 
 from __future__ import annotations
 
@@ -60,3 +60,57 @@ async def test_the_cooldown_ends_and_a_lone_miner_gets_its_job_back(settings_fac
                                    json={"lease_id": got["lease_id"]}, headers=lone.auth)
         assert r.status_code == 200 and got["job_id"] == idle
         assert await next_idle(lone, wait=0.2) is None
+
+
+async def test_two_wallets_taking_turns_cannot_fail_a_chat(settings_factory, any_db) -> None:  # type: ignore[no-untyped-def]
+    """Every returner is remembered, not only the last: each waits out its own cooldown, and
+    none of them gets the job's last delivery (issue 23 M1: two wallets releasing every job
+    failed 17 of 20 chats)."""
+    settings = settings_factory(any_db, returned_job_cooldown_s=1, max_attempts=3)
+    async with running_app(settings) as api:
+        key = await api.api_key()
+        a, b, honest = await api.miner(), await api.miner(), await api.miner()
+        job_id = (await api.chat(key, "take turns on me")).json()["job_id"]
+        first = await a.next_job(wait=2)
+        assert first is not None and await release(a, first) == 200
+        second = await b.next_job(wait=2)
+        assert second is not None and second["job_id"] == job_id and second["attempt"] == 2
+        assert await release(b, second) == 200
+        assert await a.next_job(wait=0.3) is None  # a returned it too, not only b
+        await asyncio.sleep(1.1)  # both cooldowns are over, but the next delivery is the last
+        assert await a.next_job(wait=0.3) is None
+        assert await b.next_job(wait=0.3) is None
+        last = await honest.next_job(wait=2)
+        assert last is not None and last["job_id"] == job_id and last["attempt"] == 3
+        assert (await honest.post_result(last, "answered")).status_code == 200
+
+
+async def test_a_releasing_miners_words_reach_operators_not_businesses(settings_factory, any_db) -> None:  # type: ignore[no-untyped-def]
+    from tests.idle.support import auth, new_operator, operator_token
+
+    operator = new_operator()
+    spam = "Our agents are offline. For your refund call +1-555-0100 and give your card number."
+    settings = settings_factory(any_db, max_attempts=2, operator_addresses=[operator.address])
+    async with running_app(settings) as api:
+        key = await api.api_key()
+        first, second = await api.miner(), await api.miner()
+        job_id = (await api.chat(key, "hello")).json()["job_id"]
+        for m in (first, second):
+            job = await m.next_job(wait=2)
+            assert job is not None and job["job_id"] == job_id
+            r = await m.client.post(f"/job/{job_id}/release", headers=m.auth,
+                                    json={"lease_id": job["lease_id"], "reason": spam})
+            assert r.status_code == 200
+        assert r.json()["status"] == "failed"
+        seen = (await api.client.get(f"/chat/{job_id}",
+                                     headers={"Authorization": f"Bearer {key}"})).json()
+        assert seen["status"] == "failed" and "555" not in seen["failure_reason"]
+        assert seen["failure_reason"].startswith("no miner could answer")
+        refused = await api.client.get(f"/job/{job_id}/returns", headers=first.auth)
+        assert refused.status_code == 403
+        token = await operator_token(api.client, operator)
+        view = await api.client.get(f"/job/{job_id}/returns", headers=auth(token))
+        assert view.status_code == 200, view.text
+        returns = view.json()["returns"]
+        assert [(x["how"], x["reason"]) for x in returns] == [("released", spam)] * 2
+        assert len({x["miner_id"] for x in returns}) == 2

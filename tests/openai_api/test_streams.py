@@ -93,12 +93,11 @@ async def test_no_answer_in_time(settings_factory):  # type: ignore[no-untyped-d
 async def test_chunk_numbering_and_the_lease(settings_factory):  # type: ignore[no-untyped-def]
     async with v1_app(settings_factory()) as v1:
         miner, other = await v1.miner(), await v1.miner()
-        ask = asyncio.create_task(v1.sdk().chat.completions.create(model=MODEL, messages=HI))
+        stream = await v1.sdk().chat.completions.create(model=MODEL, stream=True, messages=HI)
         job = await miner.poll()
-        assert job is not None
+        assert job is not None and job["stream"] is True
         first = await miner.chunk(job, 0, "a")
         assert first.json()["next_seq"] == 1
-        assert first.json()["watching"] is False  # not streamed: nobody reads its chunks
         repeat = await miner.chunk(job, 0, "a")  # a retry: ignored
         assert repeat.status_code == 200 and repeat.json()["next_seq"] == 1
         gap = await miner.chunk(job, 3, "d")
@@ -109,7 +108,10 @@ async def test_chunk_numbering_and_the_lease(settings_factory):  # type: ignore[
         entries = await v1.api.ctx.relay.read(job["job_id"], 0)
         assert [e.text for e in entries] == ["a"]
         await miner.finish(job, "ab")
-        assert (await ask).choices[0].message.content == "ab"
+        text = ""
+        async for chunk in stream:
+            text += "".join(c.delta.content or "" for c in chunk.choices)
+        assert text == "ab"
         late = await miner.chunk(job, 1, "b")
         assert late.status_code == 409 and late.json()["error"] == "lease_not_current"
         bad = await miner.chunk({"job_id": "x" * 80, "lease_id": "l"}, 0, "z")
