@@ -1,7 +1,7 @@
 """job_returns: every delivery of a leased job that ended without a result, not only the last
 
 Revision ID: 0011
-Revises: 0009
+Revises: 0010
 
 0009 remembered only a job's last returner (returned_by/returned_at), so two wallets taking turns
 releasing every job failed 17 of 20 chats. Each return is a row now: each returner waits
@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = '0011'
-down_revision = '0009'
+down_revision = '0010'
 branch_labels = None
 depends_on = None
 

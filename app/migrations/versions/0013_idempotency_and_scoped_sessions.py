@@ -1,7 +1,7 @@
 """idempotency_keys; chat session ids scoped per business
 
 Revision ID: 0013
-Revises: 0009
+Revises: 0011
 
 - idempotency_keys: the Idempotency-Key of each request that created a job (POST /chat,
   /v1/chat/completions, /idle-job), written with the job, so a retry gets the same job.
@@ -18,7 +18,7 @@ from alembic import op
 import app.models
 
 revision = '0013'
-down_revision = '0009'
+down_revision = '0011'
 branch_labels = None
 depends_on = None
 
