@@ -141,7 +141,10 @@ def refused(exc: BaseException) -> bool:
         if e is None or id(e) in seen:
             continue
         seen.add(id(e))
-        if isinstance(e, asyncpg.PostgresConnectionError | asyncpg.ConnectionDoesNotExistError):
+        # InternalClientError: the driver lost track of a connection the server ended mid-way
+        # ("cannot switch to state ...; another operation is in progress"), seen on restarts
+        if isinstance(e, asyncpg.PostgresConnectionError | asyncpg.InterfaceError
+                      | asyncpg.InternalClientError):
             return True
         state = getattr(e, "sqlstate", None)
         if isinstance(state, str) and (state.startswith(REFUSALS)
@@ -220,7 +223,14 @@ class Database:
         try:
             yield conn
         finally:
-            await self.pg.release(conn)
+            try:
+                await self.pg.release(conn)
+            except Exception as exc:
+                # Resetting a connection the server ended (a restart) fails; asyncpg has closed
+                # it and opens a new one on the next acquire. The unit's own outcome stands: a
+                # commit that happened is not turned into an error, an error is not replaced.
+                log.warning("a hot-path connection could not be reset (%s); it was closed",
+                            type(exc).__name__)
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[AsyncSession]:

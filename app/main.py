@@ -127,7 +127,7 @@ async def _dependency_down(request: Request, exc: Exception) -> Response:
     if isinstance(exc, PoolTimeout | PoolBusy):
         code, detail = "database_busy", "every database connection is in use; retry later"
     elif isinstance(exc, DBAPIError | asyncpg.PostgresError | asyncpg.InterfaceError
-                    | DatabaseRefused):
+                    | asyncpg.InternalClientError | DatabaseRefused):
         code, detail = "database_unavailable", "the database is unavailable; retry later"
     elif isinstance(exc, TimeoutError):
         code, detail = "dependency_timeout", ("the database (or another dependency) did not "
@@ -151,6 +151,7 @@ EXCEPTION_HANDLERS = {AppError: _app_error, HTTPException: _http_error, RedisErr
                       # the hot path's own driver (app/db.py Database.fast)
                       asyncpg.PostgresError: _dependency_down,
                       asyncpg.InterfaceError: _dependency_down,
+                      asyncpg.InternalClientError: _dependency_down,
                       asyncpg.QueryCanceledError: _dependency_down,
                       TimeoutError: _dependency_down, ConnectionError: _dependency_down,
                       Exception: _unexpected}
