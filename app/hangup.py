@@ -67,8 +67,18 @@ async def _listen(request: Request, hangup: Hangup) -> None:
 
 
 @contextlib.asynccontextmanager
-async def watching(request: Request) -> AsyncIterator[Hangup]:
-    """A Hangup for `request`, listened for while the block runs."""
+async def watching(request: Request, listen: bool = True) -> AsyncIterator[Hangup | None]:
+    """A Hangup for `request`, listened for while the block runs; None if not `listen` (a
+    request that does not wait need not pay for a listener)."""
+    if not listen:
+        yield None
+        return
+    async with _listening(request) as hangup:
+        yield hangup
+
+
+@contextlib.asynccontextmanager
+async def _listening(request: Request) -> AsyncIterator[Hangup]:
     hangup = Hangup()
     listener = asyncio.create_task(_listen(request, hangup), name="mia-hangup")
     try:
@@ -81,5 +91,5 @@ async def watching(request: Request) -> AsyncIterator[Hangup]:
 
 async def unless_hung_up(request: Request, work: Awaitable[T]) -> T:
     """`work`'s result, or ClientGone (and `work` cancelled) once the client hangs up."""
-    async with watching(request) as hangup:
+    async with _listening(request) as hangup:
         return await hangup.race(work)

@@ -277,7 +277,8 @@ def add_miner_endpoints(router: Router, kind: JobKind, prefix: str, shapes: Shap
 
     async def next_job(request: Request, who: Wallet, query: NextQuery) -> Response | Any:
         c = ctx(request)
-        async with open_poll(c, who.address, query.wait), watching(request) as gone:
+        async with (open_poll(c, who.address, query.wait),
+                    watching(request, query.wait > 0) as gone):
             jobs = await lease(c, kind, who, query.wait, 1, gone, query.model)
         return jobs[0] if jobs else Response(status_code=204)
 
@@ -287,7 +288,8 @@ def add_miner_endpoints(router: Router, kind: JobKind, prefix: str, shapes: Shap
 
     async def batch(request: Request, who: Wallet, query: BatchQuery) -> Response | Any:
         c = ctx(request)
-        async with open_poll(c, who.address, query.wait), watching(request) as gone:
+        async with (open_poll(c, who.address, query.wait),
+                    watching(request, query.wait > 0) as gone):
             jobs = await lease(c, kind, who, query.wait, query.max, gone, query.model)
         return shapes.jobs(jobs=jobs) if jobs else Response(status_code=204)
 
