@@ -139,11 +139,13 @@ async def _refusals_answer_503(settings: Any, refuse: Any) -> None:
                 assert status == 202, created
                 job = f"/chat/{created['job_id']}"
                 assert (await conn.request("GET", job, business))[0] == 200
+                history = f"/chat/sessions/{created['session_id']}/messages"  # via SQLAlchemy
+                assert (await conn.request("GET", history, business))[0] == 200
                 await refuse(True)
                 try:
                     for _ in range(3):  # the pooled connections die, then every new one is refused
                         for method, path, body in (("POST", "/chat", {"message": "hi"}),
-                                                   ("GET", job, None)):
+                                                   ("GET", job, None), ("GET", history, None)):
                             status, headers, answer = await conn.request(method, path, business,
                                                                          body)
                             assert status == 503, (method, path, status, answer)
@@ -154,6 +156,7 @@ async def _refusals_answer_503(settings: Any, refuse: Any) -> None:
                     await refuse(False)
                 # the same connection, served again once the database accepts
                 assert (await conn.request("GET", job, business))[0] == 200
+                assert (await conn.request("GET", history, business))[0] == 200
                 assert (await conn.request("POST", "/chat", business, {"message": "x"}))[0] == 202
 
 
