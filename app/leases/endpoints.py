@@ -78,7 +78,10 @@ async def lease(c: AppContext, kind: JobKind, who: Wallet, wait_s: float, most: 
         if kind.yields is not None:
             block = min(block, YIELD_CHECK_S)
         pop = c.queue.pop_many(kind.name, most, block, model=model)
-        try:  # a hang-up ends a blocked pop at once (its slot is free); nothing was popped
+        # A hang-up ends a blocked pop at once, freeing the server slot: the pop's connection
+        # is dropped, so Redis pops nothing for it (an id whose reply was already on its way
+        # in that instant goes with it; the reconciler re-pushes it from the database).
+        try:
             ids = await (pop if gone is None or not block else gone.race(pop))
         except ClientGone:
             return []
