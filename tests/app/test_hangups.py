@@ -63,6 +63,10 @@ async def test_abandoned_waits_free_their_server_slots_at_once(settings_factory,
         queued = await api.chat(key)  # a job whose status a client waits on
         assert queued.status_code == 202
         job_id = queued.json()["job_id"]
+        idle_key = await api.api_key("hangup-co", "idle")
+        idle = await api.client.post("/idle-job", json={"prompt": "hi", "max_tokens": 8},
+                                     headers={"Authorization": f"Bearer {idle_key}"})
+        assert idle.status_code == 202, idle.text
         business = {"Authorization": f"Bearer {key}"}
         v1 = ("POST", "/v1/chat/completions", business,
               {"model": MODEL, "messages": [{"role": "user", "content": "hi"}]})
@@ -70,9 +74,13 @@ async def test_abandoned_waits_free_their_server_slots_at_once(settings_factory,
             # first, while no chat job is queued (the one above is leased away here)
             "long-polls": [("GET", "/job/next?wait=20&model=other", miner.auth, None),
                            ("GET", "/job/batch?wait=20&max=4&model=other", miner.auth, None)],
+            # (an idle job is queued: an idle long-poll would take it, and idle long-polls
+            # already look for waiting chat every 0.5 s, and so for a hang-up)
             "/v1 without stream": [v1],
             "POST /chat?wait": [("POST", "/chat?wait=20", business, {"message": "hello"})],
             "GET /chat/{id}?wait": [("GET", f"/chat/{job_id}?wait=20", business, None)],
+            "GET /idle-job/{id}?wait": [("GET", f"/idle-job/{idle.json()['job_id']}?wait=20",
+                                         {"Authorization": f"Bearer {idle_key}"}, None)],
         }
         # the queued job: leased by a miner that keeps it, so the waits on it go on waiting
         taken = await api.client.get("/job/next", params={"wait": 0}, headers=miner.auth)
