@@ -172,3 +172,32 @@ async def test_too_many_connections_is_a_503_on_a_kept_connection(  # type: igno
         role = make_url(url).username
         await _refusals_answer_503(settings_factory(url),
                                    lambda refusing: _refuse(postgres_db, refusing, role))
+
+
+@pytest.mark.parametrize(("error", "when_connecting", "outage"), [
+    (asyncpg.CannotConnectNowError, False, True),  # 57P03: starting up, shutting down
+    (asyncpg.AdminShutdownError, False, True),  # 57P01: pg_terminate_backend, pg_ctl -m fast
+    (asyncpg.CrashShutdownError, False, True),  # 57P02
+    (asyncpg.TooManyConnectionsError, False, True),  # 53300
+    (asyncpg.ReadOnlySQLTransactionError, False, True),  # 25006: a failover's old primary
+    (asyncpg.ConnectionDoesNotExistError, False, True),
+    (asyncpg.ObjectNotInPrerequisiteStateError, True, True),  # 55000 on connect: refusing
+    (asyncpg.ObjectNotInPrerequisiteStateError, False, False),  # 55000 in a statement: a bug
+    (asyncpg.UniqueViolationError, False, False),  # bugs stay 500s
+    (asyncpg.UndefinedColumnError, False, False),
+])
+def test_which_postgresql_errors_are_refusals(error, when_connecting, outage) -> None:  # type: ignore[no-untyped-def]
+    from sqlalchemy.exc import DBAPIError
+
+    from app.db import DatabaseRefused, refused
+
+    raw = error("refused")
+    if when_connecting:  # as the hot path and SQLAlchemy report a failed connect
+        wrapped: list[BaseException] = [DatabaseRefused("refused"),
+                                        DBAPIError(None, None, Exception("adapted"))]
+        wrapped[0].__cause__ = raw
+        wrapped[1].orig.__cause__ = raw  # type: ignore[union-attr]
+    else:
+        wrapped = [raw, DBAPIError("SELECT 1", None, Exception("adapted"))]
+        wrapped[1].orig.__cause__ = raw  # type: ignore[union-attr]
+    assert [refused(e) for e in wrapped] == [outage, outage]
