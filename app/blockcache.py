@@ -23,6 +23,14 @@ from starlette.responses import Response
 from app.context import AppContext, ctx
 
 HEAD_POLL_S = 1.0  # the latest block number is asked at most this often per process
+
+
+class HeadUnavailable(Exception):
+    """The node did not give the latest block number (within the last HEAD_POLL_S)."""
+
+    def __init__(self, cause: str):
+        super().__init__(cause)
+        self.cause = cause  # the error's class name: public answers never show its text
 MAX_ENTRIES = 1024  # distinct paths kept; beyond it the cache starts over
 
 
@@ -37,24 +45,45 @@ class _Answer:
 class BlockCache:
     def __init__(self) -> None:
         self._answers: dict[str, _Answer] = {}
-        self._head: tuple[float, int] | None = None  # (asked at, block number)
+        self._head: tuple[float, int | str] | None = None  # (asked at, block or error class)
+        self._asking = asyncio.Lock()
         self.flights: dict[tuple[str, tuple[int, Hashable]], asyncio.Lock] = {}
         self.computed = 0  # answers computed, not served from the cache (tests and metrics)
 
     async def head(self, c: AppContext) -> int | None:
-        """The latest block number, at most HEAD_POLL_S old; None without a usable chain."""
-        now = time.monotonic()
-        if self._head is not None and now - self._head[0] < HEAD_POLL_S:
-            return self._head[1]
+        """The latest block number, at most HEAD_POLL_S old; None without a usable chain (the
+        handler itself then answers the outage: 503 chain_unavailable)."""
         if c.chain is None:
             return None
-        w3 = c.chain.w3
         try:
-            block = int(await w3.eth.block_number)
-        except Exception:  # the handler itself answers the outage (503 chain_unavailable)
+            return await self.latest(c)
+        except HeadUnavailable:
             return None
-        self._head = (now, block)
-        return block
+
+    async def latest(self, c: AppContext) -> int:
+        """The latest block number, at most HEAD_POLL_S old, or HeadUnavailable: the node is
+        asked at most once per HEAD_POLL_S, failures included, however many callers (/health
+        and the per-block answers) ask at once."""
+        if c.chain is None:
+            raise HeadUnavailable("NoChain")
+        found = self._fresh()
+        if found is None:
+            async with self._asking:  # a burst waits for the first caller's answer
+                found = self._fresh()
+                if found is None:
+                    try:
+                        found = int(await c.chain.w3.eth.block_number)
+                    except Exception as exc:
+                        found = type(exc).__name__
+                    self._head = (time.monotonic(), found)
+        if isinstance(found, str):
+            raise HeadUnavailable(found)
+        return found
+
+    def _fresh(self) -> int | str | None:
+        if self._head is not None and time.monotonic() - self._head[0] < HEAD_POLL_S:
+            return self._head[1]
+        return None
 
     def get(self, key: str, version: tuple[int, Hashable]) -> Response | None:
         answer = self._answers.get(key)
@@ -70,6 +99,11 @@ class BlockCache:
         headers = [(k, v) for k, v in response.headers.items() if k != "content-length"]
         self._answers[key] = _Answer(version, response.status_code, bytes(response.body),
                                      headers)
+
+
+def cache_of(request: Request) -> BlockCache:
+    """The app's BlockCache (one per process)."""
+    return _cache(request)
 
 
 def _cache(request: Request) -> BlockCache:

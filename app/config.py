@@ -62,6 +62,8 @@ class Settings(BaseSettings):
     rate_limit_signin_per_min: int = 60  # per client IP: /auth/nonce, /register_miner,
     # /auth/login together (a sign-in is two requests); a full minute's worth may come at once
     rate_limit_chain_reads_per_min: int = 60  # per client IP: /burns/summary, /burns/{id}/verify
+    rate_limit_health_per_min: int = 600  # per client IP: / and /health (a prober every second
+    # uses 60); 0: no limit
     rate_limit_auth_fail_per_min: int = 30  # per client IP: unknown or revoked keys and tokens;
     # past it 429, answered from memory without a database read
 

@@ -16,6 +16,7 @@ import asyncpg
 
 from sqlalchemy import event
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
 
@@ -111,6 +112,48 @@ class PoolBusy(Exception):
     """Every hot-path connection stayed in use for DB_POOL_TIMEOUT_S (answered as 503)."""
 
 
+class DatabaseRefused(Exception):
+    """The hot path's PostgreSQL refused a new connection (answered as 503)."""
+
+
+# PostgreSQL refusing work for now, as a restart, a managed failover or a full server does
+# (SQLSTATE prefixes): connection exceptions (08), insufficient resources (53: too many
+# connections), admin or crash shutdown and "cannot connect now" (57P01-57P03), a standby that
+# refuses writes (25006). app/main.py answers them 503 with Retry-After; any other database
+# error is a bug and stays a logged 500. They came through as 500s, each closing the client's
+# keep-alive connection: asyncpg raises them as they are, SQLAlchemy as a bare DBAPIError.
+REFUSALS = ("08", "53", "57P01", "57P02", "57P03", "25006")
+# "database ... is not currently accepting connections" (ALLOW_CONNECTIONS false, a database
+# being dropped or restored) is 55000, a state that statements that are bugs raise too: a
+# refusal only when connecting.
+REFUSALS_ON_CONNECT = ("55000",)
+
+
+def refused(exc: BaseException) -> bool:
+    """Whether `exc` (or what it wraps) is PostgreSQL refusing for now rather than a bug."""
+    # SQLAlchemy wraps a failed connect without a statement
+    connecting = isinstance(exc, DatabaseRefused) or (isinstance(exc, DBAPIError)
+                                                       and exc.statement is None)
+    seen: set[int] = set()
+    todo: list[BaseException | None] = [exc]
+    while todo:
+        e = todo.pop()
+        if e is None or id(e) in seen:
+            continue
+        seen.add(id(e))
+        # InternalClientError: the driver lost track of a connection the server ended mid-way
+        # ("cannot switch to state ...; another operation is in progress"), seen on restarts
+        if isinstance(e, asyncpg.PostgresConnectionError | asyncpg.InterfaceError
+                      | asyncpg.InternalClientError):
+            return True
+        state = getattr(e, "sqlstate", None)
+        if isinstance(state, str) and (state.startswith(REFUSALS)
+                                       or (connecting and state in REFUSALS_ON_CONNECT)):
+            return True
+        todo += [getattr(e, "orig", None), e.__cause__, e.__context__]
+    return False
+
+
 class Database:
     def __init__(self, url: str, *, pool_size: int = 10, command_timeout_s: float | None = None,
                  pool_timeout_s: float = 30.0):
@@ -173,10 +216,21 @@ class Database:
             conn = await self.pg.acquire(timeout=self._pool_timeout_s)
         except TimeoutError:
             raise PoolBusy() from None
+        except asyncpg.PostgresError as exc:  # opening a connection: the server said no
+            if exc.sqlstate in REFUSALS_ON_CONNECT:
+                raise DatabaseRefused(str(exc)) from exc
+            raise
         try:
             yield conn
         finally:
-            await self.pg.release(conn)
+            try:
+                await self.pg.release(conn)
+            except Exception as exc:
+                # Resetting a connection the server ended (a restart) fails; asyncpg has closed
+                # it and opens a new one on the next acquire. The unit's own outcome stands: a
+                # commit that happened is not turned into an error, an error is not replaced.
+                log.warning("a hot-path connection could not be reset (%s); it was closed",
+                            type(exc).__name__)
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[AsyncSession]:

@@ -27,7 +27,7 @@ from app.auth.routes import router as auth_router
 from app.chat.routes import router as chat_router
 from app.config import Settings
 from app.context import open_context
-from app.db import PoolBusy
+from app.db import DatabaseRefused, PoolBusy, refused
 from app.errors import AppError, ServiceUnavailable
 from app.idle.routes import router as idle_router
 from app.miners.routes import router as miners_router
@@ -114,14 +114,20 @@ async def _dependency_down(request: Request, exc: Exception) -> Response:
     # A database (or other dependency) that hangs or refuses, as a 503 with Retry-After rather
     # than a 500 or a hung request: a pool exhausted for DB_POOL_TIMEOUT_S, a statement over
     # DB_COMMAND_TIMEOUT_S (asyncpg raises a bare TimeoutError), a refused connection, SQLite
-    # locked past its busy timeout. Other database errors are bugs: they stay logged 500s.
+    # locked past its busy timeout, PostgreSQL refusing for now (app.db.refused: shutting down,
+    # starting up, too many connections, not accepting connections). Other database errors
+    # are bugs: they stay logged 500s. A 503 keeps the client's keep-alive connection (a 500
+    # re-raised to the server closes it).
     if isinstance(exc, DBAPIError) and not (isinstance(exc, OperationalError)
-                                            or exc.connection_invalidated):
+                                            or exc.connection_invalidated or refused(exc)):
+        raise exc
+    if isinstance(exc, asyncpg.PostgresError) and not (
+            isinstance(exc, asyncpg.QueryCanceledError) or refused(exc)):
         raise exc
     if isinstance(exc, PoolTimeout | PoolBusy):
         code, detail = "database_busy", "every database connection is in use; retry later"
-    elif isinstance(exc, DBAPIError | asyncpg.PostgresConnectionError | asyncpg.InterfaceError
-                    | asyncpg.QueryCanceledError):
+    elif isinstance(exc, DBAPIError | asyncpg.PostgresError | asyncpg.InterfaceError
+                    | asyncpg.InternalClientError | DatabaseRefused):
         code, detail = "database_unavailable", "the database is unavailable; retry later"
     elif isinstance(exc, TimeoutError):
         code, detail = "dependency_timeout", ("the database (or another dependency) did not "
@@ -141,10 +147,11 @@ async def _unexpected(request: Request, exc: Exception) -> Response:
 
 EXCEPTION_HANDLERS = {AppError: _app_error, HTTPException: _http_error, RedisError: _redis_down,
                       PoolTimeout: _dependency_down, DBAPIError: _dependency_down,
-                      PoolBusy: _dependency_down,
+                      PoolBusy: _dependency_down, DatabaseRefused: _dependency_down,
                       # the hot path's own driver (app/db.py Database.fast)
-                      asyncpg.PostgresConnectionError: _dependency_down,
+                      asyncpg.PostgresError: _dependency_down,
                       asyncpg.InterfaceError: _dependency_down,
+                      asyncpg.InternalClientError: _dependency_down,
                       asyncpg.QueryCanceledError: _dependency_down,
                       TimeoutError: _dependency_down, ConnectionError: _dependency_down,
                       Exception: _unexpected}

@@ -7,6 +7,7 @@
     python -m bench chaos --duration 60
     python -m bench stream --clients 32          # /v1 streaming: time to first token
     python -m bench chaos --hoarders 2       # two hoarding wallets, after the same run without
+    python -m bench outage                   # Redis and PostgreSQL (the run's own) restarted
 
 Each run prints a table and writes bench/results/<name>.json (with the machine's core count).
 The suite exits non-zero if a job was lost, answered twice or failed without a reason, or if a
@@ -25,7 +26,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench.chaos import monkey
+from bench.chaos import monkey, outages
 from bench.hoard import problems as hoarding_problems
 from bench.load import PROTOCOLS
 from bench.run import Plan, execute
@@ -47,6 +48,10 @@ SUITE = {  # name -> the plan's settings; what `make bench` runs and the committ
                  hoarders=1),
     "chaos": dict(scenario="chaos", miners=48, clients=48, duration_s=45, miner_procs=4,
                   rate=150.0),
+    # The same load while the run's own Redis and PostgreSQL (a private cluster) go down for
+    # 3 s each, in turn; the API processes and the worker must ride it out (bench/chaos.py).
+    "outage": dict(scenario="chaos", miners=48, clients=48, duration_s=45, miner_procs=4,
+                   rate=150.0),
     # OpenAI-compatible clients with `stream: true`; miners stream 20 words at 25 ms a word (an
     # answer takes 0.5 s), posting what is pending whenever the previous chunk post returned.
     "stream": dict(scenario="stream", miners=64, clients=64, duration_s=20, protocol="single",
@@ -106,12 +111,13 @@ def plan_for(name: str, args: argparse.Namespace, half_of: float | None = None) 
     if name == "hold":  # a hoarded job comes back 75 s after it was leased, not 15 minutes;
         # honest miners (40 s of model, 60 s leases) never extend, so it does not touch them
         env = {"LEASE_MAX_TOTAL_S": "75"}
-    if name == "chaos":  # leases of killed miners come back within seconds, not a minute
+    if name in ("chaos", "outage"):  # leases of killed miners come back within seconds
         # (and with --hoarders, a hoarded job after 10 s)
         env = {"LEASE_SECONDS": "5", "REAPER_INTERVAL_S": "0.5", "RECONCILE_INTERVAL_S": "2",
                "RECONCILE_GRACE_S": "2", "LEASE_MAX_TOTAL_S": "10"}
     spec = Spec(database=args.db, postgres_url=args.postgres_url, api_procs=args.api_procs,
-                worker=name == "chaos", env=env)
+                worker=name in ("chaos", "outage"), env=env,
+                private_cluster=name == "outage" and args.db == "postgres")
     return Plan(spec=spec, **settings)
 
 
@@ -142,7 +148,10 @@ def table(r: dict[str, Any]) -> str:
         ("miner credits = completed", str(a["miner_credits_match"])),
     ]
     if any(r["restarts"].values()):
-        rows.append(("kill -9 and restart", ", ".join(f"{k}: {v}" for k, v in r["restarts"].items())))
+        rows.append(("kill -9 and restart" if r["name"] != "outage" else "down and back",
+                     ", ".join(f"{k}: {v}" for k, v in r["restarts"].items())))
+    if r.get("worker_running") is not None:
+        rows.append(("worker still running", str(r["worker_running"])))
     if r.get("hoarding"):
         rows.extend(_hoarding_rows(r))
     width = max(len(k) for k, _ in rows)
@@ -185,7 +194,7 @@ def main(argv: list[str] | None = None) -> int:
     ok = True
     for name in names:
         plan = plan_for(name, args, half_of=full_rate)
-        chaos = monkey if name == "chaos" else None
+        chaos = {"chaos": monkey, "outage": outages}.get(name)
         baseline = None
         if plan.hoarders:  # the same run without them first: what the hoarders cost
             baseline = execute(dataclasses.replace(plan, hoarders=0), chaos=chaos)
@@ -237,6 +246,8 @@ def problems(result: dict[str, Any]) -> list[str]:
         for key in ("lost", "duplicated", "failed_without_reason"):
             if a[key]:
                 out.append(f"{where}{a[key]} job(s) {key.replace('_', ' ')}")
+    if result.get("worker_running") is False:
+        out.append("the worker was not running at the end")
     if result.get("hoarding"):
         out.extend(hoarding_problems(result["hoarding"]))
     return out

@@ -50,3 +50,28 @@ def monkey(system: System, miners: list[Any], end: float) -> None:
             fresh.conn.send((time.time(), end))
             miners.append(fresh)
             system.restarts["miner_processes"] += 1
+
+
+OUTAGE_S = float(os.environ.get("BENCH_OUTAGE_S", "3"))  # how long each one is down
+
+
+def outages(system: System, miners: list[Any], end: float) -> None:
+    """The monkey of `python -m bench outage`: the run's own Redis and PostgreSQL go down for
+    OUTAGE_S and come back, in turn, during the window. Redis comes back empty (the database
+    says what is queued); PostgreSQL ends every session and refuses connections while down.
+    The API processes and the worker are never restarted: they must ride it out."""
+    del miners  # the miners and clients keep going, retrying what is refused
+    rng = random.Random(SEED)
+    victims = ["redis", "postgres"]
+    rng.shuffle(victims)
+    turn = 0
+    while True:
+        time.sleep(rng.uniform(3.0, 6.0))
+        if time.time() + OUTAGE_S > end - 2:
+            return
+        victim = victims[turn % 2]
+        turn += 1
+        if victim == "redis":
+            system.restart_redis(OUTAGE_S)
+        else:
+            system.restart_postgres(OUTAGE_S)

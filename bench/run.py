@@ -187,6 +187,7 @@ def execute(plan: Plan, chaos: Any = None) -> dict[str, Any]:
                               asyncio.run(ledger.hoarded(db_url, grants, sampler.addresses)))
         rss = system.peak_rss_mib()
         restarts = dict(system.restarts)
+        worker_running = system.worker_running()
     finally:
         for p in (*miners, *clients, *hoarders):  # a run that failed half-way leaves no load
             if p.proc.is_alive():
@@ -222,7 +223,7 @@ def execute(plan: Plan, chaos: Any = None) -> dict[str, Any]:
         "cpu_ms_per_job": {k: round(v * 1000 / completed, 2) if completed else None
                            for k, v in meter.seconds.items()},
         "errors": errors, "peak_rss": rss, "restarts": restarts, "audit": audit,
-        "hoarding": hoard,
+        "hoarding": hoard, "worker_running": worker_running,
     }
 
 

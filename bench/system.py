@@ -8,7 +8,10 @@ state and leave nothing behind. The processes can be killed and restarted (the c
 from __future__ import annotations
 
 import asyncio
+import glob
 import os
+import pwd
+import shutil
 import signal
 import socket
 import subprocess
@@ -35,6 +38,73 @@ class Spec:
     api_procs: int = 1
     worker: bool = False  # also run `mia worker` (lease reaper, reconciler, RunPod idle jobs)
     env: dict[str, str] = field(default_factory=dict)
+    # database == "postgres" on a PostgreSQL cluster of the run's own (PrivatePostgres), which
+    # the outage run stops and starts; the machine's own server is never touched
+    private_cluster: bool = False
+
+
+def postgres_binaries() -> Path | None:
+    """The newest PostgreSQL server binaries on this machine (initdb, pg_ctl), if any."""
+    found = shutil.which("pg_ctl")
+    if found:
+        return Path(found).parent
+    dirs = sorted(glob.glob("/usr/lib/postgresql/*/bin"),
+                  key=lambda d: int(d.split("/")[-2]) if d.split("/")[-2].isdigit() else 0)
+    return Path(dirs[-1]) if dirs and (Path(dirs[-1]) / "pg_ctl").exists() else None
+
+
+class PrivatePostgres:
+    """A PostgreSQL cluster of one bench run (initdb + pg_ctl, on 127.0.0.1 and a free port,
+    trust, no fsync), so a run can stop and start its database. PostgreSQL refuses to run as
+    root: as root, the cluster belongs to the `postgres` system user."""
+
+    def __init__(self) -> None:
+        self.bin = postgres_binaries()
+        if self.bin is None:
+            raise SystemExit("no PostgreSQL server binaries (initdb, pg_ctl) on this machine; "
+                             "the outage run needs them")
+        self.port = free_port()
+        self.dir = Path(tempfile.mkdtemp(prefix="mia-bench-pg-"))
+        self.user: str | None = None
+        if os.geteuid() == 0:
+            self.user = "postgres"
+            try:
+                owner = pwd.getpwnam(self.user)
+            except KeyError:
+                raise SystemExit("running as root without a `postgres` user: PostgreSQL "
+                                 "will not run as root") from None
+            os.chown(self.dir, owner.pw_uid, owner.pw_gid)
+        self.data = self.dir / "data"
+
+    @property
+    def url(self) -> str:
+        return f"postgresql+asyncpg://postgres@127.0.0.1:{self.port}/postgres"
+
+    def _run(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[bytes]:
+        command = [str(self.bin / args[0]), *args[1:]]
+        if self.user is not None:
+            command = ["runuser", "-u", self.user, "--", *command]
+        return subprocess.run(command, check=check, capture_output=True, cwd=self.dir)
+
+    def start(self) -> PrivatePostgres:
+        if not self.data.exists():
+            self._run("initdb", "-D", str(self.data), "-U", "postgres", "-A", "trust",
+                      "--no-sync", "-E", "UTF8")
+        options = (f"-p {self.port} -c listen_addresses=127.0.0.1 "
+                   f"-c unix_socket_directories={self.dir} -c fsync=off "
+                   "-c synchronous_commit=off -c full_page_writes=off -c max_connections=300")
+        self._run("pg_ctl", "-D", str(self.data), "-l", str(self.dir / "server.log"), "-w",
+                  "-t", "60", "-o", options, "start")
+        return self
+
+    def stop(self, mode: str = "fast") -> None:
+        """fast: every session is ended (57P01) and new ones refused until start()."""
+        self._run("pg_ctl", "-D", str(self.data), "-m", mode, "-w", "-t", "60", "stop",
+                  check=False)
+
+    def remove(self) -> None:
+        self.stop("immediate")
+        shutil.rmtree(self.dir, ignore_errors=True)
 
 
 def private_postgres(url: str) -> tuple[str, Callable[[], None]]:
@@ -110,6 +180,7 @@ class System:
         self.api: subprocess.Popen[bytes] | None = None
         self.worker: subprocess.Popen[bytes] | None = None
         self._drop_db: Callable[[], None] = lambda: None
+        self.cluster: PrivatePostgres | None = None
         self._peaks: dict[int, int] = {}  # pid -> peak RSS KiB, for every server process seen
         self._sampling = threading.Event()
         self.restarts = {"api": 0, "worker": 0}
@@ -118,7 +189,10 @@ class System:
 
     def start(self) -> System:
         self.redis.start()
-        if self.spec.database == "postgres":
+        if self.spec.database == "postgres" and self.spec.private_cluster:
+            self.cluster = PrivatePostgres().start()
+            db, _ = private_postgres(self.cluster.url)  # removed with the whole cluster
+        elif self.spec.database == "postgres":
             if not postgres_reachable(self.spec.postgres_url):
                 raise SystemExit(f"PostgreSQL is not reachable at {self.spec.postgres_url}; "
                                  "start it or use --db sqlite")
@@ -129,7 +203,9 @@ class System:
                     "REDIS_PREFIX": "bench", "LOG_LEVEL": "WARNING", "PORT": str(self.port),
                     "PUBLIC_URL": self.base_url,
                     # every simulated miner signs in from 127.0.0.1: one IP, thousands of wallets
-                    "RATE_LIMIT_SIGNIN_PER_MIN": "0", **self.spec.env}
+                    "RATE_LIMIT_SIGNIN_PER_MIN": "0",
+                    # the health probe asks 20 times a second
+                    "RATE_LIMIT_HEALTH_PER_MIN": "0", **self.spec.env}
         subprocess.run(self._mia("migrate"), env=self.env, check=True, capture_output=True)
         self.start_api()
         if self.spec.worker:
@@ -151,6 +227,8 @@ class System:
                     proc.wait()
         self.redis.stop()
         self._drop_db()
+        if self.cluster is not None:
+            self.cluster.remove()
 
     def __enter__(self) -> System:
         return self.start()
@@ -209,6 +287,30 @@ class System:
         self.kill_worker()
         self.restarts["worker"] += 1
         self.start_worker()
+
+    def restart_redis(self, down_s: float) -> None:
+        """Redis gone for down_s, then back empty on the same port (no persistence: the queue,
+        leases' locks and rate buckets are lost; the database says what is queued)."""
+        self.redis.stop()
+        time.sleep(down_s)
+        self.redis = LocalRedis(port=self.redis.port, workdir=self.tmp / "redis").start()
+        self.restarts["redis"] = self.restarts.get("redis", 0) + 1
+
+    def restart_postgres(self, down_s: float) -> None:
+        """The run's own PostgreSQL stopped (its sessions ended), refusing connections for
+        down_s, then started again."""
+        if self.cluster is None:
+            raise RuntimeError("only a run on its private cluster restarts PostgreSQL")
+        self.cluster.stop("fast")
+        time.sleep(down_s)
+        self.cluster.start()
+        self.restarts["postgres"] = self.restarts.get("postgres", 0) + 1
+
+    def worker_running(self) -> bool | None:
+        """None without a worker; else whether it is still running."""
+        if not self.spec.worker:
+            return None
+        return self.worker is not None and self.worker.poll() is None
 
     # -- measurements ------------------------------------------------------------------------
 

@@ -12,11 +12,13 @@ import asyncio
 import contextlib
 import logging
 import sys
+import time
 from typing import Any
 
 from arq import Retry, cron, func
 from arq.connections import RedisSettings
 from arq.worker import Worker
+from redis.exceptions import RedisError
 
 from app.config import Settings
 from app.context import AppContext, arq_queue_name, open_context
@@ -32,6 +34,7 @@ EVERY_SECOND = set(range(60))
 EVERY_2S = set(range(0, 60, 2))
 EVERY_10S = set(range(0, 60, 10))
 ARQ_MAX_TRIES = 20  # a backstop only: RUNPOD_MAX_TRIES, counted in the DB, decides
+REDIS_BACKOFF_S = (0.5, 30.0)  # while Redis is down: first retry after, longest wait between
 
 
 async def startup(ctx: dict[str, Any]) -> None:
@@ -140,6 +143,42 @@ class MiaWorker(Worker):
     one cancelled in arq's own bookkeeping around it (the Redis pipeline before a cron run, the
     shielded finish after it) re-raises in that gather: on_shutdown is skipped and the process
     exits 1. With crons every second, a deploy hits that window now and then."""
+
+    # arq's poll loop lets any Redis error out of main(): a 3 s Redis restart ended `mia
+    # worker` for good, and buybacks, the RunPod hand-off and pruning stopped with it. Here a
+    # failed poll waits (doubling, up to REDIS_BACKOFF_S[1]) and polls again; redis-py opens
+    # new connections on the next command. Jobs already running go on; a job whose start
+    # failed stays in arq's queue for the next poll.
+    _redis_down_since: float | None = None
+    _redis_backoff_s: float = REDIS_BACKOFF_S[0]
+
+    async def _poll_iteration(self) -> None:
+        try:
+            await super()._poll_iteration()
+        except (RedisError, OSError) as exc:
+            now = time.monotonic()
+            if self._redis_down_since is None:
+                self._redis_down_since = now
+                self._redis_backoff_s = REDIS_BACKOFF_S[0]
+            log.warning("Redis unavailable (%s) for %.1f s; the worker polls again in %.1f s",
+                        type(exc).__name__, now - self._redis_down_since, self._redis_backoff_s)
+            await asyncio.sleep(self._redis_backoff_s)
+            self._redis_backoff_s = min(2 * self._redis_backoff_s, REDIS_BACKOFF_S[1])
+            return
+        if self._redis_down_since is not None:
+            log.warning("Redis is back after %.1f s; the worker goes on",
+                        time.monotonic() - self._redis_down_since)
+            self._redis_down_since = None
+
+    async def start_jobs(self, job_ids: list[bytes]) -> None:
+        try:
+            await super().start_jobs(job_ids)
+        except (RedisError, OSError):
+            # arq counted the job (and took a semaphore slot) before its Redis round trips;
+            # one that failed there never starts, so give both back or they leak for good.
+            self.job_counter -= 1
+            self.sem.release()
+            raise
 
     async def close(self) -> None:
         if self._handle_signals and self.tasks:  # with signals off, arq's close cancels first

@@ -11,6 +11,7 @@ from app.chat.kind import CHAT as CHAT_JOBS
 from app.chat.schemas import (ChatAssignment, ChatAssignments, ChatIn, ChatJobOut, ChatMessageOut,
                               ResultIn, ResultOut, ResultsIn, SessionMessagesOut)
 from app.context import ctx
+from app.hangup import unless_hung_up
 from app.leases.endpoints import Shapes, add_miner_endpoints
 from app.models import ChatJob
 from app.schemas import WaitQuery
@@ -40,8 +41,8 @@ async def create_chat(request: Request, who: Client, body: ChatIn, query: WaitQu
         unit=(lambda: c.db.fast(transaction=False)) if c.db.pg is not None else None)
     replayed = isinstance(made, idempotency.Replay)
     job = await service.get_owned(c, who, made.job_id) if replayed else made
-    job = await service.wait_for(c, who, job, min(query.wait, c.settings.chat_max_wait_s),
-                                 fresh=True)
+    job = await unless_hung_up(request, service.wait_for(  # the job stays: only the wait ends
+        c, who, job, min(query.wait, c.settings.chat_max_wait_s), fresh=True))
     return json_response(_out(job), 200 if job.status in service.TERMINAL else 202,
                          headers=idempotency.REPLAYED if replayed else None)
 
@@ -53,7 +54,8 @@ async def get_chat(request: Request, who: Client, query: WaitQuery) -> ChatJobOu
     seconds for it to finish."""
     c = ctx(request)
     job = await service.get_owned(c, who, request.path_params["job_id"])
-    return _out(await service.wait_for(c, who, job, min(query.wait, c.settings.chat_max_wait_s)))
+    return _out(await unless_hung_up(request, service.wait_for(
+        c, who, job, min(query.wait, c.settings.chat_max_wait_s))))
 
 
 @router.get("/chat/sessions/{session_id}/messages", responses={200: SessionMessagesOut},

@@ -8,6 +8,7 @@ from app.auth.guards import client_guard, wallet_guard
 from app.auth.principals import Client, Wallet
 from app.context import ctx
 from app.errors import AppError, NotFound
+from app.hangup import unless_hung_up
 from app.idle import runpod_flow, service
 from app.idle.kind import IDLE, parse_job_id
 from app.idle.schemas import (IdleAssignment, IdleAssignments, IdleJobCreated, IdleJobIn,
@@ -84,4 +85,5 @@ async def get_idle_job(request: Request, who: Client, query: WaitQuery) -> IdleJ
     """An idle job's status and result, visible only to the business that sent it."""
     c = ctx(request)
     job = await service.get_owned(c, who, request.path_params["job_id"])
-    return _out(await service.wait_for(c, who, job, min(query.wait, c.settings.chat_max_wait_s)))
+    return _out(await unless_hung_up(request, service.wait_for(  # a hang-up ends the wait
+        c, who, job, min(query.wait, c.settings.chat_max_wait_s))))

@@ -8,7 +8,7 @@ import contextlib
 import logging
 import time
 import weakref
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -23,6 +23,7 @@ from app.auth.principals import Wallet
 from app.context import AppContext, ctx
 from app.db import after_commit
 from app.errors import AppError, Conflict, NotFound, RateLimited
+from app.hangup import ClientGone, Hangup, watching
 from app.leases import protocol, rules, served
 from app.leases.polls import open_poll
 from app.leases.protocol import NOT_CURRENT, Completion, JobKind, miner_id_of
@@ -51,7 +52,7 @@ class Shapes:
 
 
 async def lease(c: AppContext, kind: JobKind, who: Wallet, wait_s: float, most: int,
-                gone: Callable[[], Awaitable[bool]] | None = None,
+                gone: Hangup | None = None,
                 model: str | None = None) -> list[Any]:
     """Pops up to `most` ids (blocking up to wait_s for the first) until some can be leased,
     from `model`'s list too if the kind routes by model and the miner declared one;
@@ -78,7 +79,14 @@ async def lease(c: AppContext, kind: JobKind, who: Wallet, wait_s: float, most: 
         block = remaining if remaining >= MIN_BLOCK_S else 0
         if kind.yields is not None:
             block = min(block, YIELD_CHECK_S)
-        ids = await c.queue.pop_many(kind.name, most, block, model=model)
+        pop = c.queue.pop_many(kind.name, most, block, model=model)
+        # A hang-up ends a blocked pop at once, freeing the server slot: the pop's connection
+        # is dropped, so Redis pops nothing for it (an id whose reply was already on its way
+        # in that instant goes with it; the reconciler re-pushes it from the database).
+        try:
+            ids = await (pop if gone is None or not block else gone.race(pop))
+        except ClientGone:
+            return []
         if not ids:
             if kind.yields is not None and block and deadline - time.monotonic() >= MIN_BLOCK_S:
                 if gone is not None and await gone():
@@ -308,9 +316,9 @@ def add_miner_endpoints(router: Router, kind: JobKind, prefix: str, shapes: Shap
 
     async def next_job(request: Request, who: Wallet, query: NextQuery) -> Response | Any:
         c = ctx(request)
-        async with open_poll(c, who.address, query.wait):
-            jobs = await lease(c, kind, who, query.wait, 1, request.is_disconnected,
-                               query.model)
+        async with (open_poll(c, who.address, query.wait),
+                    watching(request, query.wait > 0) as gone):
+            jobs = await lease(c, kind, who, query.wait, 1, gone, query.model)
         return jobs[0] if jobs else Response(status_code=204)
 
     next_job.__doc__ = (f"Lease the next {noun}, long-polling up to `wait` seconds; 204 if "
@@ -319,9 +327,9 @@ def add_miner_endpoints(router: Router, kind: JobKind, prefix: str, shapes: Shap
 
     async def batch(request: Request, who: Wallet, query: BatchQuery) -> Response | Any:
         c = ctx(request)
-        async with open_poll(c, who.address, query.wait):
-            jobs = await lease(c, kind, who, query.wait, query.max, request.is_disconnected,
-                               query.model)
+        async with (open_poll(c, who.address, query.wait),
+                    watching(request, query.wait > 0) as gone):
+            jobs = await lease(c, kind, who, query.wait, query.max, gone, query.model)
         return shapes.jobs(jobs=jobs) if jobs else Response(status_code=204)
 
     batch.__doc__ = (f"Lease up to `max` {noun}s at once, long-polling up to `wait` seconds for "

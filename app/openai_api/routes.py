@@ -19,6 +19,7 @@ from app.chat.options import Options
 from app.context import AppContext, ctx
 from app.db import Unit
 from app.errors import AppError, NotFound
+from app.hangup import unless_hung_up
 from app.leases import served
 from app.models import ChatJob
 from app.openai_api import convert, relay
@@ -64,7 +65,9 @@ async def create_completion(request: Request, who: Client, body: CompletionIn) -
         events = _stream(c, who, job, body.model, created, talk if usage else None, asked)
         return StreamingResponse(events, media_type="text/event-stream", headers={
             "Cache-Control": "no-cache", "X-Accel-Buffering": "no", **headers})
-    job = await service.wait_for(c, who, job, s.openai_max_wait_s, fresh=True)
+    # A client that hangs up ends the wait (and frees its server slot); the job goes on.
+    job = await unless_hung_up(request, service.wait_for(c, who, job, s.openai_max_wait_s,
+                                                         fresh=True))
     if job.status == "failed":
         raise Failed(f"the network could not answer: {job.failure_reason}")
     if job.status != "completed":

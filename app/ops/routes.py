@@ -14,6 +14,8 @@ from app.auth.secrets import bearer
 from app.context import ctx
 from app.errors import Unauthorized
 from app.ops import metrics
+from app.blockcache import cache_of
+from app.ops import health as checks_of
 from app.ops.health import run_checks
 from app.schemas import QueryParams, ResponseBody
 from app.web import Router, json_response
@@ -36,7 +38,7 @@ class HealthOut(ResponseBody):
 
 
 async def _health(request: Request):  # type: ignore[no-untyped-def]
-    checks = await run_checks(ctx(request))
+    checks = await run_checks(ctx(request), cache_of(request))
     failing = [name for name, result in checks.items() if not result["ok"]]
     down = any(checks[name]["required"] for name in failing)
     status = "down" if down else "degraded" if failing else "ok"
@@ -45,13 +47,15 @@ async def _health(request: Request):  # type: ignore[no-untyped-def]
     return json_response(body, 503 if down else 200)
 
 
-@router.get("/", responses={200: HealthOut, 503: HealthOut})
+@router.get("/", responses={200: HealthOut, 503: HealthOut}, errors=(429,),
+            limit=checks_of.limit)
 async def root(request: Request):  # type: ignore[no-untyped-def]
     """Basic health: the database and Redis (503 naming the failing check)."""
     return await _health(request)
 
 
-@router.get("/health", responses={200: HealthOut, 503: HealthOut})
+@router.get("/health", responses={200: HealthOut, 503: HealthOut}, errors=(429,),
+            limit=checks_of.limit)
 async def health(request: Request):  # type: ignore[no-untyped-def]
     """Health of every dependency, with latency; 503 naming the failing checks when a required
     one is down (database, Redis); an optional one (chain) failing only degrades."""

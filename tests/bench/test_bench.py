@@ -149,3 +149,12 @@ def test_settle_reports_what_is_still_open(sqlite_url) -> None:  # type: ignore[
             await db.dispose()
     asyncio.run(queue_one())
     assert asyncio.run(ledger.settle(sqlite_url, 0.1)) == 1
+
+
+def test_the_suite_fails_a_run_whose_worker_stopped() -> None:
+    from bench.__main__ import problems
+    audit = {"lost": 0, "duplicated": 0, "failed_without_reason": 0}
+    assert problems({"audit": audit, "worker_running": True}) == []
+    assert problems({"audit": audit, "worker_running": None}) == []  # a run without a worker
+    assert problems({"audit": audit, "worker_running": False}) == [
+        "the worker was not running at the end"]

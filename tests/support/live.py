@@ -20,6 +20,13 @@ from app.main import create_app
 def live_server(settings: Settings, **options: Any) -> Iterator[str]:
     """options: more uvicorn.Config arguments, e.g. app.serving.uvicorn_limits(settings) to
     serve as `mia serve` does."""
+    with live_uvicorn(settings, **options) as (url, _):
+        yield url
+
+
+@contextlib.contextmanager
+def live_uvicorn(settings: Settings, **options: Any) -> Iterator[tuple[str, uvicorn.Server]]:
+    """live_server's URL and the uvicorn.Server itself (its server_state: connections, tasks)."""
     port = free_port()
     config = uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning",
                             lifespan="on", **options)
@@ -32,7 +39,7 @@ def live_server(settings: Settings, **options: Any) -> Iterator[str]:
             raise RuntimeError("uvicorn did not start")
         time.sleep(0.02)
     try:
-        yield f"http://127.0.0.1:{port}"
+        yield f"http://127.0.0.1:{port}", server
     finally:
         server.should_exit = True
         thread.join(15)
