@@ -160,6 +160,7 @@ async def judge(c: AppContext, job_id: str) -> None:
         async with lock:
             await _judge_verify(c, job)
     await c.redis.srem(checks_key(c), job_id)
+    await c.redis.hdel(checkjobs.excluded_key(c), job_id)
 
 
 async def _judge_canary(c: AppContext, job: ChatJob) -> None:
