@@ -83,6 +83,11 @@ class JobKind:
     # the client capped the answer at
     stream_columns: tuple[Any, ...] = ()
     streamed: Callable[[tuple[Any, ...]], StreamAsk | None] | None = None
+    # trust (app/trust): which lists a wallet's poll pops, as an object whose pop(most, block)
+    # replaces the queue's (None: the kind's own lists), and what follows an answer, after
+    # its commit: (context, the job ids answered, the miner)
+    route: Callable[[AppContext, int, str | None], Awaitable[Any]] | None = None
+    completed: Callable[[AppContext, list[str], int], Awaitable[None]] | None = None
 
 
 @dataclass(frozen=True)
@@ -274,6 +279,10 @@ async def complete(unit: Unit, ctx: AppContext, kind: JobKind,
     if ids:
         after_commit(unit, lambda: ctx.queue.publish_done(*ids),
                      what=f"waking the waiters of {len(ids)} {kind.name} job(s)")
+        if kind.completed is not None:
+            followed = kind.completed
+            after_commit(unit, lambda: followed(ctx, ids, done[0].miner_id),
+                         what=f"following up {len(ids)} answered {kind.name} job(s)")
     return [w[0] if w is not None else None for w in won]
 
 
