@@ -49,10 +49,14 @@ async def _history(session: AsyncSession, job_id: str, session_id: str,
 
 async def complete(session: AsyncSession, ctx: AppContext,
                    c: Completion) -> tuple[ResultOut, int] | None:
+    # the server's count, capped at what the client allowed (max_tokens): credited and reported
+    raw = (await session.execute(select(ChatJob.options).where(ChatJob.id == c.key))).scalar()
+    tokens = options.capped(c.tokens, raw)
     won = await rules.complete(session, ChatJob, c.key, c.lease_id, c.miner_id, c.now,
                                returning=(ChatJob.session_id, ChatJob.business_id),
-                               response=c.output, output_tokens=c.tokens,
-                               reported_tokens=c.reported_tokens, signature=c.signature)
+                               response=c.output, output_tokens=tokens,
+                               reported_tokens=c.reported_tokens, signature=c.signature,
+                               finish_reason=c.finish_reason)
     if won is None:
         return None
     session_id, business_id = won
@@ -60,7 +64,7 @@ async def complete(session: AsyncSession, ctx: AppContext,
         session_id=session_id, message=c.output, role="assistant", timestamp=c.now,
         business_id=business_id, job_id=c.job_id))
     return (ResultOut(job_id=c.job_id, status="completed", session_id=session_id,
-                      output_tokens=c.tokens, completed_at=c.now), c.tokens)
+                      output_tokens=tokens, completed_at=c.now), tokens)
 
 
 def answer(job: ChatJob) -> ResultOut:

@@ -38,6 +38,13 @@ def load(raw: str | None) -> Options:
     return Options.model_validate(data)
 
 
+def capped(tokens: int, raw: str | None) -> int:
+    """The output's tokens as credited and reported: never more than the job's max_tokens (the
+    server's tokenizer may count more than the miner's model generated)."""
+    asked = load(raw).max_tokens
+    return tokens if asked is None else min(tokens, asked)
+
+
 def assignment(*, job_id: str, lease_id: str, expires_at: datetime, prompt: str,
                context: str | None, session_id: str, history: list[HistoryItem], attempt: int,
                model: str | None, raw_options: str | None) -> ChatAssignment:

@@ -71,8 +71,16 @@ class ChatAssignments(ResponseBody):
     jobs: list[ChatAssignment] = Field(description="1 to `max` leased chat jobs, oldest first")
 
 
+FINISH_REASONS = ("stop", "length", "tool_calls", "content_filter")
+
+
 class ResultIn(PostedResult):
     """A chat job's result."""
+    finish_reason: Literal["stop", "length", "tool_calls", "content_filter"] | None = Field(
+        default=None,
+        description="why your model server stopped (its `finish_reason`). When sent, it is "
+                    "signed with the output: keccak256(utf8(job_id) || utf8(output) || 0x00 || "
+                    "utf8(finish_reason)). Results without it are accepted (signed as before)")
 
 
 class ResultsIn(RequestBody):

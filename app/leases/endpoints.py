@@ -58,7 +58,8 @@ async def lease(c: AppContext, kind: JobKind, who: Wallet, wait_s: float, most: 
     chat) stops at once, and blocks in slices so that it notices."""
     miner_id = miner_id_of(who)
     if model is not None:
-        await served.declare(c.redis, c.settings.redis_prefix, model)
+        await served.declare(c.redis, c.settings.redis_prefix, model, wallet=miner_id,
+                             cap=c.settings.miner_max_models, ttl_s=c.settings.model_ttl_s)
         if kind.models_of is None:
             model = None  # declared, but this kind's jobs never name one
     # MINER_MAX_LEASES, counted in the database before any id is popped, so none is popped in

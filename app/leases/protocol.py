@@ -38,6 +38,7 @@ class Completion:
     reported_tokens: int | None  # the miner's own count: stored for comparison, never credited
     signature: str  # canonical: 0x + lower-case hex
     now: datetime
+    finish_reason: str | None = None  # the model server's, signed with the output (chat only)
 
 
 @dataclass(frozen=True)
@@ -166,10 +167,11 @@ async def returned_by(ctx: AppContext, kind: JobKind, keys: list[Any], miner_id:
 
 
 async def check_signature(ctx: AppContext, who: Wallet, job_id: str, output: str,
-                          signature: str) -> str:
-    """The canonical (0x, lower-case) signature if `who` signed keccak256(job_id ‖ output)."""
+                          signature: str, finish_reason: str | None = None) -> str:
+    """The canonical (0x, lower-case) signature if `who` signed keccak256(job_id ‖ output) (‖
+    0x00 ‖ finish_reason, when the result carries one)."""
     canonical = "0x" + signature.removeprefix("0x").lower()
-    digest = wallet_sig.result_digest(job_id, output)
+    digest = wallet_sig.result_digest(job_id, output, finish_reason)
     if not await wallet_sig.verify(who.address, digest, canonical,
                                    ctx.chain.erc1271 if ctx.chain else None):
         raise Unauthorized("the result signature does not recover to your wallet; sign "
@@ -186,10 +188,11 @@ async def check_result(ctx: AppContext, kind: JobKind, who: Wallet, item: Any,
     key = kind.parse_id(item.job_id)
     if key is None:
         raise NotFound("no such job", code="job_not_found")
-    signature = await check_signature(ctx, who, item.job_id, item.output, item.signature)
+    finish = getattr(item, "finish_reason", None)  # chat results may carry one
+    signature = await check_signature(ctx, who, item.job_id, item.output, item.signature, finish)
     tokens = await count_tokens(ctx.settings.tokenizer, item.output)
     return Completion(key, item.job_id, item.lease_id, miner_id_of(who), item.output,
-                      tokens, item.output_tokens, signature, now)
+                      tokens, item.output_tokens, signature, now, finish)
 
 
 async def complete(unit: Unit, ctx: AppContext, kind: JobKind,

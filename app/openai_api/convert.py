@@ -39,6 +39,23 @@ def _text(content: str | list[ContentPart] | None, param: str) -> str:
     return "".join(parts)
 
 
+def check_limits(talk: Conversation, history_limit: int, max_chars: int) -> None:
+    """What the model would see must be what was sent: a conversation longer than the miner is
+    handed (CHAT_HISTORY_LIMIT earlier turns) is refused rather than cut, and so is more text
+    than OPENAI_MAX_INPUT_CHARS in all."""
+    if len(talk.earlier) > history_limit:
+        raise BadRequest(f"the conversation has {len(talk.earlier)} turns before the last user "
+                         f"message; the network's models are handed at most {history_limit} "
+                         "(CHAT_HISTORY_LIMIT): send fewer, or summarise the older ones in a "
+                         "system message", code="context_length_exceeded",
+                         extra={"param": "messages"})
+    chars = (len(talk.context or "") + sum(len(t) for _, t in talk.earlier) + len(talk.prompt))
+    if chars > max_chars:
+        raise BadRequest(f"the messages hold {chars} characters; at most {max_chars} "
+                         "(OPENAI_MAX_INPUT_CHARS) may be sent in one request",
+                         code="context_length_exceeded", extra={"param": "messages"})
+
+
 def conversation(body: CompletionIn) -> Conversation:
     system, turns = [], []
     for i, m in enumerate(body.messages):
@@ -76,16 +93,27 @@ def completion_id(job_id: str) -> str:
 
 
 def finish_reason(job: ChatJob, asked: Options) -> str:
-    """"length" when the answer used the whole max_tokens budget (by the server's count), else
-    "stop": miners do not report why generation ended."""
+    """"length" when the answer was cut by the effective limit: the miner's model server said
+    so (the miner's own cap, or the client's max_tokens, whichever is smaller), or the answer
+    used the client's whole max_tokens by the server's count. Else the model server's reason
+    ("stop" when the miner did not say: miners before finish reasons)."""
     tokens = job.output_tokens or 0
-    return "length" if asked.max_tokens is not None and tokens >= asked.max_tokens else "stop"
+    if job.finish_reason == "length" or (asked.max_tokens is not None
+                                         and tokens >= asked.max_tokens):
+        return "length"
+    return job.finish_reason if job.finish_reason in ("stop", "content_filter") else "stop"
 
 
-def usage(prompt_tokens: int, job: ChatJob) -> Usage:
-    completion_tokens = job.output_tokens or 0
-    return Usage(prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
-                 total_tokens=prompt_tokens + completion_tokens)
+def completion_tokens(job: ChatJob, asked: Options) -> int:
+    """The answer's tokens as credited: the server's count, never above max_tokens."""
+    tokens = job.output_tokens or 0
+    return tokens if asked.max_tokens is None else min(tokens, asked.max_tokens)
+
+
+def usage(prompt_tokens: int, job: ChatJob, asked: Options) -> Usage:
+    completion = completion_tokens(job, asked)
+    return Usage(prompt_tokens=prompt_tokens, completion_tokens=completion,
+                 total_tokens=prompt_tokens + completion)
 
 
 def completion(job: ChatJob, model: str, created: int, prompt_tokens: int,
@@ -93,4 +121,4 @@ def completion(job: ChatJob, model: str, created: int, prompt_tokens: int,
     return Completion(id=completion_id(job.id), created=created, model=model,
                       choices=[Choice(message=MessageOut(content=job.response or ""),
                                       finish_reason=finish_reason(job, asked))],  # type: ignore[arg-type]
-                      usage=usage(prompt_tokens, job), job_id=job.id, session_id=job.session_id)
+                      usage=usage(prompt_tokens, job, asked), job_id=job.id, session_id=job.session_id)

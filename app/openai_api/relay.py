@@ -124,6 +124,8 @@ async def _end(c: AppContext, job: ChatJob, lease: str | None, streamed: str) ->
 
 
 def _lost(job_id: str) -> Broken:
-    return Broken("miner_lost", "the miner streaming this answer stopped; the job was handed to "
-                                f"another miner, whose answer will be at GET /chat/{job_id}")
+    return Broken("miner_lost", "the miner streaming this answer stopped, and what was sent "
+                                "cannot be taken back, so this stream ends here; the job goes "
+                                f"back to the queue: GET /chat/{job_id} shows how it ends "
+                                "(another miner's answer, or why it failed)")
 

@@ -50,10 +50,9 @@ async def create_completion(request: Request, who: Client, body: CompletionIn) -
     talk = convert.conversation(body)
     asked = convert.options(body)
     s = c.settings
+    convert.check_limits(talk, s.chat_history_limit, s.openai_max_input_chars)
     if not await served.is_served(c.redis, s.redis_prefix, s.model_ttl_s, body.model):
-        raise NotFound(f"The model `{body.model}` does not exist or no miner serves it now; "
-                       "GET /v1/models lists those that are served", code="model_not_found",
-                       extra={"param": "model"})
+        raise _no_model(body.model)
     job = await _submit(c, who, body, talk, asked)
     created = int(time.time())
     if body.stream:
@@ -99,7 +98,7 @@ async def _stream(c: AppContext, who: Client, job: ChatJob, model: str, created:
     """The SSE events of one streamed answer; with `usage_of`, the usage chunk at the end (its
     prompt counted then, not before the first event)."""
     head = {"id": convert.completion_id(job.id), "object": "chat.completion.chunk",
-            "created": created, "model": model, "system_fingerprint": None,
+            "created": created, "model": model,
             "job_id": job.id, "session_id": job.session_id}
 
     def chunk(delta: dict[str, Any], finish: str | None = None) -> bytes:
@@ -123,7 +122,7 @@ async def _stream(c: AppContext, who: Client, job: ChatJob, model: str, created:
             if usage_of is not None:
                 prompt_tokens = await _prompt_tokens(c, usage_of)
                 yield _event({**head, "choices": [],
-                              "usage": convert.usage(prompt_tokens, event.job).model_dump()})
+                              "usage": convert.usage(prompt_tokens, event.job, asked).model_dump()})
             yield b"data: [DONE]\n\n"
             return
 
@@ -134,3 +133,23 @@ async def list_models(request: Request, who: Client) -> ModelList:
     c = ctx(request)
     found = await served.served(c.redis, c.settings.redis_prefix, c.settings.model_ttl_s)
     return ModelList(data=[ModelOut(id=m.model, created=m.since) for m in found])
+
+
+@router.get("/v1/models/{model:path}", responses={200: ModelOut}, errors=(404,),
+            guard=client_guard("chat"), **V1)
+async def retrieve_model(request: Request, who: Client) -> ModelOut:
+    """One model the network serves now (declared within MODEL_TTL_S); 404 model_not_found
+    otherwise."""
+    c = ctx(request)
+    name = request.path_params["model"]
+    found = (await served.one(c.redis, c.settings.redis_prefix, c.settings.model_ttl_s, name)
+             if served.MODEL_NAME.match(name) else None)
+    if found is None:
+        raise _no_model(name)
+    return ModelOut(id=found.model, created=found.since)
+
+
+def _no_model(name: str) -> NotFound:
+    return NotFound(f"The model `{name}` does not exist or no miner serves it now; GET "
+                    "/v1/models lists those that are served", code="model_not_found",
+                    extra={"param": "model"})

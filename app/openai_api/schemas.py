@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field
 
@@ -11,7 +11,8 @@ from app.leases.served import MODEL_NAME
 from app.schemas import RequestBody, ResponseBody
 
 MAX_MESSAGES = 512
-MAX_CONTENT = 32_000
+MAX_CONTENT = 32_000  # characters of one message (OPENAI_MAX_INPUT_CHARS bounds them all)
+MAX_PARTS = 64  # content parts of one message
 
 
 class ContentPart(RequestBody):
@@ -21,7 +22,8 @@ class ContentPart(RequestBody):
 
 class MessageIn(RequestBody):
     role: Literal["system", "developer", "user", "assistant", "tool", "function"]
-    content: str | list[ContentPart] | None = Field(default=None, max_length=MAX_CONTENT)
+    content: (Annotated[str, Field(max_length=MAX_CONTENT)]
+              | Annotated[list[ContentPart], Field(max_length=MAX_PARTS)] | None) = None
     name: str | None = Field(default=None, max_length=256)
 
 
@@ -60,7 +62,7 @@ class MessageOut(ResponseBody):
 class Choice(ResponseBody):
     index: int = 0
     message: MessageOut
-    finish_reason: Literal["stop", "length"]
+    finish_reason: Literal["stop", "length", "tool_calls", "content_filter"]
     logprobs: None = None
 
 
@@ -71,7 +73,6 @@ class Completion(ResponseBody):
     model: str
     choices: list[Choice]
     usage: Usage
-    system_fingerprint: None = None
     # ours, beside OpenAI's fields: where the job and its conversation live
     job_id: str
     session_id: str
