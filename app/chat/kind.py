@@ -7,12 +7,13 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import insert, select
+from sqlalchemy import insert, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.chat import options, pg
 from app.chat.schemas import ChatAssignment, HistoryItem, ResultOut
 from app.context import AppContext
+from app.errors import AppError
 from app.leases import rules
 from app.leases.protocol import Completion, FastPath, JobKind
 from app.leases.rules import Lease
@@ -87,8 +88,33 @@ async def models_of(ctx: AppContext, job_ids: list[str]) -> dict[str, str]:
     return {r.id: r.model for r in rows}
 
 
+class InvalidOutput(AppError):
+    status, code = 422, "invalid_output"
+
+
+async def vet(ctx: AppContext, done: list[Completion]) -> list[AppError | None]:
+    """Results for jobs that asked for tool calls or structured output, checked against what
+    was asked: one that does not match is refused (422 invalid_output); the miner gives the job
+    back and another miner gets it, so the client never sees it. One read for all of them,
+    only of jobs whose options ask for either."""
+    ids = list({c.job_id for c in done})
+    async with ctx.db.reads() as session:
+        rows = (await session.execute(select(ChatJob.id, ChatJob.options).where(
+            ChatJob.id.in_(ids), or_(ChatJob.options.contains('"tools"'),
+                                     ChatJob.options.contains('"response_format"'))))).all()
+    asked = {r.id: r.options for r in rows}
+    out: list[AppError | None] = []
+    for c in done:
+        why = options.vet(asked[c.job_id], c.output, c.finish_reason) if c.job_id in asked \
+            else None
+        out.append(None if why is None else InvalidOutput(
+            f"the answer does not do what the client asked: {why}; give the job back"))
+    return out
+
+
 CHAT = JobKind(name="chat", model=ChatJob, parse_id=parse_id, output_column="response",
                hand_out=hand_out, complete=complete, answer=answer,
                lease_columns=(ChatJob.prompt, ChatJob.context, ChatJob.session_id,
                               ChatJob.model, ChatJob.options),
-               fast=FastPath(lease=_fast_lease, complete=pg.complete), models_of=models_of)
+               fast=FastPath(lease=_fast_lease, complete=pg.complete), models_of=models_of,
+               vet=vet)

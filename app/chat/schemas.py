@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field
 
@@ -65,6 +65,19 @@ class ChatAssignment(Grant):
     temperature: float | None = None
     top_p: float | None = None
     stop: list[str] | None = None
+    # tool calls and structured output: pass these to your model server as they are (only jobs
+    # whose needs you declared with `capabilities` on your polls come to you)
+    messages: list[dict[str, Any]] | None = Field(
+        default=None, description="the whole conversation in OpenAI's shape (tool calls and tool "
+                                  "results included): send it as is instead of building it from "
+                                  "context, history and prompt")
+    tools: list[dict[str, Any]] | None = None
+    tool_choice: str | dict[str, Any] | None = None
+    parallel_tool_calls: bool | None = None
+    response_format: dict[str, Any] | None = Field(
+        default=None, description="json_object or json_schema: the answer is validated (against "
+                                  "the schema) when you post it; one that does not match is "
+                                  "refused (422 invalid_output) and the job goes to another miner")
 
 
 class ChatAssignments(ResponseBody):

@@ -50,18 +50,22 @@ class Shapes:
 
 async def lease(c: AppContext, kind: JobKind, who: Wallet, wait_s: float, most: int,
                 gone: Callable[[], Awaitable[bool]] | None = None,
-                model: str | None = None) -> list[Any]:
+                model: str | None = None, capabilities: str | None = None) -> list[Any]:
     """Pops up to `most` ids (blocking up to wait_s for the first) until some can be leased,
     from `model`'s list too if the kind routes by model and the miner declared one;
     their assignments, or [] if none came. If the miner hung up while waiting, the ids go back
     to the front untouched: no lease, no attempt spent. A kind that yields (idle, to waiting
     chat) stops at once, and blocks in slices so that it notices."""
     miner_id = miner_id_of(who)
+    routes: list[str] = []
     if model is not None:
+        can = served.parse_capabilities(capabilities)
         await served.declare(c.redis, c.settings.redis_prefix, model, wallet=miner_id,
-                             cap=c.settings.miner_max_models, ttl_s=c.settings.model_ttl_s)
+                             cap=c.settings.miner_max_models, ttl_s=c.settings.model_ttl_s,
+                             capabilities=can)
+        routes = served.routes(model, can)
         if kind.models_of is None:
-            model = None  # declared, but this kind's jobs never name one
+            model, routes = None, []  # declared, but this kind's jobs never name one
     # MINER_MAX_LEASES, counted in the database before any id is popped, so none is popped in
     # vain, and again after the pop, together with the lease, under the wallet's leasing lock
     # (the wallet's other requests may have leased meanwhile; what no longer fits goes back to
@@ -77,7 +81,7 @@ async def lease(c: AppContext, kind: JobKind, who: Wallet, wait_s: float, most: 
         block = remaining if remaining >= MIN_BLOCK_S else 0
         if kind.yields is not None:
             block = min(block, YIELD_CHECK_S)
-        ids = await c.queue.pop_many(kind.name, most, block, model=model)
+        ids = await c.queue.pop_many(kind.name, most, block, model=model, routes=routes)
         if not ids:
             if kind.yields is not None and block and deadline - time.monotonic() >= MIN_BLOCK_S:
                 if gone is not None and await gone():
@@ -179,6 +183,12 @@ async def results(c: AppContext, kind: JobKind, who: Wallet, items: list[Any]) -
         except AppError as err:
             checked.append(err)
     done = [x for x in checked if isinstance(x, Completion)]
+    if done and kind.vet is not None:
+        refused = {id(x): err for x, err in zip(done, await kind.vet(c, done), strict=True)
+                   if err is not None}
+        if refused:
+            checked = [refused.get(id(x), x) for x in checked]
+            done = [x for x in checked if isinstance(x, Completion)]
     won: list[Any] = []
     if done and c.db.pg is not None and kind.fast is not None:
         async with c.db.fast(transaction=False) as unit:  # one statement for the whole batch
@@ -275,7 +285,7 @@ def add_miner_endpoints(router: Router, kind: JobKind, prefix: str, shapes: Shap
         c = ctx(request)
         async with open_poll(c, who.address, query.wait):
             jobs = await lease(c, kind, who, query.wait, 1, request.is_disconnected,
-                               query.model)
+                               query.model, query.capabilities)
         return jobs[0] if jobs else Response(status_code=204)
 
     next_job.__doc__ = (f"Lease the next {noun}, long-polling up to `wait` seconds; 204 if "
@@ -286,7 +296,7 @@ def add_miner_endpoints(router: Router, kind: JobKind, prefix: str, shapes: Shap
         c = ctx(request)
         async with open_poll(c, who.address, query.wait):
             jobs = await lease(c, kind, who, query.wait, query.max, request.is_disconnected,
-                               query.model)
+                               query.model, query.capabilities)
         return shapes.jobs(jobs=jobs) if jobs else Response(status_code=204)
 
     batch.__doc__ = (f"Lease up to `max` {noun}s at once, long-polling up to `wait` seconds for "

@@ -76,6 +76,9 @@ class JobKind:
     # a kind whose jobs may name a model (app/queue.py keeps a list per model): the models of
     # some of its jobs, by id, for putting them back on the right list; None: never routed
     models_of: Callable[[AppContext, list[str]], Awaitable[dict[str, str]]] | None = None
+    # checks signed results against what their jobs asked for (chat: tool calls and structured
+    # output, app/chat/options.py vet): per result, the error that refuses it, or None
+    vet: Callable[[AppContext, list[Completion]], Awaitable[list[AppError | None]]] | None = None
 
 
 # Every kind a miner can lease, by name: filled as each kind's miner endpoints are mounted

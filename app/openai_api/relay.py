@@ -54,7 +54,10 @@ class Broken:
 Event = Delta | Finished | Broken | None
 
 
-async def follow(c: AppContext, client: Client, job_id: str, wait_s: float) -> AsyncIterator[Event]:
+async def follow(c: AppContext, client: Client, job_id: str, wait_s: float, *,
+                 deltas: bool = True) -> AsyncIterator[Event]:
+    """With deltas=False, only the end: chunks a miner posts are not read (an answer vetted
+    whole before anyone sees it)."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + wait_s
     offset, lease, sent = 0, None, []
@@ -72,7 +75,7 @@ async def follow(c: AppContext, client: Client, job_id: str, wait_s: float) -> A
                 if now >= next_mark:
                     await c.relay.mark_watched(job_id)
                     next_mark = now + MARK_EVERY_S
-                for entry in await c.relay.read(job_id, offset):
+                for entry in await c.relay.read(job_id, offset) if deltas else ():
                     offset += 1
                     lease = lease or entry.lease_id
                     if entry.lease_id != lease:

@@ -16,10 +16,10 @@ from app.chat import options as chat_options
 from app.chat import service
 from app.chat.options import Options
 from app.context import AppContext, ctx
-from app.errors import AppError, NotFound
+from app.errors import AppError, BadRequest, NotFound
 from app.leases import served
 from app.models import ChatJob
-from app.openai_api import convert, relay
+from app.openai_api import convert, relay, structured
 from app.openai_api.schemas import Completion, CompletionIn, ErrorOut, ModelList, ModelOut
 from app.tokens import count as count_tokens
 from app.web import Router, json_response
@@ -48,12 +48,24 @@ async def create_completion(request: Request, who: Client, body: CompletionIn) -
     the answer names the `session_id` and `job_id` it used."""
     c = ctx(request)
     talk = convert.conversation(body)
-    asked = convert.options(body)
+    asked = convert.options(body, talk)
     s = c.settings
     convert.check_limits(talk, s.chat_history_limit, s.openai_max_input_chars)
     if not await served.is_served(c.redis, s.redis_prefix, s.model_ttl_s, body.model):
         raise _no_model(body.model)
-    job = await _submit(c, who, body, talk, asked)
+    needs = structured.needs(body, talk.messages is not None)
+    missing = await served.missing(c.redis, s.redis_prefix, s.model_ttl_s, body.model,
+                                   [n for n, _ in needs])
+    if missing:
+        param = next(p for n, p in needs if n == missing[0])
+        raise BadRequest(f"no miner serving `{body.model}` offers {structured.NAMES[missing[0]]} "
+                         "now, so this request cannot be honoured; nothing was queued",
+                         code="unsupported_parameter", extra={"param": param})
+    route = structured.route(body.model, [n for n, _ in needs])
+    if len(route) > 128:
+        raise BadRequest("the model name is too long for tool calls or structured output",
+                         code="invalid_value", extra={"param": "model"})
+    job = await _submit(c, who, body, talk, asked, route)
     created = int(time.time())
     if body.stream:
         usage = body.stream_options is not None and body.stream_options.include_usage
@@ -71,12 +83,12 @@ async def create_completion(request: Request, who: Client, body: CompletionIn) -
 
 
 async def _submit(c: AppContext, who: Client, body: CompletionIn, talk: convert.Conversation,
-                  asked: Options) -> ChatJob:
+                  asked: Options, route: str) -> ChatJob:
     fast = c.db.pg is not None and not talk.earlier and body.session_id is None
     unit = c.db.fast(transaction=False) if fast else c.db.transaction()
     async with unit as u:
         job = await service.submit(u, c, who, talk.prompt, body.session_id, talk.context,
-                                   model=body.model, options=chat_options.dump(asked),
+                                   model=route, options=chat_options.dump(asked),
                                    earlier=talk.earlier)
         if body.stream:  # before the job is queued (after commit): its first chunk sees a reader
             await c.relay.mark_watched(job.id)
@@ -85,7 +97,11 @@ async def _submit(c: AppContext, who: Client, body: CompletionIn, talk: convert.
 
 async def _prompt_tokens(c: AppContext, talk: convert.Conversation) -> int:
     """The prompt's tokens for `usage`, every message counted by the server (TOKENIZER)."""
-    texts = [t for _, t in talk.earlier] + [talk.prompt] + ([talk.context] if talk.context else [])
+    if talk.messages is not None:  # tool turns: what the model saw is the whole conversation
+        texts = [orjson.dumps(talk.messages).decode()]
+    else:
+        texts = [t for _, t in talk.earlier] + [talk.prompt] + ([talk.context] if talk.context
+                                                                else [])
     return sum([await count_tokens(c.settings.tokenizer, t) for t in texts])
 
 
@@ -106,7 +122,9 @@ async def _stream(c: AppContext, who: Client, job: ChatJob, model: str, created:
                                              "finish_reason": finish}]})
 
     yield chunk({"role": "assistant", "content": ""})
-    async for event in relay.follow(c, who, job.id, c.settings.openai_max_wait_s):
+    # a structured answer is vetted whole when the miner posts it: nothing is relayed before
+    async for event in relay.follow(c, who, job.id, c.settings.openai_max_wait_s,
+                                    deltas=not asked.structured):
         if event is None:
             yield b": keep-alive\n\n"
         elif isinstance(event, relay.Delta):
@@ -116,7 +134,11 @@ async def _stream(c: AppContext, who: Client, job: ChatJob, model: str, created:
                                     "code": event.code, "param": None}})
             return
         else:
-            if event.rest:
+            calls = convert.tool_calls(event.job)
+            if calls:
+                yield chunk({"tool_calls": [{"index": i, **call.model_dump(mode="json")}
+                                            for i, call in enumerate(calls)]})
+            elif event.rest:
                 yield chunk({"content": event.rest})
             yield chunk({}, convert.finish_reason(event.job, asked))
             if usage_of is not None:
