@@ -29,9 +29,9 @@ class V1:
         return openai.AsyncOpenAI(base_url=f"{self.url}/v1", api_key=key or self.key,
                                   max_retries=0, timeout=60)
 
-    async def miner(self, model: str | None = MODEL) -> Miner:
+    async def miner(self, model: str | None = MODEL, capabilities: str | None = None) -> Miner:
         m = await self.api.miner()
-        miner = Miner(m, model)
+        miner = Miner(m, model, capabilities)
         if model is not None:
             await miner.poll(0)  # declares the model
         return miner
@@ -41,11 +41,14 @@ class V1:
 class Miner:
     sim: SimMiner
     model: str | None
+    capabilities: str | None = None  # e.g. "tools,json_schema"
 
     async def poll(self, wait: float = 5) -> dict[str, Any] | None:
         params: dict[str, Any] = {"wait": wait}
         if self.model is not None:
             params["model"] = self.model
+        if self.capabilities is not None:
+            params["capabilities"] = self.capabilities
         r = await self.sim.client.get("/job/next", params=params, headers=self.sim.auth)
         if r.status_code == 204:
             return None
