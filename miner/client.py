@@ -146,6 +146,8 @@ class BackendClient:
         self.miner_id: Any = None
         self.roles: list[str] = []
         self.sign_ins = 0
+        # what the model server can do beyond plain chat (ModelClient.probe), declared on polls
+        self.capabilities: tuple[str, ...] = ()
         self._needs_register = False
 
     async def aclose(self) -> None:
@@ -307,12 +309,14 @@ class BackendClient:
     def _prefix(kind: str) -> str:
         return "/idle-job" if kind == "idle" else "/job"
 
-    @staticmethod
-    def _poll_params(kind: str, wait: int, model: str | None, **more: int) -> dict[str, Any]:
+    def _poll_params(self, kind: str, wait: int, model: str | None, **more: int) -> dict[str, Any]:
         params: dict[str, Any] = {**more, "wait": wait}
         if model is not None and kind == "chat":
             # Also lease the jobs that API clients asked this model for, not only untargeted ones.
             params["model"] = model
+            if self.capabilities:
+                # and those that need what the model server can do (tools, JSON output)
+                params["capabilities"] = ",".join(self.capabilities)
         return params
 
     async def next_job(self, kind: str, wait: int, model: str | None = None) -> Lease | None:

@@ -184,6 +184,11 @@ class Miner:
                 )
                 return False
         self.declared_model = self._declarable(self.model.model)
+        if self.declared_model is not None and not self.stopping:
+            # once: what the model server can do beyond plain chat, declared with the model
+            self.backend.capabilities = await self.model.probe()
+            log.info("the model server offers %s", ", ".join(self.backend.capabilities)
+                     if self.backend.capabilities else "plain chat only (no tools, no JSON output)")
         backoff.reset()
         while not self.stopping:
             try:
