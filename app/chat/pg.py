@@ -92,6 +92,12 @@ credit AS (
 SELECT id, session_id, tokens FROM done
 """
 
+# The jobs among $1 whose answers are vetted (tool calls, structured output): chat/kind.py vet.
+VET = """
+SELECT id, options FROM chat_jobs
+WHERE id = ANY($1::text[]) AND (options LIKE '%"tools"%' OR options LIKE '%"response_format"%')
+"""
+
 READ = """
 SELECT id, business_id, session_id, status, response, completed_at, failure_reason, lease_id,
        miner_id, lease_expires_at, output_tokens, finish_reason, options
