@@ -177,3 +177,25 @@ async def test_every_v1_answer_and_chunk_conforms(system: System) -> None:
             r = await http.post("/v1/chat/completions", json=bad)
             assert 400 <= r.status_code < 500
             conforms("ErrorResponse", r.json())
+
+
+async def test_instructor_tools_and_json_schema_on_the_first_request(system: System) -> None:
+    import instructor
+
+    counted: list[int] = []
+
+    async def count(request: httpx.Request) -> None:
+        if request.url.path.endswith("/chat/completions"):
+            counted.append(1)
+
+    http = httpx.AsyncClient(event_hooks={"request": [count]}, timeout=60)
+    raw = openai.AsyncOpenAI(base_url=f"{system.url}/v1", api_key=system.key, max_retries=0,
+                             http_client=http)
+    for mode in (instructor.Mode.TOOLS, instructor.Mode.JSON_SCHEMA):
+        counted.clear()
+        client = instructor.from_openai(raw, mode=mode)
+        ticket = await client.chat.completions.create(
+            model=MODEL, response_model=Ticket, max_retries=1,
+            messages=[{"role": "user", "content": "Open a ticket for order 4417"}])
+        assert isinstance(ticket, Ticket) and len(counted) == 1, mode
+    await http.aclose()
