@@ -382,9 +382,9 @@ def add_miner_endpoints(router: Router, kind: JobKind, prefix: str, shapes: Shap
                     errors=(403, 404, 409), **MINER)(chunk)
 
     router.get(f"{prefix}/next", query=NextQuery, responses={200: shapes.assignment, 204: None},
-               errors=(403,), safe=False, **MINER)(next_job)
+               errors=(400, 403), safe=False, **MINER)(next_job)
     router.get(f"{prefix}/batch", query=BatchQuery, responses={200: shapes.jobs, 204: None},
-               errors=(403,), safe=False, **MINER)(batch)
+               errors=(400, 403), safe=False, **MINER)(batch)
     router.post(f"{prefix}/result", body=shapes.result_in, responses={200: shapes.result_out},
                 errors=(403, 404, 409), **MINER)(post_result)
     router.post(f"{prefix}/results", body=shapes.results_in, responses={200: ResultsOut},
