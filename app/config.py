@@ -88,6 +88,8 @@ class Settings(BaseSettings):
     openai_max_wait_s: int = 600  # a /v1 request waits this long for its answer (the openai
     # SDK's own default timeout); then 504 (or an error event when streaming) naming the job
     model_ttl_s: int = 180  # a model is served while a miner declaring it polled this recently
+    miner_max_models: int = 4  # models one wallet may declare within MODEL_TTL_S (0: no cap)
+    openai_max_input_chars: int = 64_000  # the most text (every message) one /v1 request sends
     stream_buffer_ttl_s: int = 600  # a lease's streamed chunks stay in Redis this long past the
     # lease's hard end (assignment + LEASE_MAX_TOTAL_S); chunks never push the expiry further
     stream_max_bytes: int = 131_072  # a lease's streamed chunks in all (UTF-8 bytes); a job that

@@ -40,7 +40,7 @@ from app.treasury.routes import router as treasury_router
 from app.trust.routes import router as trust_router
 from app.openai_api import errors as openai_errors
 from app.openai_api.routes import router as openai_router
-from app.web import JSONResponse, all_endpoints, build_routes, error_response
+from app.web import all_endpoints, build_routes, error_response
 
 log = logging.getLogger("app")
 ROUTERS = [ops_router, chat_router, auth_router, miners_router, idle_router, treasury_router,
@@ -87,7 +87,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
 def _render(request: Request, err: AppError) -> Response:
     """Our {"error", "detail"} everywhere, OpenAI's shape under /v1/."""
     if openai_errors.applies(request.url.path):
-        return JSONResponse(openai_errors.body(err), status_code=err.status, headers=err.headers)
+        return openai_errors.response(err)
     return error_response(err)
 
 

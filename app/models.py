@@ -181,6 +181,9 @@ class ChatJob(Base):
     output_tokens: Mapped[int | None] = mapped_column(Integer)  # the server's count
     reported_tokens: Mapped[int | None] = mapped_column(Integer)  # the miner's count, never credited
     signature: Mapped[str | None] = mapped_column(Text)  # miner's wallet signature, 0x-hex
+    # why the miner's model server stopped ("stop", "length", "tool_calls"), signed with the
+    # output; NULL when the miner did not say
+    finish_reason: Mapped[str | None] = mapped_column(String(16))
     failure_reason: Mapped[str | None] = mapped_column(String(500))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     # who last let this job's lease run out or gave it back, and when: that miner may not lease

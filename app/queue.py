@@ -15,6 +15,8 @@ and a miner serving another model never sees the job. The set of model lists is 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from redis.asyncio import Redis
 
 KINDS = ("chat", "idle")
@@ -54,11 +56,13 @@ class JobQueue:
             await self.redis.sadd(self._models_key(kind), model)
 
     async def pop_many(self, kind: str, most: int, timeout_s: float,
-                       model: str | None = None) -> list[str]:
+                       model: str | None = None, routes: Sequence[str] = ()) -> list[str]:
         """Up to `most` job ids of one kind, oldest first, waiting up to timeout_s seconds for the
         first; never busy-polls. The rest are taken at once (RPOP with a count) from the list
-        the first came from. With `model`, that model's list comes before the common one."""
+        the first came from. With `model`, that model's list comes before the common one, and
+        the `routes` lists (app/leases/served.py routes) before both."""
         keys = [self.key(kind)] if model is None else [self.key(kind, model), self.key(kind)]
+        keys = [self.key(kind, r) for r in routes] + keys
         return (await self.pop_from(keys, most, timeout_s))[1]
 
     async def pop_from(self, keys: list[str], most: int,

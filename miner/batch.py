@@ -9,7 +9,7 @@ from collections.abc import Callable
 from miner.client import MAX_BATCH, BackendClient, BackendUnavailable, Lease
 
 # A result waiting to be posted: its lease, output, output tokens, and what post() awaits.
-_Pending = tuple[Lease, str, int | None, "asyncio.Future[None]"]
+_Pending = tuple[Lease, str, int | None, str | None, "asyncio.Future[None]"]
 
 
 class ResultBatcher:
@@ -40,11 +40,13 @@ class ResultBatcher:
         self._timer: asyncio.TimerHandle | None = None
         self._tasks: set[asyncio.Task[None]] = set()
 
-    async def post(self, lease: Lease, output: str, output_tokens: int | None) -> None:
+    async def post(
+        self, lease: Lease, output: str, output_tokens: int | None, finish_reason: str | None = None
+    ) -> None:
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         # Retrieved here too, so a result whose caller was cancelled logs no "never retrieved".
         done.add_done_callback(lambda f: f.cancelled() or f.exception())
-        self._pending.append((lease, output, output_tokens, done))
+        self._pending.append((lease, output, output_tokens, finish_reason, done))
         if len(self._pending) >= min(MAX_BATCH, self.in_flight()):
             self._flush()
         elif self._timer is None:
@@ -66,7 +68,8 @@ class ResultBatcher:
     async def _send(self, batch: list[_Pending]) -> None:
         try:
             outcomes = await self.backend.post_results(
-                self.kind, [(lease, output, tokens) for lease, output, tokens, _ in batch]
+                self.kind,
+                [(lease, output, tokens, finish) for lease, output, tokens, finish, _ in batch],
             )
         except Exception as exc:  # the whole request failed, so did every result in it
             self._fail(batch, exc)

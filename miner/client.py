@@ -146,6 +146,8 @@ class BackendClient:
         self.miner_id: Any = None
         self.roles: list[str] = []
         self.sign_ins = 0
+        # what the model server can do beyond plain chat (ModelClient.probe), declared on polls
+        self.capabilities: tuple[str, ...] = ()
         self._needs_register = False
 
     async def aclose(self) -> None:
@@ -307,12 +309,14 @@ class BackendClient:
     def _prefix(kind: str) -> str:
         return "/idle-job" if kind == "idle" else "/job"
 
-    @staticmethod
-    def _poll_params(kind: str, wait: int, model: str | None, **more: int) -> dict[str, Any]:
+    def _poll_params(self, kind: str, wait: int, model: str | None, **more: int) -> dict[str, Any]:
         params: dict[str, Any] = {**more, "wait": wait}
         if model is not None and kind == "chat":
             # Also lease the jobs that API clients asked this model for, not only untargeted ones.
             params["model"] = model
+            if self.capabilities:
+                # and those that need what the model server can do (tools, JSON output)
+                params["capabilities"] = ",".join(self.capabilities)
         return params
 
     async def next_job(self, kind: str, wait: int, model: str | None = None) -> Lease | None:
@@ -421,23 +425,29 @@ class BackendClient:
             raise EndpointMissing(what)
         raise BackendRejected(r.status_code, code, detail)
 
-    def _result_body(self, lease: Lease, output: str, output_tokens: int | None) -> dict[str, Any]:
+    def _result_body(
+        self, lease: Lease, output: str, output_tokens: int | None, finish_reason: str | None = None
+    ) -> dict[str, Any]:
+        # Only chat results carry the model server's finish reason, and only OpenAI's values.
+        finish = finish_reason if lease.kind == "chat" and finish_reason in FINISH_REASONS else None
         body: dict[str, Any] = {
             "job_id": lease.job_id,
             "lease_id": lease.lease_id,
             "output": output,
             # Every result is signed on its own, in a batch too: the signature is stored with
-            # the answer and proves which wallet wrote it.
-            "signature": self.wallet.sign_result(lease.job_id, output),
+            # the answer and proves which wallet wrote it (and why the model stopped).
+            "signature": self.wallet.sign_result(lease.job_id, output, finish),
         }
         if output_tokens is not None:
             body["output_tokens"] = output_tokens
+        if finish is not None:
+            body["finish_reason"] = finish
         return body
 
     async def post_result(
-        self, lease: Lease, output: str, output_tokens: int | None
+        self, lease: Lease, output: str, output_tokens: int | None, finish_reason: str | None = None
     ) -> dict[str, Any]:
-        body = self._result_body(lease, output, output_tokens)
+        body = self._result_body(lease, output, output_tokens, finish_reason)
         path = self._prefix(lease.kind) + "/result"
         r = await self._authed("POST", path, json=body)
         if r.status_code in (404, 409):
@@ -450,6 +460,7 @@ class BackendClient:
 
     async def post_results(
         self, kind: str, results: list[tuple[Lease, str, int | None]]
+        | list[tuple[Lease, str, int | None, str | None]]
     ) -> list[BackendError | None]:
         """POST /job/results (or /idle-job/results) with 1..64 results; one entry per result, in
         order: None when completed, else the error the single endpoint would have raised for it
@@ -463,7 +474,11 @@ class BackendClient:
         answers = r.json().get("results")
         if not isinstance(answers, list) or len(answers) != len(results):
             raise BackendRejected(200, "bad_batch", "the answer does not have one entry per result")
-        return [_item_outcome(lease, answer) for (lease, _, _), answer in zip(results, answers)]
+        return [_item_outcome(item[0], answer) for item, answer in zip(results, answers)]
+
+
+# The finish reasons a chat result may carry (the backend's ResultIn): others are not sent.
+FINISH_REASONS = frozenset({"stop", "length", "tool_calls", "content_filter"})
 
 
 # Per-item errors of POST /job/results that the single endpoint answers with 404 or 409: the

@@ -152,6 +152,84 @@ def _oai_error(status: int, message: str, kind: str = "invalid_request_error") -
     return JSONResponse({"error": {"message": message, "type": kind, "code": status}}, status_code=status)
 
 
+# --- tool calls and JSON output (deterministic, so tool calling and structured output are tested
+# without a GPU) ------------------------------------------------------------------------------
+
+
+def example_of(schema: Any, root: Any = None, depth: int = 0) -> Any:
+    """A deterministic value matching a JSON schema (the usual subset: $ref into $defs,
+    anyOf/oneOf, enum, const, objects with all their properties, arrays of one item)."""
+    root = schema if root is None else root
+    if not isinstance(schema, dict) or depth > 12:
+        return None
+    if "$ref" in schema:
+        target: Any = root
+        for part in str(schema["$ref"]).removeprefix("#/").split("/"):
+            target = target.get(part, {}) if isinstance(target, dict) else {}
+        return example_of(target, root, depth + 1)
+    if "const" in schema:
+        return schema["const"]
+    if schema.get("enum"):
+        return schema["enum"][0]
+    for key in ("anyOf", "oneOf", "allOf"):
+        options = [o for o in schema.get(key) or () if isinstance(o, dict) and o.get("type") != "null"]
+        if options:
+            return example_of(options[0], root, depth + 1)
+    kind = schema.get("type")
+    if isinstance(kind, list):
+        kind = next((k for k in kind if k != "null"), "null")
+    if kind == "object" or "properties" in schema:
+        props = schema.get("properties") or {}
+        return {name: example_of(sub, root, depth + 1) for name, sub in props.items()}
+    if kind == "array":
+        item = example_of(schema.get("items") or {"type": "string"}, root, depth + 1)
+        return [item] * max(1, int(schema.get("minItems") or 1))
+    if kind == "integer":
+        return int(schema.get("minimum") or 1)
+    if kind == "number":
+        return float(schema.get("minimum") or 1.5)
+    if kind == "boolean":
+        return True
+    if kind == "null":
+        return None
+    return "demo"
+
+
+def structured_answer(body: dict[str, Any], messages: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The assistant message for a request with tools or a response_format, or None for plain
+    chat. With tools (and tool_choice not "none"), before any tool result: a call of the chosen
+    tool (the named one, else the first) with arguments made from its parameters. After tool
+    results: a text answer quoting them. response_format: JSON matching the schema, or a JSON
+    object."""
+    tools = [t for t in body.get("tools") or () if isinstance(t, dict) and isinstance(t.get("function"), dict)]
+    choice = body.get("tool_choice")
+    answered = bool(messages) and messages[-1].get("role") == "tool"
+    if tools and choice != "none" and not answered:
+        fn = tools[0]["function"]
+        if isinstance(choice, dict):
+            named = (choice.get("function") or {}).get("name")
+            fn = next((t["function"] for t in tools if t["function"].get("name") == named), fn)
+        args = example_of(fn.get("parameters") or {"type": "object", "properties": {}})
+        digest = hashlib.sha256(repr(messages).encode()).hexdigest()[:12]
+        return {"role": "assistant", "content": None, "tool_calls": [{
+            "id": f"call_{digest}", "type": "function",
+            "function": {"name": fn.get("name"), "arguments": json.dumps(args or {})}}]}
+    fmt = body.get("response_format")
+    if isinstance(fmt, dict) and fmt.get("type") == "json_schema":
+        schema = (fmt.get("json_schema") or {}).get("schema") or {"type": "object"}
+        return {"role": "assistant", "content": json.dumps(example_of(schema))}
+    if isinstance(fmt, dict) and fmt.get("type") == "json_object":
+        return {"role": "assistant", "content": json.dumps({"answer": LABEL + " a JSON answer"})}
+    if answered:
+        results = []
+        for m in reversed(messages):
+            if m.get("role") != "tool":
+                break
+            results.insert(0, str(m.get("content") or ""))
+        return {"role": "assistant", "content": f"{LABEL} The tool answered: {' '.join(results)}"}
+    return None
+
+
 def create_demo_app(state: DemoState | None = None) -> Starlette:
     st = state or DemoState()
 
@@ -240,6 +318,17 @@ def create_demo_app(state: DemoState | None = None) -> Starlette:
         if st.fail_next > 0:
             st.fail_next -= 1
             fail = fail or 500
+        special = structured_answer(body, messages)
+        if special is not None:  # tool calls or JSON: one whole answer, never streamed
+            st.completed += 1
+            said = special.get("content") or json.dumps(special.get("tool_calls"))
+            return JSONResponse({
+                "id": "chatcmpl-demo-" + hashlib.sha256(said.encode()).hexdigest()[:12],
+                "object": "chat.completion", "created": int(time.time()), "model": st.model,
+                "choices": [{"index": 0, "message": special,
+                             "finish_reason": "tool_calls" if special.get("tool_calls") else "stop"}],
+                "usage": {"prompt_tokens": 0, "completion_tokens": count_tokens(said),
+                          "total_tokens": count_tokens(said)}})
         text, completion_tokens, truncated = demo_answer(messages, max_tokens, stop, words)
         prompt_tokens = sum(count_tokens(str(m.get("content") or "")) for m in messages)
         usage = {

@@ -26,6 +26,12 @@ class Completion:
     finish_reason: str | None
 
 
+# What a job may ask of the model server beyond sampling, passed through as the client sent it.
+PASSED_THROUGH = ("tools", "tool_choice", "parallel_tool_calls", "response_format")
+# The capabilities a miner declares, as the backend names them.
+CAPABILITIES = ("tools", "json_object", "json_schema")
+
+
 @dataclass(frozen=True)
 class Sampling:
     """What a job asks of the generation beyond its length; None leaves it to the miner's
@@ -34,6 +40,8 @@ class Sampling:
     temperature: float | None = None
     top_p: float | None = None
     stop: tuple[str, ...] | None = None
+    # tools, tool_choice, parallel_tool_calls, response_format: OpenAI's shapes, as the job has them
+    extra: tuple[tuple[str, Any], ...] = ()
 
 
 def normalize_base_url(url: str) -> str:
@@ -110,10 +118,35 @@ class ModelClient:
             body["top_p"] = sampling.top_p
         if sampling.stop:
             body["stop"] = list(sampling.stop)
+        body.update(dict(sampling.extra))
         if stream:
             # usage arrives in a last chunk with no choices (vLLM, llama.cpp, Ollama, OpenAI)
             body["stream_options"] = {"include_usage": True}
         return body
+
+    async def probe(self) -> tuple[str, ...]:
+        """What the model server can do beyond plain chat, asked once with a one-token request
+        each: a server that refuses tools or a response_format (vLLM without
+        --enable-auto-tool-choice, servers without guided decoding) answers 4xx."""
+        tool = {"type": "function", "function": {"name": "probe", "parameters": {
+            "type": "object", "properties": {}}}}
+        trials = {
+            "tools": {"tools": [tool], "tool_choice": "auto"},
+            "json_object": {"response_format": {"type": "json_object"}},
+            "json_schema": {"response_format": {"type": "json_schema", "json_schema": {
+                "name": "probe", "schema": {"type": "object", "properties": {}}}}},
+        }
+        found = []
+        for name, extra in trials.items():
+            body = {**self._body([{"role": "user", "content": "Say OK in JSON."}], 1, None,
+                                 stream=False), **extra}
+            try:
+                r = await self._http.post("/chat/completions", json=body, timeout=60.0)
+            except httpx.HTTPError:
+                continue
+            if r.status_code == 200:
+                found.append(name)
+        return tuple(found)
 
     async def chat(
         self, messages: list[dict[str, str]], max_tokens: int, sampling: Sampling | None = None
@@ -169,8 +202,18 @@ def _completion(r: httpx.Response) -> Completion:
         data = r.json()
         choice = data["choices"][0]
         text = choice["message"]["content"]
+        calls = choice["message"].get("tool_calls")
     except Exception:
         raise ModelError("the model server's answer is not an OpenAI chat completion") from None
+    if isinstance(calls, list) and calls:
+        # the answer is the calls: their JSON array is the output, signed with "tool_calls"
+        usage = data.get("usage")
+        return Completion(
+            text=_calls_text(calls),
+            prompt_tokens=_usage_int(usage, "prompt_tokens"),
+            completion_tokens=_usage_int(usage, "completion_tokens"),
+            finish_reason="tool_calls",
+        )
     if not isinstance(text, str):
         raise ModelError("the model server returned no text")
     usage = data.get("usage")
@@ -180,6 +223,19 @@ def _completion(r: httpx.Response) -> Completion:
         completion_tokens=_usage_int(usage, "completion_tokens"),
         finish_reason=choice.get("finish_reason"),
     )
+
+
+def _calls_text(calls: list[Any]) -> str:
+    out = []
+    for i, call in enumerate(calls):
+        fn = call.get("function") if isinstance(call, dict) else None
+        if not isinstance(fn, dict) or not isinstance(fn.get("name"), str):
+            raise ModelError("the model server returned a tool call without a function name")
+        args = fn.get("arguments")
+        out.append({"id": str(call.get("id") or f"call_{i}"), "type": "function",
+                    "function": {"name": fn["name"],
+                                 "arguments": args if isinstance(args, str) else json.dumps(args or {})}})
+    return json.dumps(out)
 
 
 async def _read_stream(events: Any, on_delta: Callable[[str], None]) -> Completion:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from miner.model import Sampling
+from miner.model import PASSED_THROUGH, Sampling
 
 Message = dict[str, str]
 
@@ -28,14 +28,19 @@ def job_sampling(job: dict[str, Any]) -> Sampling:
         temperature=_number(job.get("temperature")),
         top_p=_number(job.get("top_p")),
         stop=stops or None,
+        extra=tuple((k, job[k]) for k in PASSED_THROUGH if job.get(k) is not None),
     )
 
 
 def build_messages(job: dict[str, Any]) -> list[Message]:
-    """[system from `context` if non-empty] + history + [current user prompt].
+    """[system from `context` if non-empty] + history + [current user prompt]; or, for a
+    conversation with tool calls, the whole conversation the backend hands out (`messages`).
 
     The backend's history may already end with the current user prompt; it is not repeated.
     """
+    whole = job.get("messages")
+    if isinstance(whole, list) and whole and all(isinstance(m, dict) for m in whole):
+        return whole
     prompt = str(job.get("prompt") or "")
     messages: list[Message] = []
     context = job.get("context")

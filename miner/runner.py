@@ -184,6 +184,11 @@ class Miner:
                 )
                 return False
         self.declared_model = self._declarable(self.model.model)
+        if self.declared_model is not None and not self.stopping:
+            # once: what the model server can do beyond plain chat, declared with the model
+            self.backend.capabilities = await self.model.probe()
+            log.info("the model server offers %s", ", ".join(self.backend.capabilities)
+                     if self.backend.capabilities else "plain chat only (no tools, no JSON output)")
         backoff.reset()
         while not self.stopping:
             try:
@@ -491,7 +496,7 @@ class Miner:
         tokens = completion.completion_tokens
         while True:
             try:
-                await self._post_result(lease, completion.text, tokens)
+                await self._post_result(lease, completion.text, tokens, completion.finish_reason)
             except LeaseLost as exc:
                 # Expired or reassigned: somebody else answers it. Never re-post on another lease.
                 self.stats.lost += 1
@@ -522,18 +527,20 @@ class Miner:
             self._job_line(lease, "completed", tokens, started)
             return
 
-    async def _post_result(self, lease: Lease, output: str, tokens: int | None) -> None:
+    async def _post_result(
+        self, lease: Lease, output: str, tokens: int | None, finish_reason: str | None = None
+    ) -> None:
         batcher = self._batchers.get(lease.kind)
         if batcher is not None:
             try:
-                await batcher.post(lease, output, tokens)
+                await batcher.post(lease, output, tokens, finish_reason)
                 return
             except EndpointMissing:
                 # A batch lease endpoint without the batch result endpoint: post one by one.
                 if self._batchers.pop(lease.kind, None) is not None:
                     log.info("this backend has no %s batch result endpoint; posting one by one",
                              lease.kind)
-        await self.backend.post_result(lease, output, tokens)
+        await self.backend.post_result(lease, output, tokens, finish_reason)
 
     async def _release(self, lease: Lease, reason: str, *, count: bool = False) -> None:
         try:

@@ -79,9 +79,11 @@ class Wallet:
         signed = self._account.sign_message(encode_defunct(text=message))
         return "0x" + bytes(signed.signature).hex()
 
-    def sign_result(self, job_id: str, output: str) -> str:
-        """EIP-191 signature over keccak256(utf8(job_id) || utf8(output)), as the backend verifies."""
-        signed = self._account.sign_message(encode_defunct(primitive=result_digest(job_id, output)))
+    def sign_result(self, job_id: str, output: str, finish_reason: str | None = None) -> str:
+        """EIP-191 signature over keccak256(utf8(job_id) || utf8(output)) (with a finish reason:
+        || 0x00 || utf8(finish_reason)), as the backend verifies."""
+        signed = self._account.sign_message(
+            encode_defunct(primitive=result_digest(job_id, output, finish_reason)))
         return "0x" + bytes(signed.signature).hex()
 
     def __repr__(self) -> str:
@@ -93,11 +95,15 @@ class Wallet:
         raise TypeError("Wallet cannot be pickled")
 
 
-def result_digest(job_id: str, output: str) -> bytes:
-    return keccak(job_id.encode("utf-8") + output.encode("utf-8"))
+def result_digest(job_id: str, output: str, finish_reason: str | None = None) -> bytes:
+    """keccak256(utf8(job_id) || utf8(output)), or with a finish reason
+    keccak256(utf8(job_id) || utf8(output) || 0x00 || utf8(finish_reason))."""
+    tail = b"" if finish_reason is None else b"\x00" + finish_reason.encode("utf-8")
+    return keccak(job_id.encode("utf-8") + output.encode("utf-8") + tail)
 
 
-def recover_result_signer(job_id: str, output: str, signature: str) -> str:
+def recover_result_signer(job_id: str, output: str, signature: str,
+                          finish_reason: str | None = None) -> str:
     return Account.recover_message(
-        encode_defunct(primitive=result_digest(job_id, output)), signature=signature
+        encode_defunct(primitive=result_digest(job_id, output, finish_reason)), signature=signature
     )

@@ -93,10 +93,13 @@ async def verify(address: str, message: bytes, signature: str | bytes,
     return False
 
 
-def result_digest(job_id: str, output: str) -> bytes:
-    """What a miner signs for a result: keccak256(utf8(job_id) ‖ utf8(output)), 32 bytes.
+def result_digest(job_id: str, output: str, finish_reason: str | None = None) -> bytes:
+    """What a miner signs for a result: keccak256(utf8(job_id) ‖ utf8(output)), 32 bytes; with a
+    finish reason, keccak256(utf8(job_id) ‖ utf8(output) ‖ 0x00 ‖ utf8(finish_reason)) (no text
+    field may hold NUL, so the two parts cannot be confused).
 
     The signature is EIP-191 personal_sign over these 32 bytes, i.e. in eth-account:
     Account.sign_message(encode_defunct(primitive=result_digest(job_id, output)), key).
     """
-    return keccak(job_id.encode() + output.encode())
+    tail = b"" if finish_reason is None else b"\x00" + finish_reason.encode()
+    return keccak(job_id.encode() + output.encode() + tail)

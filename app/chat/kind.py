@@ -14,6 +14,7 @@ from app import trust
 from app.chat import options, pg
 from app.chat.schemas import ChatAssignment, HistoryItem, ResultOut
 from app.context import AppContext
+from app.errors import AppError
 from app.leases import rules
 from app.leases.protocol import Completion, FastPath, JobKind, StreamAsk
 from app.leases.rules import Lease
@@ -51,10 +52,14 @@ async def _history(session: AsyncSession, job_id: str, session_id: str,
 
 async def complete(session: AsyncSession, ctx: AppContext,
                    c: Completion) -> tuple[ResultOut, int] | None:
+    # the server's count, capped at what the client allowed (max_tokens): credited and reported
+    raw = (await session.execute(select(ChatJob.options).where(ChatJob.id == c.key))).scalar()
+    tokens = options.capped(c.tokens, raw)
     won = await rules.complete(session, ChatJob, c.key, c.lease_id, c.miner_id, c.now,
                                returning=(ChatJob.session_id, ChatJob.business_id),
-                               response=c.output, output_tokens=c.tokens,
-                               reported_tokens=c.reported_tokens, signature=c.signature)
+                               response=c.output, output_tokens=tokens,
+                               reported_tokens=c.reported_tokens, signature=c.signature,
+                               finish_reason=c.finish_reason)
     if won is None:
         return None
     session_id, business_id = won
@@ -62,7 +67,7 @@ async def complete(session: AsyncSession, ctx: AppContext,
         session_id=session_id, message=c.output, role="assistant", timestamp=c.now,
         business_id=business_id, job_id=c.job_id))
     return (ResultOut(job_id=c.job_id, status="completed", session_id=session_id,
-                      output_tokens=c.tokens, completed_at=c.now), c.tokens)
+                      output_tokens=tokens, completed_at=c.now), tokens)
 
 
 def answer(job: ChatJob) -> ResultOut:
@@ -95,10 +100,39 @@ def streamed(fields: tuple[Any, ...]) -> StreamAsk | None:
     return StreamAsk(max_tokens=asked.max_tokens) if asked.stream else None
 
 
+class InvalidOutput(AppError):
+    status, code = 422, "invalid_output"
+
+
+async def vet(ctx: AppContext, done: list[Completion]) -> list[AppError | None]:
+    """Results for jobs that asked for tool calls or structured output, checked against what
+    was asked: one that does not match is refused (422 invalid_output); the miner gives the job
+    back and another miner gets it, so the client never sees it. One read for all of them,
+    only of jobs whose options ask for either."""
+    ids = list({c.job_id for c in done})
+    if ctx.db.pg is not None:  # the hot path's own driver: one prepared statement
+        async with ctx.db.fast_reads() as conn:
+            rows = await conn.fetch(pg.VET, ids)
+        asked = {r["id"]: r["options"] for r in rows}
+    else:
+        async with ctx.db.reads() as session:
+            found = (await session.execute(select(ChatJob.id, ChatJob.options).where(
+                ChatJob.id.in_(ids), or_(ChatJob.options.contains('"tools"'),
+                                         ChatJob.options.contains('"response_format"'))))).all()
+        asked = {r.id: r.options for r in found}
+    out: list[AppError | None] = []
+    for c in done:
+        why = options.vet(asked[c.job_id], c.output, c.finish_reason) if c.job_id in asked \
+            else None
+        out.append(None if why is None else InvalidOutput(
+            f"the answer does not do what the client asked: {why}; give the job back"))
+    return out
+
+
 CHAT = JobKind(name="chat", model=ChatJob, parse_id=parse_id, output_column="response",
                hand_out=hand_out, complete=complete, answer=answer,
                lease_columns=(ChatJob.prompt, ChatJob.context, ChatJob.session_id,
                               ChatJob.model, ChatJob.options, ChatJob.business_id),
                fast=FastPath(lease=_fast_lease, complete=pg.complete), models_of=models_of,
-               stream_columns=(ChatJob.options,), streamed=streamed,
+               stream_columns=(ChatJob.options,), streamed=streamed, vet=vet,
                route=trust.route, completed=trust.completed)

@@ -66,19 +66,24 @@ FROM leased l
 
 # Complete every result whose lease is current, write each one's assistant turn and credit the
 # miner once for all of them: one statement for a whole batch. `tokens` is the server's count
-# (app/tokens.py), what is credited; `reported` the miner's, stored for comparison only.
+# (app/tokens.py), capped at the job's max_tokens (a /v1 client's, in options): what is
+# credited and reported; `reported` the miner's, stored for comparison only.
 COMPLETE = """
 WITH posted AS (
-    SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::int[], $5::text[], $8::int[])
-        AS p(job_id, lease_id, output, tokens, signature, reported)),
+    SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::int[], $5::text[], $8::int[],
+                         $9::text[])
+        AS p(job_id, lease_id, output, tokens, signature, reported, finish)),
 done AS (
     UPDATE chat_jobs j SET status = 'completed', completed_at = $7, lease_expires_at = NULL,
-                           response = p.output, output_tokens = p.tokens,
-                           reported_tokens = p.reported, signature = p.signature
+                           response = p.output,
+                           output_tokens = LEAST(p.tokens, coalesce(
+                               (j.options::json->>'max_tokens')::int, p.tokens)),
+                           reported_tokens = p.reported, signature = p.signature,
+                           finish_reason = p.finish
     FROM posted p
     WHERE j.id = p.job_id AND j.lease_id = p.lease_id AND j.status = 'assigned'
       AND j.miner_id = $6 AND j.lease_expires_at > $7
-    RETURNING j.id, j.session_id, j.business_id, p.output, p.tokens),
+    RETURNING j.id, j.session_id, j.business_id, p.output, j.output_tokens AS tokens),
 turns AS (
     INSERT INTO chat_logs (session_id, message, role, timestamp, business_id, job_id)
     SELECT session_id, output, 'assistant', $7, business_id, id FROM done),
@@ -88,12 +93,18 @@ credit AS (
                                          + (SELECT coalesce(sum(tokens), 0) FROM done),
                       last_active = $7
     WHERE id = $6 AND EXISTS (SELECT 1 FROM done))
-SELECT id, session_id FROM done
+SELECT id, session_id, tokens FROM done
+"""
+
+# The jobs among $1 whose answers are vetted (tool calls, structured output): chat/kind.py vet.
+VET = """
+SELECT id, options FROM chat_jobs
+WHERE id = ANY($1::text[]) AND (options LIKE '%"tools"%' OR options LIKE '%"response_format"%')
 """
 
 READ = """
 SELECT id, business_id, session_id, status, response, completed_at, failure_reason, lease_id,
-       miner_id, lease_expires_at, output_tokens
+       miner_id, lease_expires_at, output_tokens, finish_reason, options
 FROM chat_jobs WHERE id = $1
 """
 
@@ -136,14 +147,15 @@ async def complete(conn: asyncpg.Connection, done: list[Completion]) -> list[Any
     rows = await conn.fetch(COMPLETE, [c.job_id for c in tried], [c.lease_id for c in tried],
                             [c.output for c in tried], [c.tokens for c in tried],
                             [c.signature for c in tried], miner_id, stored_utc(now),
-                            [c.reported_tokens for c in tried])
-    sessions = {r["id"]: r["session_id"] for r in rows}
+                            [c.reported_tokens for c in tried],
+                            [c.finish_reason for c in tried])
+    won = {r["id"]: (r["session_id"], r["tokens"]) for r in rows}
     out: list[Any] = []
     for c in done:
-        if first[c.job_id] is c and c.job_id in sessions:
-            out.append((ResultOut(job_id=c.job_id, status="completed",
-                                  session_id=sessions[c.job_id], output_tokens=c.tokens,
-                                  completed_at=now), c.tokens))
+        if first[c.job_id] is c and c.job_id in won:
+            session_id, tokens = won[c.job_id]
+            out.append((ResultOut(job_id=c.job_id, status="completed", session_id=session_id,
+                                  output_tokens=tokens, completed_at=now), tokens))
         else:
             out.append(None)
     return out
@@ -158,4 +170,5 @@ async def read(conn: asyncpg.Connection, job_id: str) -> ChatJob | None:
                    completed_at=read_utc(row["completed_at"]),
                    failure_reason=row["failure_reason"], lease_id=row["lease_id"],
                    miner_id=row["miner_id"], lease_expires_at=read_utc(row["lease_expires_at"]),
-                   output_tokens=row["output_tokens"])
+                   output_tokens=row["output_tokens"], finish_reason=row["finish_reason"],
+                   options=row["options"])

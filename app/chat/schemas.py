@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field
 
@@ -65,14 +65,35 @@ class ChatAssignment(Grant):
     temperature: float | None = None
     top_p: float | None = None
     stop: list[str] | None = None
+    # tool calls and structured output: pass these to your model server as they are (only jobs
+    # whose needs you declared with `capabilities` on your polls come to you)
+    messages: list[dict[str, Any]] | None = Field(
+        default=None, description="the whole conversation in OpenAI's shape (tool calls and tool "
+                                  "results included): send it as is instead of building it from "
+                                  "context, history and prompt")
+    tools: list[dict[str, Any]] | None = None
+    tool_choice: str | dict[str, Any] | None = None
+    parallel_tool_calls: bool | None = None
+    response_format: dict[str, Any] | None = Field(
+        default=None, description="json_object or json_schema: the answer is validated (against "
+                                  "the schema) when you post it; one that does not match is "
+                                  "refused (422 invalid_output) and the job goes to another miner")
 
 
 class ChatAssignments(ResponseBody):
     jobs: list[ChatAssignment] = Field(description="1 to `max` leased chat jobs, oldest first")
 
 
+FINISH_REASONS = ("stop", "length", "tool_calls", "content_filter")
+
+
 class ResultIn(PostedResult):
     """A chat job's result."""
+    finish_reason: Literal["stop", "length", "tool_calls", "content_filter"] | None = Field(
+        default=None,
+        description="why your model server stopped (its `finish_reason`). When sent, it is "
+                    "signed with the output: keccak256(utf8(job_id) || utf8(output) || 0x00 || "
+                    "utf8(finish_reason)). Results without it are accepted (signed as before)")
 
 
 class ResultsIn(RequestBody):

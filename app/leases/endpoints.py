@@ -53,17 +53,22 @@ class Shapes:
 
 async def lease(c: AppContext, kind: JobKind, who: Wallet, wait_s: float, most: int,
                 gone: Hangup | None = None,
-                model: str | None = None) -> list[Any]:
+                model: str | None = None, capabilities: str | None = None) -> list[Any]:
     """Pops up to `most` ids (blocking up to wait_s for the first) until some can be leased,
     from `model`'s list too if the kind routes by model and the miner declared one;
     their assignments, or [] if none came. If the miner hung up while waiting, the ids go back
     to the front untouched: no lease, no attempt spent. A kind that yields (idle, to waiting
     chat) stops at once, and blocks in slices so that it notices."""
     miner_id = miner_id_of(who)
+    routes: list[str] = []
     if model is not None:
-        await served.declare(c.redis, c.settings.redis_prefix, model)
+        can = served.parse_capabilities(capabilities)
+        await served.declare(c.redis, c.settings.redis_prefix, model, wallet=miner_id,
+                             cap=c.settings.miner_max_models, ttl_s=c.settings.model_ttl_s,
+                             capabilities=can)
+        routes = served.routes(model, can)
         if kind.models_of is None:
-            model = None  # declared, but this kind's jobs never name one
+            model, routes = None, []  # declared, but this kind's jobs never name one
     # MINER_MAX_LEASES, counted in the database before any id is popped, so none is popped in
     # vain, and again after the pop, together with the lease, under the wallet's leasing lock
     # (the wallet's other requests may have leased meanwhile; what no longer fits goes back to
@@ -71,7 +76,7 @@ async def lease(c: AppContext, kind: JobKind, who: Wallet, wait_s: float, most: 
     # concurrent batches under a cap of 5 leased 100 jobs, and a hoarder in `make bench`'s
     # chaos run held 33 leases under a cap of 32 with two API processes.
     most = min(most, await protocol.room(c, miner_id))
-    route = await kind.route(c, miner_id, model) if kind.route is not None else None
+    route = await kind.route(c, miner_id, model, routes) if kind.route is not None else None
     deadline = time.monotonic() + min(wait_s, c.settings.miner_max_wait_s)
     while True:
         if kind.yields is not None and await kind.yields(c):
@@ -81,7 +86,7 @@ async def lease(c: AppContext, kind: JobKind, who: Wallet, wait_s: float, most: 
         if kind.yields is not None:
             block = min(block, YIELD_CHECK_S)
         pop = (route.pop(most, block) if route is not None
-               else c.queue.pop_many(kind.name, most, block, model=model))
+               else c.queue.pop_many(kind.name, most, block, model=model, routes=routes))
         # A hang-up ends a blocked pop at once, freeing the server slot: the pop's connection
         # is dropped, so Redis pops nothing for it (an id whose reply was already on its way
         # in that instant goes with it; the reconciler re-pushes it from the database).
@@ -206,6 +211,12 @@ async def results(c: AppContext, kind: JobKind, who: Wallet, items: list[Any]) -
         except AppError as err:
             checked.append(err)
     done = [x for x in checked if isinstance(x, Completion) and x.signature]
+    if done and kind.vet is not None:
+        refused = {id(x): err for x, err in zip(done, await kind.vet(c, done), strict=True)
+                   if err is not None}
+        if refused:
+            checked = [refused.get(id(x), x) for x in checked]
+            done = [x for x in checked if isinstance(x, Completion) and x.signature]
     won: list[Any] = []
     if done and c.db.pg is not None and kind.fast is not None:
         async with c.db.fast(transaction=False) as unit:  # one statement for the whole batch
@@ -320,7 +331,8 @@ def add_miner_endpoints(router: Router, kind: JobKind, prefix: str, shapes: Shap
         c = ctx(request)
         async with (open_poll(c, who.address, query.wait),
                     watching(request, query.wait > 0) as gone):
-            jobs = await lease(c, kind, who, query.wait, 1, gone, query.model)
+            jobs = await lease(c, kind, who, query.wait, 1, gone, query.model,
+                               query.capabilities)
         return jobs[0] if jobs else Response(status_code=204)
 
     next_job.__doc__ = (f"Lease the next {noun}, long-polling up to `wait` seconds; 204 if "
@@ -331,7 +343,8 @@ def add_miner_endpoints(router: Router, kind: JobKind, prefix: str, shapes: Shap
         c = ctx(request)
         async with (open_poll(c, who.address, query.wait),
                     watching(request, query.wait > 0) as gone):
-            jobs = await lease(c, kind, who, query.wait, query.max, gone, query.model)
+            jobs = await lease(c, kind, who, query.wait, query.max, gone, query.model,
+                               query.capabilities)
         return shapes.jobs(jobs=jobs) if jobs else Response(status_code=204)
 
     batch.__doc__ = (f"Lease up to `max` {noun}s at once, long-polling up to `wait` seconds for "
@@ -436,9 +449,9 @@ def add_miner_endpoints(router: Router, kind: JobKind, prefix: str, shapes: Shap
                     errors=(403, 404, 409), **MINER)(chunk)
 
     router.get(f"{prefix}/next", query=NextQuery, responses={200: shapes.assignment, 204: None},
-               errors=(403,), safe=False, **MINER)(next_job)
+               errors=(400, 403), safe=False, **MINER)(next_job)
     router.get(f"{prefix}/batch", query=BatchQuery, responses={200: shapes.jobs, 204: None},
-               errors=(403,), safe=False, **MINER)(batch)
+               errors=(400, 403), safe=False, **MINER)(batch)
     router.post(f"{prefix}/result", body=shapes.result_in, responses={200: shapes.result_out},
                 errors=(403, 404, 409), **MINER)(post_result)
     router.post(f"{prefix}/results", body=shapes.results_in, responses={200: ResultsOut},

@@ -41,6 +41,7 @@ class Completion:
     reported_tokens: int | None  # the miner's own count: stored for comparison, never credited
     signature: str  # canonical: 0x + lower-case hex
     now: datetime
+    finish_reason: str | None = None  # the model server's, signed with the output (chat only)
 
 
 @dataclass(frozen=True)
@@ -86,8 +87,12 @@ class JobKind:
     # trust (app/trust): which lists a wallet's poll pops, as an object whose pop(most, block)
     # replaces the queue's (None: the kind's own lists), and what follows an answer, after
     # its commit: (context, the job ids answered, the miner)
-    route: Callable[[AppContext, int, str | None], Awaitable[Any]] | None = None
+    route: Callable[[AppContext, int, str | None, Sequence[str]], Awaitable[Any]] | None = None
     completed: Callable[[AppContext, list[str], int], Awaitable[None]] | None = None
+
+    # checks signed results against what their jobs asked for (chat: tool calls and structured
+    # output, app/chat/options.py vet): per result, the error that refuses it, or None
+    vet: Callable[[AppContext, list[Completion]], Awaitable[list[AppError | None]]] | None = None
 
 
 @dataclass(frozen=True)
@@ -223,12 +228,13 @@ async def current_leases(ctx: AppContext, kind: JobKind, keys: Sequence[Any], mi
 
 
 async def check_signature(ctx: AppContext, who: Wallet, job_id: str, output: str,
-                          signature: str) -> str:
+                          signature: str, finish_reason: str | None = None) -> str:
     """The canonical signature (wallet.canonical: 0x, lower-case, v as 27/28) if `who` signed
-    keccak256(job_id ‖ output). A signature that does not recover to the wallet is put to its
-    contract (ERC-1271) only if the wallet signed in as a contract wallet, within its rate
-    (app/auth/contract_wallets.py): for any other wallet it is refused without a chain call."""
-    digest = wallet_sig.result_digest(job_id, output)
+    keccak256(job_id ‖ output) (‖ 0x00 ‖ finish_reason, when the result carries one). A
+    signature that does not recover to the wallet is put to its contract (ERC-1271) only if
+    the wallet signed in as a contract wallet, within its rate (app/auth/contract_wallets.py):
+    for any other wallet it is refused without a chain call."""
+    digest = wallet_sig.result_digest(job_id, output, finish_reason)
     ask = contract_wallets.Asker(ctx, who.address)
     if not await wallet_sig.verify(who.address, digest, signature, ask):
         ask.raise_if_limited()
@@ -247,10 +253,11 @@ async def check_result(ctx: AppContext, kind: JobKind, who: Wallet, item: Any,
     key = kind.parse_id(item.job_id)
     if key is None:
         raise NotFound("no such job", code="job_not_found")
-    signature = await check_signature(ctx, who, item.job_id, item.output, item.signature)
+    finish = getattr(item, "finish_reason", None)  # chat results may carry one
+    signature = await check_signature(ctx, who, item.job_id, item.output, item.signature, finish)
     tokens = await count_tokens(ctx.settings.tokenizer, item.output)
     return Completion(key, item.job_id, item.lease_id, miner_id_of(who), item.output,
-                      tokens, item.output_tokens, signature, now)
+                      tokens, item.output_tokens, signature, now, finish)
 
 
 def not_checked(who: Wallet, item: Any, key: Any, now: datetime) -> Completion:

@@ -20,6 +20,11 @@ class NextQuery(QueryParams):
         description="the model you serve, as your model server names it: declares it (GET "
                     "/v1/models lists it) and, for chat, also hands you jobs a /v1 client asked "
                     "for that model; without it you get only jobs that name no model")
+    capabilities: str | None = Field(
+        default=None, max_length=200, pattern=r"^[a-z_,]*$",
+        description="with `model`: what your model server can do beyond plain chat, comma-"
+                    "separated: `tools` (tool calls), `json_object`, `json_schema` (structured "
+                    "output). /v1 jobs that need them come only to miners declaring them")
 
 
 class BatchQuery(NextQuery):

@@ -56,7 +56,10 @@ class Broken:
 Event = Delta | Finished | Broken | None
 
 
-async def follow(c: AppContext, client: Client, job_id: str, wait_s: float) -> AsyncIterator[Event]:
+async def follow(c: AppContext, client: Client, job_id: str, wait_s: float, *,
+                 deltas: bool = True) -> AsyncIterator[Event]:
+    """With deltas=False, only the end: chunks a miner posts are not read (an answer vetted
+    whole before anyone sees it)."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + wait_s
     offset, lease, sent = 0, None, Sent()
@@ -74,7 +77,7 @@ async def follow(c: AppContext, client: Client, job_id: str, wait_s: float) -> A
                 if now >= next_mark:
                     await c.relay.mark_watched(job_id)
                     next_mark = now + MARK_EVERY_S
-                entries = await c.relay.read(job_id, offset)
+                entries = await c.relay.read(job_id, offset) if deltas else ()
                 for entry in entries:
                     offset += 1
                     lease = lease or entry.lease_id
@@ -151,6 +154,8 @@ async def _end(c: AppContext, job: ChatJob, lease: str | None, sent: Sent) -> Ev
 
 
 def _lost(job_id: str) -> Broken:
-    return Broken("miner_lost", "the miner streaming this answer stopped; the job was handed to "
-                                f"another miner, whose answer will be at GET /chat/{job_id}")
+    return Broken("miner_lost", "the miner streaming this answer stopped, and what was sent "
+                                "cannot be taken back, so this stream ends here; the job goes "
+                                f"back to the queue: GET /chat/{job_id} shows how it ends "
+                                "(another miner's answer, or why it failed)")
 

@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Sequence
 
 from sqlalchemy import select
 
@@ -49,12 +50,14 @@ def _trusted_key(c: AppContext) -> str:
 
 class Route:
     def __init__(self, c: AppContext, miner_id: int, model: str | None, probation: bool,
-                 bootstrap: bool, delay_s: float) -> None:
+                 bootstrap: bool, delay_s: float, routes: Sequence[str] = ()) -> None:
         q = c.queue
         self.c, self.miner_id, self.model = c, miner_id, model
         self.probation, self.delay_s = probation, delay_s
-        self.business = ([q.key("chat", model), q.key("chat")] if model
-                         else [q.key("chat")])
+        # the capability lists first (jobs asking for tools or structured output, which only
+        # wallets declaring them may take: app/leases/served.py routes), then the model's own
+        self.business = [q.key("chat", r) for r in routes] + (
+            [q.key("chat", model), q.key("chat")] if model else [q.key("chat")])
         self.checks = ([q.key("chat", list_for(model)), q.key("chat", TRUST)] if model
                        else [q.key("chat", TRUST)])
         if not probation:
@@ -131,14 +134,15 @@ async def _is_bootstrap(c: AppContext) -> bool:
     return answer
 
 
-async def route(c: AppContext, miner_id: int, model: str | None) -> Route:
+async def route(c: AppContext, miner_id: int, model: str | None,
+                routes: Sequence[str] = ()) -> Route:
     """The lists this wallet's poll pops, and how (the lease path's one question to trust)."""
     s = c.settings
     mine = await standing(c, miner_id)
     bootstrap = mine.probation and await _is_bootstrap(c)
     await _announce(c, miner_id, model, mine.probation)
     delay = (s.lease_priority_delay_s * (0.5 - mine.score) * 2 if mine.score < 0.5 else 0.0)
-    return Route(c, miner_id, model, mine.probation, bootstrap, delay)
+    return Route(c, miner_id, model, mine.probation, bootstrap, delay, routes)
 
 
 async def _announce(c: AppContext, miner_id: int, model: str | None, probation: bool) -> None:

@@ -42,6 +42,7 @@ class FakeJob:
     miner: str | None = None
     output: str | None = None
     signature: str | None = None
+    finish_reason: str | None = None
     attempts: int = 0
     # The test's hand: on its first delivery the job is at once given to another miner (as a
     # reaper would after a lease expiry), so the first lease's result is not current any more.
@@ -304,9 +305,11 @@ class ProtocolServer:
             return _error(409, "job_failed", "this job has failed")
         if job.lease_id != item["lease_id"] or job.miner != miner:
             return _error(409, "lease_not_current", "the lease is not yours")
-        if recover_result_signer(job.job_id, item["output"], item["signature"]) != miner:
+        if recover_result_signer(job.job_id, item["output"], item["signature"],
+                                 item.get("finish_reason")) != miner:
             return _error(401, "invalid_result_signature", "the signature is not your wallet's")
         job.status, job.output, job.signature = "completed", item["output"], item["signature"]
+        job.finish_reason = item.get("finish_reason")
         job.completed_at = time.monotonic()
         return None
 

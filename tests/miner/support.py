@@ -161,13 +161,14 @@ class Backend:
 
     def job(self, job_id: str) -> dict:
         rows = self.query(
-            "SELECT c.status, c.attempts, c.response, c.output_tokens, c.signature, m.address "
-            "FROM chat_jobs c LEFT JOIN miners m ON m.id = c.miner_id WHERE c.id = ?", job_id)
-        status, attempts, response, tokens, signature, address = rows[0]
+            "SELECT c.status, c.attempts, c.response, c.output_tokens, c.signature, m.address, "
+            "c.finish_reason FROM chat_jobs c LEFT JOIN miners m ON m.id = c.miner_id "
+            "WHERE c.id = ?", job_id)
+        status, attempts, response, tokens, signature, address, finish = rows[0]
         answers = self.query(
             "SELECT COUNT(*) FROM chat_logs WHERE job_id = ? AND role = 'assistant'", job_id)[0][0]
         return dict(status=status, attempts=attempts, response=response, output_tokens=tokens,
-                    signature=signature, miner=address, answers=answers)
+                    signature=signature, miner=address, answers=answers, finish_reason=finish)
 
 
 class RunningMiner:

@@ -38,11 +38,11 @@ class BadSignatureOnce(Wallet):
         super().__init__(wallet._account)
         self.bad_job, self.done = bad_job, False
 
-    def sign_result(self, job_id: str, output: str) -> str:
+    def sign_result(self, job_id: str, output: str, finish_reason: str | None = None) -> str:
         if job_id == self.bad_job and not self.done:
             self.done = True
             output += " (tampered)"
-        return super().sign_result(job_id, output)
+        return super().sign_result(job_id, output, finish_reason)
 
 
 async def test_leases_and_posts_in_batches_each_result_signed(server, demo_model) -> None:
@@ -64,7 +64,7 @@ async def test_leases_and_posts_in_batches_each_result_signed(server, demo_model
     assert set(server.posted.values()) == {1}
     for job_id in ids:  # each result carries its own signature, by the miner's wallet
         job = server.jobs[job_id]
-        assert recover_result_signer(job_id, job.output, job.signature) == m.address
+        assert recover_result_signer(job_id, job.output, job.signature, job.finish_reason) == m.address
         assert job.attempts == 1
 
 
@@ -82,7 +82,7 @@ async def test_idle_jobs_in_batches_once_chat_is_served(server, demo_model) -> N
     assert sum(server.lease_sizes) == len(chat) + len(idle) and max(server.lease_sizes) > 1
     for job_id in idle:
         job = server.jobs[job_id]
-        assert recover_result_signer(job_id, job.output, job.signature) == m.address
+        assert recover_result_signer(job_id, job.output, job.signature, job.finish_reason) == m.address
 
 
 async def test_a_backend_without_batch_endpoints_gets_single_jobs(old_server, demo_model,

@@ -27,7 +27,8 @@ async def test_chat_jobs_leased_and_answered_in_batches(backend, demo_model) -> 
     for job in jobs:  # each result signed on its own and verified by the backend
         j = backend.job(job["job_id"])
         assert j["status"] == "completed" and j["answers"] == 1 and j["attempts"] == 1
-        assert recover_result_signer(job["job_id"], j["response"], j["signature"]) == m.address
+        assert recover_result_signer(job["job_id"], j["response"], j["signature"],
+                                     j["finish_reason"]) == m.address
         assert j["response"].startswith(LABEL)
     assert backend.query("SELECT job_count FROM miners WHERE address = ?",
                          m.address)[0][0] == len(jobs)

@@ -56,7 +56,7 @@ async def test_jobs_answered_signed_and_counted(backend, demo_model, caplog, bat
         assert j["status"] == "completed" and j["answers"] == 1 and j["attempts"] == 1
         assert j["miner"] == m.address
         # the backend stored the miner's signature; it recovers to the miner's wallet
-        assert recover_result_signer(job_id, j["response"], j["signature"]) == m.address
+        assert recover_result_signer(job_id, j["response"], j["signature"], j["finish_reason"]) == m.address
         # tokens come from the model server's usage (the demo model counts words)
         assert j["output_tokens"] == len(j["response"].split()) > 0
         total += j["output_tokens"]

@@ -70,7 +70,7 @@ async def test_a_streamed_answer_reaches_the_client_while_the_miner_generates(
     job = backend.job(job_id)
     assert job["status"] == "completed" and job["response"] == text
     assert text.startswith(LABEL) and len(text.split()) == 150
-    assert recover_result_signer(job_id, text, job["signature"]) == m.address
+    assert recover_result_signer(job_id, text, job["signature"], job["finish_reason"]) == m.address
     # many deltas, spread over the generation, not one answer at the end
     assert len(deltas) >= 10
     assert deltas[len(deltas) // 2][0] < deltas[-1][0] - 0.5
@@ -98,3 +98,28 @@ async def test_a_clients_max_tokens_and_stop_reach_the_model_server(backend, dem
         assert done.choices[0].message.content.endswith("demo answer,")
         assert demo_model.control()["last_request"]["stop"] == ["not a real AI"]
     assert m.miner.stats.completed == 2 and m.miner.stats.streamed == 0
+
+
+async def test_the_miners_own_cap_is_reported_as_length(backend, demo_model) -> None:
+    """The client asked for no limit; the miner's MAX_TOKENS (80) cut the answer: its model
+    server said "length", the miner signed that with the output, and the client hears it."""
+    client = sdk(backend, await backend.api_key())
+    async with RunningMiner(backend.url, demo_model.url, max_tokens=80) as m:
+        await until_served(client, "mia-demo")
+        done = await client.chat.completions.create(
+            model="mia-demo", messages=[{"role": "user", "content": "Tell me [demo:words=120]"}])
+        assert done.choices[0].finish_reason == "length"
+        stream = await client.chat.completions.create(
+            model="mia-demo", stream=True,
+            messages=[{"role": "user", "content": "Tell me [demo:words=120]"}])
+        finishes = [c.finish_reason async for chunk in stream for c in chunk.choices
+                    if c.finish_reason]
+        assert finishes == ["length"]
+        whole = await client.chat.completions.create(
+            model="mia-demo", messages=[{"role": "user", "content": "Tell me [demo:words=1]"}])
+        assert whole.choices[0].finish_reason == "stop"
+        job = backend.job(whole.model_extra["job_id"])
+        assert job["finish_reason"] == "stop"
+        assert recover_result_signer(whole.model_extra["job_id"], job["response"],
+                                     job["signature"], "stop") == m.address
+    assert m.miner.stats.completed == 3

@@ -9,7 +9,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import openai
+from eth_account.messages import encode_defunct
 
+from app.auth.wallet import result_digest
 from app.config import Settings
 from tests.support.harness import Harness, SimMiner, running_app
 from tests.support.live import live_server
@@ -27,9 +29,9 @@ class V1:
         return openai.AsyncOpenAI(base_url=f"{self.url}/v1", api_key=key or self.key,
                                   max_retries=0, timeout=60)
 
-    async def miner(self, model: str | None = MODEL) -> Miner:
+    async def miner(self, model: str | None = MODEL, capabilities: str | None = None) -> Miner:
         m = await self.api.miner()
-        miner = Miner(m, model)
+        miner = Miner(m, model, capabilities)
         if model is not None:
             await miner.poll(0)  # declares the model
         return miner
@@ -39,11 +41,14 @@ class V1:
 class Miner:
     sim: SimMiner
     model: str | None
+    capabilities: str | None = None  # e.g. "tools,json_schema"
 
     async def poll(self, wait: float = 5) -> dict[str, Any] | None:
         params: dict[str, Any] = {"wait": wait}
         if self.model is not None:
             params["model"] = self.model
+        if self.capabilities is not None:
+            params["capabilities"] = self.capabilities
         r = await self.sim.client.get("/job/next", params=params, headers=self.sim.auth)
         if r.status_code == 204:
             return None
@@ -55,9 +60,22 @@ class Miner:
                                           json={"lease_id": job["lease_id"], "seq": seq,
                                                 "delta": delta})
 
-    async def finish(self, job: dict[str, Any], output: str) -> None:
-        r = await self.sim.post_result(job, output)
+    async def finish(self, job: dict[str, Any], output: str,
+                     finish_reason: str | None = None) -> None:
+        r = await self.result(job, output, finish_reason)
         assert r.status_code == 200, r.text
+
+    async def result(self, job: dict[str, Any], output: str, finish_reason: str | None = None,
+                     signed_reason: str | None = None) -> Any:
+        """Post a result with the model server's finish reason, signed over it (or over
+        `signed_reason`, to forge one); without a reason, as miners before finish reasons."""
+        if finish_reason is None:
+            return await self.sim.post_result(job, output)
+        digest = result_digest(job["job_id"], output, signed_reason or finish_reason)
+        sig = self.sim.account.sign_message(encode_defunct(primitive=digest)).signature.hex()
+        return await self.sim.client.post("/job/result", headers=self.sim.auth, json={
+            "job_id": job["job_id"], "lease_id": job["lease_id"], "output": output,
+            "finish_reason": finish_reason, "signature": "0x" + sig.removeprefix("0x")})
 
 
 @contextlib.asynccontextmanager

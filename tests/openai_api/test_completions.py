@@ -146,7 +146,7 @@ async def test_errors_come_in_openai_shape(settings_factory):  # type: ignore[no
             assert set(r.json()["error"]) == {"message", "type", "code", "param"}
             r = await http.post("/v1/chat/completions", json={"model": MODEL, "messages": []},
                                 headers={"Authorization": f"Bearer {v1.key}"})
-            assert r.status_code == 422 and r.json()["error"]["param"] == "messages"
+            assert r.status_code == 400 and r.json()["error"]["param"] == "messages"
             assert r.json()["error"]["type"] == "invalid_request_error"
             r = await http.post("/chat", json={"message": ""},
                                 headers={"Authorization": f"Bearer {v1.key}"})
