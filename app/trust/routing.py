@@ -58,8 +58,11 @@ class Route:
         # wallets declaring them may take: app/leases/served.py routes), then the model's own
         self.business = [q.key("chat", r) for r in routes] + (
             [q.key("chat", model), q.key("chat")] if model else [q.key("chat")])
-        self.checks = ([q.key("chat", list_for(model)), q.key("chat", TRUST)] if model
-                       else [q.key("chat", TRUST)])
+        # check copies of capability jobs wait on their own check lists (list_for(route)),
+        # so only wallets declaring the capability take them
+        self.checks = [q.key("chat", list_for(r)) for r in routes] + (
+            [q.key("chat", list_for(model)), q.key("chat", TRUST)] if model
+            else [q.key("chat", TRUST)])
         if not probation:
             self.keys = self.business + self.checks
         else:
