@@ -18,6 +18,7 @@ from arq import Retry, cron, func
 from arq.connections import RedisSettings
 from arq.worker import Worker
 
+from app import observability
 from app.config import Settings
 from app.context import AppContext, arq_queue_name, open_context
 from app.idle import runpod_flow
@@ -36,6 +37,7 @@ ARQ_MAX_TRIES = 20  # a backstop only: RUNPOD_MAX_TRIES, counted in the DB, deci
 
 async def startup(ctx: dict[str, Any]) -> None:
     settings: Settings = ctx.get("settings") or Settings()
+    observability.configure(settings)
     stack = contextlib.AsyncExitStack()
     ctx["resources"] = stack
     ctx["app"] = await stack.enter_async_context(open_context(settings))  # as the API does
@@ -60,7 +62,10 @@ async def process_idle_job(ctx: dict[str, Any], job_id: int) -> str:
     client = ctx["runpod"]
     if client is None:
         raise RuntimeError("RunPod is not configured (RUNPOD_API_KEY, RUNPOD_ENDPOINT_ID)")
-    result = await runpod_flow.run(ctx["app"], client, job_id)
+    app: AppContext = ctx["app"]
+    origin = await observability.origin_of(app.redis, app.settings.redis_prefix, "idle", job_id)
+    with observability.bound(request_id=origin, job_id=job_id):  # its log lines name the job
+        result = await runpod_flow.run(app, client, job_id)
     if result.outcome is runpod_flow.Outcome.retry:
         raise Retry(defer=result.defer_s)
     return result.outcome.value

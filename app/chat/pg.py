@@ -15,6 +15,7 @@ from typing import Any
 import asyncpg
 import orjson
 
+from app import observability
 from app.chat.options import assignment
 from app.chat.schemas import HistoryItem, ResultOut
 from app.leases.protocol import Completion
@@ -49,8 +50,8 @@ WITH leased AS (
                          miner_id = $4, attempts = attempts + 1, assigned_at = $5
     WHERE id = ANY($1::text[]) AND status = 'queued'
       AND (returned_by IS DISTINCT FROM $4 OR returned_at <= $7)
-    RETURNING id, attempts, prompt, context, session_id, model, options)
-SELECT l.id, l.attempts, l.prompt, l.context, l.session_id, l.model, l.options,
+    RETURNING id, attempts, prompt, context, session_id, model, options, created_at)
+SELECT l.id, l.attempts, l.prompt, l.context, l.session_id, l.model, l.options, l.created_at,
        (SELECT coalesce(json_agg(json_build_object('role', h.role, 'content', h.message)
                                  ORDER BY h.id), '[]')
         FROM (SELECT c.id, c.role, c.message FROM chat_logs c
@@ -111,6 +112,7 @@ async def lease(conn: asyncpg.Connection, keys: list[str], miner_id: int, lease_
                             history_limit, stored_utc(now - timedelta(seconds=cooldown_s)))
     order = {key: i for i, key in enumerate(keys)}
     rows.sort(key=lambda r: order.get(r["id"], 0))  # in the queue's order
+    observability.observe_dispatched("chat", now, ((r["attempts"], r["created_at"]) for r in rows))
     return [assignment(job_id=r["id"], lease_id=lease_id, expires_at=expires, prompt=r["prompt"],
                        context=r["context"], session_id=r["session_id"],
                        history=[HistoryItem(**h) for h in orjson.loads(r["history"])],

@@ -10,6 +10,7 @@ from decimal import Decimal
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app import observability
 from app.auth.principals import Client
 from app.context import AppContext
 from app.db import after_commit
@@ -35,6 +36,8 @@ async def submit(session: AsyncSession, ctx: AppContext, client: Client, prompt:
     job_id = str(job.id)
     after_commit(session, lambda: ctx.queue.push("idle", job_id),
                  what=f"queueing idle job {job_id} (in the DB only until the reconciler runs)")
+    after_commit(session, lambda: observability.remember_origin(  # for the worker's log lines
+        ctx.redis, ctx.settings.redis_prefix, "idle", job_id), what="its request id")
     return job
 
 

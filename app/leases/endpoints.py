@@ -18,6 +18,7 @@ from redis.exceptions import LockError
 from starlette.requests import Request
 from starlette.responses import Response
 
+from app import observability
 from app.auth.guards import wallet_guard
 from app.auth.principals import Wallet
 from app.context import AppContext, ctx
@@ -187,11 +188,13 @@ async def results(c: AppContext, kind: JobKind, who: Wallet, items: list[Any]) -
             won = await protocol.complete(session, c, kind, done)
     lost = iter(await protocol.settle_losers(
         c, kind, [x for x, w in zip(done, won, strict=True) if w is None]))
+    observability.count_lease_outcome(kind.name, "completed", sum(w is not None for w in won))
     winners = iter(won)
     out: list[Any] = []
     for x in checked:
         if isinstance(x, AppError):
             out.append(x)
+            observability.count_lease_outcome(kind.name, "rejected")
         else:
             answer = next(winners)
             out.append(answer if answer is not None else next(lost))
@@ -351,6 +354,7 @@ def add_miner_endpoints(router: Router, kind: JobKind, prefix: str, shapes: Shap
                              what=f"waking the waiters of {kind.name} job {job_id}")
         if status is None:
             raise await _not_current(c, kind, key)
+        observability.count_lease_outcome(kind.name, "released")
         return ReleaseOut(job_id=job_id, status=status)
 
     release.__doc__ = (f"Give a leased {noun} back (it is redelivered, or failed after the "

@@ -24,4 +24,5 @@ def body(err: AppError) -> dict[str, Any]:
     if param is None and fields:
         param = fields[0]["field"]  # the first field validation refused
     kind = TYPES.get(err.status, "server_error" if err.status >= 500 else "invalid_request_error")
-    return {"error": {"message": err.detail, "type": kind, "code": err.code, "param": param}}
+    return {"error": {"message": err.detail, "type": kind, "code": err.code, "param": param},
+            "request_id": err.extra.get("request_id")}
