@@ -42,6 +42,7 @@ async def submit(unit: Unit, ctx: AppContext, client: Client, message: str,
                   session_id=session_id or str(uuid.uuid4()), prompt=message, context=context,
                   status=JobStatus.queued, attempts=0, created_at=now, model=model,
                   options=options)
+    observability.set_fields(job_id=job.id)  # the rest of the request's log lines name it
     supplied = session_id is not None
     if isinstance(unit, PgUnit):
         if earlier:

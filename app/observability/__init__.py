@@ -15,7 +15,6 @@ from typing import Any
 
 from starlette.middleware import Middleware
 
-from app.config import export_multiproc_dir
 from app.observability import exposition, logs, metrics, multiproc
 from app.observability.context import bound, current, new_request_id, request_id, set_fields
 from app.observability.http import RequestMiddleware
@@ -23,7 +22,6 @@ from app.observability.metrics import (count_lease_outcome, first_token_timer, l
                                        observe_chain_rpc, observe_dispatch, observe_dispatched,
                                        observe_answered, observe_end_to_end, observe_first_token, refresh_pools,
                                        time_buyback_step, time_runpod_call, timed_runpod)
-from app.observability.rpc import instrument as instrument_web3
 
 __all__ = ["bound", "configure", "count_lease_outcome", "current", "first_token_timer",
            "instrument_web3", "observe_dispatched", "timed_runpod", "origin_of",
@@ -32,6 +30,13 @@ __all__ = ["bound", "configure", "count_lease_outcome", "current", "first_token_
            "observe_dispatch", "observe_end_to_end", "observe_first_token", "prepare_process",
            "refresh_pools", "render_metrics", "request_id", "set_fields", "setup_logging",
            "tag_error", "time_buyback_step", "time_runpod_call"]
+
+
+def instrument_web3(w3: Any) -> Any:
+    """mia_chain_rpc_seconds for every call of this AsyncWeb3 (web3 is imported only here)."""
+    from app.observability.rpc import instrument
+
+    return instrument(w3)
 
 
 def setup_logging(settings: Any) -> None:
@@ -46,6 +51,8 @@ def prepare_process(settings: Any) -> str:
     """`mia serve` and `mia worker`, before any process of theirs builds a metric: the
     multiprocess directory (PROMETHEUS_MULTIPROC_DIR, else a private new one), cleaned of dead
     processes' files and exported to the environment the server's workers inherit."""
+    from app.config import export_multiproc_dir  # (logs.py stays light: uvicorn's workers load it)
+
     path = multiproc.prepare(settings.prometheus_multiproc_dir)
     export_multiproc_dir(path)
     return path

@@ -34,6 +34,11 @@ def current() -> dict[str, Any]:
     return out
 
 
+def clear() -> None:
+    for var in _vars.values():
+        var.set(None)
+
+
 def request_id() -> str | None:
     return _vars["request_id"].get()  # type: ignore[no-any-return]
 

@@ -39,6 +39,7 @@ class RequestMiddleware:
                 break
         rid = context.new_request_id(given)
         scope.setdefault("state", {})["request_id"] = rid
+        context.clear()  # nothing of an earlier request on this task
         token = context._vars["request_id"].set(rid)
         raw = rid.encode()
         start = time.perf_counter()

@@ -76,9 +76,9 @@ def uvicorn_log_config(log_format: str, level: str) -> dict[str, Any]:
     logging from this dict before importing the app, so the formatter is named here."""
     return {
         "version": 1, "disable_existing_loggers": False,
-        "filters": {"context": {"()": "app.observability.logs.ContextFilter"}},
-        "formatters": {"main": {"()": "app.observability.logs.JsonFormatter" if log_format
-                                == "json" else "app.observability.logs.TextFormatter"}},
+        # classes, not dotted names: dictConfig would import the app under logging's lock
+        "filters": {"context": {"()": ContextFilter}},
+        "formatters": {"main": {"()": JsonFormatter if log_format == "json" else TextFormatter}},
         "handlers": {"stderr": {"class": "logging.StreamHandler", "stream": "ext://sys.stderr",
                                 "formatter": "main", "filters": ["context"]}},
         "root": {"handlers": ["stderr"], "level": level.upper()},
