@@ -77,6 +77,18 @@ def build() -> None:
                     ["pool", "state"], multiprocess_mode="livesum")
     long_polls = Gauge("mia_long_polls_open", "Miners' long-polls open now, over live processes.",
                        multiprocess_mode="livesum")
+    # Every known label set exists from the start, at zero: rate() and the alerts see a series
+    # that has not moved yet instead of none at all.
+    for kind in KINDS:
+        for outcome in LEASE_OUTCOMES:
+            lease_outcomes.labels(kind, outcome)
+        dispatch.labels(kind)
+        end_to_end.labels(kind)
+    for outcome in ("ok", "wait", "error"):
+        buyback_steps.labels("run", outcome)
+    for outcome in ("ok", "error"):
+        chain_rpc.labels("eth_blockNumber", outcome)
+        runpod_calls.labels("status", outcome)
     _built = True
 
 

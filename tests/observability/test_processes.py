@@ -2,12 +2,18 @@
 PROMETHEUS_MULTIPROC_DIR, logging JSON lines. /metrics adds up both API processes and the
 worker; a request id from a 4xx and a 5xx response finds that request's log lines, and an idle
 job's request id is on the worker's lines about it; no log line of a full chat cycle holds the
-prompt, the answer, the API key, the session token or the signature."""
+prompt, the answer, the API key, the session token or the signature. Then a real Prometheus
+(Debian's binary) scrapes the running system under a little load: every series the alerts and
+the dashboard use exists with samples, and every dashboard panel's PromQL evaluates (the core
+panels to something)."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import os
+import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -19,6 +25,7 @@ from typing import Any
 import httpx
 import orjson
 import pytest
+import yaml
 from eth_account import Account
 
 from app.auth.apikeys import create_api_key
@@ -30,6 +37,70 @@ from tests.observability.test_metrics_endpoint import families, value
 from tests.support.harness import SimMiner
 
 ROOT = Path(__file__).resolve().parents[2]
+PROMETHEUS = shutil.which("prometheus")
+ALERTS = ROOT / "deploy" / "prometheus" / "alerts.yml"
+DASHBOARD = ROOT / "deploy" / "grafana" / "mia.json"
+
+
+def _used_series() -> set[str]:
+    exprs = [r["expr"] for g in yaml.safe_load(ALERTS.read_text())["groups"] for r in g["rules"]]
+    exprs += [t["expr"] for p in json.loads(DASHBOARD.read_text())["panels"] for t in p["targets"]]
+    return {m for e in exprs for m in re.findall(r"\b(mia_[a-z_]+|up)\b", e)}
+
+
+async def _with_prometheus(base: str, tmp_path: Path) -> None:
+    """Prometheus scrapes `base` every second while a little load runs; then its HTTP API."""
+    port = free_port()
+    host = base.removeprefix("http://")
+    config = tmp_path / "prometheus.yml"
+    config.write_text(yaml.safe_dump({
+        "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+        "scrape_configs": [{"job_name": "mia", "metrics_path": "/metrics",
+                            "params": {"format": ["prometheus"]},
+                            "static_configs": [{"targets": [host]}]}]}))
+    log = tmp_path / "prometheus.log"
+    prom = subprocess.Popen([PROMETHEUS, f"--config.file={config}",  # type: ignore[list-item]
+                             f"--storage.tsdb.path={tmp_path / 'tsdb'}",
+                             f"--web.listen-address=127.0.0.1:{port}"],
+                            stdout=log.open("ab"), stderr=subprocess.STDOUT)
+    stop = asyncio.Event()
+
+    async def load() -> None:  # a little traffic while Prometheus watches
+        async with httpx.AsyncClient(base_url=base, timeout=30) as c:
+            while not stop.is_set():
+                await c.get("/health")
+                await c.get("/network")
+                await asyncio.sleep(0.05)
+    traffic = asyncio.create_task(load())
+    try:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=30) as api:
+            async def query(expr: str) -> list[Any]:
+                r = await api.get("/api/v1/query", params={"query": expr})
+                body = r.json()
+                assert r.status_code == 200 and body["status"] == "success", (expr, body)
+                return body["data"]["result"]  # type: ignore[no-any-return]
+            deadline = time.monotonic() + 90
+            while True:  # ten scrapes in: rate() over [1m] has points to work with
+                try:
+                    if await query('count_over_time(up{job="mia"}[1m]) >= 10'):
+                        break
+                except (httpx.TransportError, ValueError, AssertionError):
+                    pass
+                assert time.monotonic() < deadline and prom.poll() is None, log.read_text()[-3000:]
+                await asyncio.sleep(0.5)
+            assert (await query('up{job="mia"}'))[0]["value"][1] == "1"
+            missing = [name for name in sorted(_used_series()) if not await query(name)]
+            assert not missing, f"series the alerts or the dashboard use, absent: {missing}"
+            for panel in json.loads(DASHBOARD.read_text())["panels"]:
+                core = panel["description"].startswith("core")
+                for target in panel["targets"]:
+                    result = await query(target["expr"])  # a parse error fails in query()
+                    assert result or not core, f"core panel {panel['title']!r} is empty"
+    finally:
+        stop.set()
+        await traffic
+        prom.terminate()
+        prom.wait(20)
 
 
 def _env(settings: Settings, **more: str) -> dict[str, str]:
@@ -151,6 +222,8 @@ async def test_two_api_processes_and_the_worker(settings_factory, postgres_db, r
         # the worker's figures too (it shares the directory)
         assert value(m, "mia_runpod_call_seconds_count", call="run", outcome="ok") >= 1
         assert value(m, "mia_lease_outcomes_total", kind="chat", outcome="completed") == 1
+        if PROMETHEUS is not None:
+            await _with_prometheus(base, tmp_path)
     finally:
         await db.dispose()
         _stop(worker)
@@ -178,3 +251,6 @@ async def test_two_api_processes_and_the_worker(settings_factory, postgres_db, r
     everything = api_log.read_text() + worker_log.read_text()
     for secret in (prompt, answer, key, miner.token, signature, signature.removeprefix("0x")):
         assert secret and secret not in everything, "a secret or a conversation reached the logs"
+    if PROMETHEUS is None:
+        pytest.skip("the logs and /metrics checks passed; the real-Prometheus part needs "
+                    "Debian's prometheus binary (`make install` installs it as root)")
