@@ -50,6 +50,7 @@ class Settings(BaseSettings):
     # Shared by `mia serve --workers N` and `mia worker` on one host so /metrics adds them up;
     # unset, `mia serve`/`mia worker` make a private one (prometheus_client's multiprocess mode)
     prometheus_multiproc_dir: str | None = None
+    otel_exporter_otlp_endpoint: str | None = None  # set: OpenTelemetry traces, OTLP over HTTP
 
     # --- the server (`mia serve`) and timeouts (seconds) -------------------------------------
     server_keepalive_s: int = 75  # idle keep-alive; above a load balancer's 60 s idle timeout

@@ -104,7 +104,8 @@ async def run_buyback(ctx: dict[str, Any], buyback_id: int) -> str:
     let the next try resume where this one stopped."""
     app: AppContext = ctx["app"]
     try:
-        with observability.bound(buyback_id=buyback_id), observability.time_buyback_step("run"):
+        with (observability.bound(buyback_id=buyback_id), observability.time_buyback_step("run"),
+              observability.job_span("buyback run", "buyback", buyback_id)):
             async with runner_lock(app) as held:
                 if not held:
                     log.info("buyback %d: another runner holds the treasury; retry in %ss",

@@ -37,7 +37,7 @@ ARQ_MAX_TRIES = 20  # a backstop only: RUNPOD_MAX_TRIES, counted in the DB, deci
 
 async def startup(ctx: dict[str, Any]) -> None:
     settings: Settings = ctx.get("settings") or Settings()
-    observability.configure(settings)
+    observability.configure(settings, service="mia-worker")
     stack = contextlib.AsyncExitStack()
     ctx["resources"] = stack
     ctx["app"] = await stack.enter_async_context(open_context(settings))  # as the API does
@@ -64,7 +64,8 @@ async def process_idle_job(ctx: dict[str, Any], job_id: int) -> str:
         raise RuntimeError("RunPod is not configured (RUNPOD_API_KEY, RUNPOD_ENDPOINT_ID)")
     app: AppContext = ctx["app"]
     origin = await observability.origin_of(app.redis, app.settings.redis_prefix, "idle", job_id)
-    with observability.bound(request_id=origin, job_id=job_id):  # its log lines name the job
+    with (observability.bound(request_id=origin, job_id=job_id),  # its log lines name the job
+          observability.job_span("idle on RunPod", "idle", job_id)):
         result = await runpod_flow.run(app, client, job_id)
     if result.outcome is runpod_flow.Outcome.retry:
         raise Retry(defer=result.defer_s)

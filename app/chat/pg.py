@@ -112,7 +112,8 @@ async def lease(conn: asyncpg.Connection, keys: list[str], miner_id: int, lease_
                             history_limit, stored_utc(now - timedelta(seconds=cooldown_s)))
     order = {key: i for i, key in enumerate(keys)}
     rows.sort(key=lambda r: order.get(r["id"], 0))  # in the queue's order
-    observability.observe_dispatched("chat", now, ((r["attempts"], r["created_at"]) for r in rows))
+    observability.observe_dispatched("chat", now, ((r["attempts"], r["created_at"], r["id"])
+                                                    for r in rows))
     return [assignment(job_id=r["id"], lease_id=lease_id, expires_at=expires, prompt=r["prompt"],
                        context=r["context"], session_id=r["session_id"],
                        history=[HistoryItem(**h) for h in orjson.loads(r["history"])],

@@ -34,6 +34,7 @@ async def submit(session: AsyncSession, ctx: AppContext, client: Client, prompt:
     session.add(job)
     await session.flush()
     job_id = str(job.id)
+    observability.set_fields(job_id=job_id)  # the rest of the request's log lines name it
     after_commit(session, lambda: ctx.queue.push("idle", job_id),
                  what=f"queueing idle job {job_id} (in the DB only until the reconciler runs)")
     after_commit(session, lambda: observability.remember_origin(  # for the worker's log lines

@@ -189,6 +189,7 @@ async def results(c: AppContext, kind: JobKind, who: Wallet, items: list[Any]) -
     lost = iter(await protocol.settle_losers(
         c, kind, [x for x, w in zip(done, won, strict=True) if w is None]))
     observability.count_lease_outcome(kind.name, "completed", sum(w is not None for w in won))
+    observability.trace_results(kind.name, [c.job_id for c, w in zip(done, won) if w is not None])
     winners = iter(won)
     out: list[Any] = []
     for x in checked:

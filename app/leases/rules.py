@@ -73,7 +73,7 @@ async def acquire(session: AsyncSession, model: Any, keys: Sequence[Any], miner_
         .returning(model.id, model.attempts, *returning, model.created_at))).all()
     order = {key: i for i, key in enumerate(keys)}
     rows.sort(key=lambda r: order.get(r[0], 0))  # in the queue's order
-    observability.observe_dispatched(model.__tablename__, now, ((r[1], r[-1]) for r in rows))
+    observability.observe_dispatched(model.__tablename__, now, ((r[1], r[-1], r[0]) for r in rows))
     return [Lease(str(r[0]), lease_id, expires, r[1], tuple(r[2:-1]), r[0]) for r in rows]
 
 

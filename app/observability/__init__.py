@@ -15,7 +15,7 @@ from typing import Any
 
 from starlette.middleware import Middleware
 
-from app.observability import exposition, logs, metrics, multiproc
+from app.observability import exposition, logs, metrics, multiproc, tracing
 from app.observability.context import bound, current, new_request_id, request_id, set_fields
 from app.observability.http import RequestMiddleware
 from app.observability.metrics import (count_lease_outcome, first_token_timer, long_poll_open,
@@ -58,8 +58,9 @@ def prepare_process(settings: Any) -> str:
     return path
 
 
-def configure(settings: Any) -> None:
+def configure(settings: Any, service: str = "mia-api") -> None:
     """Each process as it starts (API lifespan, worker startup)."""
+    tracing.configure(settings.otel_exporter_otlp_endpoint, service)
     if settings.metrics_enabled:
         metrics.build()
     metrics.ENABLED = settings.metrics_enabled
@@ -79,6 +80,18 @@ def _pools(scope: dict[str, Any]) -> None:
 
 def render_metrics(settings: Any) -> str:
     return exposition.render(settings.prometheus_multiproc_dir)
+
+
+def job_span(name: str, kind: str, ident: object) -> Any:
+    """with job_span("idle.runpod", "idle", job_id): a span in that job's trace (if tracing)."""
+    return tracing.span(name, kind, ident)
+
+
+def trace_results(kind: str, job_ids: list[str]) -> None:
+    """Results stored for these jobs: a span each, in each job's trace."""
+    if tracing.enabled():
+        for job_id in job_ids:
+            tracing.record("result stored", kind, job_id)
 
 
 def tag_error(request: Any, err: Any) -> None:

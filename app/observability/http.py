@@ -9,7 +9,7 @@ import logging
 import time
 from typing import Any
 
-from app.observability import context, metrics
+from app.observability import context, metrics, tracing
 
 log = logging.getLogger("app.http")
 METHODS = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"})
@@ -43,6 +43,7 @@ class RequestMiddleware:
         token = context._vars["request_id"].set(rid)
         raw = rid.encode()
         start = time.perf_counter()
+        wall = time.time_ns() if tracing.enabled() else 0
         status = 500
 
         async def send_with_id(message: dict[str, Any]) -> None:
@@ -59,12 +60,19 @@ class RequestMiddleware:
         except BaseException:
             # The log context stays set: the server's error line and the 500's body (rendered
             # outside this middleware, app/main.py) still carry the request id.
-            self._end(scope, 500, start)
+            self._end(scope, 500, start, wall)
             raise
-        self._end(scope, status, start)
+        self._end(scope, status, start, wall)
         context._vars["request_id"].reset(token)
 
-    def _end(self, scope: dict[str, Any], status: int, start: float) -> None:
+    def _end(self, scope: dict[str, Any], status: int, start: float, wall: int) -> None:
+        if wall:  # tracing: the request joins its job's trace, if it is about one
+            job_id = context._vars["job_id"].get()
+            if job_id is not None:
+                route = _route(scope)
+                tracing.record(f"{scope['method']} {route}",
+                               "idle" if route.startswith("/idle") else "chat", job_id,
+                               start_ns=wall, **{"http.status_code": status})
         if self.record:
             method = scope["method"] if scope["method"] in METHODS else "other"
             metrics.observe_http(_route(scope), method, status, time.perf_counter() - start)

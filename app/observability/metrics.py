@@ -16,6 +16,8 @@ from typing import Any
 
 from prometheus_client import Counter, Gauge, Histogram, values
 
+from app.observability import tracing
+
 ENABLED = False  # set by configure(): METRICS_ENABLED, once the metrics are built
 
 # seconds; a long-poll may hold GET /job/next up to MINER_MAX_WAIT_S (30 s)
@@ -131,12 +133,13 @@ def first_token_timer() -> Any:
 
 def observe_dispatched(kind: str, now: Any, leased: Any) -> None:
     """First deliveries among leased rows (attempts == 1): queued (created_at) to leased (now)."""
-    if ENABLED:
+    if ENABLED or tracing.enabled():
         kind = kind.split("_")[0]  # a table name (chat_jobs) names its kind too
         now = _aware(now)
-        for attempts, created_at in leased:
+        for attempts, created_at, job_id in leased:
             if attempts == 1 and created_at is not None:
                 observe_dispatch(kind, (now - _aware(created_at)).total_seconds())
+            tracing.record("leased", kind, job_id, attempt=int(attempts))
 
 
 def _aware(moment: Any) -> Any:

@@ -8,7 +8,7 @@ from typing import Any
 
 from web3.middleware.base import Web3Middleware
 
-from app.observability import metrics
+from app.observability import metrics, tracing
 
 
 class RpcTimer(Web3Middleware):
@@ -17,7 +17,8 @@ class RpcTimer(Web3Middleware):
             start = time.perf_counter()
             ok = False
             try:
-                response = await make_request(method, params)
+                with tracing.child(f"rpc {method}"):  # a buyback's chain calls, in its trace
+                    response = await make_request(method, params)
                 ok = not (isinstance(response, dict) and response.get("error"))
                 return response
             finally:
