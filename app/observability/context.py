@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import re
+import itertools
 import os
 from collections.abc import Iterator
 from typing import Any
@@ -18,10 +19,24 @@ _vars: dict[str, contextvars.ContextVar[Any]] = {
 _WELL_FORMED = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{7,127}")
 
 
+_PREFIX = os.urandom(8).hex()  # this process's, drawn once (renewed in a forked child)
+_count = itertools.count(1)
+
+
+def _forked() -> None:
+    global _PREFIX, _count
+    _PREFIX, _count = os.urandom(8).hex(), itertools.count(1)
+
+
+os.register_at_fork(after_in_child=_forked)
+
+
 def new_request_id(given: str | None = None) -> str:
+    """The caller's id if well formed, else ours: 64 random bits of this process and a counter
+    (32 hex digits, unique across processes, no system call per request)."""
     if given is not None and _WELL_FORMED.fullmatch(given):
         return given
-    return os.urandom(16).hex()  # 128 random bits, as a UUID4 has, at a fifth of its cost
+    return f"{_PREFIX}{next(_count):016x}"
 
 
 def current() -> dict[str, Any]:

@@ -8,6 +8,7 @@ live gauges summed over live processes)."""
 
 from __future__ import annotations
 
+import os
 import time
 from datetime import UTC
 from collections.abc import Iterator
@@ -51,12 +52,32 @@ long_polls: Gauge
 _built = False
 
 
+_pid = os.getpid()
+
+
+def _current_pid() -> int:
+    return _pid
+
+
+def _forked() -> None:
+    global _pid
+    _pid = os.getpid()
+
+
+os.register_at_fork(after_in_child=_forked)
+
+
 def build() -> None:
     global http_duration, dispatch, end_to_end, first_token, lease_outcomes, buyback_steps
     global chain_rpc, runpod_calls, db_pool, long_polls, _built
     if _built:
         return
-    values.ValueClass = values.get_value_class()  # PROMETHEUS_MULTIPROC_DIR, read now
+    chosen = values.get_value_class()  # PROMETHEUS_MULTIPROC_DIR, read now
+    if chosen is not values.MutexValue:
+        # multiprocess: the client asks os.getpid() (a system call) on every increment to notice
+        # a fork; the pid is kept here instead and renewed in a forked child
+        chosen = values.MultiProcessValue(process_identifier=_current_pid)
+    values.ValueClass = chosen
     http_duration = Histogram(
         "mia_http_request_duration_seconds", "HTTP requests by route template, method and status "
         "class.", ["route", "method", "status"], buckets=HTTP_BUCKETS)
