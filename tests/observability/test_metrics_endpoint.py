@@ -41,6 +41,7 @@ async def test_a_chat_cycle_shows_in_the_histograms_with_every_old_figure(settin
     async with running_app(settings_factory()) as api:
         key = await api.api_key()
         miner = await api.miner()
+        before = await scrape(api.client)  # the process's metrics outlive one app: count growth
         created = (await api.chat(key, "histogram me")).json()
         job = await miner.next_job()
         assert job is not None and job["job_id"] == created["job_id"]
@@ -53,15 +54,18 @@ async def test_a_chat_cycle_shows_in_the_histograms_with_every_old_figure(settin
     for name in OLD_FIGURES:  # (the parser names a counter's samples name_total)
         assert name in m or f"{name}_total" in m, name
     assert value(m, "mia_jobs", kind="chat", status="completed") == 1
+
+    def grew(name: str, **labels: str) -> float:
+        return value(m, name, **labels) - value(before, name, **labels)
     http = "mia_http_request_duration_seconds_count"
-    assert value(m, http, route="/chat", method="POST", status="2xx") == 1
+    assert grew(http, route="/chat", method="POST", status="2xx") == 1
     # the route template, never the raw path: any job id is one label
-    assert value(m, http, route="/chat/{job_id}", method="GET", status="2xx") == 1
+    assert grew(http, route="/chat/{job_id}", method="GET", status="2xx") == 1
     routes = {s.labels["route"] for s in m[http]}
     assert "unmatched" in routes and not any("zzz" in r or "/chat/x" in r for r in routes)
     assert {s.labels["method"] for s in m[http]} <= {"GET", "POST", "DELETE", "other"}
-    assert value(m, "mia_lease_outcomes_total", kind="chat", outcome="completed") == 1
-    assert value(m, "mia_job_dispatch_seconds_count", kind="chat") == 1
+    assert grew("mia_lease_outcomes_total", kind="chat", outcome="completed") == 1
+    assert grew("mia_job_dispatch_seconds_count", kind="chat") == 1
     assert "mia_redis_round_trip_seconds" in m
     assert value(m, "mia_db_pool_connections", pool="sqlalchemy", state="size") >= 1
 
