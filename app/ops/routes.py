@@ -113,13 +113,12 @@ def _require_metrics_token(request: Request) -> None:
 
 
 @router.get("/metrics", query=MetricsQuery, responses={200: MetricsOut}, content={200: PROMETHEUS},
-            errors=(401, 429))
+            errors=(401,), limit=limit_metrics)
 async def get_metrics(request: Request, query: MetricsQuery) -> Response:
     """Revenue, buybacks, queue depths, active miners, jobs by status and miners' token-count
     drift (reported vs counted). JSON (money as strings); Prometheus text with
     `Accept: text/plain` or `?format=prometheus`. With METRICS_TOKEN set, only for
     `Authorization: Bearer <METRICS_TOKEN>`."""
-    await limit_metrics(request)
     _require_metrics_token(request)
     c = ctx(request)
     values = await metrics.collect_cached(c)  # at most once per METRICS_CACHE_S per process

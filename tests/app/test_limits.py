@@ -298,5 +298,6 @@ def test_openapi_documents_429_with_retry_after_on_every_limited_endpoint() -> N
     per_ip = {(ep.method, ep.path) for ep in endpoints if ep.limit is not None}
     assert per_ip == {("GET", "/auth/nonce"), ("POST", "/auth/login"),
                       ("POST", "/register_miner"),  # sign-in; and the public chain checks:
-                      ("GET", "/burns/summary"), ("GET", "/burns/{buyback_id}/verify")}
+                      ("GET", "/burns/summary"), ("GET", "/burns/{buyback_id}/verify"),
+                      ("GET", "/metrics")}  # the public scrape (issue 23 M4)
     assert limited > 20
