@@ -7,7 +7,7 @@ PY_STAMP := $(VENV)/.installed
 CONTRACTS_STAMP := contracts/node_modules/.installed
 DOCS_STAMP := app/static/node_modules/.installed
 
-.PHONY: install chromium test dev bench clean
+.PHONY: install chromium prometheus test dev bench clean
 
 $(PY_STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -38,7 +38,21 @@ chromium:
 	else echo "chromium is missing and cannot be installed here (not root, or no apt-get):" \
 	  "the browser test will skip"; fi
 
-install: $(PY_STAMP) $(CONTRACTS_STAMP) $(DOCS_STAMP) chromium
+# promtool (the alert rules' unit tests) and prometheus (a real server scraping `mia serve` in a
+# test), from Debian's package, the way chromium is installed: only when missing and only by
+# root; elsewhere those tests skip and say why.
+PROMTOOL := /usr/bin/promtool
+
+prometheus:
+	@if [ -x $(PROMTOOL) ]; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	  echo "installing Debian's prometheus for the alert-rule and scrape tests"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	    --no-install-recommends prometheus >/dev/null; \
+	else echo "prometheus is missing and cannot be installed here (not root, or no apt-get):" \
+	  "the promtool and scrape tests will skip"; fi
+
+install: $(PY_STAMP) $(CONTRACTS_STAMP) $(DOCS_STAMP) chromium prometheus
 
 # pytest exits 5 when it collected no tests: that is a failure here, never a pass.
 test: install

@@ -7,6 +7,8 @@ from dataclasses import dataclass
 
 from web3 import AsyncWeb3
 
+from app.observability import instrument_web3
+
 # (address, eip191_hash, signature) -> valid?  ERC-1271 for contract wallets
 Erc1271 = Callable[[str, bytes, bytes], Awaitable[bool]]
 
@@ -27,7 +29,7 @@ def open_chain(url: str | None, erc1271_gas: int | None = None) -> ChainLink | N
     from chain.client import make_web3
     from chain.erc1271 import CodeCache, is_valid_erc1271_signature
 
-    w3 = make_web3(url)
+    w3 = instrument_web3(make_web3(url))  # mia_chain_rpc_seconds
     codes = CodeCache()
 
     async def erc1271(address: str, hash32: bytes, signature: bytes) -> bool:

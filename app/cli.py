@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import sys
 
 from pydantic import ValidationError
@@ -73,15 +72,20 @@ def main(argv: list[str] | None = None) -> int:
         return audit_main(rest, prog="mia verify-burns")
     if rest:
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    for noisy in ("alembic", "httpx"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
         settings = Settings()
     except ValidationError as exc:
         for line in settings_errors(exc):
             print(f"mia {args.command}: {line}", file=sys.stderr)
         return 2
+    from app import observability
+
+    observability.setup_logging(settings)  # LOG_FORMAT: text, or one JSON object a line
+    if args.command in ("serve", "worker"):
+        # before the first metric is built: every process of the command writes its own file
+        # in this directory, and /metrics adds them up
+        settings = settings.model_copy(
+            update={"prometheus_multiproc_dir": observability.prepare_process(settings)})
     if args.command in ("serve", "worker") and settings.env == "production":
         problems = settings.production_problems()
         for problem in problems:
@@ -209,11 +213,12 @@ def serve_api(settings: Settings, *, host: str | None = None, port: int | None =
               workers: int = 1) -> int:
     import uvicorn
 
+    from app.observability import uvicorn_log_config
     from app.serving import uvicorn_limits
 
     uvicorn.run("app.main:create_app", factory=True, host=host or settings.host,
                 port=port or settings.port, workers=workers, log_level=settings.log_level.lower(),
-                **uvicorn_limits(settings))
+                log_config=uvicorn_log_config(settings), **uvicorn_limits(settings))
     return 0
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import os
 from decimal import Decimal
 from functools import cached_property
 from typing import Annotated, Literal
@@ -39,6 +40,17 @@ class Settings(BaseSettings):
     cors_allow_credentials: bool = False  # auth is a Bearer header, so browsers need no cookies
     log_level: str = "INFO"
     metrics_token: SecretStr | None = None  # set: /metrics wants Authorization: Bearer <it>
+
+    # --- observability (app/observability/, README "Operating MIA") --------------------------
+    log_format: Literal["text", "json"] = "text"  # json: one object a line, with request ids
+    metrics_enabled: bool = True  # false: no histograms, no request middleware (bench baseline)
+    metrics_cache_s: float = 10.0  # /metrics' database figures: computed at most this often
+    # per process (a full-table GROUP BY at 1M jobs costs ~200 ms)
+    rate_limit_metrics_per_min: int = 120  # per client IP (a scraper every 15 s needs 4)
+    # Shared by `mia serve --workers N` and `mia worker` on one host so /metrics adds them up;
+    # unset, `mia serve`/`mia worker` make a private one (prometheus_client's multiprocess mode)
+    prometheus_multiproc_dir: str | None = None
+    otel_exporter_otlp_endpoint: str | None = None  # set: OpenTelemetry traces, OTLP over HTTP
 
     # --- the server (`mia serve`) and timeouts (seconds) -------------------------------------
     server_keepalive_s: int = 75  # idle keep-alive; above a load balancer's 60 s idle timeout
@@ -278,6 +290,12 @@ class Settings(BaseSettings):
 
 
 DEV_CHAIN_IDS = frozenset({31337, 1337})  # Hardhat/Anvil and Ganache/geth --dev
+
+
+def export_multiproc_dir(path: str) -> None:
+    """prometheus_client's multiprocess mode reads PROMETHEUS_MULTIPROC_DIR from the environment
+    of every process (the server's workers inherit it): set before any metric exists."""
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = path
 
 
 def load_settings(**overrides: object) -> Settings:

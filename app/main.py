@@ -32,6 +32,7 @@ from app.errors import AppError, ServiceUnavailable
 from app.idle.routes import router as idle_router
 from app.miners.routes import router as miners_router
 from app.openapi import build_openapi, doc_routes
+from app import observability
 from app.ops import maintenance
 from app.ops.routes import router as ops_router
 from app.transparency.routes import asset_routes
@@ -52,6 +53,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        observability.configure(settings)
         async with open_context(settings) as ctx:  # closes everything, even after a failed start
             ctx.notifier.on(auth_cache.channel(settings.redis_prefix), ctx.auth_cache.clear)
             app.state.ctx = ctx
@@ -73,6 +75,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
     # The client IP is the right-most X-Forwarded-For entry that is not a trusted proxy (never
     # the left-most, which the caller writes); an untrusted peer's header is ignored.
     middleware = [Middleware(ProxyHeadersMiddleware, trusted_hosts=settings.forwarded_allow_ips)]
+    middleware.insert(0, observability.middleware(settings))  # outermost: times all the rest
     if settings.cors_origins:  # "*" never comes with credentials (refused in Settings)
         middleware.append(Middleware(CORSMiddleware, allow_origins=settings.cors_origins,
                                      allow_methods=["GET", "POST", "DELETE"],
@@ -86,6 +89,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
 
 def _render(request: Request, err: AppError) -> Response:
     """Our {"error", "detail"} everywhere, OpenAI's shape under /v1/."""
+    observability.tag_error(request, err)  # its request id, in the body and the header
     if openai_errors.applies(request.url.path):
         return openai_errors.response(err)
     return error_response(err)

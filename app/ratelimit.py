@@ -195,6 +195,14 @@ async def limit_anonymous_chat(request: Request) -> None:
                              "anonymous chats from this address")
 
 
+async def limit_metrics(request: Request) -> None:
+    """Per client IP: /metrics (public unless METRICS_TOKEN is set)."""
+    c: AppContext = request.app.state.ctx
+    await c.limiter.enforce("metrics", client_ip(request),
+                             Rate.per_minute(c.settings.rate_limit_metrics_per_min),
+                             "metrics scrapes from this address")
+
+
 async def limit_chain_reads(request: Request) -> None:
     """Per client IP: the public answers that read the chain (/burns/summary, .../verify)."""
     c: AppContext = request.app.state.ctx

@@ -22,4 +22,7 @@ def uvicorn_limits(settings: Settings) -> dict[str, Any]:
         # X-Forwarded-For is resolved by the app itself (create_app, FORWARDED_ALLOW_IPS), the
         # same under any server; uvicorn would otherwise apply its own env-read trust list.
         "proxy_headers": False,
+        # With --workers N, a worker that has not started serving within this many seconds is
+        # killed and replaced; uvicorn's 5 s is less than the app's start on a busy 2-core host.
+        "timeout_worker_healthcheck": 60,
     }

@@ -18,6 +18,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from app import observability
 from app.errors import AppError, BadRequest, PayloadTooLarge, ValidationFailed
 
 Handler = Callable[..., Awaitable[Any]]
@@ -121,6 +122,7 @@ class Endpoint:
         for name, value in request.path_params.items():
             if isinstance(value, str) and "\x00" in value:
                 raise ValidationFailed(f"{name}: NUL characters are not allowed")
+        observability.set_fields(job_id=request.path_params.get("job_id"))  # for the log lines
         kwargs: dict[str, Any] = {}
         if self.limit is not None:
             await self.limit(request)

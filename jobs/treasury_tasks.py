@@ -21,6 +21,7 @@ from typing import Any
 from arq import Retry
 from redis.exceptions import RedisError
 
+from app import observability
 from app.context import AppContext
 from app.errors import AppError
 from app.treasury import price, repository, runner
@@ -103,12 +104,14 @@ async def run_buyback(ctx: dict[str, Any], buyback_id: int) -> str:
     let the next try resume where this one stopped."""
     app: AppContext = ctx["app"]
     try:
-        async with runner_lock(app) as held:
-            if not held:
-                log.info("buyback %d: another runner holds the treasury; retry in %ss", buyback_id,
-                         LOCK_BUSY_RETRY_S)
-                raise Retry(defer=LOCK_BUSY_RETRY_S)
-            return await _run(ctx, app, buyback_id)
+        with (observability.bound(buyback_id=buyback_id), observability.time_buyback_step("run"),
+              observability.job_span("buyback run", "buyback", buyback_id)):
+            async with runner_lock(app) as held:
+                if not held:
+                    log.info("buyback %d: another runner holds the treasury; retry in %ss",
+                             buyback_id, LOCK_BUSY_RETRY_S)
+                    raise Retry(defer=LOCK_BUSY_RETRY_S)
+                return await _run(ctx, app, buyback_id)
     except RunnerLockLost as exc:  # stopped mid-run: the next try resumes from the records
         log.warning("buyback %d: %s; retry in %ss", buyback_id, exc, LOCK_BUSY_RETRY_S)
         raise Retry(defer=LOCK_BUSY_RETRY_S) from None

@@ -20,6 +20,7 @@ from arq.connections import RedisSettings
 from arq.worker import Worker
 from redis.exceptions import RedisError
 
+from app import observability
 from app.config import Settings
 from app.context import AppContext, arq_queue_name, open_context
 from app.idle import runpod_flow
@@ -39,6 +40,7 @@ REDIS_BACKOFF_S = (0.5, 30.0)  # while Redis is down: first retry after, longest
 
 async def startup(ctx: dict[str, Any]) -> None:
     settings: Settings = ctx.get("settings") or Settings()
+    observability.configure(settings, service="mia-worker")
     stack = contextlib.AsyncExitStack()
     ctx["resources"] = stack
     ctx["app"] = await stack.enter_async_context(open_context(settings))  # as the API does
@@ -63,7 +65,11 @@ async def process_idle_job(ctx: dict[str, Any], job_id: int) -> str:
     client = ctx["runpod"]
     if client is None:
         raise RuntimeError("RunPod is not configured (RUNPOD_API_KEY, RUNPOD_ENDPOINT_ID)")
-    result = await runpod_flow.run(ctx["app"], client, job_id)
+    app: AppContext = ctx["app"]
+    origin = await observability.origin_of(app.redis, app.settings.redis_prefix, "idle", job_id)
+    with (observability.bound(request_id=origin, job_id=job_id),  # its log lines name the job
+          observability.job_span("idle on RunPod", "idle", job_id)):
+        result = await runpod_flow.run(app, client, job_id)
     if result.outcome is runpod_flow.Outcome.retry:
         raise Retry(defer=result.defer_s)
     return result.outcome.value

@@ -9,6 +9,7 @@ from typing import TypeVar
 from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.requests import Request
 
+from app import observability
 from app.auth import apikeys, sessions
 from app.auth.principals import Client, Wallet
 from app.auth.roles import suspended_error
@@ -43,6 +44,7 @@ async def require_client(request: Request, scope: str, *, submits: bool = False)
     token = bearer(request.headers.get("authorization"))
     if token is not None:
         client: Client = await _identify(request, "key", token, apikeys.authenticate)
+        observability.set_fields(business_id=client.business_id)  # on this request's log lines
         apikeys.require_scope(client, scope)
         await limit_api_key(c, client.api_key_id)
         return client
@@ -62,6 +64,7 @@ async def require_session(request: Request) -> Wallet:
         raise Unauthorized("a session token is required: sign in with /auth/login",
                            code="missing_token")
     who, expires_at = await _identify(request, "token", token, sessions.authenticate)
+    observability.set_fields(miner=who.address)  # on this request's log lines
     sessions.check_expiry(expires_at, utcnow())
     await limit_address(c, who.address)
     return who

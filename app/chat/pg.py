@@ -15,6 +15,7 @@ from typing import Any
 import asyncpg
 import orjson
 
+from app import observability
 from app.chat.options import assignment
 from app.chat.schemas import HistoryItem, ResultOut
 from app.leases.protocol import Completion
@@ -52,8 +53,8 @@ WITH leased AS (
       AND NOT EXISTS (SELECT 1 FROM job_returns r      -- app/leases/rules.not_returned_by
                       WHERE r.job_table = 'chat_jobs' AND r.job_id = chat_jobs.id
                         AND r.miner_id = $4 AND (r.returned_at > $7 OR chat_jobs.attempts >= $8 - 1))
-    RETURNING id, attempts, prompt, context, session_id, business_id, model, options)
-SELECT l.id, l.attempts, l.prompt, l.context, l.session_id, l.model, l.options,
+    RETURNING id, attempts, prompt, context, session_id, business_id, model, options, created_at)
+SELECT l.id, l.attempts, l.prompt, l.context, l.session_id, l.model, l.options, l.created_at,
        (SELECT coalesce(json_agg(json_build_object('role', h.role, 'content', h.message)
                                  ORDER BY h.id), '[]')
         FROM (SELECT c.id, c.role, c.message FROM chat_logs c
@@ -129,6 +130,8 @@ async def lease(conn: asyncpg.Connection, keys: list[str], miner_id: int, lease_
                             max_attempts)
     order = {key: i for i, key in enumerate(keys)}
     rows.sort(key=lambda r: order.get(r["id"], 0))  # in the queue's order
+    observability.observe_dispatched("chat", now, ((r["attempts"], r["created_at"], r["id"])
+                                                    for r in rows))
     return [assignment(job_id=r["id"], lease_id=lease_id, expires_at=expires, prompt=r["prompt"],
                        context=r["context"], session_id=r["session_id"],
                        history=[HistoryItem(**h) for h in orjson.loads(r["history"])],

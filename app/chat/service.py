@@ -13,7 +13,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app import idempotency
+from app import idempotency, observability
 from app.auth.principals import Client
 from app.chat import pg
 from app.context import AppContext
@@ -42,6 +42,7 @@ async def submit(unit: Unit, ctx: AppContext, client: Client, message: str,
                   session_id=session_id or str(uuid.uuid4()), prompt=message, context=context,
                   status=JobStatus.queued, attempts=0, created_at=now, model=model,
                   options=options)
+    observability.set_fields(job_id=job.id)  # the rest of the request's log lines name it
     supplied = session_id is not None
     if isinstance(unit, PgUnit):
         if earlier:
@@ -161,9 +162,12 @@ async def get_owned(ctx: AppContext, client: Client, job_id: str) -> ChatJob:
 
 async def wait_for(ctx: AppContext, client: Client, job: ChatJob, wait_s: float, *,
                    fresh: bool = False) -> ChatJob:
-    return await ctx.notifier.wait_for(job.id, wait_s, job,
+    done = await ctx.notifier.wait_for(job.id, wait_s, job,
                                        lambda: get_owned(ctx, client, job.id),
                                        lambda j: j.status in TERMINAL, fresh=fresh)
+    if fresh:  # the request that made the job: its end-to-end time, once
+        observability.observe_answered("chat", done)
+    return done
 
 
 async def session_messages(ctx: AppContext, client: Client, session_id: str) -> Sequence[ChatLog]:

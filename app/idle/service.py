@@ -10,6 +10,7 @@ from decimal import Decimal
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app import observability
 from app.auth.principals import Client
 from app.context import AppContext
 from app.db import after_commit
@@ -33,8 +34,11 @@ async def submit(session: AsyncSession, ctx: AppContext, client: Client, prompt:
     session.add(job)
     await session.flush()
     job_id = str(job.id)
+    observability.set_fields(job_id=job_id)  # the rest of the request's log lines name it
     after_commit(session, lambda: ctx.queue.push("idle", job_id),
                  what=f"queueing idle job {job_id} (in the DB only until the reconciler runs)")
+    after_commit(session, lambda: observability.remember_origin(  # for the worker's log lines
+        ctx.redis, ctx.settings.redis_prefix, "idle", job_id), what="its request id")
     return job
 
 

@@ -18,6 +18,7 @@ from redis.exceptions import LockError
 from starlette.requests import Request
 from starlette.responses import Response
 
+from app import observability
 from app.auth.guards import wallet_guard
 from app.auth.principals import Wallet
 from app.context import AppContext, ctx
@@ -228,10 +229,13 @@ async def results(c: AppContext, kind: JobKind, who: Wallet, items: list[Any]) -
     losers = [x for x in checked if isinstance(x, Completion) and outcome.get(id(x)) is None]
     settled = dict(zip(map(id, losers), await protocol.settle_losers(c, kind, losers),
                        strict=True))
+    observability.count_lease_outcome(kind.name, "completed", sum(w is not None for w in won))
+    observability.trace_results(kind.name, [d.job_id for d, w in zip(done, won) if w is not None])
     out: list[Any] = []
     for x in checked:
         if isinstance(x, AppError):
             out.append(x)
+            observability.count_lease_outcome(kind.name, "rejected")
         else:
             answer = outcome.get(id(x))
             out.append(answer if answer is not None else settled[id(x)])
@@ -410,6 +414,7 @@ def add_miner_endpoints(router: Router, kind: JobKind, prefix: str, shapes: Shap
                              what=f"waking the waiters of {kind.name} job {job_id}")
         if status is None:
             raise await _not_current(c, kind, key)
+        observability.count_lease_outcome(kind.name, "released")
         return ReleaseOut(job_id=job_id, status=status)
 
     release.__doc__ = (f"Give a leased {noun} back (it is redelivered, or failed after the "

@@ -12,6 +12,7 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator
 
+from app import observability
 from app.context import AppContext
 from app.errors import RateLimited
 
@@ -53,7 +54,8 @@ async def open_poll(c: AppContext, address: str, wait_s: float) -> AsyncIterator
             raise RateLimited(f"this wallet already holds {cap} open long-polls "
                               "(MINER_MAX_POLLS); wait for one to answer",
                               retry_after_s=RETRY_AFTER_S, code="too_many_polls")
-        yield
+        with observability.long_poll_open():  # mia_long_polls_open
+            yield
     finally:
         try:
             await c.redis.eval(_LEAVE, 1, name)

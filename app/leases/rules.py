@@ -27,6 +27,7 @@ from typing import Any
 from sqlalchemy import Row, String, cast, exists, func, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app import observability
 from app.models import JobReturn, JobStatus, Miner
 
 Q, A, C, F = JobStatus.queued, JobStatus.assigned, JobStatus.completed, JobStatus.failed
@@ -93,10 +94,11 @@ async def acquire(session: AsyncSession, model: Any, keys: Sequence[Any], miner_
                                                       max_attempts))
         .values(status=A, lease_id=lease_id, lease_expires_at=expires, miner_id=miner_id,
                 attempts=model.attempts + 1, assigned_at=now)
-        .returning(model.id, model.attempts, *returning))).all()
+        .returning(model.id, model.attempts, *returning, model.created_at))).all()
     order = {key: i for i, key in enumerate(keys)}
     rows.sort(key=lambda r: order.get(r[0], 0))  # in the queue's order
-    return [Lease(str(r[0]), lease_id, expires, r[1], tuple(r[2:]), r[0]) for r in rows]
+    observability.observe_dispatched(model.__tablename__, now, ((r[1], r[-1], r[0]) for r in rows))
+    return [Lease(str(r[0]), lease_id, expires, r[1], tuple(r[2:-1]), r[0]) for r in rows]
 
 
 async def complete(session: AsyncSession, model: Any, job_id: Any, lease_id: str, miner_id: int,

@@ -57,7 +57,8 @@ def body(err: AppError) -> dict[str, Any]:
         message = "; ".join(f"{p}: {m}" for p, m in spelled[:5])
     status = status_of(err)
     kind = TYPES.get(status, "server_error" if status >= 500 else "invalid_request_error")
-    return {"error": {"message": message, "type": kind, "code": err.code, "param": param}}
+    return {"error": {"message": message, "type": kind, "code": err.code, "param": param},
+            "request_id": err.extra.get("request_id")}
 
 
 def status_of(err: AppError) -> int:

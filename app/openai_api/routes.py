@@ -10,7 +10,7 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
-from app import idempotency
+from app import idempotency, observability
 from app.auth.guards import client_guard
 from app.auth.principals import Client
 from app.chat import options as chat_options
@@ -137,12 +137,14 @@ async def _stream(c: AppContext, who: Client, job: ChatJob, model: str, created:
                                              "finish_reason": finish}]})
 
     yield chunk({"role": "assistant", "content": ""})
+    first_token = observability.first_token_timer()  # mia_stream_first_token_seconds
     # a structured answer is vetted whole when the miner posts it: nothing is relayed before
     async for event in relay.follow(c, who, job.id, c.settings.openai_max_wait_s,
                                     deltas=not asked.structured):
         if event is None:
             yield b": keep-alive\n\n"
         elif isinstance(event, relay.Delta):
+            first_token()
             yield chunk({"content": event.text})
         elif isinstance(event, relay.Broken):
             yield _event({"error": {"message": event.message, "type": "server_error",

@@ -12,6 +12,7 @@ import contextlib
 import logging
 from datetime import timedelta
 
+from app import observability
 from app.context import AppContext
 from app.leases import rules
 from app.leases.protocol import requeue
@@ -36,6 +37,7 @@ async def reap_leases(ctx: AppContext) -> dict[str, int]:
                 await ctx.queue.publish_done(*failed)
             log.warning("lease reaper: %d %s job(s) failed after %d deliveries", len(failed),
                         kind, ctx.settings.max_attempts)
+        observability.count_lease_outcome(kind, "expired", len(requeued) + len(failed))
         counts["requeued"] += len(requeued)
         counts["failed"] += len(failed)
     return counts

@@ -10,6 +10,7 @@ from pydantic import Field
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 
+from app import observability
 from app.auth.secrets import bearer
 from app.context import ctx
 from app.errors import Unauthorized
@@ -18,6 +19,7 @@ from app.ops import metrics
 from app.blockcache import cache_of
 from app.ops import health as checks_of
 from app.ops.health import run_checks
+from app.ratelimit import limit_metrics
 from app.schemas import QueryParams, ResponseBody
 from app.trust.schemas import TrustOut
 from app.web import Router, json_response
@@ -117,18 +119,21 @@ def _require_metrics_token(request: Request) -> None:
 
 
 @router.get("/metrics", query=MetricsQuery, responses={200: MetricsOut}, content={200: PROMETHEUS},
-            errors=(401,))
+            errors=(401,), limit=limit_metrics)
 async def get_metrics(request: Request, query: MetricsQuery) -> Response:
     """Revenue, buybacks, queue depths, active miners, jobs by status and miners' token-count
     drift (reported vs counted). JSON (money as strings); Prometheus text with
     `Accept: text/plain` or `?format=prometheus`. With METRICS_TOKEN set, only for
     `Authorization: Bearer <METRICS_TOKEN>`."""
     _require_metrics_token(request)
-    values = await metrics.collect(ctx(request))
+    c = ctx(request)
+    values = await metrics.collect_cached(c)  # at most once per METRICS_CACHE_S per process
     wants_text = query.format == "prometheus" or (
         query.format is None and "text/plain" in request.headers.get("accept", ""))
     if wants_text:
-        return PlainTextResponse(metrics.as_prometheus(values),
+        text = metrics.as_prometheus({**values, "redis_round_trip_seconds":
+                                      await metrics.redis_round_trip(c)})
+        return PlainTextResponse(text + observability.render_metrics(c.settings),
                                  media_type="text/plain; version=0.0.4; charset=utf-8")
     return json_response(metrics.as_json(values))
 

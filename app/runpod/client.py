@@ -20,6 +20,8 @@ from urllib.parse import quote
 
 import httpx
 
+from app.observability import timed_runpod
+
 from app.runpod.errors import (
     RunPodAuthError,
     RunPodError,
@@ -229,13 +231,13 @@ class RunPodClient:
     ) -> dict[str, Any]:
         headers = {"Authorization": f"Bearer {self._api_key.get()}"}
         try:
-            resp = await self._http.request(
+            resp = await timed_runpod(op, self._http.request(
                 method,
                 self._url(*parts),
                 json=body,
                 headers=headers,
                 timeout=timeout_s if timeout_s is not None else self.request_timeout_s,
-            )
+            ))
         except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
             raise RunPodTransientError(
                 f"RunPod {op}: cannot connect ({type(exc).__name__})",

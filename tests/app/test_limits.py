@@ -299,5 +299,6 @@ def test_openapi_documents_429_with_retry_after_on_every_limited_endpoint() -> N
     assert per_ip == {("GET", "/auth/nonce"), ("POST", "/auth/login"),
                       ("POST", "/register_miner"),  # sign-in; and the public chain checks:
                       ("GET", "/burns/summary"), ("GET", "/burns/{buyback_id}/verify"),
-                      ("GET", "/"), ("GET", "/health")}  # the health checks (issue 23 M4)
+                      ("GET", "/"), ("GET", "/health"),  # the health checks (issue 23 M4)
+                      ("GET", "/metrics")}  # the public scrape (issue 23 M4)
     assert limited > 20
