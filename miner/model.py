@@ -34,6 +34,7 @@ class Sampling:
     temperature: float | None = None
     top_p: float | None = None
     stop: tuple[str, ...] | None = None
+    seed: int | None = None  # with temperature > 0, makes the sampling reproducible
 
 
 def normalize_base_url(url: str) -> str:
@@ -110,6 +111,8 @@ class ModelClient:
             body["top_p"] = sampling.top_p
         if sampling.stop:
             body["stop"] = list(sampling.stop)
+        if sampling.seed is not None:  # vLLM, llama.cpp, Ollama and OpenAI take `seed`
+            body["seed"] = sampling.seed
         if stream:
             # usage arrives in a last chunk with no choices (vLLM, llama.cpp, Ollama, OpenAI)
             body["stream_options"] = {"include_usage": True}
