@@ -62,7 +62,7 @@ class ModelClient:
         *,
         api_key: str | None = None,
         timeout: float = 600.0,
-        temperature: float | None = 0.7,
+        temperature: float | None = 0.0,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         self.base_url = normalize_base_url(base_url)
