@@ -42,6 +42,20 @@ def main(argv: list[str] | None = None) -> int:
     which.add_argument("--prefix", help="the key's first 10 characters, as listed")
     apikey_sub.add_parser("list", help="list keys (prefixes only; keys are never shown again)")
 
+    canary = sub.add_parser("canary", help="canary prompts with reference answers (app/trust)")
+    canary_sub = canary.add_subparsers(dest="canary_command", required=True)
+    canary_add = canary_sub.add_parser("add", help="add one canary")
+    canary_add.add_argument("--prompt", required=True)
+    canary_add.add_argument("--reference", required=True,
+                            help="the answer a trusted run of the model gave (greedy decoding)")
+    canary_add.add_argument("--model", default=None,
+                            help="the model it is for (only miners declaring it get it)")
+    canary_add.add_argument("--context", default=None)
+    canary_load = canary_sub.add_parser(
+        "load", help="add canaries from a JSON-lines file: {prompt, reference, model?, "
+                     "context?, history?: [{role, content}]} a line")
+    canary_load.add_argument("file")
+
     sub.add_parser("devnet", help="deploy the local chain contracts (see `mia devnet --help`)",
                    add_help=False)
 
@@ -85,6 +99,8 @@ def main(argv: list[str] | None = None) -> int:
         return asyncio.run(revoke_api_key(settings, args.id, args.prefix))
     if args.command == "apikey" and args.apikey_command == "list":
         return asyncio.run(list_api_keys(settings))
+    if args.command == "canary":
+        return asyncio.run(add_canaries(settings, args))
     if args.command == "worker":
         from jobs.worker import create_worker
 
@@ -144,6 +160,33 @@ async def _announce_revocation(settings: Settings) -> bool:
         return await forget_everywhere(redis, settings.redis_prefix)
     finally:
         await redis.aclose()
+
+
+async def add_canaries(settings: Settings, args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from app.db import Database
+    from app.trust import add_canaries as add, parse_canaries
+
+    try:
+        if args.canary_command == "load":
+            items = parse_canaries(Path(args.file).read_text(encoding="utf-8"))
+        else:
+            items = [dict(prompt=args.prompt, reference=args.reference, model=args.model,
+                          context=args.context)]
+    except (OSError, ValueError) as exc:
+        print(f"mia canary: {exc}", file=sys.stderr)
+        return 2
+    db = Database(settings.database_url)
+    try:
+        ids = await add(db, items)
+    except ValueError as exc:
+        print(f"mia canary: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        await db.dispose()
+    print(f"added {len(ids)} canar{'y' if len(ids) == 1 else 'ies'}: ids {', '.join(map(str, ids))}")
+    return 0
 
 
 async def list_api_keys(settings: Settings) -> int:

@@ -146,6 +146,28 @@ class Settings(BaseSettings):
     buyback_pause_recheck_s: float = 60.0  # how soon a paused buyback (deviation, operator) looks again
     private_tx_rpc_url: str | None = None  # signed swaps/burns go only here (reads: CHAIN_RPC_URL)
 
+    # --- trust: verification, canaries, reputation, probation (app/trust) ---------------------
+    verify_sample_rate: float = 0.05  # share of answered chat jobs re-run by another wallet
+    canary_rate: float = 0.01  # canary jobs mixed in per answered chat job (if canaries exist)
+    probation_jobs: int = 10  # checks a new wallet passes on shadow work before it serves a
+    # business (0: no probation); TRUSTED_MINERS skip it
+    trusted_miners: Annotated[list[str], NoDecode] = []  # wallet addresses, comma-separated
+    reputation_suspend_below: float = 0.3  # a wallet whose score falls below this is suspended
+    reputation_decay: float = 0.02  # each new check of a wallet shrinks its older evidence by this
+    feedback_weight: float = 0.1  # a business's rating, against a check's 1.0
+    verify_prefix_tokens: int = 32  # answers agree if their first N tokens are equal, or
+    verify_min_similarity: float = 0.8  # ... if their token sequences are this similar (0-1)
+    lease_priority_delay_s: float = 0.2  # a wallet scoring below 0.5 starts each long-poll up
+    # to this much later, so better-scored wallets waiting at the same moment lease first
+
+    @field_validator("verify_sample_rate", "canary_rate", "reputation_suspend_below",
+                     "reputation_decay", "verify_min_similarity")
+    @classmethod
+    def _fraction(cls, value: float) -> float:
+        if not 0 <= value <= 1:
+            raise ValueError("must be between 0 and 1")
+        return value
+
     @model_validator(mode="after")
     def _chunk_interval_range(self) -> Settings:
         top = self.buyback_chunk_interval_max_s
@@ -155,7 +177,8 @@ class Settings(BaseSettings):
             raise ValueError("MAX_TWAP_DEVIATION_BPS must be in (0, 10000)")
         return self
 
-    @field_validator("cors_origins", "operator_addresses", "forwarded_allow_ips", mode="before")
+    @field_validator("cors_origins", "operator_addresses", "forwarded_allow_ips", "trusted_miners",
+                     mode="before")
     @classmethod
     def _split_csv(cls, value: object) -> object:
         if isinstance(value, str):
@@ -220,6 +243,10 @@ class Settings(BaseSettings):
     @cached_property
     def runpod_configured(self) -> bool:
         return self.runpod_api_key is not None and bool(self.runpod_endpoint_id)
+
+    @cached_property
+    def trusted(self) -> frozenset[str]:
+        return frozenset(a.lower() for a in self.trusted_miners)
 
     @cached_property
     def operators(self) -> frozenset[str]:

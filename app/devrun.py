@@ -119,6 +119,9 @@ def run_dev() -> int:
     env.setdefault("PORT", str(settings.port))
     api_url = f"http://127.0.0.1:{env['PORT']}"
     env.setdefault("PUBLIC_URL", api_url)
+    # The demo miner is the operator's own: trusted, so a fresh network answers at once instead
+    # of waiting for a second wallet to agree with a new one (README: Why you can trust ...).
+    env.setdefault("TRUSTED_MINERS", Account.from_key(DEMO_MINER_KEY).address)
     py = sys.executable
     chain_port, runpod_port, model_port = free_port(), free_port(), free_port()
     rpc_url = f"http://127.0.0.1:{chain_port}"

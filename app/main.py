@@ -37,13 +37,14 @@ from app.ops.routes import router as ops_router
 from app.transparency.routes import asset_routes
 from app.transparency.routes import router as transparency_router
 from app.treasury.routes import router as treasury_router
+from app.trust.routes import router as trust_router
 from app.openai_api import errors as openai_errors
 from app.openai_api.routes import router as openai_router
 from app.web import JSONResponse, all_endpoints, build_routes, error_response
 
 log = logging.getLogger("app")
 ROUTERS = [ops_router, chat_router, auth_router, miners_router, idle_router, treasury_router,
-           apikey_router, transparency_router, openai_router]
+           apikey_router, transparency_router, openai_router, trust_router]
 
 
 def create_app(settings: Settings | None = None) -> Starlette:

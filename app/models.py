@@ -6,7 +6,7 @@ import enum
 from datetime import UTC, datetime
 from decimal import Decimal
 
-from sqlalchemy import (BigInteger, Boolean, DateTime, ForeignKey, Index, Integer, String, Text,
+from sqlalchemy import (BigInteger, Boolean, DateTime, Float, ForeignKey, Index, Integer, String, Text,
                         TypeDecorator, UniqueConstraint, text)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, synonym
 
@@ -124,6 +124,16 @@ class Miner(Base):
     last_active: Mapped[datetime | None] = mapped_column(UTCDateTime)
     # Set by an operator: the wallet's sessions are refused on miner endpoints and at sign-in
     suspended_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # Trust (app/trust): why it was suspended automatically (NULL for an operator's suspension),
+    # when it left probation, and its reputation: the decayed weight of checks passed and failed
+    # (a Beta posterior's evidence; score = (1 + passed) / (2 + passed + failed)), and the plain
+    # counts of checks passed and failed
+    suspended_reason: Mapped[str | None] = mapped_column(String(500))
+    graduated_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    rep_passed: Mapped[float] = mapped_column(Float, default=0.0, server_default="0")
+    rep_failed: Mapped[float] = mapped_column(Float, default=0.0, server_default="0")
+    checks_passed: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    checks_failed: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
 
 class AuthToken(Base):
@@ -180,6 +190,15 @@ class ChatJob(Base):
     returned_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     assigned_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     completed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # Trust (app/trust): NULL for a business's job; "verify" (a re-run of origin_job_id by
+    # another wallet: a sampled check, a probationary wallet's shadow work, or a tie-break) or
+    # "canary" (canary_id's prompt, compared with its reference). Such jobs are never billed,
+    # never shown to a business and not counted as traffic; check_model is the model they must
+    # run on ('' for miners declaring none), which picks their queue list.
+    purpose: Mapped[str | None] = mapped_column(String(16))
+    origin_job_id: Mapped[str | None] = mapped_column(String(36), index=True)
+    canary_id: Mapped[int | None] = mapped_column(Integer)
+    check_model: Mapped[str | None] = mapped_column(String(128))
 
 
 class ChatSession(Base):
@@ -432,4 +451,54 @@ class PriceObservation(Base):
     timestamp: Mapped[int] = mapped_column(BigInteger)
     price0_cumulative: Mapped[int] = mapped_column(TokenAmount)
     price1_cumulative: Mapped[int] = mapped_column(TokenAmount)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class TrustCheck(Base):
+    """One check of a wallet's work (app/trust): kind verify | canary | feedback | rescore,
+    passed or not, the job it judged, its weight in the reputation, and the credit forfeited."""
+
+    __tablename__ = "trust_checks"
+    __table_args__ = (Index("ix_trust_checks_miner_kind", "miner_id", "kind"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    miner_id: Mapped[int] = mapped_column(ForeignKey("miners.id"))
+    kind: Mapped[str] = mapped_column(String(16))
+    passed: Mapped[bool] = mapped_column(Boolean)
+    job_id: Mapped[str | None] = mapped_column(String(36))
+    weight: Mapped[float] = mapped_column(Float, default=1.0)
+    similarity: Mapped[float | None] = mapped_column(Float)
+    tokens_forfeited: Mapped[int] = mapped_column(Integer, default=0)
+    detail: Mapped[str | None] = mapped_column(String(300))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
+
+
+class Canary(Base):
+    """An operator's prompt with its reference answer (from a trusted run of `model`), mixed into
+    the queue as an ordinary-looking chat job (app/trust/canaries.py). history: JSON list of
+    {role, content}, earlier turns shown to the miner."""
+
+    __tablename__ = "canaries"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    model: Mapped[str | None] = mapped_column(String(128))
+    prompt: Mapped[str] = mapped_column(Text)
+    context: Mapped[str | None] = mapped_column(Text)
+    history: Mapped[str | None] = mapped_column(Text)
+    reference: Mapped[str] = mapped_column(Text)
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class Feedback(Base):
+    """A business's rating of one of its own answers: one per job."""
+
+    __tablename__ = "feedback"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    job_id: Mapped[str] = mapped_column(ForeignKey("chat_jobs.id"), unique=True)
+    business_id: Mapped[int | None] = mapped_column(ForeignKey("businesses.id"))
+    miner_id: Mapped[int | None] = mapped_column(ForeignKey("miners.id"))
+    rating: Mapped[str] = mapped_column(String(8))  # up | down
+    comment: Mapped[str | None] = mapped_column(String(2000))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

@@ -59,19 +59,25 @@ class JobQueue:
         first; never busy-polls. The rest are taken at once (RPOP with a count) from the list
         the first came from. With `model`, that model's list comes before the common one."""
         keys = [self.key(kind)] if model is None else [self.key(kind, model), self.key(kind)]
+        return (await self.pop_from(keys, most, timeout_s))[1]
+
+    async def pop_from(self, keys: list[str], most: int,
+                       timeout_s: float) -> tuple[str | None, list[str]]:
+        """pop_many over the lists `keys` (made by key()), in that order: (the list the ids came
+        from, the ids)."""
         if timeout_s <= 0:
             for key in keys:
                 found = await self.redis.rpop(key, most)
                 if found:
-                    return [_text(v) for v in found]
-            return []
+                    return key, [_text(v) for v in found]
+            return None, []
         item = await self.blocking.brpop(keys, timeout=timeout_s)
         if item is None:
-            return []
+            return None, []
         ids = [_text(item[1])]
         if most > 1:
             ids += [_text(v) for v in await self.redis.rpop(item[0], most - 1) or ()]
-        return ids
+        return _text(item[0]), ids
 
     async def models(self, kind: str) -> set[str]:
         return {_text(v) for v in await self.redis.smembers(self._models_key(kind))}
@@ -84,12 +90,14 @@ class JobQueue:
             found.update(_text(v) for v in await self.redis.lrange(key, 0, -1))
         return found
 
-    async def depth(self, kind: str, *, every_model: bool = False) -> int:
+    async def depth(self, kind: str, *, every_model: bool = False,
+                    skip: str | None = None) -> int:
         """Ids waiting in the kind's common list (what any miner can take), or in all its
         lists, each model's too."""
         keys = [self.key(kind)]
-        if every_model:
-            keys += [self.key(kind, m) for m in await self.models(kind)]
+        if every_model:  # skip: lists whose name starts with it (app/trust's check lists)
+            keys += [self.key(kind, m) for m in await self.models(kind)
+                     if skip is None or not m.startswith(skip)]
         return sum([int(await self.redis.llen(key)) for key in keys])
 
     async def publish_done(self, *job_ids: str) -> None:

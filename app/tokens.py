@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Hashable, Sequence
 from typing import Literal
 
 # TOKENIZER values: the model family each one serves
@@ -36,7 +36,7 @@ INLINE_CHARS = 4096
 log = logging.getLogger(__name__)
 Counter = Callable[[str], int]
 _loaded: dict[str, Counter] = {}
-_lock = threading.Lock()
+_lock = threading.RLock()  # counter() loads through encoder(), under the same lock
 
 
 def _words(text: str) -> int:
@@ -46,6 +46,34 @@ def _words(text: str) -> int:
 def _load(name: str) -> Counter:
     if name == "words":
         return _words
+    encode = encoder(name)
+    return lambda text: len(encode(text))
+
+
+Encoder = Callable[[str], Sequence[Hashable]]
+_encoders: dict[str, Encoder] = {}
+
+
+def encoder(name: str) -> Encoder:
+    """The named tokenizer's encoder (text -> its tokens, without BOS or EOS), loaded once:
+    what app/trust compares two answers on."""
+    found = _encoders.get(name)
+    if found is None:
+        with _lock:
+            found = _encoders.get(name)
+            if found is None:
+                found = _encoders[name] = _load_encoder(name)
+    return found
+
+
+async def encode(name: str, text: str) -> Sequence[Hashable]:
+    """The tokens of `text`, off the event loop (tokenizing a long answer takes a while)."""
+    return await asyncio.to_thread(lambda: encoder(name)(text))
+
+
+def _load_encoder(name: str) -> Encoder:
+    if name == "words":
+        return str.split
     if name not in TOKENIZERS:
         raise ValueError(f"unknown tokenizer {name!r}; one of {', '.join(TOKENIZERS)}")
     from mistral_common.tokens.tokenizers.mistral import MistralTokenizer
@@ -55,7 +83,7 @@ def _load(name: str) -> Counter:
             "v3": MistralTokenizer.v3, "v3-tekken": lambda: MistralTokenizer.v3(is_tekken=True),
             "v7": MistralTokenizer.v7}[version]()
     encode = made.instruct_tokenizer.tokenizer.encode
-    return lambda text: len(encode(text, bos=False, eos=False))
+    return lambda text: encode(text, bos=False, eos=False)
 
 
 def counter(name: str) -> Counter:

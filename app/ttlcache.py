@@ -32,6 +32,9 @@ class TTLCache:
             self._items.clear()
         self._items[key] = (time.monotonic() + ttl_s, value)
 
+    def discard(self, key: Any) -> None:
+        self._items.pop(key, None)
+
     def clear(self) -> None:
         self._items.clear()
 

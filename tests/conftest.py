@@ -74,7 +74,10 @@ def make_settings(database_url: str, redis_url: str, **overrides: object) -> Set
         database_url=database_url, redis_url=redis_url,
         redis_prefix=f"test-{uuid.uuid4().hex[:10]}", public_url="http://mia.test",
         chain_id=31337, lease_seconds=30, reaper_interval_s=0.1, reconcile_interval_s=0.5,
-        reconcile_grace_s=0.3)
+        reconcile_grace_s=0.3,
+        # trust (app/trust) off unless a test turns it on: one-miner tests answer every job and
+        # no check job appears uninvited; tests/trust sets these itself
+        probation_jobs=0, verify_sample_rate=0.0, canary_rate=0.0)
     values.update(overrides)
     return Settings(_env_file=None, **values)  # type: ignore[call-arg]
 

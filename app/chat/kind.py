@@ -7,9 +7,10 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import insert, select
+from sqlalchemy import insert, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app import trust
 from app.chat import options, pg
 from app.chat.schemas import ChatAssignment, HistoryItem, ResultOut
 from app.context import AppContext
@@ -76,15 +77,20 @@ async def _fast_lease(conn: Any, ctx: AppContext, keys: list[Any], miner_id: int
 
 
 async def models_of(ctx: AppContext, job_ids: list[str]) -> dict[str, str]:
-    """The model each of these jobs asked for, for those that named one (/v1 jobs)."""
+    """The list each of these jobs goes back to, for those not on the common one: the model a
+    /v1 job named, or a check job's list (app/trust)."""
     async with ctx.db.reads() as session:
-        rows = (await session.execute(select(ChatJob.id, ChatJob.model).where(
-            ChatJob.id.in_(job_ids), ChatJob.model.is_not(None)))).all()
-    return {r.id: r.model for r in rows}
+        rows = (await session.execute(select(
+            ChatJob.id, ChatJob.model, ChatJob.purpose, ChatJob.check_model).where(
+            ChatJob.id.in_(job_ids),
+            or_(ChatJob.model.is_not(None), ChatJob.purpose.is_not(None))))).all()
+    return {r.id: listed for r in rows
+            if (listed := trust.routed_list(r.model, r.purpose, r.check_model)) is not None}
 
 
 CHAT = JobKind(name="chat", model=ChatJob, parse_id=parse_id, output_column="response",
                hand_out=hand_out, complete=complete, answer=answer,
                lease_columns=(ChatJob.prompt, ChatJob.context, ChatJob.session_id,
                               ChatJob.model, ChatJob.options),
-               fast=FastPath(lease=_fast_lease, complete=pg.complete), models_of=models_of)
+               fast=FastPath(lease=_fast_lease, complete=pg.complete), models_of=models_of,
+               route=trust.route, completed=trust.completed)

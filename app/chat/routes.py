@@ -5,6 +5,7 @@ from starlette.responses import Response
 
 from app.auth.guards import client_guard
 from app.auth.principals import Client
+from app import trust
 from app.chat import service
 from app.chat.kind import CHAT as CHAT_JOBS
 from app.chat.schemas import (ChatAssignment, ChatAssignments, ChatIn, ChatJobOut, ChatMessageOut,
@@ -13,6 +14,7 @@ from app.context import ctx
 from app.leases.endpoints import Shapes, add_miner_endpoints
 from app.models import ChatJob
 from app.schemas import WaitQuery
+from app.trust.schemas import FeedbackIn, FeedbackOut
 from app.web import Router, json_response
 
 router = Router("chat")
@@ -58,6 +60,19 @@ async def session_messages(request: Request, who: Client) -> SessionMessagesOut:
     return SessionMessagesOut(session_id=session_id, messages=[
         ChatMessageOut(role=r.role, message=r.message, timestamp=r.timestamp, job_id=r.job_id)
         for r in rows])
+
+
+@router.post("/chat/{job_id}/feedback", body=FeedbackIn, responses={200: FeedbackOut},
+             errors=(401, 403, 404, 409, 429), guard=client_guard("chat"), **CHAT)
+async def chat_feedback(request: Request, who: Client, body: FeedbackIn) -> FeedbackOut:
+    """Rate an answer to one of your own jobs, up or down, once (a /v1 answer by its id,
+    `chatcmpl-<job id>`, or the job id). It counts, with a small weight, toward the reputation
+    of the miner who answered (GET /miners/{address})."""
+    c = ctx(request)
+    job_id = request.path_params["job_id"].removeprefix("chatcmpl-")
+    job = await service.get_owned(c, who, job_id)  # another business's job is 404, as unknown
+    await trust.give_feedback(c, job, who.business_id, body.rating, body.comment)
+    return FeedbackOut(job_id=job.id, rating=body.rating)
 
 
 # The miner's side: /job/next, /job/batch, /job/result, /job/results, /job/{id}/extend|release,

@@ -68,6 +68,7 @@ async def lease(c: AppContext, kind: JobKind, who: Wallet, wait_s: float, most: 
     # concurrent batches under a cap of 5 leased 100 jobs, and a hoarder in `make bench`'s
     # chaos run held 33 leases under a cap of 32 with two API processes.
     most = min(most, await protocol.room(c, miner_id))
+    route = await kind.route(c, miner_id, model) if kind.route is not None else None
     deadline = time.monotonic() + min(wait_s, c.settings.miner_max_wait_s)
     while True:
         if kind.yields is not None and await kind.yields(c):
@@ -76,7 +77,8 @@ async def lease(c: AppContext, kind: JobKind, who: Wallet, wait_s: float, most: 
         block = remaining if remaining >= MIN_BLOCK_S else 0
         if kind.yields is not None:
             block = min(block, YIELD_CHECK_S)
-        ids = await c.queue.pop_many(kind.name, most, block, model=model)
+        ids = await (route.pop(most, block) if route is not None
+                     else c.queue.pop_many(kind.name, most, block, model=model))
         if not ids:
             if kind.yields is not None and block and deadline - time.monotonic() >= MIN_BLOCK_S:
                 if gone is not None and await gone():

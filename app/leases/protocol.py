@@ -75,6 +75,11 @@ class JobKind:
     # a kind whose jobs may name a model (app/queue.py keeps a list per model): the models of
     # some of its jobs, by id, for putting them back on the right list; None: never routed
     models_of: Callable[[AppContext, list[str]], Awaitable[dict[str, str]]] | None = None
+    # trust (app/trust): which lists a wallet's poll pops, as an object whose pop(most, block)
+    # replaces the queue's (None: the kind's own lists), and what follows an answer, after
+    # its commit: (context, the job ids answered, the miner)
+    route: Callable[[AppContext, int, str | None], Awaitable[Any]] | None = None
+    completed: Callable[[AppContext, list[str], int], Awaitable[None]] | None = None
 
 
 # Every kind a miner can lease, by name: filled as each kind's miner endpoints are mounted
@@ -211,6 +216,10 @@ async def complete(unit: Unit, ctx: AppContext, kind: JobKind,
     if ids:
         after_commit(unit, lambda: ctx.queue.publish_done(*ids),
                      what=f"waking the waiters of {len(ids)} {kind.name} job(s)")
+        if kind.completed is not None:
+            followed = kind.completed
+            after_commit(unit, lambda: followed(ctx, ids, done[0].miner_id),
+                         what=f"following up {len(ids)} answered {kind.name} job(s)")
     return [w[0] if w is not None else None for w in won]
 
 

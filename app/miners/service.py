@@ -26,7 +26,9 @@ async def register(session: AsyncSession, address: str, name: str | None) -> Min
 
 async def set_suspended(session: AsyncSession, address: str,
                         suspended_at: datetime | None) -> int | None:
-    """Suspend (a time) or unsuspend (None) the wallet's miner; its id, None if unknown."""
+    """Suspend (a time) or unsuspend (None) the wallet's miner; its id, None if unknown. An
+    operator's suspension has no recorded reason (app/trust records its own); lifting one
+    clears the reason."""
     return (await session.execute(
         update(Miner.__table__).where(Miner.address == address)
-        .values(suspended_at=suspended_at).returning(Miner.id))).scalar()
+        .values(suspended_at=suspended_at, suspended_reason=None).returning(Miner.id))).scalar()

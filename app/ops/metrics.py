@@ -21,6 +21,7 @@ from app.idle import revenue
 from app.models import (MICRO_PER_USD, ChatJob, IdleJob, JobStatus, Miner, RevenueEvent,
                         SystemMetrics, utcnow)
 from app.queue import KINDS
+from app import trust
 from app.treasury import repository as treasury
 
 ACTIVE_MINER_WINDOW_S = 300
@@ -33,6 +34,11 @@ DRIFT_OVER_PCT = 110
 DRIFT_TOP = 10
 SOURCES = ("miner", "runpod")
 JOB_MODELS: dict[str, type[ChatJob] | type[IdleJob]] = {"chat": ChatJob, "idle": IdleJob}
+
+
+def _traffic(model: Any) -> list[Any]:
+    """Check jobs (app/trust) are never counted as traffic."""
+    return [trust.customer_jobs()] if model is ChatJob else []
 
 
 async def refresh_system_metrics(session: AsyncSession) -> None:
@@ -63,7 +69,8 @@ async def completed_recently(session: AsyncSession, window_s: int) -> dict[str, 
     out = {}
     for kind, model in JOB_MODELS.items():
         out[kind] = int((await session.execute(select(func.count()).select_from(model).where(
-            model.status == JobStatus.completed, model.completed_at >= since))).scalar_one())
+            model.status == JobStatus.completed, model.completed_at >= since,
+            *_traffic(model)))).scalar_one())
     return out
 
 
@@ -107,7 +114,8 @@ async def queue_depths(ctx: AppContext) -> dict[str, int | None]:
     for kind in KINDS:
         depths[kind] = None
         with contextlib.suppress(RedisError, OSError):
-            depths[kind] = await ctx.queue.depth(kind, every_model=True)
+            # check jobs (app/trust) are not traffic: their lists are left out
+            depths[kind] = await ctx.queue.depth(kind, every_model=True, skip=trust.lists.TRUST)
     return depths
 
 
@@ -129,7 +137,8 @@ async def collect(ctx: AppContext) -> dict[str, Any]:
         unallocated, _ = await treasury.unallocated_usd(session)
         jobs: dict[str, dict[str, int]] = {}
         for kind, model in JOB_MODELS.items():
-            rows = await session.execute(select(model.status, func.count()).group_by(model.status))
+            rows = await session.execute(select(model.status, func.count())
+                                         .where(*_traffic(model)).group_by(model.status))
             jobs[kind] = {status: int(n) for status, n in rows}
         buybacks = await treasury.totals(session)
         active = await active_miners(session)

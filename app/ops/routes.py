@@ -13,9 +13,11 @@ from starlette.responses import PlainTextResponse, Response
 from app.auth.secrets import bearer
 from app.context import ctx
 from app.errors import Unauthorized
+from app import trust
 from app.ops import metrics
 from app.ops.health import run_checks
 from app.schemas import QueryParams, ResponseBody
+from app.trust.schemas import TrustOut
 from app.web import Router, json_response
 
 router = Router("ops")
@@ -150,6 +152,8 @@ class NetworkOut(ResponseBody):
                                                            "null when the queue did not answer")
     ledger: LedgerOut = Field(description="revenue and burns per our records: the public part "
                                           "of /metrics, which METRICS_TOKEN may close")
+    trust: TrustOut = Field(description="the checks of miners' answers (README: Why you can "
+                                        "trust the answers): scores and checks per hour")
 
 
 @router.get("/network", responses={200: NetworkOut})
@@ -163,5 +167,6 @@ async def network(request: Request) -> Response:
         money = await metrics.ledger(session)
     body = NetworkOut(active_miners=miners, completed_in_window=done, window_s=RATE_WINDOW_S,
                       jobs_per_minute={k: round(n * 60 / RATE_WINDOW_S, 2) for k, n in done.items()},
-                      queue_depth=await metrics.queue_depths(c), ledger=LedgerOut(**money))
+                      queue_depth=await metrics.queue_depths(c), ledger=LedgerOut(**money),
+                      trust=TrustOut(**await trust.network_summary(c)))
     return json_response(body, headers={"Cache-Control": "public, max-age=10"})

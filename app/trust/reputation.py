@@ -1,0 +1,101 @@
+"""A wallet's record: each check is a row of trust_checks, and its miners row keeps the running
+reputation, updated by one UPDATE per check (never read-modify-write in Python):
+
+    rep_passed <- rep_passed x (1 - REPUTATION_DECAY) + weight   if it passed
+    rep_failed <- rep_failed x (1 - REPUTATION_DECAY) + weight   if it failed
+    score      =  (1 + rep_passed) / (2 + rep_passed + rep_failed)
+
+the mean of a Beta posterior whose older evidence fades with each newer check (with the default
+0.02, a check's weight halves after ~34 newer ones), so a wallet that turns bad after a long
+honest record falls within a few checks. A failed check forfeits the credit of the job it
+judged (one job and its tokens off the wallet's counters). A score below
+REPUTATION_SUSPEND_BELOW after a failed check suspends the wallet (the existing suspension: its
+leases go back to the queue at once, 403 miner_suspended), with the reason recorded; an
+operator lifts it with POST /miners/{address}/unsuspend. A wallet on probation graduates once
+it has passed PROBATION_JOBS checks.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import insert, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.auth import cache as auth_cache
+from app.context import AppContext
+from app.db import after_commit
+from app.leases.protocol import take_back_all
+from app.models import Miner, TrustCheck
+from app.trust import standing
+
+log = logging.getLogger(__name__)
+KINDS = ("verify", "canary", "feedback", "rescore")
+
+
+@dataclass(frozen=True)
+class Outcome:
+    score: float
+    suspended: bool  # by this check
+    graduated: bool  # by this check
+
+
+async def record(session: AsyncSession, c: AppContext, *, miner_id: int, kind: str,
+                 passed: bool, job_id: str | None, now: datetime, weight: float = 1.0,
+                 similarity: float | None = None, forfeit_tokens: int | None = None,
+                 detail: str | None = None) -> Outcome:
+    """One check of the wallet, in the caller's transaction. forfeit_tokens (a failed check's
+    job's tokens, None: nothing to forfeit) comes off its credit with one job."""
+    if kind not in KINDS:
+        raise ValueError(f"unknown check kind {kind!r}")
+    s = c.settings
+    keep = 1.0 - s.reputation_decay
+    forfeit = forfeit_tokens is not None and not passed
+    await session.execute(insert(TrustCheck.__table__).values(
+        miner_id=miner_id, kind=kind, passed=passed, job_id=job_id, weight=weight,
+        similarity=similarity, tokens_forfeited=(forfeit_tokens or 0) if forfeit else 0,
+        detail=(detail or "")[:300] or None, created_at=now))
+    values: dict[str, object] = dict(
+        rep_passed=Miner.rep_passed * keep + (weight if passed else 0.0),
+        rep_failed=Miner.rep_failed * keep + (0.0 if passed else weight),
+        checks_passed=Miner.checks_passed + (1 if passed else 0),
+        checks_failed=Miner.checks_failed + (0 if passed else 1))
+    if forfeit:
+        values.update(job_count=Miner.job_count - 1,
+                      tokens_generated=Miner.tokens_generated - (forfeit_tokens or 0))
+    row = (await session.execute(
+        update(Miner.__table__).where(Miner.id == miner_id).values(**values)
+        .returning(Miner.rep_passed, Miner.rep_failed, Miner.checks_passed, Miner.suspended_at,
+                   Miner.graduated_at, Miner.address))).first()
+    if row is None:
+        return Outcome(0.5, False, False)
+    now_score = standing.score(row.rep_passed, row.rep_failed)
+    suspended = graduated = False
+    if not passed and row.suspended_at is None and now_score < s.reputation_suspend_below:
+        reason = (f"reputation {now_score:.2f} fell below REPUTATION_SUSPEND_BELOW="
+                  f"{s.reputation_suspend_below} after a failed {kind} check"
+                  + (f" of job {job_id}" if job_id else "") + (f": {detail}" if detail else ""))
+        await session.execute(update(Miner.__table__).where(
+            Miner.id == miner_id, Miner.suspended_at.is_(None))
+            .values(suspended_at=now, suspended_reason=reason[:500]))
+        returned = await take_back_all(session, c, miner_id)
+        after_commit(session, lambda: _forget_sessions(c),
+                     what="announcing a suspension by reputation")
+        log.warning("miner %d (%s) suspended: %s; %d lease(s) returned", miner_id, row.address,
+                    reason, returned)
+        suspended = True
+    elif (passed and row.graduated_at is None and s.probation_jobs > 0
+          and row.checks_passed >= s.probation_jobs and now_score >= s.reputation_suspend_below):
+        await session.execute(update(Miner.__table__).where(
+            Miner.id == miner_id, Miner.graduated_at.is_(None)).values(graduated_at=now))
+        graduated = True
+    standing.forget(c, miner_id)
+    return Outcome(now_score, suspended, graduated)
+
+
+async def _forget_sessions(c: AppContext) -> None:
+    """Every process reads the wallet's sessions afresh (they carry the suspension flag)."""
+    c.auth_cache.clear()
+    await auth_cache.forget_everywhere(c.redis, c.settings.redis_prefix)

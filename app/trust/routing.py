@@ -1,0 +1,155 @@
+"""What a wallet may lease, and from which lists, as the lease path asks on each poll
+(JobKind.route): `route(c, miner_id, model)` gives the poll a Route whose pop() replaces the
+queue's.
+
+- A trusted wallet (graduated, named in TRUSTED_MINERS, or any wallet when PROBATION_JOBS=0)
+  pops the business's lists first, then the check lists (verification, shadow and canary jobs).
+- A wallet on probation pops the check lists only: it never holds a business's job, so no
+  answer of it can reach a business (nor can its streamed chunks).
+- Bootstrap: while no trusted wallet has polled within TRUSTED_SEEN_S (a fresh network where
+  every wallet is new), a wallet on probation pops the business's lists too, but a business job
+  it pops is not leased to it: it gets a copy (a shadow) of it, and a second copy waits for
+  another wallet. When two wallets' answers agree, the business's job is answered with one of
+  them (app/trust/verify.py); until then the business waits.
+- Higher scores lease first: a wallet scoring below 0.5 starts its long-poll up to
+  LEASE_PRIORITY_DELAY_S later, so when several wallets wait for the next job the better ones
+  are already blocked on the list (Redis hands a pushed job to the longest-blocked client).
+  No extra round trip: the score comes with the standing, cached per process.
+
+A check job is never leased to the wallet whose answer it checks (app/trust/checkjobs.py
+NEVER); a wallet that pops one puts it back and waits on its other lists.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from sqlalchemy import select
+
+from app.context import AppContext
+from app.models import ChatJob, JobStatus, utcnow
+from app.trust import checkjobs
+from app.trust.lists import TRUST, list_for
+from app.trust.standing import standing
+from app.trust.verify import declared_key, waiting_key, wallets_key
+
+TRUSTED_SEEN_S = 60  # a trusted wallet that polled this recently ends bootstrap
+ANNOUNCE_EVERY_S = 5.0  # each process writes a wallet's presence at most this often
+_announced: dict[tuple[str, int], float] = {}
+_bootstrap: dict[str, tuple[float, bool]] = {}  # prefix -> (until, bootstrap?) per process
+
+
+def _trusted_key(c: AppContext) -> str:
+    return f"{c.settings.redis_prefix}:trust:trusted_seen"
+
+
+class Route:
+    def __init__(self, c: AppContext, miner_id: int, model: str | None, probation: bool,
+                 bootstrap: bool, delay_s: float) -> None:
+        q = c.queue
+        self.c, self.miner_id, self.model = c, miner_id, model
+        self.probation, self.delay_s = probation, delay_s
+        self.business = ([q.key("chat", model), q.key("chat")] if model
+                         else [q.key("chat")])
+        self.checks = ([q.key("chat", list_for(model)), q.key("chat", TRUST)] if model
+                       else [q.key("chat", TRUST)])
+        if not probation:
+            self.keys = self.business + self.checks
+        else:
+            self.keys = self.checks + (self.business if bootstrap else [])
+
+    async def pop(self, most: int, block: float) -> list[str]:
+        if self.delay_s and block > self.delay_s:
+            await asyncio.sleep(self.delay_s)
+            block -= self.delay_s
+            self.delay_s = 0
+        started = time.monotonic()
+        key, ids = await self.c.queue.pop_from(self.keys, most, block)
+        if not ids:
+            return []
+        if key in self.checks:
+            ids = await self._not_mine(key, ids)
+            if not ids:  # only checks of its own answers came: wait on the other lists
+                rest = [k for k in self.keys if k not in self.checks]
+                left = max(0.0, block - (time.monotonic() - started))
+                if not rest:
+                    await asyncio.sleep(min(left, 1.0))
+                    return []
+                key, ids = await self.c.queue.pop_from(rest, most, left)
+        if ids and key in self.business and self.probation:
+            ids = await self._shadows(key, ids)
+        return ids
+
+    async def _not_mine(self, key: str, ids: list[str]) -> list[str]:
+        """The popped check jobs this wallet may answer; the others go back to the front."""
+        marks = await self.c.redis.mget([checkjobs.excluded_key(self.c, i) for i in ids])
+        mine = [i for i, m in zip(ids, marks, strict=True)
+                if m is not None and int(m) == self.miner_id]
+        if mine:
+            await self.c.redis.rpush(key, *reversed(mine))
+        return [i for i in ids if i not in mine]
+
+    async def _shadows(self, key: str, ids: list[str]) -> list[str]:
+        """Bootstrap: business jobs popped by a wallet on probation become two copies each, one
+        for this wallet now, one for another; the business's job waits for their agreement."""
+        c, now = self.c, utcnow()
+        out: list[str] = []
+        async with c.db.transaction() as session:
+            jobs = (await session.execute(select(ChatJob).where(
+                ChatJob.id.in_(ids), ChatJob.status == JobStatus.queued,
+                ChatJob.purpose.is_(None)))).scalars().all()
+            copied = set((await session.execute(select(ChatJob.origin_job_id).where(
+                ChatJob.origin_job_id.in_(ids), ChatJob.status != JobStatus.failed)))
+                .scalars().all())
+            for job in jobs:
+                if job.id in copied:
+                    continue  # its copies are out already (the reconciler pushed it again)
+                check_model = job.model or self.model or ""
+                out.append(await checkjobs.copy(session, c, job, check_model=check_model,
+                                                exclude=None, now=now, push=False))
+                await checkjobs.copy(session, c, job, check_model=check_model,
+                                     exclude=self.miner_id, now=now)
+        return out
+
+
+async def _is_bootstrap(c: AppContext) -> bool:
+    prefix = c.settings.redis_prefix
+    cached = _bootstrap.get(prefix)
+    now = time.monotonic()
+    if cached is not None and cached[0] > now:
+        return cached[1]
+    answer = not await c.redis.exists(_trusted_key(c))
+    _bootstrap[prefix] = (now + 2.0, answer)
+    return answer
+
+
+async def route(c: AppContext, miner_id: int, model: str | None) -> Route:
+    """The lists this wallet's poll pops, and how (the lease path's one question to trust)."""
+    s = c.settings
+    mine = await standing(c, miner_id)
+    bootstrap = mine.probation and await _is_bootstrap(c)
+    await _announce(c, miner_id, model, mine.probation)
+    delay = (s.lease_priority_delay_s * (0.5 - mine.score) * 2 if mine.score < 0.5 else 0.0)
+    return Route(c, miner_id, model, mine.probation, bootstrap, delay)
+
+
+async def _announce(c: AppContext, miner_id: int, model: str | None, probation: bool) -> None:
+    """Who polls for what, for the checks' bookkeeping: which wallets could answer a check
+    list, the model each declared, whether a trusted wallet or one on probation is around."""
+    key = (c.settings.redis_prefix, miner_id)
+    mono = time.monotonic()
+    if mono - _announced.get(key, -ANNOUNCE_EVERY_S) < ANNOUNCE_EVERY_S:
+        return
+    _announced[key] = mono
+    now = time.time()
+    async with c.redis.pipeline(transaction=False) as pipe:
+        pipe.zadd(wallets_key(c, list_for(model)), {str(miner_id): now})
+        if model:  # it also answers the common check list
+            pipe.zadd(wallets_key(c, TRUST), {str(miner_id): now})
+        pipe.hset(declared_key(c), str(miner_id), model or "")
+        if probation:
+            pipe.set(waiting_key(c), "1", ex=30)
+        else:
+            pipe.set(_trusted_key(c), "1", ex=TRUSTED_SEEN_S)
+        await pipe.execute()

@@ -1,0 +1,236 @@
+"""What happens after a chat job is answered (the lease path calls `completed` after the commit):
+
+- a business's job is sampled for verification (VERIFY_SAMPLE_RATE, reproducible sampling
+  only), copied as shadow work while wallets on probation wait for some, and may bring a canary
+  (CANARY_RATE);
+- a check job's answer is judged: a canary against its reference, a verification job against
+  the other answers to the same job. Two answers from two wallets that agree pass both; if they
+  disagree a third wallet answers, and the answer that disagrees with the other two fails its
+  check (a failed check forfeits the credit of the job and may suspend the wallet).
+
+Jobs whose sampling is not reproducible (temperature > 0) are not re-run: they are checked by
+canaries only, or by a Rescorer (prompt log-probabilities of the claimed answer in one prefill,
+which vLLM offers) registered with `register_rescorer`; none ships yet.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import orjson
+from sqlalchemy import func, or_, select
+
+from app.context import AppContext
+from app.models import Canary, ChatJob, JobStatus, TrustCheck, utcnow
+from app.trust import checkjobs, reputation
+from app.trust.compare import Verdict, compare
+from app.trust.checkjobs import checks_key
+from app.trust.lists import list_for
+
+log = logging.getLogger(__name__)
+MAX_COPIES = 4  # check jobs per job at most: the first re-run and up to three tie-breaks
+_random = random.SystemRandom()  # a miner must not predict which jobs are checked
+
+# The second kind of check, for answers sampled at temperature > 0: (context, the job, its
+# claimed answer) -> a Verdict (agree: the model finds the answer plausible), or None when it
+# cannot say. Registered by whoever runs a scoring model server; none is by default.
+Rescorer = Callable[[AppContext, Any, str], Awaitable[Verdict | None]]
+_rescorers: list[Rescorer] = []
+
+
+def register_rescorer(rescorer: Rescorer) -> None:
+    _rescorers.append(rescorer)
+
+
+def reproducible(options: str | None) -> bool:
+    """Greedy decoding (no temperature, or 0) gives the same answer on another honest miner."""
+    if not options:
+        return True
+    temperature = orjson.loads(options).get("temperature")
+    return temperature is None or temperature == 0
+
+
+def waiting_key(c: AppContext) -> str:
+    return f"{c.settings.redis_prefix}:trust:waiting"  # a wallet on probation polls
+
+
+def wallets_key(c: AppContext, list_name: str) -> str:
+    return f"{c.settings.redis_prefix}:trust:wallets:{list_name}"
+
+
+def declared_key(c: AppContext) -> str:
+    return f"{c.settings.redis_prefix}:trust:declared"
+
+
+async def completed(c: AppContext, job_ids: list[str], miner_id: int) -> None:
+    """Chat jobs `job_ids` were just answered by `miner_id` (their transaction committed)."""
+    try:
+        await _completed(c, job_ids, miner_id)
+    except Exception:
+        log.exception("trust: could not follow up %d answered job(s)", len(job_ids))
+
+
+async def _completed(c: AppContext, job_ids: list[str], miner_id: int) -> None:
+    s = c.settings
+    async with c.redis.pipeline(transaction=False) as pipe:
+        pipe.smismember(checks_key(c), job_ids)
+        pipe.exists(waiting_key(c))
+        is_check, waiting = await pipe.execute()
+    checks = [j for j, hit in zip(job_ids, is_check, strict=True) if hit]
+    business = [j for j, hit in zip(job_ids, is_check, strict=True) if not hit]
+    for job_id in checks:
+        await judge(c, job_id)
+    follow = [j for j in business if waiting or _random.random() < s.verify_sample_rate]
+    if follow:
+        await _verify(c, follow, miner_id, sampled=not waiting)
+    canaries = sum(_random.random() < s.canary_rate for _ in business)
+    for _ in range(canaries):
+        await mix_canary(c)
+
+
+async def _active_elsewhere(c: AppContext, list_name: str, miner_id: int) -> bool:
+    """Another wallet polled for this list's jobs within the last minute."""
+    since = time.time() - 60
+    found = await c.redis.zrangebyscore(wallets_key(c, list_name), since, "+inf")
+    return any(int(m) != miner_id for m in found)
+
+
+async def _verify(c: AppContext, job_ids: list[str], miner_id: int, *, sampled: bool) -> None:
+    now = utcnow()
+    declared = await c.redis.hget(declared_key(c), str(miner_id))
+    declared = declared.decode() if isinstance(declared, bytes) else (declared or "")
+    async with c.db.transaction() as session:
+        rows = (await session.execute(select(ChatJob).where(
+            ChatJob.id.in_(job_ids), ChatJob.purpose.is_(None),
+            ChatJob.status == JobStatus.completed))).scalars().all()
+        for job in rows:
+            check_model = job.model or declared
+            if not reproducible(job.options):
+                for rescorer in _rescorers:
+                    verdict = await rescorer(c, job, job.response or "")
+                    if verdict is not None:
+                        await reputation.record(
+                            session, c, miner_id=miner_id, kind="rescore",
+                            passed=verdict.agree, job_id=job.id, now=now,
+                            similarity=verdict.similarity, forfeit_tokens=job.output_tokens)
+                continue
+            if not sampled and not await _shadow_wanted(c, check_model):
+                if _random.random() >= c.settings.verify_sample_rate:
+                    continue
+            if not await _active_elsewhere(c, list_for(check_model), miner_id):
+                continue  # nobody else could answer it: it would wait in vain
+            await checkjobs.copy(session, c, job, check_model=check_model, exclude=miner_id,
+                                 now=now)
+
+
+async def _shadow_wanted(c: AppContext, check_model: str) -> bool:
+    """Shadow work for wallets on probation: wanted while their check list runs short."""
+    depth = await c.redis.llen(c.queue.key("chat", list_for(check_model)))
+    return int(depth) < 2
+
+
+async def mix_canary(c: AppContext) -> str | None:
+    """One canary job, from a random active canary, if some wallet could answer it."""
+    async with c.db.transaction() as session:
+        canary = (await session.execute(select(Canary).where(Canary.active.is_(True))
+                                        .order_by(func.random()).limit(1))).scalar()
+        if canary is None:
+            return None
+        if not await c.redis.zcount(wallets_key(c, list_for(canary.model)),
+                                    time.time() - 60, "+inf"):
+            return None
+        return await checkjobs.canary_job(session, c, canary, utcnow())
+
+
+async def judge(c: AppContext, job_id: str) -> None:
+    """Judge a check job's answer (once: the id leaves the set of unjudged checks)."""
+    async with c.db.reads() as session:
+        job = await session.get(ChatJob, job_id)
+    if job is None or job.purpose is None or job.status != JobStatus.completed:
+        return
+    if job.purpose == checkjobs.CANARY:
+        await _judge_canary(c, job)
+    else:
+        lock = c.redis.lock(f"{c.settings.redis_prefix}:trust:group:{job.origin_job_id}",
+                            timeout=30, blocking_timeout=30)
+        async with lock:
+            await _judge_verify(c, job)
+    await c.redis.srem(checks_key(c), job_id)
+
+
+async def _judge_canary(c: AppContext, job: ChatJob) -> None:
+    async with c.db.reads() as session:
+        canary = await session.get(Canary, job.canary_id)
+    if canary is None or job.miner_id is None:
+        return
+    verdict = await compare(c.settings, job.response or "", canary.reference)
+    async with c.db.transaction() as session:
+        await reputation.record(session, c, miner_id=job.miner_id, kind="canary",
+                                passed=verdict.agree, job_id=job.id, now=utcnow(),
+                                similarity=verdict.similarity, forfeit_tokens=job.output_tokens,
+                                detail=None if verdict.agree else
+                                f"canary {canary.id}: similarity {verdict.similarity}")
+
+
+async def _judge_verify(c: AppContext, x: ChatJob) -> None:
+    origin_id = x.origin_job_id
+    async with c.db.reads() as session:
+        group = (await session.execute(select(ChatJob).where(
+            or_(ChatJob.id == origin_id, ChatJob.origin_job_id == origin_id))
+            .order_by(ChatJob.completed_at))).scalars().all()
+        judged = set((await session.execute(select(TrustCheck.job_id).where(
+            TrustCheck.kind == "verify",
+            TrustCheck.job_id.in_([g.id for g in group])))).scalars().all())
+    origin = next((g for g in group if g.id == origin_id), None)
+    copies = sum(1 for g in group if g.purpose is not None)
+    answers: dict[int, ChatJob] = {}  # the first answer of each wallet
+    for g in group:
+        if g.status == JobStatus.completed and g.miner_id is not None and g.response is not None:
+            answers.setdefault(g.miner_id, g)
+    mine = answers.get(x.miner_id) if x.miner_id is not None else None
+    if mine is None or mine.id != x.id:
+        # this wallet answered the job before: no check, but the job still needs another wallet
+        if not judged and copies < MAX_COPIES and origin is not None:
+            async with c.db.transaction() as session:
+                await checkjobs.copy(session, c, origin, check_model=x.check_model or "",
+                                     exclude=x.miner_id, now=utcnow())
+        return
+    others = [a for m, a in answers.items() if m != x.miner_id]
+    if not others:
+        return  # the first answer of a pair (bootstrap): the other one judges
+    verdicts = {a.id: await compare(c.settings, x.response or "", a.response or "")
+                for a in others}
+    agree = [a for a in others if verdicts[a.id].agree]
+    disagree = [a for a in others if not verdicts[a.id].agree]
+    if not agree:  # two wallets disagree: a third one decides (a tie-break with no ally: none)
+        if len(others) == 1 and copies < MAX_COPIES and origin is not None:
+            async with c.db.transaction() as session:
+                await checkjobs.copy(session, c, origin, check_model=x.check_model or "",
+                                     exclude=x.miner_id, now=utcnow())
+        return
+    now = utcnow()
+    async with c.db.transaction() as session:
+        await _record(session, c, x, True, verdicts[agree[0].id], judged)
+        for a in agree:
+            await _record(session, c, a, True, verdicts[a.id], judged)
+        if len(agree) + 1 > len(disagree):  # the majority outvotes them
+            for a in disagree:
+                await _record(session, c, a, False, verdicts[a.id], judged)
+        if origin is not None and origin.status == JobStatus.queued:
+            await checkjobs.deliver(session, c, origin.id, agree[0], now)
+
+
+async def _record(session: Any, c: AppContext, job: ChatJob, passed: bool, verdict: Verdict,
+                  judged: set[str | None]) -> None:
+    if job.id in judged or job.miner_id is None:
+        return
+    judged.add(job.id)
+    await reputation.record(
+        session, c, miner_id=job.miner_id, kind="verify", passed=passed, job_id=job.id,
+        now=utcnow(), similarity=verdict.similarity, forfeit_tokens=job.output_tokens,
+        detail=None if passed else f"disagreed with other wallets (similarity "
+                                   f"{verdict.similarity})")
