@@ -46,6 +46,7 @@ import aiohttp
 import httpx
 
 from bench import ledger
+from bench.run import pct
 from bench.signer import Wallet
 from bench.system import Spec, System
 from bench.wire import backoff
@@ -143,6 +144,7 @@ class ChatRecord:
     seen: str | None  # digest of the answer the business got (None: failed or never came)
     words: int  # the seen answer's words
     status: str
+    ms: float  # from sending the chat to holding its answer
 
 
 @dataclass
@@ -296,13 +298,15 @@ async def _client(http: aiohttp.ClientSession, i: int, role: TrustRole, start: f
             prompt = (f"{rng.choice(QUESTIONS)}? (order {rng.randrange(10**6):06d}) "
                       f"[demo:words={role.words}]")
             expected = digest(expected_answer(prompt, context, history))
+            sent = time.perf_counter()
             job = await _chat(http, auth, prompt, context, session, errors)
             if job is None:
                 break
             response = job.get("response") if job["status"] == "completed" else None
             chats.append(ChatRecord(job["job_id"], business, expected,
                                     digest(response) if response is not None else None,
-                                    len(response.split()) if response else 0, job["status"]))
+                                    len(response.split()) if response else 0, job["status"],
+                                    round((time.perf_counter() - sent) * 1000, 1)))
             if response is None:
                 break
             history += [{"role": "user", "content": prompt},
@@ -564,6 +568,9 @@ def report(plan: TrustPlan, records: list[dict[str, Any]], chats: list[dict[str,
         "settings": {k: v for k, v in plan.spec.env.items() if k != "TRUSTED_MINERS"},
         "canaries": canaries,
         "answers_seen": len(seen),
+        "answers_per_s": round(len(seen) / plan.duration_s, 1),
+        "e2e_ms": {"p50": pct([c["ms"] for c in seen], 50),
+                   "p99": pct([c["ms"] for c in seen], 99)},
         "answers_failed": sum(1 for c in chats if c["seen"] is None),
         "wrong_answers_seen": wrong_seen,
         "wrong_answers_not_from_a_cheater": wrong_from_honest,
@@ -633,7 +640,9 @@ def table(r: dict[str, Any]) -> str:
                      + (f" ({r['canaries']['error']})" if r["canaries"].get("error") else "")),
         ("trusted wallets", f"{r['trusted_wallets']} (TRUSTED_MINERS); the rest start on "
                             "probation"),
-        ("answers businesses saw", f"{r['answers_seen']} ({r['answers_failed']} failed), wrong "
+        ("answers businesses saw", f"{r['answers_seen']} ({r['answers_per_s']}/s, end-to-end "
+                                   f"p50 {r['e2e_ms']['p50']} ms, p99 {r['e2e_ms']['p99']} ms; "
+                                   f"{r['answers_failed']} failed), wrong "
                                    f"{r['wrong_answers_seen']}, from cheaters "
                                    f"{r['cheater_answers_seen']} ({_pct(r['cheater_share'])})"),
     ]
