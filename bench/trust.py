@@ -81,7 +81,7 @@ class TrustPlan:
     honest: int = 36
     cheaters: list[str] = field(default_factory=lambda: list(CHEATS))  # one wallet each
     clients: int = 24
-    duration_s: float = 60.0
+    duration_s: float = 90.0
     warmup_s: float = 3.0
     rate: float = 0.0  # chats/s over all clients; 0 = closed loop
     think_s: float = 0.0  # simulated model seconds per lease request's batch
@@ -130,7 +130,7 @@ class WalletRecord:
     rejected: Counter[str] = field(default_factory=Counter)  # results refused, by code
     words: int = 0  # words generated: this wallet's inference
     answers: dict[str, str] = field(default_factory=dict)  # job id -> digest of what it posted
-    words_by_job: dict[str, int] = field(default_factory=dict)
+    log: list[tuple[float, str, int]] = field(default_factory=list)  # (when, job id, words)
     first_lease_at: float | None = None
     suspended_at: float | None = None  # when the server first answered 403 miner_suspended
     errors: Counter[str] = field(default_factory=Counter)
@@ -241,7 +241,7 @@ async def _wallet(http: aiohttp.ClientSession, wallet: Wallet, auth: dict[str, s
             text, words, _ = respond(state, build_messages(job), cap, list(stop) if stop else None)
             rec.words += words
             rec.answers[job["job_id"]] = digest(text)
-            rec.words_by_job[job["job_id"]] = words
+            rec.log.append((now, job["job_id"], words))
             items.append({"job_id": job["job_id"], "lease_id": job["lease_id"], "output": text,
                           "output_tokens": words,
                           "signature": wallet.sign_result(job["job_id"], text)})
@@ -420,6 +420,7 @@ def execute(plan: TrustPlan) -> dict[str, Any]:
         end = start + plan.duration_s
         wallets.send("start")
         clients.send((start, end))
+        window = (start, end)
         client_report = clients.recv()
         # the check jobs still open (a re-run, a tie-break) may yet suspend someone
         still_open = asyncio.run(ledger.settle(db_url, plan.settle_s))
@@ -438,7 +439,7 @@ def execute(plan: TrustPlan) -> dict[str, Any]:
                 proc.kill()
         system.stop()
     return report(plan, records, chats, public, canaries, audit, client_report["errors"],
-                  trusted)
+                  trusted, window)
 
 
 async def business_audit(database_url: str, job_ids: list[str]) -> dict[str, Any]:
@@ -498,7 +499,8 @@ async def server_split(database_url: str) -> dict[str, Any] | None:
 
 def report(plan: TrustPlan, records: list[dict[str, Any]], chats: list[dict[str, Any]],
            public: dict[str, Any], canaries: dict[str, Any], audit: dict[str, Any],
-           client_errors: dict[str, int], trusted: list[str] | None = None) -> dict[str, Any]:
+           client_errors: dict[str, int], trusted: list[str] | None = None,
+           window: tuple[float, float] | None = None) -> dict[str, Any]:
     """The figures issue 18 asks for, from the wallets' and clients' own records."""
     seen = [c for c in chats if c["seen"] is not None]
     business_ids = {c["job_id"] for c in chats}
@@ -556,6 +558,7 @@ def report(plan: TrustPlan, records: list[dict[str, Any]], chats: list[dict[str,
     total_words = sum(r["words"] for r in records)
     business_words = sum(c["words"] for c in seen)
     check_words = max(0, total_words - business_words)
+    steady = _steady(records, honest, public, business_ids, set(trusted or []), window)
     unavailable = sorted({str(p.get("unavailable")) for p in public.values()
                           if isinstance(p, dict) and "unavailable" in p})
     return {
@@ -578,6 +581,11 @@ def report(plan: TrustPlan, records: list[dict[str, Any]], chats: list[dict[str,
         "cheater_share": round(sum(seen_from.values()) / len(seen), 4) if seen else None,
         "cheaters": cheaters,
         "honest_penalised": penalised,
+        "honest_on_probation_at_end": sum(1 for r in honest
+                                          if (public.get(r["address"]) or {}).get("probation")),
+        "honest_checks_passed_each": sorted(
+            ((public.get(r["address"]) or {}).get("checks") or {}).get("passed", 0)
+            for r in honest),
         "honest_checks": {
             "passed": sum(((public.get(r["address"]) or {}).get("checks") or {}).get("passed", 0)
                           for r in honest),
@@ -585,11 +593,78 @@ def report(plan: TrustPlan, records: list[dict[str, Any]], chats: list[dict[str,
                           for r in honest)},
         "inference": {"words_total": total_words, "words_business": business_words,
                       "words_checks": check_words,
-                      "check_share": round(check_words / total_words, 4) if total_words else None},
+                      "check_share_run": (round(check_words / total_words, 4) if total_words
+                                          else None),
+                      "steady": steady,
+                      # the bar: what checks cost once every honest wallet is out of probation
+                      # (probation is paid once per wallet: "probation" above); a run too short
+                      # to reach that is held to its whole-run share
+                      "check_share": (steady or {}).get("check_share",
+                                                        round(check_words / total_words, 4)
+                                                        if total_words else None)},
         "public_record_unavailable": unavailable,
         "errors": dict(client_errors) | _sum_errors(records),
         "audit": audit,
     }
+
+
+STEADY_MIN_S = 10.0  # the shortest steady window worth a figure
+
+
+def _epoch(value: Any) -> float | None:
+    from datetime import datetime
+
+    if not isinstance(value, str):
+        return None
+    return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+
+
+def _steady(records: list[dict[str, Any]], honest: list[dict[str, Any]], public: dict[str, Any],
+            business_ids: set[str], trusted: set[str],
+            window: tuple[float, float] | None) -> dict[str, Any] | None:
+    """The inference on checks once the last honest wallet left probation (its graduated_at,
+    from its public record), to the end of the window: the network's running cost, after
+    probation's one-time cost per wallet. None if some honest wallet never graduated, or if
+    what is left of the window is shorter than STEADY_MIN_S."""
+    if window is None or not honest:
+        return None
+    times = []
+    for rec in honest:
+        if rec["address"] in trusted:
+            continue
+        at = _epoch((public.get(rec["address"]) or {}).get("graduated_at"))
+        if at is None:
+            return None
+        times.append(at)
+    since = max(times, default=window[0])
+    if window[1] - since < STEADY_MIN_S:
+        return None
+    total = business = total_before = business_before = 0
+    counted: set[str] = set()
+    for rec in records:
+        for at, job_id, words in rec["log"]:
+            first = job_id in business_ids and job_id not in counted
+            if first:
+                counted.add(job_id)
+            if since <= at <= window[1]:
+                total += words
+                business += words if first else 0
+            elif at < since:
+                total_before += words
+                business_before += words if first else 0
+    share = (total - business) / total if total else None
+    # Probation's one-time cost: the checks before `since` beyond what the running share would
+    # have cost for the business answers of that time, per wallet that went through it.
+    probationers = len(times) + sum(1 for r in records if r["cheat"])
+    extra = ((total_before - business_before) - business_before * share / (1 - share)
+             if share is not None and share < 1 else None)
+    return {"from_s": round(since - window[0], 1), "seconds": round(window[1] - since, 1),
+            "words_total": total, "words_checks": total - business,
+            "business_jobs": sum(1 for r in records for at, j, _ in r["log"]
+                                 if since <= at <= window[1] and j in business_ids),
+            "check_share": round(share, 4) if share is not None else None,
+            "probation_words_per_wallet": (round(extra / probationers) if extra is not None
+                                           and probationers else None)}
 
 
 def _sum_errors(records: list[dict[str, Any]]) -> dict[str, int]:
@@ -655,15 +730,27 @@ def table(r: dict[str, Any]) -> str:
     rows += [
         ("honest wallets penalised", f"{len(r['honest_penalised'])} of {r['honest']}; checks "
                                      f"passed {r['honest_checks']['passed']}, failed "
-                                     f"{r['honest_checks']['failed']}"),
-        ("inference on checks", f"{_pct(inf['check_share'])} ({inf['words_checks']} of "
-                                f"{inf['words_total']} words)" + _split(r["audit"])),
+                                     f"{r['honest_checks']['failed']}; "
+                                     f"{r['honest_on_probation_at_end']} still on probation"),
+        ("inference on checks", f"{_pct(inf['check_share_run'])} of the run ("
+                                f"{inf['words_checks']} of {inf['words_total']} words)"
+                                + _split(r["audit"])),
+        ("... once out of probation", _steady_row(inf["steady"])),
         ("errors", ", ".join(f"{k}: {v}" for k, v in sorted(r["errors"].items())) or "none"),
         ("jobs: lost / duplicated", f"{r['audit']['lost']} / {r['audit']['duplicated']}  "
                                     f"{r['audit']['by_status']}"),
     ]
     width = max(len(k) for k, _ in rows)
     return "\n".join(f"  {k.ljust(width)}  {v}" for k, v in rows)
+
+
+def _steady_row(st: dict[str, Any] | None) -> str:
+    if st is None:
+        return "n/a: some honest wallet was still on probation at the end (or too near it)"
+    return (f"{_pct(st['check_share'])} ({st['words_checks']} of {st['words_total']} words, "
+            f"{st['business_jobs']} business jobs, the last {st['seconds']} s, from "
+            f"{st['from_s']} s in); before it, probation cost about "
+            f"{st['probation_words_per_wallet']} words per new wallet")
 
 
 def _split(audit: dict[str, Any]) -> str:
