@@ -36,6 +36,7 @@ from app.trust.verify import declared_key, waiting_key, wallets_key
 
 TRUSTED_SEEN_S = 60  # a trusted wallet that polled this recently ends bootstrap
 ANNOUNCE_EVERY_S = 5.0  # each process writes a wallet's presence at most this often
+LOOK_PAST = 8  # check jobs a wallet looks past for one it may answer (not its own answers')
 _announced: dict[tuple[str, int], float] = {}
 _bootstrap: dict[str, tuple[float, bool]] = {}  # prefix -> (until, bootstrap?) per process
 
@@ -69,7 +70,7 @@ class Route:
         if not ids:
             return []
         if key in self.checks:
-            ids = await self._not_mine(key, ids)
+            ids = await self._not_mine(key, ids, most)
             if not ids:  # only checks of its own answers came: wait on the other lists
                 rest = [k for k in self.keys if k not in self.checks]
                 left = max(0.0, block - (time.monotonic() - started))
@@ -81,14 +82,18 @@ class Route:
             ids = await self._shadows(key, ids)
         return ids
 
-    async def _not_mine(self, key: str, ids: list[str]) -> list[str]:
-        """The popped check jobs this wallet may answer; the others go back to the front."""
+    async def _not_mine(self, key: str, ids: list[str], most: int) -> list[str]:
+        """Up to `most` of the popped check jobs that this wallet may answer, looking a few
+        further down the list past those it may not; the rest go back to the front in order."""
+        more = await self.c.redis.rpop(key, LOOK_PAST) or []
+        ids = ids + [m.decode() if isinstance(m, bytes) else m for m in more]
         marks = await self.c.redis.mget([checkjobs.excluded_key(self.c, i) for i in ids])
-        mine = [i for i, m in zip(ids, marks, strict=True)
-                if m is not None and int(m) == self.miner_id]
-        if mine:
-            await self.c.redis.rpush(key, *reversed(mine))
-        return [i for i in ids if i not in mine]
+        allowed = [i for i, m in zip(ids, marks, strict=True)
+                   if m is None or int(m) != self.miner_id][:most]
+        back = [i for i in ids if i not in allowed]
+        if back:
+            await self.c.redis.rpush(key, *reversed(back))
+        return allowed
 
     async def _shadows(self, key: str, ids: list[str]) -> list[str]:
         """Bootstrap: business jobs popped by a wallet on probation become two copies each, one
