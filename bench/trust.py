@@ -81,7 +81,9 @@ class TrustPlan:
     honest: int = 36
     cheaters: list[str] = field(default_factory=lambda: list(CHEATS))  # one wallet each
     clients: int = 24
-    duration_s: float = 90.0
+    duration_s: float = 60.0  # the shortest window; it runs on until the network is steady:
+    max_s: float = 300.0  # ... every honest wallet out of probation, STEADY_GRACE_S, then
+    steady_s: float = 30.0  # ... this long measured in steady state (or until max_s)
     warmup_s: float = 3.0
     rate: float = 0.0  # chats/s over all clients; 0 = closed loop
     think_s: float = 0.0  # simulated model seconds per lease request's batch
@@ -189,13 +191,20 @@ async def _child(role: TrustRole, conn: Connection) -> None:
             conn.send([asdict(r) for r in records])
         else:
             conn.send("ready")
-            start, end = await loop.run_in_executor(None, conn.recv)
+            start, end_max = await loop.run_in_executor(None, conn.recv)
+            # the end comes later, once the parent sees the network steady (at most end_max)
+            end = [end_max]
+
+            async def learn_end() -> None:
+                end[0] = await loop.run_in_executor(None, conn.recv)
+            told = asyncio.create_task(learn_end())
             rng = random.Random(role.seed)
             chats: list[ChatRecord] = []
             errors: Counter[str] = Counter()
             interval = role.clients / role.rate if role.rate else 0.0
             await asyncio.gather(*(_client(http, i, role, start, end, interval, rng, chats, errors)
                                    for i in range(role.clients)))
+            await told
             conn.send({"chats": [asdict(c) for c in chats], "errors": dict(errors)})
 
 
@@ -277,7 +286,8 @@ async def _post(http: aiohttp.ClientSession, auth: dict[str, str], items: list[d
     return False
 
 
-async def _client(http: aiohttp.ClientSession, i: int, role: TrustRole, start: float, end: float,
+async def _client(http: aiohttp.ClientSession, i: int, role: TrustRole, start: float,
+                  end_box: list[float],
                   interval: float, rng: random.Random, chats: list[ChatRecord],
                   errors: Counter[str]) -> None:
     """One business's customer after another: a conversation of one or two turns each."""
@@ -286,11 +296,11 @@ async def _client(http: aiohttp.ClientSession, i: int, role: TrustRole, start: f
     context = CONTEXTS[business % len(CONTEXTS)]
     await asyncio.sleep(max(0.0, start - time.time()) + (rng.random() * interval if interval else 0))
     next_start = time.time()
-    while time.time() < end:
+    while time.time() < end_box[0]:
         session = f"bench-{uuid.uuid4().hex}"
         history: list[dict[str, str]] = []
         for _turn in range(rng.choice((1, 1, 2))):
-            if time.time() >= end:
+            if time.time() >= end_box[0]:
                 break
             if interval:
                 next_start += interval
@@ -369,6 +379,29 @@ def load_canaries(system: System, canaries: list[dict[str, str]]) -> dict[str, A
             "error": None if done.returncode == 0 else f"exit {done.returncode}: {why}"}
 
 
+STEADY_GRACE_S = 30.0  # a wallet on probation announces itself for 30 s (app/trust): shadow
+# copies of business jobs go on that long after the last one graduated
+
+
+def until_steady(plan: TrustPlan, base_url: str, start: float, probationers: list[str]) -> float:
+    """When the clients stop: once every honest wallet on probation has graduated (polled on
+    its public record), STEADY_GRACE_S and then plan.steady_s later, but not before
+    plan.duration_s nor after plan.max_s from the start."""
+    floor, ceiling = start + plan.duration_s, start + plan.max_s
+    waiting = set(probationers)
+    with httpx.Client(base_url=base_url, timeout=30) as http:
+        while waiting and time.time() < ceiling - STEADY_GRACE_S - plan.steady_s:
+            time.sleep(2.0)
+            for address in list(waiting):
+                with contextlib.suppress(httpx.HTTPError, ValueError):
+                    r = http.get(f"/miners/{address}")
+                    if r.status_code == 200 and r.json().get("graduated_at"):
+                        waiting.discard(address)
+    if waiting:
+        return max(floor, min(ceiling, time.time()))
+    return min(ceiling, max(floor, time.time() + STEADY_GRACE_S + plan.steady_s))
+
+
 def public_records(base_url: str, addresses: list[str]) -> dict[str, Any]:
     """GET /miners/{address} for each wallet: the network's public record of it."""
     out: dict[str, Any] = {}
@@ -417,9 +450,11 @@ def execute(plan: TrustPlan) -> dict[str, Any]:
         who = dict(wallets.recv())
         clients.recv()
         start = time.time() + plan.warmup_s
-        end = start + plan.duration_s
         wallets.send("start")
-        clients.send((start, end))
+        clients.send((start, start + plan.max_s))
+        end = until_steady(plan, system.base_url, start,
+                           [a for a, cheat in who.items() if cheat is None and a not in trusted])
+        clients.send(end)
         window = (start, end)
         client_report = clients.recv()
         # the check jobs still open (a re-run, a tie-break) may yet suspend someone
@@ -566,12 +601,14 @@ def report(plan: TrustPlan, records: list[dict[str, Any]], chats: list[dict[str,
         "api_processes": plan.spec.api_procs,
         "wallets": len(records), "honest": len(honest), "cheaters_n": len(cheaters),
         "cheating_share": round(len(cheaters) / len(records), 3) if records else None,
-        "clients": plan.clients, "duration_s": plan.duration_s, "words": plan.words,
+        "clients": plan.clients, "words": plan.words,
+        "duration_s": round(window[1] - window[0], 1) if window else plan.duration_s,
         "cheat_after": plan.cheat_after, "trusted_wallets": len(trusted or []),
         "settings": {k: v for k, v in plan.spec.env.items() if k != "TRUSTED_MINERS"},
         "canaries": canaries,
         "answers_seen": len(seen),
-        "answers_per_s": round(len(seen) / plan.duration_s, 1),
+        "answers_per_s": round(len(seen) / ((window[1] - window[0]) if window
+                                            else plan.duration_s), 1),
         "e2e_ms": {"p50": pct([c["ms"] for c in seen], 50),
                    "p99": pct([c["ms"] for c in seen], 99)},
         "answers_failed": sum(1 for c in chats if c["seen"] is None),
@@ -622,8 +659,8 @@ def _epoch(value: Any) -> float | None:
 def _steady(records: list[dict[str, Any]], honest: list[dict[str, Any]], public: dict[str, Any],
             business_ids: set[str], trusted: set[str],
             window: tuple[float, float] | None) -> dict[str, Any] | None:
-    """The inference on checks once the last honest wallet left probation (its graduated_at,
-    from its public record), to the end of the window: the network's running cost, after
+    """The inference on checks from STEADY_GRACE_S after the last honest wallet left probation
+    (its graduated_at, from its public record) to the end of the window: the running cost, after
     probation's one-time cost per wallet. None if some honest wallet never graduated, or if
     what is left of the window is shorter than STEADY_MIN_S."""
     if window is None or not honest:
@@ -636,7 +673,7 @@ def _steady(records: list[dict[str, Any]], honest: list[dict[str, Any]], public:
         if at is None:
             return None
         times.append(at)
-    since = max(times, default=window[0])
+    since = max(times, default=window[0]) + (STEADY_GRACE_S if times else 0.0)
     if window[1] - since < STEADY_MIN_S:
         return None
     total = business = total_before = business_before = 0

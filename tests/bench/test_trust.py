@@ -20,7 +20,7 @@ def test_a_small_trust_run_suspends_its_cheater_and_no_honest_wallet() -> None:
     """Nine honest wallets and one that answers canned text, on SQLite: the cheater is suspended
     and never reaches a business; every honest wallet keeps its standing and credit; every answer
     a business saw is the honest one (the clients compute it themselves)."""
-    plan = trust.TrustPlan(honest=9, cheaters=["canned"], clients=4, duration_s=6,
+    plan = trust.TrustPlan(honest=9, cheaters=["canned"], clients=4, duration_s=6, max_s=6,
                            warmup_s=1, canaries=4, settle_s=10,
                            spec=Spec(database="sqlite", api_procs=1, env=dict(trust.TRUST_ENV)))
     r = trust.execute(plan)
