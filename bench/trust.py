@@ -137,6 +137,10 @@ class WalletRecord:
     suspended_at: float | None = None  # when the server first answered 403 miner_suspended
     errors: Counter[str] = field(default_factory=Counter)
 
+    def as_dict(self) -> dict[str, Any]:
+        # (asdict alone would turn a Counter into one counting its (key, n) pairs)
+        return asdict(self) | {"rejected": dict(self.rejected), "errors": dict(self.errors)}
+
 
 @dataclass
 class ChatRecord:
@@ -188,7 +192,7 @@ async def _child(role: TrustRole, conn: Connection) -> None:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
-            conn.send([asdict(r) for r in records])
+            conn.send([r.as_dict() for r in records])
         else:
             conn.send("ready")
             start, end_max = await loop.run_in_executor(None, conn.recv)

@@ -108,3 +108,12 @@ def test_a_tenth_of_the_wallets_cheat_one_kind_each_in_turn() -> None:
     mix = trust.wallet_mix(plan)
     assert len(mix) == 40 and sorted(c for c in mix if c) == sorted(plan.cheaters)
     assert mix[0] is None  # the cheaters are spread among the honest wallets
+
+
+def test_a_wallets_record_crosses_the_pipe_as_plain_json() -> None:
+    rec = trust.WalletRecord("0xa", "copy")
+    rec.rejected["miner_suspended"] += 3
+    rec.errors["lease 503 busy"] += 1
+    sent = rec.as_dict()
+    assert sent["rejected"] == {"miner_suspended": 3} and sent["errors"] == {"lease 503 busy": 1}
+    trust.dumps(sent)
