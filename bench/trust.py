@@ -83,7 +83,7 @@ class TrustPlan:
     clients: int = 24
     duration_s: float = 60.0  # the shortest window; it runs on until the network is steady:
     max_s: float = 300.0  # ... every honest wallet out of probation, STEADY_GRACE_S, then
-    steady_s: float = 30.0  # ... this long measured in steady state (or until max_s)
+    steady_s: float = 45.0  # ... this long measured in steady state (or until max_s)
     warmup_s: float = 3.0
     rate: float = 0.0  # chats/s over all clients; 0 = closed loop
     think_s: float = 0.0  # simulated model seconds per lease request's batch
@@ -329,6 +329,9 @@ async def _client(http: aiohttp.ClientSession, i: int, role: TrustRole, start: f
 
 async def _chat(http: aiohttp.ClientSession, auth: dict[str, str], prompt: str, context: str,
                 session: str, errors: Counter[str]) -> dict[str, Any] | None:
+    """One turn; None if it could not be sent. Only a 429 is retried: after a 5xx or a dropped
+    connection the turn may exist on the server, and the conversation's history (hence the
+    honest answer the business expects) would be unknown, so the conversation ends there."""
     body = {"message": prompt, "context": context, "session_id": session}
     job: dict[str, Any] | None = None
     for _ in range(20):
@@ -338,10 +341,13 @@ async def _chat(http: aiohttp.ClientSession, auth: dict[str, str], prompt: str, 
                     job = await r.json()
                     break
                 errors[f"chat {r.status}"] += 1
+                if r.status != 429:
+                    return None
                 await backoff(r)
         except (aiohttp.ClientError, TimeoutError) as exc:
             errors[f"chat {type(exc).__name__}"] += 1
             await asyncio.sleep(0.2)
+            return None
     if job is None:
         return None
     deadline = time.time() + 120
@@ -472,6 +478,10 @@ def execute(plan: TrustPlan) -> dict[str, Any]:
         audit = asyncio.run(business_audit(db_url, [c["job_id"] for c in chats]))
         audit["open_after_settle"] = still_open
         audit["server_split"] = asyncio.run(server_split(db_url))
+        since = steady_since(public, [a for a, cheat in who.items()
+                                      if cheat is None and a not in trusted], window)
+        if since is not None:
+            audit["server_split_steady"] = asyncio.run(server_split(db_url, since, window[1]))
     finally:
         for proc in procs:
             if proc.is_alive():
@@ -511,22 +521,30 @@ async def business_audit(database_url: str, job_ids: list[str]) -> dict[str, Any
             "duplicated": int(duplicated), "failed_without_reason": 0}
 
 
-async def server_split(database_url: str) -> dict[str, Any] | None:
-    """The server's own count of answered jobs and their tokens by purpose (business jobs have
-    none; check jobs "verify" or "canary"), or None on a server without issue 18's checks."""
-    from sqlalchemy import text
-    from sqlalchemy.exc import DBAPIError
+async def server_split(database_url: str, since: float | None = None,
+                       until: float | None = None) -> dict[str, Any]:
+    """The database's count of answered jobs and their tokens by purpose (business jobs have
+    none; check jobs "verify" or "canary"), of the jobs created between `since` and `until`
+    (epoch seconds) if given: a check job counts when the job it checks was answered, not when
+    a wallet got round to it."""
+    from datetime import UTC, datetime
+
+    from sqlalchemy import func, select
 
     from app.db import Database
+    from app.models import ChatJob, JobStatus
 
+    purpose = func.coalesce(ChatJob.purpose, "business")
+    query = (select(purpose, func.count(), func.coalesce(func.sum(ChatJob.output_tokens), 0))
+             .where(ChatJob.status == JobStatus.completed).group_by(purpose))
+    if since is not None:
+        query = query.where(ChatJob.created_at >= datetime.fromtimestamp(since, UTC))
+    if until is not None:
+        query = query.where(ChatJob.created_at <= datetime.fromtimestamp(until, UTC))
     db = Database(database_url)
     try:
         async with db.sessions() as session:
-            rows = (await session.execute(text(
-                "SELECT coalesce(purpose, 'business'), count(*), coalesce(sum(output_tokens), 0) "
-                "FROM chat_jobs WHERE status = 'completed' GROUP BY 1"))).all()
-    except DBAPIError:
-        return None
+            rows = (await session.execute(query)).all()
     finally:
         await db.dispose()
     split = {str(k): {"jobs": int(n), "tokens": int(t)} for k, n, t in rows}
@@ -597,7 +615,8 @@ def report(plan: TrustPlan, records: list[dict[str, Any]], chats: list[dict[str,
     total_words = sum(r["words"] for r in records)
     business_words = sum(c["words"] for c in seen)
     check_words = max(0, total_words - business_words)
-    steady = _steady(records, honest, public, business_ids, set(trusted or []), window)
+    steady = _steady(records, honest, public, business_ids, set(trusted or []), window,
+                     audit.get("server_split_steady"))
     unavailable = sorted({str(p.get("unavailable")) for p in public.values()
                           if isinstance(p, dict) and "unavailable" in p})
     return {
@@ -640,9 +659,10 @@ def report(plan: TrustPlan, records: list[dict[str, Any]], chats: list[dict[str,
                       # the bar: what checks cost once every honest wallet is out of probation
                       # (probation is paid once per wallet: "probation" above); a run too short
                       # to reach that is held to its whole-run share
-                      "check_share": (steady or {}).get("check_share",
-                                                        round(check_words / total_words, 4)
-                                                        if total_words else None)},
+                      "check_share": (
+                          steady["check_share_by_creation"] if steady
+                          and steady["check_share_by_creation"] is not None
+                          else round(check_words / total_words, 4) if total_words else None)},
         "public_record_unavailable": unavailable,
         "errors": dict(client_errors) | _sum_errors(records),
         "audit": audit,
@@ -660,25 +680,33 @@ def _epoch(value: Any) -> float | None:
     return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
 
 
-def _steady(records: list[dict[str, Any]], honest: list[dict[str, Any]], public: dict[str, Any],
-            business_ids: set[str], trusted: set[str],
-            window: tuple[float, float] | None) -> dict[str, Any] | None:
-    """The inference on checks from STEADY_GRACE_S after the last honest wallet left probation
-    (its graduated_at, from its public record) to the end of the window: the running cost, after
-    probation's one-time cost per wallet. None if some honest wallet never graduated, or if
-    what is left of the window is shorter than STEADY_MIN_S."""
-    if window is None or not honest:
+def steady_since(public: dict[str, Any], probationers: list[str],
+                 window: tuple[float, float] | None) -> float | None:
+    """STEADY_GRACE_S after the last of `probationers` graduated (its public record's
+    graduated_at); None if one never did, or if less than STEADY_MIN_S of the window is left."""
+    if window is None:
         return None
     times = []
-    for rec in honest:
-        if rec["address"] in trusted:
-            continue
-        at = _epoch((public.get(rec["address"]) or {}).get("graduated_at"))
+    for address in probationers:
+        at = _epoch((public.get(address) or {}).get("graduated_at"))
         if at is None:
             return None
         times.append(at)
     since = max(times, default=window[0]) + (STEADY_GRACE_S if times else 0.0)
-    if window[1] - since < STEADY_MIN_S:
+    return since if window[1] - since >= STEADY_MIN_S else None
+
+
+def _steady(records: list[dict[str, Any]], honest: list[dict[str, Any]], public: dict[str, Any],
+            business_ids: set[str], trusted: set[str],
+            window: tuple[float, float] | None,
+            by_creation: dict[str, Any] | None = None) -> dict[str, Any] | None:
+    """The inference on checks from STEADY_GRACE_S after the last honest wallet left probation
+    (its graduated_at, from its public record) to the end of the window: the running cost, after
+    probation's one-time cost per wallet. None if some honest wallet never graduated, or if
+    what is left of the window is shorter than STEADY_MIN_S."""
+    probationers = [r["address"] for r in honest if r["address"] not in trusted]
+    since = steady_since(public, probationers, window) if honest else None
+    if since is None or window is None:
         return None
     total = business = total_before = business_before = 0
     counted: set[str] = set()
@@ -696,7 +724,7 @@ def _steady(records: list[dict[str, Any]], honest: list[dict[str, Any]], public:
     share = (total - business) / total if total else None
     # Probation's one-time cost: the checks before `since` beyond what the running share would
     # have cost for the business answers of that time, per wallet that went through it.
-    probationers = len(times) + sum(1 for r in records if r["cheat"])
+    went_through = len(probationers) + sum(1 for r in records if r["cheat"])
     extra = ((total_before - business_before) - business_before * share / (1 - share)
              if share is not None and share < 1 else None)
     return {"from_s": round(since - window[0], 1), "seconds": round(window[1] - since, 1),
@@ -704,8 +732,13 @@ def _steady(records: list[dict[str, Any]], honest: list[dict[str, Any]], public:
             "business_jobs": sum(1 for r in records for at, j, _ in r["log"]
                                  if since <= at <= window[1] and j in business_ids),
             "check_share": round(share, 4) if share is not None else None,
-            "probation_words_per_wallet": (round(extra / probationers) if extra is not None
-                                           and probationers else None)}
+            "probation_words_per_wallet": (round(extra / went_through) if extra is not None
+                                           and went_through else None),
+            # the bar: the same window, each check job counted with the job it checks (the
+            # jobs created in it, by the database), so a backlog of probation's shadow copies
+            # answered late does not count as the running cost
+            "check_share_by_creation": (by_creation or {}).get("check_share"),
+            "by_creation": by_creation}
 
 
 def _sum_errors(records: list[dict[str, Any]]) -> dict[str, int]:
@@ -788,9 +821,10 @@ def table(r: dict[str, Any]) -> str:
 def _steady_row(st: dict[str, Any] | None) -> str:
     if st is None:
         return "n/a: some honest wallet was still on probation at the end (or too near it)"
-    return (f"{_pct(st['check_share'])} ({st['words_checks']} of {st['words_total']} words, "
-            f"{st['business_jobs']} business jobs, the last {st['seconds']} s, from "
-            f"{st['from_s']} s in); before it, probation cost about "
+    return (f"{_pct(st['check_share_by_creation'])} of the tokens of jobs created in the last "
+            f"{st['seconds']} s (from {st['from_s']} s in; by lease time "
+            f"{_pct(st['check_share'])}: {st['words_checks']} of {st['words_total']} words, "
+            f"{st['business_jobs']} business jobs); before it, probation cost about "
             f"{st['probation_words_per_wallet']} words per new wallet")
 
 
