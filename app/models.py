@@ -127,7 +127,7 @@ class Miner(Base):
     # Trust (app/trust): why it was suspended automatically (NULL for an operator's suspension),
     # when it left probation, and its reputation: the decayed weight of checks passed and failed
     # (a Beta posterior's evidence; score = (1 + passed) / (2 + passed + failed)), and the plain
-    # counts of checks passed and failed
+    # counts of checks passed and failed (business feedback not included: it never graduates)
     suspended_reason: Mapped[str | None] = mapped_column(String(500))
     graduated_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     rep_passed: Mapped[float] = mapped_column(Float, default=0.0, server_default="0")

@@ -29,8 +29,9 @@ def checks_key(c: AppContext) -> str:
     return f"{c.settings.redis_prefix}:trust:checks"  # ids of check jobs not yet judged
 
 
-def excluded_key(c: AppContext, job_id: str) -> str:
-    return f"{c.settings.redis_prefix}:trust:excl:{job_id}"
+def excluded_key(c: AppContext) -> str:
+    """check job id -> the wallet it must not go to (one hash: one key, also on a Cluster)."""
+    return f"{c.settings.redis_prefix}:trust:excluded"
 
 
 async def history_of(session: AsyncSession, job: Any, limit: int) -> list[tuple[str, str]]:
@@ -66,7 +67,7 @@ async def _write(session: AsyncSession, c: AppContext, *, prompt: str, context: 
     async def queue() -> None:
         await c.redis.sadd(checks_key(c), job_id)
         if exclude is not None:
-            await c.redis.set(excluded_key(c, job_id), str(exclude), ex=24 * 3600)
+            await c.redis.hset(excluded_key(c), job_id, str(exclude))
         if push:
             await c.queue.push("chat", job_id, model=list_for(check_model))
 

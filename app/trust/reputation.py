@@ -57,11 +57,14 @@ async def record(session: AsyncSession, c: AppContext, *, miner_id: int, kind: s
         miner_id=miner_id, kind=kind, passed=passed, job_id=job_id, weight=weight,
         similarity=similarity, tokens_forfeited=(forfeit_tokens or 0) if forfeit else 0,
         detail=(detail or "")[:300] or None, created_at=now))
+    # a business's rating moves the score but is no check of the work: it never counts toward
+    # graduation (a Sybil's own business could rate its wallet up)
+    judged = 0 if kind == "feedback" else 1
     values: dict[str, object] = dict(
         rep_passed=Miner.rep_passed * keep + (weight if passed else 0.0),
         rep_failed=Miner.rep_failed * keep + (0.0 if passed else weight),
-        checks_passed=Miner.checks_passed + (1 if passed else 0),
-        checks_failed=Miner.checks_failed + (0 if passed else 1))
+        checks_passed=Miner.checks_passed + (judged if passed else 0),
+        checks_failed=Miner.checks_failed + (0 if passed else judged))
     if forfeit:
         values.update(job_count=Miner.job_count - 1,
                       tokens_generated=Miner.tokens_generated - (forfeit_tokens or 0))

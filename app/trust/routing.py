@@ -23,6 +23,7 @@ NEVER); a wallet that pops one puts it back and waits on its other lists.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 
 from sqlalchemy import select
@@ -34,6 +35,7 @@ from app.trust.lists import TRUST, list_for
 from app.trust.standing import standing
 from app.trust.verify import declared_key, waiting_key, wallets_key
 
+log = logging.getLogger(__name__)
 TRUSTED_SEEN_S = 60  # a trusted wallet that polled this recently ends bootstrap
 ANNOUNCE_EVERY_S = 5.0  # each process writes a wallet's presence at most this often
 LOOK_PAST = 8  # check jobs a wallet looks past for one it may answer (not its own answers')
@@ -87,7 +89,7 @@ class Route:
         further down the list past those it may not; the rest go back to the front in order."""
         more = await self.c.redis.rpop(key, LOOK_PAST) or []
         ids = ids + [m.decode() if isinstance(m, bytes) else m for m in more]
-        marks = await self.c.redis.mget([checkjobs.excluded_key(self.c, i) for i in ids])
+        marks = await self.c.redis.hmget(checkjobs.excluded_key(self.c), ids)
         allowed = [i for i, m in zip(ids, marks, strict=True)
                    if m is None or int(m) != self.miner_id][:most]
         back = [i for i in ids if i not in allowed]
@@ -148,6 +150,14 @@ async def _announce(c: AppContext, miner_id: int, model: str | None, probation: 
         return
     _announced[key] = mono
     now = time.time()
+    try:
+        await _write_presence(c, miner_id, model, probation, now)
+    except Exception as exc:  # bookkeeping for checks: never a reason to refuse a poll
+        log.warning("trust: could not record a wallet's poll (%s)", type(exc).__name__)
+
+
+async def _write_presence(c: AppContext, miner_id: int, model: str | None, probation: bool,
+                          now: float) -> None:
     async with c.redis.pipeline(transaction=False) as pipe:
         pipe.zadd(wallets_key(c, list_for(model)), {str(miner_id): now})
         if model:  # it also answers the common check list

@@ -32,6 +32,7 @@ from app.trust.checkjobs import checks_key
 from app.trust.lists import list_for
 
 log = logging.getLogger(__name__)
+SHADOWS_AT_ONCE = 2  # shadow copies made from one batch of answers
 MAX_COPIES = 4  # check jobs per job at most: the first re-run and up to three tie-breaks
 _random = random.SystemRandom()  # a miner must not predict which jobs are checked
 
@@ -84,12 +85,24 @@ async def _completed(c: AppContext, job_ids: list[str], miner_id: int) -> None:
     business = [j for j, hit in zip(job_ids, is_check, strict=True) if not hit]
     for job_id in checks:
         await judge(c, job_id)
-    follow = [j for j in business if waiting or _random.random() < s.verify_sample_rate]
+    follow = [j for j in business if _random.random() < s.verify_sample_rate]
+    declared = None
+    if waiting and business:  # shadow work for wallets on probation, while their list runs short
+        declared = await _declared(c, miner_id)
+        if await _shadow_wanted(c, declared):
+            follow += [j for j in business if j not in follow][:SHADOWS_AT_ONCE]
     if follow:
-        await _verify(c, follow, miner_id, sampled=not waiting)
+        await _verify(c, follow, miner_id,
+                      declared if declared is not None else await _declared(c, miner_id))
     canaries = sum(_random.random() < s.canary_rate for _ in business)
     for _ in range(canaries):
         await mix_canary(c)
+
+
+async def _declared(c: AppContext, miner_id: int) -> str:
+    """The model the wallet declared on its polls ('' for none)."""
+    found = await c.redis.hget(declared_key(c), str(miner_id))
+    return found.decode() if isinstance(found, bytes) else (found or "")
 
 
 async def _active_elsewhere(c: AppContext, list_name: str, miner_id: int) -> bool:
@@ -99,10 +112,8 @@ async def _active_elsewhere(c: AppContext, list_name: str, miner_id: int) -> boo
     return any(int(m) != miner_id for m in found)
 
 
-async def _verify(c: AppContext, job_ids: list[str], miner_id: int, *, sampled: bool) -> None:
+async def _verify(c: AppContext, job_ids: list[str], miner_id: int, declared: str) -> None:
     now = utcnow()
-    declared = await c.redis.hget(declared_key(c), str(miner_id))
-    declared = declared.decode() if isinstance(declared, bytes) else (declared or "")
     async with c.db.transaction() as session:
         rows = (await session.execute(select(ChatJob).where(
             ChatJob.id.in_(job_ids), ChatJob.purpose.is_(None),
@@ -118,9 +129,6 @@ async def _verify(c: AppContext, job_ids: list[str], miner_id: int, *, sampled: 
                             passed=verdict.agree, job_id=job.id, now=now,
                             similarity=verdict.similarity, forfeit_tokens=job.output_tokens)
                 continue
-            if not sampled and not await _shadow_wanted(c, check_model):
-                if _random.random() >= c.settings.verify_sample_rate:
-                    continue
             if not await _active_elsewhere(c, list_for(check_model), miner_id):
                 continue  # nobody else could answer it: it would wait in vain
             await checkjobs.copy(session, c, job, check_model=check_model, exclude=miner_id,
@@ -160,6 +168,7 @@ async def judge(c: AppContext, job_id: str) -> None:
         async with lock:
             await _judge_verify(c, job)
     await c.redis.srem(checks_key(c), job_id)
+    await c.redis.hdel(checkjobs.excluded_key(c), job_id)
 
 
 async def _judge_canary(c: AppContext, job: ChatJob) -> None:

@@ -111,3 +111,6 @@ async def test_feedback_only_on_the_business_own_answered_jobs(settings_factory,
         assert rec["checks"]["by_kind"]["feedback"] == {"passed": 1, "failed": 1}
         assert 0.45 < rec["score"] < 0.55  # a small weight either way
         assert not rec["suspended"]
+        # a rating is no check of the work: it never counts toward leaving probation
+        from tests.trust.support import miner_row
+        assert (await miner_row(api, miner)).checks_passed == 0

@@ -358,7 +358,9 @@
   // --- the network now -------------------------------------------------------------------------
   function renderNetwork(network) {
     if (!network.ok) {
-      for (const id of ["miners", "chat-rate", "idle-rate", "queues"]) setValue(id, "–");
+      for (const id of ["miners", "chat-rate", "idle-rate", "queues", "checks", "scores"]) {
+        setValue(id, "–");
+      }
       return;
     }
     const n = network.body;
@@ -372,6 +374,24 @@
     }
     const depth = (v) => (v === null || v === undefined ? "?" : String(v));
     setValue("queues", `${depth(n.queue_depth.chat)} · ${depth(n.queue_depth.idle)}`);
+    renderTrust(n.trust);
+  }
+
+  // `trust` is /network's record of the checks of miners' answers (verification, canaries,
+  // feedback): checks judged in the last hour, and the wallets' scores by tenths
+  function renderTrust(trust) {
+    if (!trust) return;
+    const day = trust.checks_per_hour.reduce(
+      (sum, h) => ({ passed: sum.passed + h.passed, failed: sum.failed + h.failed }),
+      { passed: 0, failed: 0 });
+    setValue("checks", String(trust.checks_last_hour));
+    $("checks-note").textContent = `last 24 h: ${day.passed} passed · ${day.failed} failed`;
+    const buckets = trust.score_distribution;
+    const total = buckets.reduce((sum, b) => sum + b.miners, 0);
+    const good = buckets.filter((b) => b.below > 0.5).reduce((sum, b) => sum + b.miners, 0);
+    setValue("scores", `${good} of ${total}`);
+    $("scores-note").textContent =
+      `score ≥ 0.5; ${trust.miners_suspended} suspended (GET /miners/{address})`;
   }
 
   // --- refresh loop ----------------------------------------------------------------------------
