@@ -1,6 +1,6 @@
 """`python -m bench` (or `make bench`): the coordinator under load, from a cold start.
 
-    python -m bench                       # the suite: steady, steady-single, half-load, hold, chaos
+    python -m bench                       # the suite: steady, steady-single, half-load, hold, chaos, stream, trust
     python -m bench steady --miners 64 --clients 64 --api-procs 2 --db postgres
     python -m bench steady --protocol single   # miners one job per request (GET /job/next)
     python -m bench hold --miners 2000 --clients 1000 --think 20

@@ -298,7 +298,8 @@ async def _client(http: aiohttp.ClientSession, i: int, role: TrustRole, start: f
     business = i % len(role.api_keys)
     auth = {"Authorization": f"Bearer {role.api_keys[business]}"}
     context = CONTEXTS[business % len(CONTEXTS)]
-    await asyncio.sleep(max(0.0, start - time.time()) + (rng.random() * interval if interval else 0))
+    spread = rng.random() * interval if interval else 0.0
+    await asyncio.sleep(max(0.0, start - time.time()) + spread)
     next_start = time.time()
     while time.time() < end_box[0]:
         session = f"bench-{uuid.uuid4().hex}"
@@ -752,7 +753,8 @@ def problems(r: dict[str, Any]) -> list[str]:
     """Why the trust run fails: issue 18's "done when", plus the audit of every business job."""
     out = []
     if r["public_record_unavailable"]:
-        out.append(f"GET /miners/{{address}} unavailable: {', '.join(r['public_record_unavailable'])}")
+        why = ", ".join(r["public_record_unavailable"])
+        out.append(f"GET /miners/{{address}} unavailable: {why}")
     for c in r["cheaters"]:
         if not c["suspended"]:
             out.append(f"cheater {c['kind']} {c['address']} was not suspended "
