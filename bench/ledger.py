@@ -35,9 +35,8 @@ async def dispatch_ms(database_url: str, start: float, end: float) -> list[float
 
 
 async def settle(database_url: str, timeout_s: float) -> int:
-    """Wait until no business's chat job is queued or leased; returns how many still are at the
-    timeout. (A check job of issue 18, `purpose` set, may wait for a wallet that is not the one
-    it checks: not a business's job, so not waited for here.)"""
+    """Wait until no chat job (a business's or an issue-18 check job) is queued or leased;
+    returns how many still are at the timeout."""
     db = Database(database_url)
     deadline = time.monotonic() + timeout_s
     try:
@@ -45,8 +44,7 @@ async def settle(database_url: str, timeout_s: float) -> int:
             async with db.sessions() as session:
                 open_jobs = (await session.execute(
                     select(func.count()).select_from(ChatJob)
-                    .where(ChatJob.status.in_((JobStatus.queued, JobStatus.assigned)),
-                           ChatJob.purpose.is_(None)))).scalar_one()
+                    .where(ChatJob.status.in_((JobStatus.queued, JobStatus.assigned))))).scalar_one()
             if open_jobs == 0 or time.monotonic() > deadline:
                 return int(open_jobs)
             await asyncio.sleep(0.5)
@@ -122,7 +120,7 @@ async def hoarded(database_url: str, grants: dict[str, int],
     db = Database(database_url)
     out: dict[str, Any] = {"held": len(grants), "held_twice_or_more": sum(
         1 for n in grants.values() if n > 1), "completed_by_honest": 0,
-        "completed_by_hoarder": 0, "failed": 0, "open": 0, "unknown": 0,
+        "completed_by_hoarder": 0, "failed": 0, "open": 0, "unknown": 0, "check_jobs_held": 0,
         "failures": {}}
     try:
         async with db.sessions() as session:
@@ -131,11 +129,13 @@ async def hoarded(database_url: str, grants: dict[str, int],
             ids = sorted(grants)
             seen = 0
             for i in range(0, len(ids), 5000):
-                for job_id, status, miner_id, reason in (await session.execute(
+                for job_id, status, miner_id, reason, purpose in (await session.execute(
                         select(ChatJob.id, ChatJob.status, ChatJob.miner_id,
-                               ChatJob.failure_reason)
+                               ChatJob.failure_reason, ChatJob.purpose)
                         .where(ChatJob.id.in_(ids[i:i + 5000])))).all():
                     seen += 1
+                    if purpose is not None:  # an issue-18 check job (a shadow copy, a re-run)
+                        out["check_jobs_held"] += 1
                     if status == JobStatus.completed:
                         out["completed_by_hoarder" if miner_id in hoarders
                             else "completed_by_honest"] += 1
