@@ -40,6 +40,7 @@ class Sampling:
     temperature: float | None = None
     top_p: float | None = None
     stop: tuple[str, ...] | None = None
+    seed: int | None = None  # with temperature > 0, makes the sampling reproducible
     # tools, tool_choice, parallel_tool_calls, response_format: OpenAI's shapes, as the job has them
     extra: tuple[tuple[str, Any], ...] = ()
 
@@ -69,7 +70,7 @@ class ModelClient:
         *,
         api_key: str | None = None,
         timeout: float = 600.0,
-        temperature: float | None = 0.7,
+        temperature: float | None = 0.0,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         self.base_url = normalize_base_url(base_url)
@@ -118,6 +119,8 @@ class ModelClient:
             body["top_p"] = sampling.top_p
         if sampling.stop:
             body["stop"] = list(sampling.stop)
+        if sampling.seed is not None:  # vLLM, llama.cpp, Ollama and OpenAI take `seed`
+            body["seed"] = sampling.seed
         body.update(dict(sampling.extra))
         if stream:
             # usage arrives in a last chunk with no choices (vLLM, llama.cpp, Ollama, OpenAI)
