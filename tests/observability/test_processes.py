@@ -112,7 +112,11 @@ def _env(settings: Settings, **more: str) -> dict[str, str]:
                RUNPOD_BASE_URL=str(settings.runpod_base_url),
                RUNPOD_API_KEY=settings.runpod_api_key.get_secret_value(),  # type: ignore[union-attr]
                RUNPOD_ENDPOINT_ID=str(settings.runpod_endpoint_id),
-               IDLE_TO_RUNPOD_AFTER_S="0.2", OPENAI_MAX_WAIT_S="1", **more)
+               IDLE_TO_RUNPOD_AFTER_S="0.2", OPENAI_MAX_WAIT_S="1",
+               # one new wallet answers: no probation, as the in-process tests' settings say
+               PROBATION_JOBS=str(settings.probation_jobs),
+               VERIFY_SAMPLE_RATE=str(settings.verify_sample_rate),
+               CANARY_RATE=str(settings.canary_rate), **more)
     return env
 
 

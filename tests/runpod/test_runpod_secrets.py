@@ -25,6 +25,7 @@ async def test_key_absent_from_errors_and_logs(
     runpod_standin: StandinServer, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.DEBUG)
+    caplog.set_level(logging.DEBUG, logger="httpx")  # the app's log setup quiets httpx to WARNING
     key = runpod_standin.api_key
     errors: list[RunPodError] = []
     async with RunPodClient(
