@@ -58,7 +58,7 @@ async def test_the_worker_survives_a_redis_restart(settings_factory, tmp_path): 
                 nonlocal again
                 again = await other.next_job()  # not the miner whose lease ran out
                 return again is not None
-            await until(redelivered, 30, 0.2)
+            await until(redelivered, 60, 0.2)  # the worker backs off (0.5 s doubling) while Redis is down
             assert again is not None and again["job_id"] == job["job_id"]
             assert again["attempt"] == 2
         assert worker.poll() is None, _log(log)
