@@ -135,8 +135,8 @@ async def score(c: AppContext, model: str, messages: Sequence[dict[str, str]],
     s = c.settings
     prefix = chat_prompt(messages)
     prompt = prefix + answer + END
-    headers = ({"Authorization": f"Bearer {s.rescore_api_key.get_secret_value()}"}
-               if s.rescore_api_key is not None else {})
+    key = s.rescore_api_key.get_secret_value() if s.rescore_api_key is not None else ""
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
     body = {"model": model, "prompt": prompt, "echo": True, "logprobs": s.rescore_top_k,
             "max_tokens": 1, "temperature": 0}
     # a client per check: at VERIFY_SAMPLE_RATE of the answers, a connection's set-up is
