@@ -399,6 +399,7 @@ class ScoreState:
     requests: int = 0  # /v1/completions requests
     delay: float = 0.0  # seconds before each answers (a slow server)
     fail_status: int | None = None  # each answers this status
+    authorization: str | None = None  # the last request's Authorization header
 
 
 def _expected_words(conversation: list[dict[str, Any]]) -> list[str]:
@@ -468,6 +469,7 @@ def add_scoring(app: Starlette, st: DemoState) -> ScoreState:
 
     async def completions(request: Request) -> Response:
         scoring.requests += 1
+        scoring.authorization = request.headers.get("authorization")
         try:
             body = await request.json()
         except ValueError:

@@ -124,12 +124,55 @@ async def _checked(api: Harness, miner: Miner) -> bool:
     return found["passed"] + found["failed"] >= 1
 
 
-@pytest.mark.parametrize("how", ["down", "slow"])
+async def test_an_answer_cut_by_max_tokens_is_not_taken_for_a_cut_answer(settings_factory,
+                                                                         any_db, demo) -> None:
+    settings = settings_for(settings_factory, any_db, demo.url, rescore_api_key="sk-scorer")
+    async with running_app(settings) as api:
+        key = await api.api_key("acme")
+        miner = await a_miner(api)
+        ask = asyncio.create_task(api.client.post(
+            "/v1/chat/completions", headers={"Authorization": f"Bearer {key}"},
+            json={"model": DEMO_MODEL_NAME, "messages": CONVERSATION, "temperature": 0.7,
+                  "max_tokens": 8}))
+        job = await miner.poll()
+        assert job is not None
+        async with httpx.AsyncClient() as http:  # the model server stops at max_tokens
+            r = (await http.post(demo.url + "/chat/completions", json={
+                "model": DEMO_MODEL_NAME, "messages": build_messages(job),
+                "max_tokens": job["max_tokens"]})).json()["choices"][0]
+        assert r["finish_reason"] == "length"
+        await miner.finish(job, r["message"]["content"], finish_reason="length")
+        assert (await ask).status_code == 200
+        await until(lambda: _checked(api, miner))
+        assert await rescored(api, miner) == {"passed": 1, "failed": 0}
+        assert demo.scoring.authorization == "Bearer sk-scorer"
+
+
+async def test_past_rescore_concurrency_answers_are_not_rescored(settings_factory, any_db, demo,
+                                                               caplog) -> None:
+    demo.scoring.delay = 3.0  # the first re-score is still in flight when the second answer comes
+    settings = settings_for(settings_factory, any_db, demo.url, rescore_concurrency=1)
+    async with running_app(settings) as api:
+        key = await api.api_key("acme")
+        first, second = await a_miner(api), await a_miner(api)
+        asked = demo.scoring.requests
+        await served(api, key, first, demo, lambda own: own)
+        await served(api, key, second, demo, lambda own: "Canned, while the scorer is busy.")
+        assert "is not re-scored" in caplog.text
+        await until(lambda: _checked(api, first))
+        await until(lambda: _settled())
+        assert await rescored(api, second) == {"passed": 0, "failed": 0}
+        assert demo.scoring.requests == asked + 1
+
+
+@pytest.mark.parametrize("how", ["down", "slow", "failing"])
 async def test_a_down_or_slow_scoring_server_never_delays_the_answer(settings_factory, any_db,
                                                                     demo, how, caplog) -> None:
-    url = demo.url if how == "slow" else f"http://127.0.0.1:{free_port()}/v1"
+    url = f"http://127.0.0.1:{free_port()}/v1" if how == "down" else demo.url
     if how == "slow":
         demo.scoring.delay = 5.0
+    if how == "failing":
+        demo.scoring.fail_status = 500
     settings = settings_for(settings_factory, any_db, url, rescore_timeout_s=2.5)
     async with running_app(settings) as api:
         key = await api.api_key("acme")
