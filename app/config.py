@@ -184,13 +184,35 @@ class Settings(BaseSettings):
     verify_min_similarity: float = 0.8  # ... if their token sequences are this similar (0-1)
     lease_priority_delay_s: float = 0.2  # a wallet scoring below 0.5 starts each long-poll up
     # to this much later, so better-scored wallets waiting at the same moment lease first
+    # re-scoring (app/trust/rescore.py): answers sampled at temperature > 0 cannot be re-run, so
+    # a sampled share of them (VERIFY_SAMPLE_RATE) is scored in one prefill by an
+    # OpenAI-compatible server the operator runs (vLLM: /v1/completions, echo + logprobs)
+    rescore_url: str | None = None  # e.g. http://127.0.0.1:8000/v1; unset: no re-scoring
+    rescore_model: str | None = None  # the model it serves: only answers claimed to come from
+    # this model are re-scored (unset: ask the server for the answer's own model by name)
+    rescore_api_key: SecretStr | None = None  # sent as Authorization: Bearer, if one is wanted
+    rescore_timeout_s: float = 10.0  # one re-score's whole time; past it the check is skipped
+    rescore_concurrency: int = 4  # re-scores in flight per process; more are skipped, not queued
+    rescore_top_k: int = 5  # the `logprobs` asked for: a token outside the model's top k is odd
+    rescore_min_mean_logprob: float = -2.5  # an answer whose tokens average less fails
+    rescore_max_outside_top_k: float = 0.35  # ... or with more than this share outside the top k
+    rescore_min_end_logprob: float = -7.0  # ... or where the model would not have stopped
+    # (a cut answer); not judged for answers that stopped at max_tokens
 
     @field_validator("verify_sample_rate", "canary_rate", "reputation_suspend_below",
-                     "reputation_decay", "verify_min_similarity")
+                     "reputation_decay", "verify_min_similarity",
+                     "rescore_max_outside_top_k")
     @classmethod
     def _fraction(cls, value: float) -> float:
         if not 0 <= value <= 1:
             raise ValueError("must be between 0 and 1")
+        return value
+
+    @field_validator("rescore_timeout_s", "rescore_concurrency", "rescore_top_k")
+    @classmethod
+    def _positive(cls, value: float) -> float:
+        if value <= 0:
+            raise ValueError("must be positive")
         return value
 
     @model_validator(mode="after")

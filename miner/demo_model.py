@@ -520,7 +520,136 @@ def create_demo_app(state: DemoState | None = None) -> Starlette:
         ]
     )
     app.state.demo = st
+    app.state.scoring = add_scoring(app, st)
     return app
+
+
+# --- prompt log-probabilities (/v1/completions with echo + logprobs, as vLLM answers them), so
+# that the network's re-scoring check (app/trust/rescore.py) runs against a real socket -----------
+
+IM_START, IM_END = "<|im_start|>", "<|im_end|>"
+_CHATML = re.compile(r"<\|im_start\|>(\w+)\n(.*?)(<\|im_end\|>|$)", re.S)
+_SCORE_TOKEN = re.compile(r"<\|im_(?:start|end)\|>|(?:(?!<\|im_(?:start|end)\|>)\S)+")
+SURE, UNSURE, WRONG = -0.05, -1.0, -9.0  # the log-probabilities this "model" gives
+
+
+@dataclass
+class ScoreState:
+    requests: int = 0  # /v1/completions requests
+    delay: float = 0.0  # seconds before each answers (a slow server)
+    fail_status: int | None = None  # each answers this status
+    authorization: str | None = None  # the last request's Authorization header
+
+
+def _expected_words(conversation: list[dict[str, Any]]) -> list[str]:
+    """What the demo model itself answers to this conversation (as chat() does), word by word."""
+    last_user = next((str(m.get("content") or "") for m in reversed(conversation)
+                      if m.get("role") == "user"), "")
+    words = 0
+    for key, value in _DIRECTIVE.findall(last_user):
+        if key == "words":
+            words = int(float(value))
+    return _WORD.findall(demo_answer(conversation, MAX_WORDS, None, words)[0])
+
+
+def score_prompt(prompt: str, top_k: int) -> dict[str, Any]:
+    """An OpenAI `logprobs` object for a ChatML prompt that ends with an assistant turn, as
+    vLLM echoes it: tokens (words and the two markers), their text offsets, each token's
+    log-probability (none for the first) and the top_k alternatives plus the token itself.
+
+    The demo "model" is sure of its own answer: the assistant turn's i-th word is likely
+    (SURE) if it is the i-th word the demo answer to the conversation before it has, else
+    WRONG, with top_k likelier alternatives; the end marker after it is SURE where its own
+    answer ends, WRONG where that would go on (a cut answer). Everything else is UNSURE."""
+    turns = [(m.group(1), m.group(2), m.start(2), m.end(2)) for m in _CHATML.finditer(prompt)]
+    answer_span: tuple[int, int] | None = None
+    expected: list[str] = []
+    if turns and turns[-1][0] == "assistant":
+        answer_span = (turns[-1][2], turns[-1][3])
+        expected = _expected_words([{"role": r, "content": t} for r, t, _, _ in turns[:-1]])
+    tokens, values, tops, offsets = [], [], [], []
+    i, on_path, ended = 0, True, False  # the next word of the answer; all before it agreed
+    for m in _SCORE_TOKEN.finditer(prompt):
+        token, at = m.group(0), m.start()
+        likely = token
+        if answer_span and answer_span[0] <= at < answer_span[1]:
+            likely = expected[i] if i < len(expected) else IM_END
+            value = SURE if on_path and token == likely else WRONG
+            on_path = on_path and token == likely
+            i += 1
+        elif answer_span and at >= answer_span[1] and token == IM_END and not ended:
+            ended = True  # the end of the answer's turn
+            if on_path and i == len(expected):
+                value = SURE
+            elif on_path:  # its own answer goes on: the claimed one was cut
+                value, likely = WRONG, expected[i]
+            else:
+                value = UNSURE
+        else:
+            value = UNSURE
+        top = {likely: max(value, SURE)}
+        for n in range(top_k - 1):
+            top[f"<alt{n}>"] = -5.0 - n / 10
+        top[token] = value
+        tokens.append(token)
+        values.append(value)
+        tops.append(top)
+        offsets.append(at)
+    if values:
+        values[0], tops[0] = None, None  # nothing comes before the first token
+    return {"tokens": tokens, "token_logprobs": values, "top_logprobs": tops,
+            "text_offset": offsets}
+
+
+def add_scoring(app: Starlette, st: DemoState) -> ScoreState:
+    """POST /v1/completions: `echo: true` with `logprobs: k` scores the prompt (score_prompt)
+    and generates one more token; without echo it answers the prompt's last user turn."""
+    scoring = ScoreState()
+
+    async def completions(request: Request) -> Response:
+        scoring.requests += 1
+        scoring.authorization = request.headers.get("authorization")
+        try:
+            body = await request.json()
+        except ValueError:
+            return _oai_error(400, "body must be JSON")
+        if not isinstance(body, dict) or not isinstance(body.get("prompt"), str):
+            return _oai_error(400, "prompt must be a string")
+        requested = body.get("model")
+        if requested not in (None, st.model):
+            return _oai_error(404, f"The model `{requested}` does not exist.", "NotFoundError")
+        max_tokens = body.get("max_tokens", 16)
+        if not isinstance(max_tokens, int) or max_tokens < 1:  # vLLM refuses 0 as well
+            return _oai_error(400, "max_tokens must be at least 1")
+        k = body.get("logprobs")
+        if k is not None and (not isinstance(k, int) or not 0 <= k <= 20):
+            return _oai_error(400, "logprobs must be an integer from 0 to 20")
+        if scoring.delay > 0:
+            await asyncio.sleep(min(MAX_SLEEP, scoring.delay))
+        if scoring.fail_status:
+            return _oai_error(scoring.fail_status, "demo model: failure requested", "server_error")
+        prompt: str = body["prompt"]
+        generated = "\n"
+        text = prompt + generated if body.get("echo") else generated
+        logprobs = None
+        if k is not None:
+            logprobs = score_prompt(prompt, max(k, 1)) if body.get("echo") else {
+                "tokens": [], "token_logprobs": [], "top_logprobs": [], "text_offset": []}
+            logprobs["tokens"].append(generated)
+            logprobs["token_logprobs"].append(SURE)
+            logprobs["top_logprobs"].append({generated: SURE})
+            logprobs["text_offset"].append(len(prompt) if body.get("echo") else 0)
+        prompt_tokens = len(_SCORE_TOKEN.findall(prompt))
+        return JSONResponse({
+            "id": "cmpl-demo-" + hashlib.sha256(prompt.encode()).hexdigest()[:12],
+            "object": "text_completion", "created": int(time.time()), "model": st.model,
+            "choices": [{"index": 0, "text": text, "logprobs": logprobs,
+                         "finish_reason": "length"}],
+            "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": 1,
+                      "total_tokens": prompt_tokens + 1}})
+
+    app.router.routes.append(Route("/v1/completions", completions, methods=["POST"]))
+    return scoring
 
 
 def main(argv: list[str] | None = None) -> None:

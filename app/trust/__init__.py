@@ -7,7 +7,7 @@ routed_list(model, purpose, check)   the queue list a chat job goes back to (lis
 give_feedback(...)                   POST /chat/{job_id}/feedback (feedback.py)
 miner_record / network_summary       GET /miners/{address}, /network (record.py)
 add_canaries / parse_canaries        `mia canary add|load` (canaries.py)
-register_rescorer                    the prompt-logprob check for sampled answers (verify.py)
+register_rescorer                    more checks of sampled answers (verify.py, rescore.py)
 
 Check jobs are chat_jobs rows with `purpose` set: a miner leases them exactly like a business's
 job; they are never billed, never shown to a business and not counted as traffic

@@ -8,9 +8,13 @@
   disagree a third wallet answers, and the answer that disagrees with the other two fails its
   check (a failed check forfeits the credit of the job and may suspend the wallet).
 
-Jobs whose sampling is not reproducible (temperature > 0) are not re-run: they are checked by
-canaries only, or by a Rescorer (prompt log-probabilities of the claimed answer in one prefill,
-which vLLM offers) registered with `register_rescorer`; none ships yet.
+Jobs whose sampling is not reproducible (temperature > 0) are not re-run: a sampled one is
+re-scored instead, when a Rescorer runs: the claimed answer's prompt log-probabilities in one
+prefill on the operator's model server (app/trust/rescore.py, on when RESCORE_URL is set; vLLM
+offers them), or any other registered with `register_rescorer`. A re-score runs in a task of its
+own after the commit, bounded in time and number, and records a `rescore` check (a failed one
+forfeits the credit of the job, like the others). Without a Rescorer such jobs are checked by
+canaries only.
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ from sqlalchemy import func, or_, select
 
 from app.context import AppContext
 from app.models import Canary, ChatJob, JobStatus, TrustCheck, utcnow
-from app.trust import checkjobs, reputation
+from app.trust import checkjobs, reputation, rescore
 from app.trust.compare import Verdict, compare
 from app.trust.checkjobs import checks_key
 from app.trust.lists import list_for
@@ -37,14 +41,20 @@ MAX_COPIES = 4  # check jobs per job at most: the first re-run and up to three t
 _random = random.SystemRandom()  # a miner must not predict which jobs are checked
 
 # The second kind of check, for answers sampled at temperature > 0: (context, the job, its
-# claimed answer) -> a Verdict (agree: the model finds the answer plausible), or None when it
-# cannot say. Registered by whoever runs a scoring model server; none is by default.
-Rescorer = Callable[[AppContext, Any, str], Awaitable[Verdict | None]]
+# claimed answer, the model it claims to come from ('' unknown)) -> a Verdict (agree: the model
+# finds the answer plausible), or None when it cannot say. RESCORE_URL's (rescore.py) is on in
+# every context whose settings name one; others are registered with register_rescorer.
+Rescorer = Callable[[AppContext, Any, str, str], Awaitable[Verdict | None]]
 _rescorers: list[Rescorer] = []
 
 
 def register_rescorer(rescorer: Rescorer) -> None:
     _rescorers.append(rescorer)
+
+
+def rescorers(c: AppContext) -> list[Rescorer]:
+    """The rescorers of this context: RESCORE_URL's when set, and the registered ones."""
+    return ([rescore.http_rescorer] if c.settings.rescore_url else []) + _rescorers
 
 
 def reproducible(options: str | None) -> bool:
@@ -127,6 +137,8 @@ async def _active_elsewhere(c: AppContext, list_name: str, miner_id: int) -> boo
 
 async def _verify(c: AppContext, job_ids: list[str], miner_id: int, declared: str) -> None:
     now = utcnow()
+    scored = rescorers(c)
+    later: list[tuple[str, str]] = []  # (job id, claimed model) to re-score after the commit
     async with c.db.transaction() as session:
         rows = (await session.execute(select(ChatJob).where(
             ChatJob.id.in_(job_ids), ChatJob.purpose.is_(None),
@@ -134,18 +146,14 @@ async def _verify(c: AppContext, job_ids: list[str], miner_id: int, declared: st
         for job in rows:
             check_model = job.model or declared
             if not reproducible(job.options):
-                for rescorer in _rescorers:
-                    verdict = await rescorer(c, job, job.response or "")
-                    if verdict is not None:
-                        await reputation.record(
-                            session, c, miner_id=miner_id, kind="rescore",
-                            passed=verdict.agree, job_id=job.id, now=now,
-                            similarity=verdict.similarity, forfeit_tokens=job.output_tokens)
+                if scored:
+                    later.append((job.id, check_model))
                 continue
             if not await _active_elsewhere(c, list_for(check_model), miner_id):
                 continue  # nobody else could answer it: it would wait in vain
             await checkjobs.copy(session, c, job, check_model=check_model, exclude=miner_id,
                                  now=now)
+    rescore.schedule(c, scored, later, miner_id)  # tasks of their own: never awaited here
 
 
 async def _shadow_wanted(c: AppContext, check_model: str) -> bool:
