@@ -1,6 +1,6 @@
 """`python -m bench` (or `make bench`): the coordinator under load, from a cold start.
 
-    python -m bench                       # the suite: steady, steady-single, half-load, hold, chaos
+    python -m bench                       # the suite: steady, steady-single, half-load, hold, chaos, stream, trust
     python -m bench steady --miners 64 --clients 64 --api-procs 2 --db postgres
     python -m bench steady --protocol single   # miners one job per request (GET /job/next)
     python -m bench hold --miners 2000 --clients 1000 --think 20
@@ -8,6 +8,7 @@
     python -m bench stream --clients 32          # /v1 streaming: time to first token
     python -m bench chaos --hoarders 2       # two hoarding wallets, after the same run without
     python -m bench outage                   # Redis and PostgreSQL (the run's own) restarted
+    python -m bench trust                    # honest miners and cheaters (bench/trust.py)
 
 Each run prints a table and writes bench/results/<name>.json (with the machine's core count).
 The suite exits non-zero if a job was lost, answered twice or failed without a reason, or if a
@@ -69,7 +70,7 @@ def _batch_size(text: str) -> int:
 def parse(argv: list[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("scenario", nargs="?", default="suite", choices=["suite", *SUITE])
+    p.add_argument("scenario", nargs="?", default="suite", choices=["suite", *SUITE, "trust"])
     p.add_argument("--db", choices=["postgres", "sqlite"], default="postgres")
     p.add_argument("--postgres-url", default=os.environ.get(
         "BENCH_POSTGRES_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test"))
@@ -91,6 +92,10 @@ def parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--hoarders", type=int, metavar="K",
                    help="hoarding wallets beside the honest miners (bench/hoard.py), after the "
                         "same run without them; default 1 in hold, 0 elsewhere")
+    p.add_argument("--cheat-after", type=int, metavar="N",
+                   help="trust: each cheater answers honestly N times before it cheats (default 0)")
+    p.add_argument("--trusted", type=int, metavar="K",
+                   help="trust: honest wallets named in TRUSTED_MINERS, skipping probation")
     p.add_argument("--name", help="results file name (default: the scenario's)")
     p.add_argument("--no-save", action="store_true")
     return p.parse_args(argv)
@@ -189,10 +194,14 @@ def _triple(d: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse(sys.argv[1:] if argv is None else argv)
-    names = list(SUITE) if args.scenario == "suite" else [args.scenario]
+    names = [*SUITE, "trust"] if args.scenario == "suite" else [args.scenario]
     full_rate: float | None = None
     ok = True
     for name in names:
+        if name == "trust":  # its own run and report (bench/trust.py)
+            from bench import trust
+            ok = trust.main(args, RESULTS) == 0 and ok
+            continue
         plan = plan_for(name, args, half_of=full_rate)
         chaos = {"chaos": monkey, "outage": outages}.get(name)
         baseline = None

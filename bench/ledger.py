@@ -14,7 +14,7 @@ from typing import Any
 from sqlalchemy import func, select
 
 from app.db import Database
-from app.models import ChatJob, ChatLog, JobStatus, Miner
+from app.models import ChatJob, ChatLog, JobStatus, Miner, TrustCheck
 
 
 def _utc(epoch: float) -> datetime:
@@ -35,7 +35,8 @@ async def dispatch_ms(database_url: str, start: float, end: float) -> list[float
 
 
 async def settle(database_url: str, timeout_s: float) -> int:
-    """Wait until no chat job is queued or leased; returns how many still are at the timeout."""
+    """Wait until no chat job (a business's or an issue-18 check job) is queued or leased;
+    returns how many still are at the timeout."""
     db = Database(database_url)
     deadline = time.monotonic() + timeout_s
     try:
@@ -52,12 +53,28 @@ async def settle(database_url: str, timeout_s: float) -> int:
 
 
 async def audit(database_url: str, client_job_ids: set[str]) -> dict[str, Any]:
-    """Every chat accounted for: terminal, answered once, failures explained, miners credited."""
+    """Every business's chat accounted for: terminal, answered once, failures explained, miners
+    credited (for check jobs too, which are credited like other work and left out of the rest)."""
     db = Database(database_url)
     try:
         async with db.sessions() as session:
             by_status = dict((await session.execute(
-                select(ChatJob.status, func.count()).group_by(ChatJob.status))).all())
+                select(ChatJob.status, func.count()).where(ChatJob.purpose.is_(None))
+                .group_by(ChatJob.status))).all())
+            checks_open = (await session.execute(
+                select(func.count()).select_from(ChatJob).where(
+                    ChatJob.purpose.is_not(None),
+                    ChatJob.status.in_((JobStatus.queued, JobStatus.assigned))))).scalar_one()
+            # Credited: each job a wallet answered on its lease (a check job too; not a business
+            # job answered by agreement, which was never leased: its check jobs were credited),
+            # less one per failed check (the credit it forfeits).
+            leased_answers = (await session.execute(
+                select(func.count()).select_from(ChatJob).where(
+                    ChatJob.status == JobStatus.completed, ChatJob.assigned_at.is_not(None))
+            )).scalar_one()
+            forfeited = (await session.execute(
+                select(func.count()).select_from(TrustCheck).where(
+                    TrustCheck.passed.is_(False), TrustCheck.kind != "feedback"))).scalar_one()
             failed_silently = (await session.execute(
                 select(func.count()).select_from(ChatJob).where(
                     ChatJob.status == JobStatus.failed, ChatJob.failure_reason.is_(None)))).scalar_one()
@@ -68,7 +85,8 @@ async def audit(database_url: str, client_job_ids: set[str]) -> dict[str, Any]:
             completed_unanswered = (await session.execute(
                 select(func.count()).select_from(ChatJob)
                 .outerjoin(answers, answers.c.job_id == ChatJob.id)
-                .where(ChatJob.status == JobStatus.completed, answers.c.n.is_(None)))).scalar_one()
+                .where(ChatJob.status == JobStatus.completed, answers.c.n.is_(None),
+                       ChatJob.purpose.is_(None)))).scalar_one()
             credited = (await session.execute(select(func.coalesce(func.sum(Miner.job_count), 0))))
             credited_jobs = int(credited.scalar_one())
             known: set[str] = set()
@@ -87,8 +105,9 @@ async def audit(database_url: str, client_job_ids: set[str]) -> dict[str, Any]:
         "duplicated": int(answered_twice),
         "completed_without_answer": int(completed_unanswered),
         "failed_without_reason": int(failed_silently),
-        "miner_credits_match": credited_jobs == completed,
+        "miner_credits_match": credited_jobs == leased_answers - forfeited,
         "miner_credited_jobs": credited_jobs,
+        "check_jobs_open": int(checks_open),
     }
 
 
@@ -101,7 +120,7 @@ async def hoarded(database_url: str, grants: dict[str, int],
     db = Database(database_url)
     out: dict[str, Any] = {"held": len(grants), "held_twice_or_more": sum(
         1 for n in grants.values() if n > 1), "completed_by_honest": 0,
-        "completed_by_hoarder": 0, "failed": 0, "open": 0, "unknown": 0,
+        "completed_by_hoarder": 0, "failed": 0, "open": 0, "unknown": 0, "check_jobs_held": 0,
         "failures": {}}
     try:
         async with db.sessions() as session:
@@ -110,11 +129,13 @@ async def hoarded(database_url: str, grants: dict[str, int],
             ids = sorted(grants)
             seen = 0
             for i in range(0, len(ids), 5000):
-                for job_id, status, miner_id, reason in (await session.execute(
+                for job_id, status, miner_id, reason, purpose in (await session.execute(
                         select(ChatJob.id, ChatJob.status, ChatJob.miner_id,
-                               ChatJob.failure_reason)
+                               ChatJob.failure_reason, ChatJob.purpose)
                         .where(ChatJob.id.in_(ids[i:i + 5000])))).all():
                     seen += 1
+                    if purpose is not None:  # an issue-18 check job (a shadow copy, a re-run)
+                        out["check_jobs_held"] += 1
                     if status == JobStatus.completed:
                         out["completed_by_hoarder" if miner_id in hoarders
                             else "completed_by_honest"] += 1

@@ -31,7 +31,9 @@ class MinerConfig:
     model: str | None = None  # None: use the model server's only model
     model_api_key: str | None = _secret_field()
     model_timeout: float = 600.0  # seconds for one generation
-    temperature: float | None = 0.7
+    # Greedy unless the job asks otherwise: the network re-runs answers of jobs that name no
+    # temperature on another wallet and compares them (issue 18); sampling would fail those checks.
+    temperature: float | None = 0.0
     no_system_role: bool = False
     concurrency: int = 1
     batch: str = "auto"  # auto: the batch protocol when the backend has it; off: one job at a time
@@ -91,7 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
     a("--model", metavar="NAME", help="model name as the server lists it [MIA_MODEL_NAME; default: the server's only model]")
     a("--model-api-key", metavar="KEY", help="bearer key for the model server, e.g. vLLM --api-key [MIA_MODEL_API_KEY]")
     a("--model-timeout", metavar="S", help="seconds one generation may take [MIA_MODEL_TIMEOUT, default 600]")
-    a("--temperature", metavar="T", help="sampling temperature; 'none' lets the server decide [MIA_MODEL_TEMPERATURE, default 0.7]")
+    a("--temperature", metavar="T", help="sampling temperature for jobs that name none; 0 is greedy, which the network's checks expect; 'none' lets the server decide [MIA_MODEL_TEMPERATURE, default 0]")
     a("--no-system-role", action="store_true", default=None, help="fold the system prompt into the first user turn, for chat templates (Mixtral-Instruct) that reject a system role [MIA_MODEL_NO_SYSTEM_ROLE]")
     a("--concurrency", metavar="N", help="jobs in flight at once [MIA_MINER_CONCURRENCY, default 1]")
     a("--batch", choices=["auto", "off"], help="auto: lease and post in batches when the backend offers it; off: one job per request [MIA_MINER_BATCH, default auto]")

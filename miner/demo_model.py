@@ -12,6 +12,21 @@ word), `stop`, and `stream: true` (one chat.completion.chunk per word, the usage
   `[demo:fail=500]`, or `[demo:cut=5]` (a stream that breaks off after 5 words, as from a
   server that died).
 
+Answers depend on the conversation only, never on `temperature`, `top_p` or `seed` (all
+accepted and recorded): greedy and seeded requests both reproduce them, so two honest demo
+miners give the same answer to the same job, as two honest miners running one model with greedy
+decoding do (issue 18's verification compares them).
+
+Switches to misbehave, off by default, for tests and the trust bench (`python -m bench trust`):
+`--cheat KIND` at start-up or `POST /demo/control {"cheat": KIND|null, "truncate_at": F,
+"cheat_after": N}` at run time, KIND one of
+- `canned`: the same fixed text for every prompt;
+- `truncate`: the honest answer cut after `truncate_at` of its words (0.3 by default);
+- `other-model`: another deterministic generator (a cheaper "model" behind the declared name);
+- `copy`: replays an answer it gave earlier to another conversation (it answers honestly only
+  while it has nothing to replay);
+and `cheat_after` N answers honestly N times before it starts (a sleeper).
+
 Run: `python -m miner.demo_model --port 8001`.
 """
 
@@ -21,6 +36,7 @@ import argparse
 import asyncio
 import hashlib
 import json
+import math
 import re
 import time
 from collections.abc import AsyncIterator
@@ -36,9 +52,20 @@ DEMO_MODEL_NAME = "mia-demo"
 LABEL = "[MIA demo model]"
 MAX_SLEEP = 60.0
 _DIRECTIVE = re.compile(r"\[demo:(sleep|word_delay|words|fail|cut)=([0-9.]+)\]")
-_FILLER = "This sentence pads the demo answer to the length that was asked for.".split()
+# Padding words, picked by the conversation's hash: two conversations get different padding, so
+# an answer replayed for another prompt, or another generator's, differs all along.
+_VOCABULARY = (
+    "order parcel delivery refund account invoice payment support ticket update address "
+    "shipping return policy warranty product service customer request status tracking number "
+    "days week team contact email phone store online label courier package replacement credit "
+    "balance subscription plan renewal cancel change password login access settings app device "
+    "battery screen setup guide steps please check confirm receive send within business hours "
+    "today soon thanks help issue solved note details reference").split()
 MAX_WORDS = 100_000
 _WORD = re.compile(r"\S+")
+CHEATS = ("canned", "truncate", "other-model", "copy")
+CANNED = ("Thank you for your message. Our team has received your request and will get back to "
+          "you shortly. Is there anything else I can help you with today?")
 
 
 @dataclass
@@ -55,8 +82,15 @@ class DemoState:
     in_flight: int = 0
     max_in_flight: int = 0
     # What the last chat completion request asked for: model, max_tokens, temperature, top_p,
-    # stop, stream, stream_options (so tests can see what a client sent).
+    # seed, stop, stream, stream_options (so tests can see what a client sent).
     last_request: dict[str, Any] = field(default_factory=dict)
+    # Misbehaviour (module docstring): None answers honestly.
+    cheat: str | None = None
+    truncate_at: float = 0.3  # `truncate`: the share of the honest answer's words kept
+    cheat_after: int = 0  # honest answers before the cheating starts
+    answered: int = 0  # answers given (the sleeper's count)
+    # `copy`: answers given honestly, (conversation digest, text), newest last
+    seen: list[tuple[str, str]] = field(default_factory=list)
 
 
 def count_tokens(text: str) -> int:
@@ -64,30 +98,57 @@ def count_tokens(text: str) -> int:
     return len(_WORD.findall(text))
 
 
-def demo_answer(
-    messages: list[dict[str, Any]], max_tokens: int, stop: list[str] | None = None, words: int = 0
-) -> tuple[str, int, bool]:
-    """Deterministic reply for a conversation, padded to `words` words, cut before the first
-    `stop` string and after `max_tokens` words; returns (text, completion_tokens, truncated by
-    max_tokens)."""
+def _digest(messages: list[dict[str, Any]]) -> str:
+    return hashlib.sha256(repr([(m.get("role"), m.get("content")) for m in messages]).encode()).hexdigest()
+
+
+def _words_from(seed: str, n: int) -> list[str]:
+    """n words of the vocabulary, picked deterministically by `seed`."""
+    out: list[str] = []
+    block = 0
+    while len(out) < n:
+        h = hashlib.sha256(f"{seed}:{block}".encode()).digest()
+        out.extend(_VOCABULARY[b % len(_VOCABULARY)] for b in h[: min(32, n - len(out))])
+        block += 1
+    return out
+
+
+def _shown(messages: list[dict[str, Any]]) -> str:
     last_user = next(
         (str(m.get("content") or "") for m in reversed(messages) if m.get("role") == "user"), ""
     )
     shown = " ".join(_DIRECTIVE.sub("", last_user).split())
-    if len(shown) > 200:
-        shown = shown[:197] + "..."
+    return shown[:197] + "..." if len(shown) > 200 else shown
+
+
+def honest_text(messages: list[dict[str, Any]], words: int = 0) -> str:
+    """The demo model's whole answer to a conversation (before stop and max_tokens)."""
     turns = sum(1 for m in messages if m.get("role") in ("user", "assistant"))
     has_system = any(m.get("role") == "system" for m in messages)
-    digest = hashlib.sha256(repr([(m.get("role"), m.get("content")) for m in messages]).encode()).hexdigest()[:8]
+    digest = _digest(messages)
     text = (
         f"{LABEL} This is a deterministic demo answer, not a real AI. "
-        f'You wrote: "{shown}". '
+        f'You wrote: "{_shown(messages)}". '
         f"Conversation turns: {turns}; business context: {'yes' if has_system else 'no'}; "
-        f"fingerprint {digest}. Point mia-miner at vLLM, Ollama or llama.cpp for real answers."
+        f"fingerprint {digest[:8]}. Point mia-miner at vLLM, Ollama or llama.cpp for real answers."
     )
     pad = max(0, min(words, MAX_WORDS) - count_tokens(text))
     if pad:
-        text += " " + " ".join(_FILLER[i % len(_FILLER)] for i in range(pad))
+        text += " " + " ".join(_words_from(digest, pad))
+    return text
+
+
+def other_model_text(messages: list[dict[str, Any]], words: int = 0) -> str:
+    """Another deterministic generator: what a cheaper model behind the declared name answers."""
+    digest = hashlib.sha256(("other-model:" + _digest(messages)).encode()).hexdigest()
+    text = f"{LABEL} Quick reply about {_shown(messages)!r}: see below."
+    n = max(12, min(words, MAX_WORDS) - count_tokens(text))
+    return text + " " + " ".join(_words_from(digest, n))
+
+
+def limit(text: str, max_tokens: int, stop: list[str] | None = None) -> tuple[str, int, bool]:
+    """`text` cut before the first `stop` string and after `max_tokens` words; returns (text,
+    completion_tokens, truncated by max_tokens)."""
     for s in stop or ():
         if s and s in text:
             text = text[: text.index(s)]
@@ -97,8 +158,77 @@ def demo_answer(
     return " ".join(found), len(found), False
 
 
-_RECORDED = ("model", "max_tokens", "max_completion_tokens", "temperature", "top_p", "stop",
-             "stream", "stream_options")
+def demo_answer(
+    messages: list[dict[str, Any]], max_tokens: int, stop: list[str] | None = None, words: int = 0
+) -> tuple[str, int, bool]:
+    """Deterministic reply for a conversation, padded to `words` words, cut before the first
+    `stop` string and after `max_tokens` words; returns (text, completion_tokens, truncated by
+    max_tokens)."""
+    return limit(honest_text(messages, words), max_tokens, stop)
+
+
+def answer(
+    st: DemoState, messages: list[dict[str, Any]], max_tokens: int,
+    stop: list[str] | None = None, words: int = 0,
+) -> tuple[str, int, bool]:
+    """What this demo model answers, switches included (the module docstring)."""
+    st.answered += 1
+    kind = st.cheat if st.answered > st.cheat_after else None
+    if kind is None:
+        return demo_answer(messages, max_tokens, stop, words)
+    if kind == "canned":
+        text = CANNED
+    elif kind == "truncate":
+        full = _WORD.findall(honest_text(messages, words))
+        text = " ".join(full[: max(1, math.ceil(len(full) * st.truncate_at))])
+    elif kind == "other-model":
+        text = other_model_text(messages, words)
+    elif kind == "copy":
+        digest = _digest(messages)
+        others = [t for d, t in st.seen if d != digest]
+        if others:  # the answer to another conversation, picked by this one's hash
+            text = others[int(digest[:8], 16) % len(others)]
+        else:
+            text = honest_text(messages, words)
+            if not st.seen:
+                st.seen.append((digest, text))
+    else:
+        raise ValueError(f"unknown cheat {kind!r}; one of {', '.join(CHEATS)}")
+    return limit(text, max_tokens, stop)
+
+
+def respond(
+    st: DemoState, messages: list[dict[str, Any]], max_tokens: int, stop: list[str] | None = None
+) -> tuple[str, int, bool]:
+    """The answer the demo model server gives this conversation, without HTTP (the bench's
+    simulated miners use it): the `[demo:words=N]` directive honoured, the others ignored."""
+    last_user = next((str(m.get("content") or "") for m in reversed(messages)
+                      if m.get("role") == "user"), "")
+    words = 0
+    for key, value in _DIRECTIVE.findall(last_user):
+        if key == "words":
+            words = int(float(value))
+    return answer(st, messages, max_tokens, stop, words)
+
+
+def set_cheat(st: DemoState, body: dict[str, Any]) -> None:
+    """Apply the misbehaviour switches of a /demo/control body (or the command line's)."""
+    if "cheat" in body:
+        cheat = body["cheat"]
+        if cheat is not None and cheat not in CHEATS:
+            raise ValueError(f"cheat must be one of {', '.join(CHEATS)} or null")
+        st.cheat = cheat
+    if "truncate_at" in body:
+        at = float(body["truncate_at"])
+        if not 0 < at < 1:
+            raise ValueError("truncate_at must be between 0 and 1")
+        st.truncate_at = at
+    if "cheat_after" in body:
+        st.cheat_after = max(0, int(body["cheat_after"]))
+
+
+_RECORDED = ("model", "max_tokens", "max_completion_tokens", "temperature", "top_p", "seed",
+             "stop", "stream", "stream_options")
 
 
 async def _stream_events(
@@ -252,9 +382,9 @@ def create_demo_app(state: DemoState | None = None) -> Starlette:
                 return _oai_error(400, "body must be JSON")
             if body.get("reset"):
                 fresh = DemoState(model=st.model)
-                for k, v in asdict(fresh).items():
+                for k in asdict(fresh):
                     if k not in ("in_flight",):
-                        setattr(st, k, v)
+                        setattr(st, k, getattr(fresh, k))
             if "delay" in body:
                 st.delay = min(MAX_SLEEP, max(0.0, float(body["delay"])))
             if "word_delay" in body:
@@ -267,7 +397,13 @@ def create_demo_app(state: DemoState | None = None) -> Starlette:
                 st.strict_roles = bool(body["strict_roles"])
             if "streams" in body:
                 st.streams = bool(body["streams"])
-        return JSONResponse(asdict(st))
+            try:
+                set_cheat(st, body)
+            except (TypeError, ValueError) as exc:
+                return _oai_error(400, str(exc))
+        shown = asdict(st)
+        shown["seen"] = len(st.seen)  # the copier's memory: how many answers, not their text
+        return JSONResponse(shown)
 
     async def chat(request: Request) -> Response:
         st.requests += 1
@@ -296,6 +432,9 @@ def create_demo_app(state: DemoState | None = None) -> Starlette:
             v = body.get(key)
             if v is not None and (not isinstance(v, (int, float)) or isinstance(v, bool)):
                 return _oai_error(400, f"{key} must be a number")
+        seed = body.get("seed")
+        if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool)):
+            return _oai_error(400, "seed must be an integer")
         stream = bool(body.get("stream")) and st.streams
         options = body.get("stream_options")
         include_usage = stream and isinstance(options, dict) and bool(options.get("include_usage"))
@@ -329,7 +468,7 @@ def create_demo_app(state: DemoState | None = None) -> Starlette:
                              "finish_reason": "tool_calls" if special.get("tool_calls") else "stop"}],
                 "usage": {"prompt_tokens": 0, "completion_tokens": count_tokens(said),
                           "total_tokens": count_tokens(said)}})
-        text, completion_tokens, truncated = demo_answer(messages, max_tokens, stop, words)
+        text, completion_tokens, truncated = answer(st, messages, max_tokens, stop, words)
         prompt_tokens = sum(count_tokens(str(m.get("content") or "")) for m in messages)
         usage = {
             "prompt_tokens": prompt_tokens,
@@ -396,10 +535,24 @@ def main(argv: list[str] | None = None) -> None:
                    help="seconds per word generated: a streamed answer arrives word by word")
     p.add_argument("--fail-status", type=int, default=None, help="answer every completion with this HTTP status")
     p.add_argument("--strict-roles", action="store_true", help="reject system messages, like Mixtral-Instruct's chat template")
+    p.add_argument("--cheat", choices=CHEATS, default=None,
+                   help="misbehave, for tests and the trust bench: canned text, truncated answers, "
+                        "another model's, or answers copied from other prompts (default: honest)")
+    p.add_argument("--truncate-at", type=float, default=0.3, metavar="F",
+                   help="--cheat truncate: the share of each answer's words kept (default 0.3)")
+    p.add_argument("--cheat-after", type=int, default=0, metavar="N",
+                   help="answer honestly N times before cheating (default 0)")
     ns = p.parse_args(argv)
-    app = create_demo_app(DemoState(model=ns.model, delay=ns.delay, word_delay=ns.word_delay,
-                                    fail_status=ns.fail_status, strict_roles=ns.strict_roles))
-    print(f"MIA demo model (NOT a real LLM) serving {ns.model!r} on http://{ns.host}:{ns.port}/v1", flush=True)
+    state = DemoState(model=ns.model, delay=ns.delay, word_delay=ns.word_delay,
+                      fail_status=ns.fail_status, strict_roles=ns.strict_roles)
+    try:
+        set_cheat(state, {"cheat": ns.cheat, "truncate_at": ns.truncate_at,
+                          "cheat_after": ns.cheat_after})
+    except ValueError as exc:
+        p.error(str(exc))
+    app = create_demo_app(state)
+    cheating = f" (CHEATING: {ns.cheat})" if ns.cheat else ""
+    print(f"MIA demo model (NOT a real LLM) serving {ns.model!r} on http://{ns.host}:{ns.port}/v1{cheating}", flush=True)
     uvicorn.run(app, host=ns.host, port=ns.port, log_level="warning", access_log=False)
 
 

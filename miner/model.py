@@ -42,6 +42,7 @@ class Sampling:
     stop: tuple[str, ...] | None = None
     # tools, tool_choice, parallel_tool_calls, response_format: OpenAI's shapes, as the job has them
     extra: tuple[tuple[str, Any], ...] = ()
+    seed: int | None = None  # with temperature > 0, makes the sampling reproducible
 
 
 def normalize_base_url(url: str) -> str:
@@ -69,7 +70,7 @@ class ModelClient:
         *,
         api_key: str | None = None,
         timeout: float = 600.0,
-        temperature: float | None = 0.7,
+        temperature: float | None = 0.0,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         self.base_url = normalize_base_url(base_url)
@@ -119,6 +120,8 @@ class ModelClient:
         if sampling.stop:
             body["stop"] = list(sampling.stop)
         body.update(dict(sampling.extra))
+        if sampling.seed is not None:  # vLLM, llama.cpp, Ollama and OpenAI take `seed`
+            body["seed"] = sampling.seed
         if stream:
             # usage arrives in a last chunk with no choices (vLLM, llama.cpp, Ollama, OpenAI)
             body["stream_options"] = {"include_usage": True}

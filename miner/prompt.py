@@ -18,8 +18,13 @@ def _number(value: Any) -> float | None:
 
 
 def job_sampling(job: dict[str, Any]) -> Sampling:
-    """The temperature, top_p and stop strings an API client asked for (null or missing, as
-    from a backend that predates them: the miner's and the model server's defaults)."""
+    """The temperature, top_p, seed and stop strings the job asks for (null or missing, as
+    from a backend that predates them: the miner's and the model server's defaults).
+
+    Passed through as they are: a job that asks for temperature 0 (greedy) or a seed is one the
+    network can re-run on another miner to check the answer (issue 18), and an honest miner's
+    answer then matches; the miner's own --temperature applies only where the job says nothing."""
+    seed = job.get("seed")
     stop = job.get("stop")
     if isinstance(stop, str):
         stop = [stop]
@@ -29,6 +34,7 @@ def job_sampling(job: dict[str, Any]) -> Sampling:
         top_p=_number(job.get("top_p")),
         stop=stops or None,
         extra=tuple((k, job[k]) for k in PASSED_THROUGH if job.get(k) is not None),
+        seed=seed if isinstance(seed, int) and not isinstance(seed, bool) else None,
     )
 
 

@@ -126,7 +126,7 @@ async def test_the_audit_finds_lost_and_twice_answered_jobs(sqlite_url) -> None:
             for job_id, status in zip(ids, (JobStatus.completed, JobStatus.queued), strict=True):
                 await session.execute(insert(ChatJob.__table__).values(
                     id=job_id, session_id="s", prompt="p", status=status, attempts=1,
-                    created_at=now))
+                    created_at=now, assigned_at=now if status == JobStatus.completed else None))
             for _ in range(2):  # the completed job answered twice
                 await session.execute(insert(ChatLog.__table__).values(
                     session_id="s", message="a", role="assistant", timestamp=now, job_id=ids[0]))
@@ -134,7 +134,7 @@ async def test_the_audit_finds_lost_and_twice_answered_jobs(sqlite_url) -> None:
         await db.dispose()
     audit = await ledger.audit(sqlite_url, {*ids, str(uuid.uuid4())})  # one the DB never saw
     assert audit["lost"] == 2 and audit["duplicated"] == 1
-    assert audit["miner_credits_match"] is False  # one completed, none credited
+    assert audit["miner_credits_match"] is False  # one answered on a lease, none credited
 
 
 def test_settle_reports_what_is_still_open(sqlite_url) -> None:  # type: ignore[no-untyped-def]
@@ -158,3 +158,20 @@ def test_the_suite_fails_a_run_whose_worker_stopped() -> None:
     assert problems({"audit": audit, "worker_running": None}) == []  # a run without a worker
     assert problems({"audit": audit, "worker_running": False}) == [
         "the worker was not running at the end"]
+
+async def test_an_open_check_job_is_not_a_lost_chat(sqlite_url) -> None:  # type: ignore[no-untyped-def]
+    """Issue 18's check jobs (purpose set) may wait for a wallet other than the one they check:
+    the audit counts a business's jobs as lost only, and shows the open checks apart (settle
+    still waits for them)."""
+    db = Database(sqlite_url)
+    now = utcnow()
+    try:
+        async with db.transaction() as session:
+            await session.execute(insert(ChatJob.__table__).values(
+                id=str(uuid.uuid4()), session_id="s", prompt="p", status=JobStatus.queued,
+                attempts=0, created_at=now, purpose="verify"))
+    finally:
+        await db.dispose()
+    audit = await ledger.audit(sqlite_url, set())
+    assert audit["lost"] == 0 and audit["check_jobs_open"] == 1 and audit["jobs"] == 0
+    assert await ledger.settle(sqlite_url, 0.1) == 1

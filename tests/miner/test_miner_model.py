@@ -54,9 +54,9 @@ async def test_max_tokens_and_sampling_reach_the_model_server(model, demo_model)
     assert c.text.endswith("demo answer,") and c.finish_reason == "stop"
     sent = demo_model.control()["last_request"]
     assert (sent["temperature"], sent["top_p"], sent["stop"]) == (0.1, 0.5, ["not a real AI"])
-    await model.chat(_user("hi"), 100)  # no job sampling: the miner's temperature, no top_p/stop
+    await model.chat(_user("hi"), 100)  # no job sampling: the miner's (greedy), no top_p/stop
     sent = demo_model.control()["last_request"]
-    assert sent["temperature"] == 0.7 and "top_p" not in sent and "stop" not in sent
+    assert sent["temperature"] == 0 and "top_p" not in sent and "stop" not in sent
 
 
 async def test_a_server_that_does_not_stream_gives_one_delta(model, demo_model) -> None:

@@ -212,7 +212,7 @@ def test_config_defaults() -> None:
     cfg = load_config([], {})
     assert cfg.backend_url == "http://127.0.0.1:8000"
     assert cfg.concurrency == 1 and cfg.accept_idle is False and cfg.model is None
-    assert cfg.poll_wait == 10 and cfg.temperature == 0.7
+    assert cfg.poll_wait == 10 and cfg.temperature == 0.0
     assert cfg.batch == "auto" and cfg.batch_window_ms == 20
 
 
