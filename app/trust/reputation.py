@@ -10,12 +10,14 @@ the mean of a Beta posterior whose older evidence fades with each newer check (w
 failed work check (verify, canary, rescore) and 1 for a business's rating (FEEDBACK_WEIGHT is
 its whole weight): an answer outvoted by two other wallets, or far from a canary's reference, is
 strong evidence, a pass is weak (a sleeper passes on purpose). With W = 20 a wallet that just
-graduated (10 passes) survives one failed check (score 0.33) and a wallet with the most passes
-decay allows (~50) is suspended by its sixth failure in a row, where with W = 1 it took ~118.
+graduated (10 passes) survives one failed check (score 0.32); one with 40 passes behind it is
+suspended at its fourth failure in a row (with W = 1: its 43rd), one with the most passes decay
+allows (~50) at its sixth.
 
 A failed work check of a graduated wallet sends it back to probation at once (graduated_at
-cleared in the same UPDATE, its leases returned, every process told): its answers stop reaching
-businesses, it gets check and shadow work only, where a cheater keeps failing and is suspended.
+cleared in the same transaction, its leases returned, every process told): its answers stop
+reaching businesses, it gets check and shadow work only, where a cheater keeps failing and is
+suspended.
 It graduates again once it has passed PROBATION_JOBS work checks since its last failed one
 (counted from trust_checks inside the graduating UPDATE). TRUSTED_MINERS are never sent back
 (the operator vouches for them; a low score still suspends them). A business's rating is no
