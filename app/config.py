@@ -179,6 +179,8 @@ class Settings(BaseSettings):
     trusted_miners: Annotated[list[str], NoDecode] = []  # wallet addresses, comma-separated
     reputation_suspend_below: float = 0.3  # a wallet whose score falls below this is suspended
     reputation_decay: float = 0.02  # each new check of a wallet shrinks its older evidence by this
+    reputation_fail_weight: float = 20.0  # a failed work check (verify, canary, rescore) weighs
+    # this many passes: a just-graduated wallet survives one, a sleeper is suspended within ~6
     feedback_weight: float = 0.1  # a business's rating, against a check's 1.0
     verify_prefix_tokens: int = 32  # answers agree if their first N tokens are equal, or
     verify_min_similarity: float = 0.8  # ... if their token sequences are this similar (0-1)
@@ -213,6 +215,13 @@ class Settings(BaseSettings):
     def _positive(cls, value: float) -> float:
         if value <= 0:
             raise ValueError("must be positive")
+        return value
+
+    @field_validator("reputation_fail_weight")
+    @classmethod
+    def _at_least_one(cls, value: float) -> float:
+        if value < 1:
+            raise ValueError("must be at least 1 (a failure weighs at least a pass)")
         return value
 
     @model_validator(mode="after")

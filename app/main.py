@@ -20,7 +20,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
-from app import __version__, tokens
+from app import __version__, tokens, trust
 from app.auth import cache as auth_cache
 from app.auth.apikey_routes import router as apikey_router
 from app.auth.routes import router as auth_router
@@ -56,6 +56,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
         observability.configure(settings)
         async with open_context(settings) as ctx:  # closes everything, even after a failed start
             ctx.notifier.on(auth_cache.channel(settings.redis_prefix), ctx.auth_cache.clear)
+            # a wallet sent back to probation stops leasing business jobs in every process now
+            ctx.notifier.on(trust.standing_channel(settings.redis_prefix), trust.forget_standings)
             app.state.ctx = ctx
             await ctx.notifier.start()
             tokens.warm(settings.tokenizer)  # the first result need not wait for the tokenizer

@@ -8,6 +8,8 @@ give_feedback(...)                   POST /chat/{job_id}/feedback (feedback.py)
 miner_record / network_summary       GET /miners/{address}, /network (record.py)
 add_canaries / parse_canaries        `mia canary add|load` (canaries.py)
 register_rescorer                    more checks of sampled answers (verify.py, rescore.py)
+standing_channel / forget_standings  a wallet sent back to probation: every process forgets
+                                     the standings it remembers (app/main.py listens)
 
 Check jobs are chat_jobs rows with `purpose` set: a miner leases them exactly like a business's
 job; they are never billed, never shown to a business and not counted as traffic
@@ -25,6 +27,8 @@ from app.trust.feedback import give as give_feedback
 from app.trust.lists import routed_list
 from app.trust.record import miner_record, network_summary
 from app.trust.routing import route
+from app.trust.standing import channel as standing_channel
+from app.trust.standing import forget_all as forget_standings
 from app.trust.verify import completed, register_rescorer
 
 
@@ -33,5 +37,6 @@ def customer_jobs() -> Any:
     return ChatJob.purpose.is_(None)
 
 
-__all__ = ["add_canaries", "completed", "customer_jobs", "give_feedback", "miner_record",
-           "network_summary", "parse_canaries", "register_rescorer", "route", "routed_list"]
+__all__ = ["add_canaries", "completed", "customer_jobs", "forget_standings", "give_feedback",
+           "miner_record", "network_summary", "parse_canaries", "register_rescorer", "route",
+           "routed_list", "standing_channel"]

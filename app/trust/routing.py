@@ -5,7 +5,10 @@ queue's.
 - A trusted wallet (graduated, named in TRUSTED_MINERS, or any wallet when PROBATION_JOBS=0)
   pops the business's lists first, then the check lists (verification, shadow and canary jobs).
 - A wallet on probation pops the check lists only: it never holds a business's job, so no
-  answer of it can reach a business (nor can its streamed chunks).
+  answer of it can reach a business (nor can its streamed chunks). A graduated wallet that
+  fails a work check is back on probation at once (app/trust/reputation.py): its leases are
+  taken back, every process forgets its standing, and a poll that was already waiting puts the
+  business jobs it pops back rather than lease them.
 - Bootstrap: while no trusted wallet has polled within TRUSTED_SEEN_S (a fresh network where
   every wallet is new), a wallet on probation pops the business's lists too, but a business job
   it pops is not leased to it: it gets a copy (a shadow) of it, and a second copy waits for
@@ -88,6 +91,12 @@ class Route:
                 key, ids = await self.c.queue.pop_from(rest, most, left)
         if ids and key in self.business and self.probation:
             ids = await self._shadows(key, ids)
+        elif ids and key in self.business and (await standing(self.c, self.miner_id)).probation:
+            # sent back to probation while this poll waited (a failed check; the standing is
+            # forgotten in every process at once, so this is a cache hit unless it changed):
+            # the business's jobs go back to the front for another wallet
+            await self.c.redis.rpush(key, *reversed(ids))
+            return []
         return ids
 
     async def _not_mine(self, key: str, ids: list[str], most: int) -> list[str]:

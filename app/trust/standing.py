@@ -4,6 +4,7 @@ it forgets it here at once; other processes see it within the TTL)."""
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 from sqlalchemy import select
@@ -13,6 +14,7 @@ from app.context import AppContext
 from app.models import Miner
 from app.ttlcache import TTLCache
 
+log = logging.getLogger(__name__)
 STANDING_TTL_S = 5.0
 _cache = TTLCache()
 
@@ -56,3 +58,24 @@ async def standing(c: AppContext, miner_id: int) -> Standing:
 
 def forget(c: AppContext, miner_id: int) -> None:
     _cache.discard((c.settings.redis_prefix, miner_id))
+
+
+def channel(redis_prefix: str) -> str:
+    """Where a process says a wallet's standing changed for the worse (back on probation)."""
+    return f"{redis_prefix}:trust:standing"
+
+
+def forget_all() -> None:
+    """The handler of channel(): read every wallet's standing afresh (app/main.py)."""
+    _cache.clear()
+
+
+async def forget_everywhere(c: AppContext) -> None:
+    """Every process reads standings afresh, now (the lease path then stops handing this
+    wallet business jobs at once; if Redis cannot be told, within STANDING_TTL_S)."""
+    _cache.clear()
+    try:
+        await c.redis.publish(channel(c.settings.redis_prefix), "demoted")
+    except Exception as exc:
+        log.warning("could not announce a wallet back on probation (%s); other processes "
+                    "see it within %.0f s", type(exc).__name__, STANDING_TTL_S)

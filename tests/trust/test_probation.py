@@ -23,8 +23,9 @@ async def _business_view(api, key: str, job_id: str) -> dict:  # type: ignore[no
 async def test_probation_never_shows_a_probationary_answer_to_a_business(settings_factory,
                                                                         any_db) -> None:
     trusted = Account.create()
+    # a failure weighing one pass, so that the wallet stays on probation instead of suspended
     settings = trust_settings(settings_factory, any_db, probation_jobs=2,
-                              trusted_miners=[trusted.address])
+                              trusted_miners=[trusted.address], reputation_fail_weight=1.0)
     async with running_app(settings) as api:
         key = await api.api_key("acme")
         from tests.support.harness import SimMiner
@@ -57,12 +58,15 @@ async def test_probation_never_shows_a_probationary_answer_to_a_business(setting
         assert tie is not None
         assert (await third.post_result(tie, ANSWER)).status_code == 200
         await until(lambda: _failed(api, new))
-        job_id = (await api.chat(key, "question 2")).json()["job_id"]
-        assert (await answer_next(t, ANSWER))["job_id"] == job_id
-        await answer_next(new, ANSWER)
-        await until(lambda: _passes(api, new, 2))
-        assert (await record(api, new))["probation"] is False  # graduated
-        job_id = (await api.chat(key, "question 3")).json()["job_id"]
+        # two passes in all, but only one since its failure: still on probation
+        for i, passes in ((2, 2), (3, 3)):
+            job_id = (await api.chat(key, f"question {i}")).json()["job_id"]
+            assert await new.next_job(wait=0.3) is None
+            assert (await answer_next(t, ANSWER))["job_id"] == job_id
+            await answer_next(new, ANSWER)
+            await until(lambda n=passes: _passes(api, new, n))  # type: ignore[misc]
+            assert (await record(api, new))["probation"] is (i == 2)
+        job_id = (await api.chat(key, "question 4")).json()["job_id"]
         assert (await answer_next(new, ANSWER))["job_id"] == job_id  # now serves businesses
 
 
