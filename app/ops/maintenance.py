@@ -20,7 +20,6 @@ from app.models import ChatJob, IdleJob, utcnow
 
 log = logging.getLogger(__name__)
 JOB_MODELS = {"chat": ChatJob, "idle": IdleJob}
-RECHECK_S = 0.5  # how long the reconciler waits before trusting that a queued id is lost
 
 
 async def reap_leases(ctx: AppContext) -> dict[str, int]:
@@ -49,22 +48,12 @@ async def reconcile_queue(ctx: AppContext) -> int:
     pushed = 0
     cutoff = utcnow() - timedelta(seconds=ctx.settings.reconcile_grace_s)
     for kind, model in JOB_MODELS.items():
-        # Redis first: an id a lease pops after this read was present, so it is not pushed again
-        present = await ctx.queue.members(kind)
         async with ctx.db.sessions() as session:
             queued = await rules.queued_ids(session, model, cutoff)
+        if not queued:
+            continue
+        present = await ctx.queue.members(kind)
         missing = [job_id for job_id in queued if job_id not in present]
-        if missing:
-            # An id can be between the two right now: popped by a lease that has not committed
-            # yet, or put back by a release that committed and has not pushed yet. Pushed
-            # then, it would be in Redis twice (and idle would wait on a chat list that only
-            # holds a leased job's stale copy). Look again a moment later: push only what is
-            # still queued in the database and still absent from Redis.
-            await asyncio.sleep(min(RECHECK_S, ctx.settings.reconcile_grace_s))
-            present = await ctx.queue.members(kind)
-            async with ctx.db.sessions() as session:
-                still = set(await rules.queued_ids(session, model, cutoff))
-            missing = [job_id for job_id in missing if job_id in still and job_id not in present]
         if missing:
             # RPUSH puts each id at the consuming end, so push newest first: oldest comes out first
             await requeue(ctx, kind, list(reversed(missing)))
