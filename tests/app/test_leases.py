@@ -121,17 +121,19 @@ async def test_job_fails_with_reason_after_max_attempts(settings_factory):
 
 
 async def test_extend_keeps_the_lease_and_release_redelivers(settings_factory):
-    async with running_app(settings_factory(lease_seconds=1)) as api:
+    # 2 s leases extended every 1.2 s: kept for 3.6 s, past one lease, with 0.8 s of margin per
+    # extension (1 s leases every 0.6 s expired once on a loaded machine)
+    async with running_app(settings_factory(lease_seconds=2)) as api:
         key = await api.api_key()
         a, b = await api.miner(), await api.miner()
         await api.chat(key, "long generation")
         job = await a.next_job(wait=2)
         for _ in range(3):
-            await asyncio.sleep(0.6)
+            await asyncio.sleep(1.2)
             r = await api.client.post(f"/job/{job['job_id']}/extend",
                                       json={"lease_id": job["lease_id"]}, headers=a.auth)
             assert r.status_code == 200, r.text
-        assert await b.next_job(wait=0) is None  # still a's after 1.8 s
+        assert await b.next_job(wait=0) is None  # still a's after 3.6 s
         r = await api.client.post(f"/job/{job['job_id']}/extend",
                                   json={"lease_id": job["lease_id"]}, headers=b.auth)
         assert r.status_code == 409  # not b's lease
