@@ -30,6 +30,7 @@ from app.treasury.runner import run_buyback
 from chain.client import eth_tester_of, make_web3
 from chain.devnet import Devnet, deploy_devnet
 from chain.tokens import erc20
+from jobs.treasury_tasks import check_buyback_threshold
 from tests.chain.conftest import require_contracts
 from tests.support.harness import Harness, running_app
 
@@ -179,6 +180,17 @@ async def treasury_app(settings, layout: Devnet, operator: LocalAccount) -> Asyn
             raise RuntimeError("the devnet did not deploy to its usual addresses")
         await get_treasury(api.ctx, signer=True)
         yield TApp(api, devnet, operator)
+
+
+DEPTH = 3  # CONFIRMATIONS of the finality and reorg tests (`deep`)
+@pytest.fixture
+async def deep(treasury_settings, devnet_layout, operator) -> AsyncIterator[tuple[TApp, int, int]]:  # type: ignore[no-untyped-def]
+    """(app, a started 150 USD buyback, the block before it) with CONFIRMATIONS=DEPTH."""
+    async with treasury_app(treasury_settings(confirmations=DEPTH), devnet_layout, operator) as t:
+        await t.add_revenue("150")
+        bid = await check_buyback_threshold({"app": t.ctx})
+        assert bid is not None
+        yield t, bid, await t.w3.eth.block_number
 
 
 @pytest.fixture

@@ -4,16 +4,11 @@ signed bytes: one swap and one burn on the final chain, never a second payment."
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
 import pytest
 
 from app.config import Settings
 from app.treasury.runner import Wait
-from jobs.treasury_tasks import check_buyback_threshold
-from tests.treasury.conftest import TApp, treasury_app
-
-DEPTH = 3
+from tests.treasury.conftest import DEPTH, TApp
 
 
 def test_confirmations_default_to_a_mainnet_safe_depth() -> None:
@@ -22,16 +17,6 @@ def test_confirmations_default_to_a_mainnet_safe_depth() -> None:
 
 async def _final_chain(t: TApp, since: int) -> list[str]:
     return [x["kind"] for x in await t.treasury_txs(since) if x["status"] == 1]
-
-
-@pytest.fixture
-async def deep(treasury_settings, devnet_layout, operator) -> AsyncIterator[tuple[TApp, int, int]]:  # type: ignore[no-untyped-def]
-    """(app, a started 150 USD buyback, the block before it) with CONFIRMATIONS=DEPTH."""
-    async with treasury_app(treasury_settings(confirmations=DEPTH), devnet_layout, operator) as t:
-        await t.add_revenue("150")
-        bid = await check_buyback_threshold({"app": t.ctx})
-        assert bid is not None
-        yield t, bid, await t.w3.eth.block_number
 
 
 async def test_burned_only_at_depth_and_a_reorg_rebroadcasts_the_same_bytes(deep) -> None:  # type: ignore[no-untyped-def]

@@ -8,7 +8,6 @@ same for the swaps before the burn is sized."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -17,19 +16,7 @@ from arq import Retry
 from app.treasury.runner import Wait
 from jobs import treasury_tasks
 from jobs.treasury_tasks import check_buyback_threshold
-from tests.treasury.conftest import TApp, treasury_app
-
-DEPTH = 3
-
-
-@pytest.fixture
-async def deep(treasury_settings, devnet_layout, operator) -> AsyncIterator[tuple[TApp, int, int]]:  # type: ignore[no-untyped-def]
-    """(app, a started 150 USD buyback, the block before it) with CONFIRMATIONS=DEPTH."""
-    async with treasury_app(treasury_settings(confirmations=DEPTH), devnet_layout, operator) as t:
-        await t.add_revenue("150")
-        bid = await check_buyback_threshold({"app": t.ctx})
-        assert bid is not None
-        yield t, bid, await t.w3.eth.block_number
+from tests.treasury.conftest import DEPTH, TApp, treasury_app
 
 
 async def _worker_run(t: TApp, bid: int) -> tuple[str | None, float | None]:
