@@ -8,7 +8,7 @@ from decimal import Decimal
 from functools import cached_property
 from typing import Annotated, Literal
 
-from pydantic import SecretStr, field_validator, model_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from app.tokens import TokenizerName
@@ -126,7 +126,12 @@ class Settings(BaseSettings):
     operator_addresses: Annotated[list[str], NoDecode] = []
 
     # --- idle jobs, RunPod and the worker (seconds unless named otherwise) -------------------------
-    price_per_1k_tokens_usd: Decimal = Decimal("0.002")  # what clients pay per 1000 output tokens
+    # what clients pay per 1000 output tokens of an idle job (IDLE_PRICE_PER_1K_TOKENS_USD; the
+    # seed's PRICE_PER_1K_TOKENS_USD still works)
+    price_per_1k_tokens_usd: Decimal = Field(
+        default=Decimal("0.002"),
+        validation_alias=AliasChoices("IDLE_PRICE_PER_1K_TOKENS_USD", "PRICE_PER_1K_TOKENS_USD",
+                                      "price_per_1k_tokens_usd"))
     # how the server counts output tokens (billing, miner credit): the served model's tokenizer
     # (app/tokens.py); a miner's own count is stored for comparison, never billed
     tokenizer: TokenizerName = "mistral-v1"
@@ -139,6 +144,18 @@ class Settings(BaseSettings):
     runpod_retry_base_s: float = 2.0  # backoff after a transient error: base * 2**(try-1)
     runpod_hold_s: float = 30.0  # a worker's claim on a job, renewed while it waits on RunPod
     worker_max_jobs: int = 50  # concurrent arq jobs per worker process
+
+    # --- business accounts: prices, holds, retention, deposits (app/accounts) ---------------------
+    # what a business pays per 1000 output tokens of a chat job; 0 (the default): chat is free,
+    # nothing is held or charged and anonymous chat works as before
+    chat_price_per_1k_tokens_usd: Decimal = Decimal(0)
+    chat_hold_max_tokens: int = 1024  # a priced chat without max_tokens holds (and may be charged)
+    # for at most this many output tokens; the answer is counted, and charged, up to it
+    chat_retention_days: int = 0  # conversation content older than this is erased; 0: kept
+    retention_interval_s: float = 3600.0  # how often the worker erases expired content
+    deposit_scan_interval_s: float = 15.0  # how often the worker reads new stablecoin deposits
+    deposit_start_block: int | None = None  # where the first scan starts (None: the chain head)
+    deposit_max_blocks: int = 2000  # blocks per eth_getLogs request
 
     # --- chain (ERC-1271 contract wallets and the treasury's buybacks) -----------------------------
     chain_rpc_url: str | None = None

@@ -40,6 +40,12 @@ class Unauthorized(AppError):
         super().__init__(detail, code=code, **kw)
 
 
+class PaymentRequired(AppError):
+    """Not enough balance (insufficient_balance) or a key past its monthly limit
+    (key_limit_reached); `extra` says how much there is and how much was needed."""
+    status, code = 402, "payment_required"
+
+
 class Forbidden(AppError):
     status, code = 403, "forbidden"
 

@@ -85,6 +85,7 @@ class JobStatus(enum.StrEnum):
 
 class Business(Base):
     __tablename__ = "businesses"
+    __table_args__ = (Index("uq_businesses_deposit_ref", "deposit_ref", unique=True),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     name: Mapped[str] = mapped_column(String(200), unique=True)
@@ -92,6 +93,16 @@ class Business(Base):
     contact_phone: Mapped[str | None] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+    # Accounts (app/accounts): the balance is the sum of the business's ledger entries; this
+    # column is that sum kept in step by the ledger alone, in the transaction that adds an entry
+    # (one conditional UPDATE: a hold that would take it below zero changes nothing), so holds
+    # serialize on the business's row. tests/accounts check it against SUM(entries).
+    balance_usd: Mapped[Decimal] = mapped_column(USD, default=Decimal(0), server_default="0")
+    low_balance_usd: Mapped[Decimal | None] = mapped_column(USD)  # GET /account warns below it
+    retention_days: Mapped[int | None] = mapped_column(Integer)  # overrides CHAT_RETENTION_DAYS
+    # what an on-chain deposit carries to say it is this business's (app/accounts/deposits.py)
+    deposit_ref: Mapped[str | None] = mapped_column(String(32))
+    removed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)  # keys revoked, content erased
 
 
 class ApiKey(Base):
@@ -104,6 +115,8 @@ class ApiKey(Base):
     scopes: Mapped[str] = mapped_column(String(200), default="chat")  # comma-separated
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # the most this key may spend in a calendar month (UTC), holds included; NULL: no limit
+    monthly_limit_usd: Mapped[Decimal | None] = mapped_column(USD)
 
     @property
     def scope_set(self) -> frozenset[str]:
@@ -202,6 +215,14 @@ class ChatJob(Base):
     origin_job_id: Mapped[str | None] = mapped_column(String(36), index=True)
     canary_id: Mapped[int | None] = mapped_column(Integer)
     check_model: Mapped[str | None] = mapped_column(String(128))
+    # Accounts: the key that submitted it (usage by key), and what its submission held on the
+    # business's balance (the ledger's hold entry, copied so completion knows without a read;
+    # NULL: the job was not priced, nothing to charge or release)
+    api_key_id: Mapped[int | None] = mapped_column(Integer)
+    hold_usd: Mapped[Decimal | None] = mapped_column(USD)
+    # set when the session's content was erased (DELETE /chat/sessions/{id}, retention,
+    # business removal): prompt, context, response and options are gone, billing fields stay
+    erased_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
 class ChatSession(Base):
@@ -326,6 +347,8 @@ class IdleJob(Base):
     runpod_submitted_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     runpod_execution_ms: Mapped[int | None] = mapped_column(Integer)
     runpod_cost_usd: Mapped[Decimal | None] = mapped_column(USD)  # what RunPod charges us
+    hold_usd: Mapped[Decimal | None] = mapped_column(USD)  # as on ChatJob: the ledger's hold
+    erased_at: Mapped[datetime | None] = mapped_column(UTCDateTime)  # prompt and result erased
 
 
 class RevenueEvent(Base):
@@ -338,6 +361,7 @@ class RevenueEvent(Base):
     """
 
     __tablename__ = "revenue_events"
+    __table_args__ = (Index("uq_revenue_events_ledger_entry", "ledger_entry_id", unique=True),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     idle_job_id: Mapped[int | None] = mapped_column(ForeignKey("idle_jobs.id"), unique=True)
@@ -347,6 +371,10 @@ class RevenueEvent(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     buyback_id: Mapped[int | None] = mapped_column(Integer, index=True)
     carried_from_buyback_id: Mapped[int | None] = mapped_column(Integer, unique=True)
+    # the ledger's charge this revenue is (app/accounts/ledger.py writes both in one
+    # transaction): revenue is what businesses were charged, one source of truth. NULL for
+    # carry-overs and for revenue booked before the ledger existed (migration 0016).
+    ledger_entry_id: Mapped[int | None] = mapped_column(Integer)
 
 
 CARRYOVER_SOURCE = "carryover"
@@ -543,4 +571,111 @@ class Feedback(Base):
     miner_id: Mapped[int | None] = mapped_column(ForeignKey("miners.id"))
     rating: Mapped[str] = mapped_column(String(8))  # up | down
     comment: Mapped[str | None] = mapped_column(String(2000))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class LedgerKind(enum.StrEnum):
+    topup = "topup"  # money in: an operator's credit (reference: invoice/payment id) or a deposit
+    hold = "hold"  # a submitted job's most expensive outcome, reserved (negative)
+    charge = "charge"  # what a completed job cost, by the server's count (negative)
+    release = "release"  # a hold given back, in full when the job is charged or fails (positive)
+    refund = "refund"  # money an operator gives back for a charge (positive)
+    adjustment = "adjustment"  # an operator's correction, either sign; also a deposit reversed
+
+
+JOB_ENTRY_KINDS = (LedgerKind.hold, LedgerKind.charge, LedgerKind.release)
+
+
+class LedgerEntry(Base):
+    """One change of a business's balance. Append-only: never updated, never deleted; the
+    balance is SUM(amount_usd) over a business's entries (Business.balance_usd keeps it).
+
+    A job has at most one hold, one charge and one release (a unique index): completing or
+    failing it twice cannot move money twice. Top-ups are unique per business and reference,
+    so a credit repeated with the same invoice id credits once.
+    """
+
+    __tablename__ = "ledger_entries"
+    __table_args__ = (
+        Index("ix_ledger_entries_business_id", "business_id", "id"),
+        Index("ix_ledger_entries_key_created", "api_key_id", "created_at"),
+        Index("uq_ledger_entries_job", "job_kind", "job_id", "kind", unique=True,
+              postgresql_where=text("job_id IS NOT NULL"), sqlite_where=text("job_id IS NOT NULL")),
+        Index("uq_ledger_entries_reference", "business_id", "kind", "reference", unique=True,
+              postgresql_where=text("reference IS NOT NULL"),
+              sqlite_where=text("reference IS NOT NULL")),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    business_id: Mapped[int] = mapped_column(ForeignKey("businesses.id"))
+    kind: Mapped[str] = mapped_column(String(16))
+    amount_usd: Mapped[Decimal] = mapped_column(USD)  # signed: what it adds to the balance
+    job_kind: Mapped[str | None] = mapped_column(String(8))  # chat | idle
+    job_id: Mapped[str | None] = mapped_column(String(36))
+    api_key_id: Mapped[int | None] = mapped_column(Integer)
+    model: Mapped[str | None] = mapped_column(String(128))
+    tokens: Mapped[int | None] = mapped_column(Integer)  # hold: max_tokens; charge: counted
+    price_per_1k_usd: Mapped[Decimal | None] = mapped_column(USD)  # the price held at
+    reference: Mapped[str | None] = mapped_column(String(255))  # top-ups, refunds, adjustments
+    actor: Mapped[str | None] = mapped_column(String(64))  # operator address, "system", "chain"
+    note: Mapped[str | None] = mapped_column(String(500))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class Deposit(Base):
+    """A stablecoin Transfer into the treasury seen on chain (app/accounts/deposits.py).
+
+    status: seen (not yet CONFIRMATIONS deep) -> credited (a top-up entry, ledger_entry_id) |
+    dropped (its transaction left the chain before it was credited: never credited) |
+    unattributed (deep, but it names no business: an operator's to resolve); a credited deposit
+    whose transaction later disappears is reversed once (an adjustment entry, status reversed).
+    Amounts: `amount` in the token's base units (int), `amount_usd` what was credited."""
+
+    __tablename__ = "deposits"
+    __table_args__ = (UniqueConstraint("tx_hash", "log_index", name="uq_deposits_tx_log"),
+                      Index("ix_deposits_status", "status"))
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    business_id: Mapped[int | None] = mapped_column(ForeignKey("businesses.id"), index=True)
+    tx_hash: Mapped[str] = mapped_column(String(66))
+    log_index: Mapped[int] = mapped_column(Integer)
+    block_number: Mapped[int] = mapped_column(BigInteger)
+    block_hash: Mapped[str] = mapped_column(String(66))
+    from_address: Mapped[str] = mapped_column(String(42))
+    token_address: Mapped[str] = mapped_column(String(42))
+    amount: Mapped[int] = mapped_column(TokenAmount)
+    amount_usd: Mapped[Decimal] = mapped_column(USD)
+    reference: Mapped[str | None] = mapped_column(String(32))  # the deposit reference it carried
+    status: Mapped[str] = mapped_column(String(16), default="seen")
+    ledger_entry_id: Mapped[int | None] = mapped_column(Integer)
+    reversal_entry_id: Mapped[int | None] = mapped_column(Integer)
+    seen_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    credited_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class ChainCursor(Base):
+    """How far a chain watcher has scanned: the last block it has seen to depth (by name)."""
+
+    __tablename__ = "chain_cursors"
+
+    name: Mapped[str] = mapped_column(String(32), primary_key=True)
+    block_number: Mapped[int] = mapped_column(BigInteger)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class Erasure(Base):
+    """A record that customer content was erased: who asked, what, when, how much. Never the
+    content, and the session id only as a SHA-256 (a business may name sessions after people)."""
+
+    __tablename__ = "erasures"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    business_id: Mapped[int | None] = mapped_column(ForeignKey("businesses.id"), index=True)
+    scope: Mapped[str] = mapped_column(String(16))  # session | retention | business
+    subject_hash: Mapped[str | None] = mapped_column(String(64))  # sha256 of the session id
+    actor: Mapped[str] = mapped_column(String(100))  # "key:<prefix>", operator address, "worker"
+    jobs: Mapped[int] = mapped_column(Integer, default=0)  # chat jobs whose content was erased
+    messages: Mapped[int] = mapped_column(Integer, default=0)  # chat_logs rows deleted
+    cancelled: Mapped[int] = mapped_column(Integer, default=0)  # in-flight jobs cancelled
+    before: Mapped[datetime | None] = mapped_column(UTCDateTime)  # retention: content older than
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

@@ -1,0 +1,7 @@
+"""Business accounts: a prepaid balance per business on an append-only ledger (ledger.py), holds
+on priced jobs and what they are charged (billing.py), top-ups by operators and on-chain
+deposits (deposits.py), usage and limits, and the business's own data: export and erasure.
+
+The lease path and the job kinds call this room through ledger.hold / ledger.settle /
+ledger.release_job only; nothing here imports a job kind.
+"""
