@@ -1,4 +1,5 @@
-"""The `mia` command: serve, dev, worker, migrate, apikey, devnet, verify-burns."""
+"""The `mia` command: serve, dev, worker, migrate, apikey, devnet, verify-burns, verify-deposits,
+deposit."""
 
 from __future__ import annotations
 
@@ -61,7 +62,22 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("verify-burns", add_help=False,
                    help="check every published burn against the chain alone (`--rpc URL --api URL`)")
 
+    sub.add_parser("verify-deposits", add_help=False,
+                   help="check every credited deposit against the chain alone "
+                        "(`--rpc URL --api URL`)")
+
+    deposit = sub.add_parser("deposit", help="DEV ONLY: send the local chain's stablecoin to the "
+                                             "treasury with a business's deposit reference")
+    deposit.add_argument("--business-ref", required=True, help="16 hex characters")
+    deposit.add_argument("--amount", required=True, help="USD, e.g. 10 or 12.50")
+    deposit.add_argument("--devnet", default=".dev/devnet.json",
+                         help="addresses of `mia dev`'s chain, where the settings name none")
+
     args, rest = parser.parse_known_args(argv)
+    if args.command == "verify-deposits":  # like verify-burns: no database, no settings
+        from chain.deposit_audit import main as deposit_audit_main
+
+        return deposit_audit_main(rest, prog="mia verify-deposits")
     if args.command == "devnet":
         from chain.devnet import main as devnet_main
 
@@ -105,6 +121,11 @@ def main(argv: list[str] | None = None) -> int:
         return asyncio.run(list_api_keys(settings))
     if args.command == "canary":
         return asyncio.run(add_canaries(settings, args))
+    if args.command == "deposit":
+        from app.devdeposit import send_dev_deposit
+
+        return asyncio.run(send_dev_deposit(settings, args.business_ref, args.amount,
+                                            args.devnet))
     if args.command == "worker":
         from jobs.worker import create_worker
 

@@ -35,7 +35,8 @@ RUNPOD_DEV_KEY = "dev-standin-key"  # the local stand-in's key, not a RunPod key
 DEMO_MODEL_NAME = "mia-demo"  # what the demo miner declares: /v1/models lists it
 DEV_DEFAULTS = {"PRICE_PER_1K_TOKENS_USD": "1.00", "BUYBACK_THRESHOLD_USD": "0.10",
                 "BUYBACK_CHECK_INTERVAL_S": "5", "BUYBACK_CHUNK_INTERVAL_S": "5",
-                "IDLE_TO_RUNPOD_AFTER_S": "20", "CONFIRMATIONS": "1", "TWAP_WINDOW_S": "5"}
+                "IDLE_TO_RUNPOD_AFTER_S": "20", "CONFIRMATIONS": "1", "TWAP_WINDOW_S": "5",
+                "DEPOSIT_SCAN_INTERVAL_S": "2"}
 
 
 @dataclass
@@ -145,11 +146,14 @@ def run_dev() -> int:
         chain.start(env)
         wait_rpc(rpc_url, chain)
         env.update(deploy_devnet(rpc_url))
+        # deposits are watched from after the deploy (its funding of the treasury is no deposit)
+        env.setdefault("DEPOSIT_START_BLOCK", str(chain_head(rpc_url) + 1))
         from app.auth.apikeys import issue_api_key
         from app.migrate import upgrade
 
         upgrade(env["DATABASE_URL"])
         api_key = asyncio.run(issue_api_key(env["DATABASE_URL"], "demo", "chat,idle"))
+        deposit_ref = asyncio.run(demo_deposit_ref(env["DATABASE_URL"], "demo"))
         runpod.start(env)
         wait_http(f"{runpod_url}/v2/standin-endpoint/health", runpod)
         api.start(env)
@@ -159,7 +163,7 @@ def run_dev() -> int:
         wait_http(f"http://127.0.0.1:{model_port}/v1/models", model)
         miner.start(env)
         print_summary(env, api_url, rpc_url, runpod_url, model_port, api_key,
-                      redis_server is not None)
+                      redis_server is not None, deposit_ref)
         while all(c.running() for c in children):
             time.sleep(0.5)
         dead = [c.name for c in children if not c.running()]
@@ -193,14 +197,39 @@ def deploy_devnet(rpc_url: str) -> dict[str, str]:
     if code != 0:
         raise RuntimeError(f"deploying the local contracts failed; see {DEV_DIR / 'devnet.log'}")
     d = json.loads(out.read_text())
+    d["rpc_url"] = rpc_url  # for `mia deposit` from another shell
+    out.write_text(json.dumps(d, indent=2) + "\n")
     return {"CHAIN_RPC_URL": rpc_url, "CHAIN_ID": str(d["chain_id"]),
             "SERV_TOKEN_ADDRESS": d["serv_token"], "QUOTE_TOKEN_ADDRESS": d["quote_token"],
             "DEX_ROUTER_ADDRESS": d["router"], "BURN_ADDRESS": d["burn_address"],
             "TREASURY_ADDRESS": d["treasury"], "TREASURY_PRIVATE_KEY": d["treasury_key"]}
 
 
+def chain_head(rpc_url: str) -> int:
+    body = {"jsonrpc": "2.0", "id": 1, "method": "eth_blockNumber", "params": []}
+    return int(httpx.post(rpc_url, json=body, timeout=5.0).json()["result"], 16)
+
+
+async def demo_deposit_ref(database_url: str, business: str) -> str:
+    """The demo business's deposit reference (given one if it has none)."""
+    from sqlalchemy import select
+
+    from app.accounts.deposits import ensure_deposit_ref
+    from app.db import Database
+    from app.models import Business
+
+    db = Database(database_url)
+    try:
+        async with db.transaction() as session:
+            business_id = (await session.execute(select(Business.id).where(
+                Business.name == business))).scalar_one()
+            return await ensure_deposit_ref(session, business_id)
+    finally:
+        await db.dispose()
+
+
 def print_summary(env: dict[str, str], api_url: str, rpc_url: str, runpod_url: str,
-                  model_port: int, api_key: str, own_redis: bool) -> None:
+                  model_port: int, api_key: str, own_redis: bool, deposit_ref: str) -> None:
     miner = Account.from_key(DEMO_MINER_KEY).address
     redis_note = " (private, started by mia dev)" if own_redis else ""
     print(f"""
@@ -241,6 +270,11 @@ and on {api_url}/transparency:
   for i in 1 2 3 4; do curl -s -X POST '{api_url}/idle-job' -H "Authorization: Bearer {api_key}" \\
        -H 'Content-Type: application/json' -d '{{"prompt": "Summarise our refund policy", "max_tokens": 64}}'; echo; done
   sleep 15; curl -s {api_url}/burns
+
+Top up the demo business on chain: a stablecoin transfer to the treasury carrying its
+deposit reference, credited after {env['CONFIRMATIONS']} confirmation(s), shown in /deposits and on
+the transparency page (`mia verify-deposits --rpc {rpc_url} --api {api_url}` checks them):
+  .venv/bin/mia deposit --business-ref {deposit_ref} --amount 10
 
 API key: {api_key}
 """, flush=True)

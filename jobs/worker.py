@@ -28,7 +28,7 @@ from app.idle.dispatch import PROCESS_IDLE_JOB
 from app.ops import maintenance, metrics
 from app.treasury import repository as treasury_repository
 from app.treasury.dispatch import RUN_BUYBACK
-from jobs import auth_tasks, idempotency_tasks, treasury_tasks
+from jobs import auth_tasks, deposit_tasks, idempotency_tasks, treasury_tasks
 
 log = logging.getLogger("jobs.worker")
 EVERY_SECOND = set(range(60))
@@ -109,6 +109,7 @@ CRONS: list[tuple[Any, dict[str, Any]]] = [
     (dispatch_stale_idle_jobs, dict(second=EVERY_SECOND, run_at_startup=True)),
     (check_revenue, dict(second={0})),
     (treasury_tasks.check_buyback_threshold, dict(second=EVERY_SECOND, run_at_startup=True)),
+    (deposit_tasks.scan_deposits, dict(second=EVERY_SECOND, run_at_startup=True)),
     (auth_tasks.prune_expired_tokens, dict(minute=auth_tasks.PRUNE_MINUTE, second={0})),
     (idempotency_tasks.prune_idempotency_keys,
      dict(minute=idempotency_tasks.PRUNE_MINUTE, second={0})),

@@ -22,11 +22,12 @@ def _row(row: Any) -> tuple[Any, ...]:
 
 async def summary_records(request: Request) -> Hashable:
     """The summary is computed from the burn totals and the revenue ledger (revenue, swapped,
-    unallocated, in flight) and the burns compared with the chain: any change is a new answer,
+    unallocated, in flight), the burns compared with the chain and the deposits credited: any change is a new answer,
     even within one block."""
     async with ctx(request).db.sessions() as session:
         return repr((await repository.totals(session), await repository.ledger(session),
-                     await repository.burn_records(session)))
+                     await repository.burn_records(session),
+                     await repository.deposit_totals(session)))
 
 
 async def burn_records(request: Request) -> Hashable | None:

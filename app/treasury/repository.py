@@ -21,8 +21,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.errors import Conflict, NotFound, ValidationFailed
 from app.models import (ACTIVE_BUYBACK_STATUSES, CARRYOVER_SOURCE, Buyback, BuybackEvent,
-                        BuybackStatus, BuybackTx, PriceObservation, RevenueEvent, TreasuryControl,
-                        utcnow)
+                        BuybackStatus, BuybackTx, Deposit, PriceObservation, RevenueEvent,
+                        TreasuryControl, utcnow)
 
 ACTIVE_SLOT = 1
 ZERO_USD = Decimal("0.000000")  # how the USD column reads zero back
@@ -185,6 +185,20 @@ async def totals(session: AsyncSession) -> Totals:
         last_buyback_at=last,
         active_buyback_id=active.id if active else None)
 
+
+@dataclass(frozen=True)
+class DepositTotals:
+    """Stablecoin deposits credited to businesses (app/accounts/deposits.py): the other way USD
+    comes into the treasury, shown beside what buybacks spent."""
+
+    credited: int
+    credited_usd: Decimal
+
+
+async def deposit_totals(session: AsyncSession) -> DepositTotals:
+    usd, n = (await session.execute(select(func.sum(Deposit.amount_usd), func.count())
+                                    .where(Deposit.status == "credited"))).one()
+    return DepositTotals(credited=int(n), credited_usd=ZERO_USD if usd is None else Decimal(usd))
 
 
 @dataclass(frozen=True)

@@ -175,14 +175,16 @@ async def burns_summary(request: Request) -> Response:
     there); and the revenue ledger to the micro-dollar: revenue = swapped + unallocated + in
     flight. `reconciled` only when both the chain and the ledger agree with the records
     (`chain_reconciled`, `ledger_reconciled`; `disagreements` says where and by how much).
-    Cacheable for 30 s."""
+    And the USD that came in as stablecoin deposits credited to businesses (`deposits_usd`,
+    `deposits_credited`; GET /deposits lists them). Cacheable for 30 s."""
     c = ctx(request)
     t = await get_treasury(c)
     async with c.db.sessions() as session:
         totals = await repository.totals(session)
         ledger = await repository.ledger(session)
         burns = await repository.burn_records(session)
-    out = await verify.summary(c, t, totals, ledger, burns)
+        deposits = await repository.deposit_totals(session)
+    out = await verify.summary(c, t, totals, ledger, burns, deposits)
     return json_response(out, headers=PUBLIC_CACHE)
 
 

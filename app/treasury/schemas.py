@@ -177,6 +177,12 @@ class SummaryOut(ResponseBody):
     chain_reconciled: bool  # the chain's burns by the treasury equal the records
     reconciled: bool  # both
     disagreements: list[str]  # which part disagrees, and by how much; empty when reconciled
+    # USD in: stablecoin deposits credited to businesses (GET /deposits lists them), beside the
+    # USD bought back (total_usd) and the $SERV burned
+    deposits_credited: int
+    deposits_usd: USDStr
+    quote_token: str  # the stablecoin deposits are made in
+    treasury_address: str  # where deposits go (and the account that buys back and burns)
 
 
 class CheckOut(ResponseBody):

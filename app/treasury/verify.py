@@ -15,7 +15,7 @@ from app.errors import AppError, ServiceUnavailable
 from app.models import USD_PLACES, Buyback, BuybackStatus, BuybackTx
 from app.treasury.onchain import Treasury, get_treasury
 from app.treasury.schemas import CheckOut, ChunkOut, SummaryOut, VerifyOut
-from app.treasury.repository import BurnRecords, Ledger, Totals
+from app.treasury.repository import BurnRecords, DepositTotals, Ledger, Totals
 from chain.burn import burned_by, verify_burn
 from chain.dex import amount_out, plan_chunks, simulate_impact_bps
 from chain.errors import ChainError, TxNotFound
@@ -73,7 +73,7 @@ async def chain_burned(t: Treasury, from_block: int, head: int, depth: int) -> i
 
 
 async def summary(ctx: AppContext, t: Treasury, totals: Totals, ledger: Ledger,
-                  burns: BurnRecords) -> SummaryOut:
+                  burns: BurnRecords, deposits: DepositTotals) -> SummaryOut:
     depth = max(ctx.settings.confirmations, 1)
     try:
         decimals = await t.decimals(t.serv)
@@ -115,7 +115,8 @@ async def summary(ctx: AppContext, t: Treasury, totals: Totals, ledger: Ledger,
         chain_burned_by_treasury_decimal=human(by_treasury, decimals),
         recorded_in_flight=burns.in_flight, ledger_reconciled=ledger.reconciled,
         chain_reconciled=chain_ok, reconciled=ledger.reconciled and chain_ok,
-        disagreements=problems)
+        disagreements=problems, deposits_credited=deposits.credited,
+        deposits_usd=deposits.credited_usd, quote_token=t.quote, treasury_address=t.address)
 
 
 async def verify(t: Treasury, settings: Settings, bb: Buyback, txs: list[BuybackTx]) -> VerifyOut:

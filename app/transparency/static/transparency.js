@@ -7,6 +7,11 @@
   const REFRESH_MS = 15000;
   const DEFAULT_DECIMALS = 18; // $SERV's, and what the server assumes without a chain
   const BURNS_PAGE = 200;
+  const DEPOSITS_PAGE = 50;
+  const DEPOSIT_STATUS = {
+    credited: "Credited", seen: "Confirming", unattributed: "No known reference",
+    dropped: "Dropped by a reorg", reversed: "Reversed by a reorg",
+  };
   const CHECK_LABELS = {
     burn_recorded: "The burn is in our records",
     receipt_success: "The burn transaction succeeded on chain",
@@ -19,6 +24,7 @@
   let chart = null;
   let lastChartData = null;
   let lastBurns = null;
+  let lastDeposits = null;
 
   const $ = (id) => document.getElementById(id);
 
@@ -355,6 +361,43 @@
       + `the rest are in /burns?offset=${burns.items.length}.`;
   }
 
+  // --- deposits in ----------------------------------------------------------------------------
+  // `deposits` is /deposits (our records only: works without the chain); the credited total is
+  // the summary's when it answers, the same figure.
+  function renderDepositTotals(deposits, summary) {
+    const s = summary.ok ? summary.body : null;
+    const d = deposits.ok ? deposits.body : null;
+    const total = (s && s.deposits_usd) ?? (d && d.credited_usd);
+    const count = (s && s.deposits_credited) ?? (d && d.credited_count);
+    setValue("deposits-in", total === null || total === undefined ? "–" : usd(total));
+    $("deposits-note").textContent = count === null || count === undefined
+      ? "stablecoin paid in by businesses, on chain"
+      : `${count} deposit${count === 1 ? "" : "s"} credited after ${d ? d.confirmations : "enough"} confirmations`;
+  }
+
+  function renderDeposits(deposits) {
+    const key = JSON.stringify(deposits);
+    if (key === lastDeposits) return;
+    lastDeposits = key;
+    const rows = deposits.items.map((x) => {
+      const date = new Date(x.credited_at || x.seen_at);
+      return el("tr", { class: "deposit " + x.status, "data-id": x.id, "data-status": x.status },
+        el("td", { "data-label": "Date", title: x.credited_at || x.seen_at,
+                   text: date.toLocaleString(undefined, { dateStyle: "medium", timeStyle: "short" }) }),
+        el("td", { class: "num", "data-label": "USD", text: usd(x.amount_usd) }),
+        el("td", { "data-label": "Status", text: DEPOSIT_STATUS[x.status] || x.status }),
+        el("td", { class: "num", "data-label": "Block", text: String(x.block_number) }),
+        el("td", { "data-label": "Transaction" }, hashLink(x.tx_hash, x.explorer_url)));
+    });
+    $("deposits").querySelector("tbody").replaceChildren(...rows);
+    $("deposits").hidden = !deposits.items.length;
+    $("deposits-empty").hidden = deposits.items.length > 0;
+    const more = $("deposits-more");
+    more.hidden = deposits.total <= deposits.items.length;
+    more.textContent = more.hidden ? "" : `Showing the latest ${deposits.items.length} of `
+      + `${deposits.total} deposits; the rest are in /deposits?offset=${deposits.items.length}.`;
+  }
+
   // --- the network now -------------------------------------------------------------------------
   function renderNetwork(network) {
     if (!network.ok) {
@@ -402,11 +445,12 @@
   }
 
   async function refresh() {
-    const [summary, burns, network] = await Promise.all([
+    const [summary, burns, network, deposits] = await Promise.all([
       getJSON("/burns/summary"), getJSON(`/burns?limit=${BURNS_PAGE}`),
-      getJSON("/network", true)]);  // its ledger: revenue shows on the next refresh
+      getJSON("/network", true),  // its ledger: revenue shows on the next refresh
+      getJSON(`/deposits?limit=${DEPOSITS_PAGE}`)]);
     renderChainBanner(summary);
-    const failed = [[burns, "/burns"], [network, "/network"]]
+    const failed = [[burns, "/burns"], [network, "/network"], [deposits, "/deposits"]]
       .filter(([r]) => !r.ok)
       .map(([r, path]) => `${path}: ${(r.body && r.body.detail) || "HTTP " + r.status}`);
     showError(failed.length ? "Some figures could not be loaded — " + failed.join("; ") : "");
@@ -418,6 +462,8 @@
       renderBurns(burns.body, decimals);
       renderChart(burns.body, recorded, decimals);
     }
+    renderDepositTotals(deposits, summary);
+    if (deposits.ok) renderDeposits(deposits.body);
     renderNetwork(network);
   }
 

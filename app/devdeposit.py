@@ -1,0 +1,59 @@
+"""`mia deposit --business-ref REF --amount 10`: DEV ONLY. The local chain's funded trader
+account (chain/devnet.py, a publicly known key) sends the stablecoin to the treasury with the
+reference appended to its transfer call, as a business's wallet would; the worker credits it
+after CONFIRMATIONS. Refuses any chain id that is not a development chain's."""
+
+from __future__ import annotations
+
+import json
+import sys
+from decimal import ROUND_FLOOR, Decimal, InvalidOperation
+from pathlib import Path
+
+from app.config import DEV_CHAIN_IDS, Settings
+
+
+async def send_dev_deposit(settings: Settings, reference: str, amount: str, devnet: str) -> int:
+    from eth_account import Account
+
+    from chain.client import close, make_web3
+    from chain.deposits import deposit, normalize_memo
+    from chain.devnet import dev_key
+    from chain.tokens import erc20
+    from chain.tx import TxSender
+
+    saved = json.loads(Path(devnet).read_text()) if Path(devnet).is_file() else {}
+    rpc = settings.chain_rpc_url or saved.get("rpc_url")
+    token = settings.quote_token_address or saved.get("quote_token")
+    treasury = settings.treasury_address or saved.get("treasury")
+    try:
+        memo = normalize_memo(reference)
+        usd = Decimal(amount)
+    except (ValueError, InvalidOperation) as exc:
+        print(f"mia deposit: {exc}", file=sys.stderr)
+        return 2
+    if not (rpc and token and treasury):
+        print("mia deposit: no local chain found: run `mia dev` (it writes .dev/devnet.json) or "
+              "set CHAIN_RPC_URL, QUOTE_TOKEN_ADDRESS and TREASURY_ADDRESS", file=sys.stderr)
+        return 2
+    w3 = make_web3(rpc)
+    try:
+        chain_id = await w3.eth.chain_id
+        if chain_id not in DEV_CHAIN_IDS:
+            print(f"mia deposit: chain id {chain_id} is not a development chain; this command "
+                  "pays from a publicly known dev key", file=sys.stderr)
+            return 2
+        decimals = int(await erc20(w3, token).functions.decimals().call())
+        units = int((usd * 10**decimals).to_integral_value(ROUND_FLOOR))
+        if units <= 0:
+            print("mia deposit: the amount must be positive", file=sys.stderr)
+            return 2
+        sender = TxSender(w3, Account.from_key(dev_key("trader")), max_fee_wei=1_000 * 10**9,
+                          poll_interval=0.05)
+        tx_hash, block = await deposit(sender, token, treasury, units, memo)
+    finally:
+        await close(w3)
+    print(f"sent {usd} USD ({units} base units) to the treasury {treasury} with reference "
+          f"{memo}: tx {tx_hash} in block {block}; credited after {settings.confirmations} "
+          "confirmation(s) (GET /deposits)")
+    return 0
