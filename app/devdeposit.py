@@ -17,7 +17,7 @@ async def send_dev_deposit(settings: Settings, reference: str, amount: str, devn
     from eth_account import Account
 
     from chain.client import close, make_web3
-    from chain.deposits import deposit, normalize_memo
+    from chain.deposits import deposit, deposit_call, normalize_memo
     from chain.devnet import dev_key
     from chain.tokens import erc20
     from chain.tx import TxSender
@@ -56,4 +56,6 @@ async def send_dev_deposit(settings: Settings, reference: str, amount: str, devn
     print(f"sent {usd} USD ({units} base units) to the treasury {treasury} with reference "
           f"{memo}: tx {tx_hash} in block {block}; credited after {settings.confirmations} "
           "confirmation(s) (GET /deposits)")
+    print(f"the call any wallet can send: to {token}, data "
+          f"{deposit_call(token, treasury, units, memo)['data']}")
     return 0

@@ -112,7 +112,7 @@ async def scan(ctx: AppContext) -> ScanResult:
         if found is None:
             await _gone(ctx, t, tx_hash, result)
             continue
-        result.new += await _place(ctx, t, found, decimals)
+        result.new += await _place(ctx, t, found, decimals, result)
         if found.block_number <= final:
             deep.append(found)
     for found in deep:
@@ -146,7 +146,8 @@ async def business_of(session: AsyncSession, reference: str | None) -> int | Non
         Business.removed_at.is_(None)))).scalar()
 
 
-async def _place(ctx: AppContext, t: Treasury, found: DepositTx, decimals: int) -> int:
+async def _place(ctx: AppContext, t: Treasury, found: DepositTx, decimals: int,
+                 result: ScanResult) -> int:
     """Rows of a transaction found on the canonical chain, paired with its Transfers by their
     order in it, moved to the block it is in now; new ones inserted as `seen`. Returns how many
     were new."""
@@ -173,6 +174,11 @@ async def _place(ctx: AppContext, t: Treasury, found: DepositTx, decimals: int) 
             if row.status == "dropped":
                 log.info("deposit %d: transaction %s is back in block %d", row.id, row.tx_hash,
                          found.block_number)
+        # Rows with no Transfer left in the transaction (mined again, but it reverted or moved
+        # less this time): as gone as a transaction off the chain.
+        for row in rows[len(found.transfers):]:
+            if row.status in WATCHED:
+                await _undo(session, row, result)
         business = await business_of(session, found.memo)
         for log_index, sender, amount in found.transfers[len(rows):]:
             inserted = await session.execute(
@@ -231,13 +237,18 @@ async def _gone(ctx: AppContext, t: Treasury, tx_hash: str, result: ScanResult) 
                         row.block_number)
             continue
         async with ctx.db.transaction() as session:
-            if row.status in ("seen", "unattributed"):
-                if await _move(session, row.id, row.status, status="dropped"):
-                    result.dropped.append(row.id)
-                    log.warning("deposit %d: transaction %s left the chain before it was "
-                                "credited; dropped", row.id, tx_hash)
-            elif await reverse(session, row):
-                result.reversed.append(row.id)
+            await _undo(session, row, result)
+
+
+async def _undo(session: AsyncSession, row: Deposit, result: ScanResult) -> None:
+    """A deposit that is not on the chain: dropped if it was not credited, else reversed."""
+    if row.status in ("seen", "unattributed"):
+        if await _move(session, row.id, row.status, status="dropped"):
+            result.dropped.append(row.id)
+            log.warning("deposit %d: transaction %s left the chain before it was credited; "
+                        "dropped", row.id, row.tx_hash)
+    elif await reverse(session, row):
+        result.reversed.append(row.id)
 
 
 async def reverse(session: AsyncSession, row: Deposit) -> bool:

@@ -154,3 +154,47 @@ async def test_without_a_known_memo_a_deposit_waits_for_an_operator(dapp: DApp) 
     dapp.mine()
     await dapp.scan()
     assert await dapp.balance(acme) == Decimal(5)
+
+
+async def test_a_deposit_mined_again_but_reverted_there_is_dropped(dapp: DApp) -> None:
+    """After the reorg the same signed payment is mined again, but the payer's funds went first
+    in that block: it reverts, moves nothing, and is never credited."""
+    from eth_account import Account
+
+    from chain.deposits import deposit
+    from chain.tokens import erc20
+    from chain.tx import TxSender
+
+    acme = await dapp.business("acme", REF)
+    d, w3 = dapp.t.devnet, dapp.t.w3
+    usd = erc20(w3, d.quote_token)
+    trader = dapp.payer()
+    payer = Account.create()
+    await trader.send({"to": payer.address, "value": 10**18})
+    await trader.send({"to": usd.address, "data": usd.encode_abi("transfer", [payer.address, 7 * 10**6])})
+    own = TxSender(w3, payer, max_fee_wei=1000 * 10**9, poll_interval=0.01)
+    await own.send({"to": usd.address, "data": usd.encode_abi("approve", [d.trader, 2**255])})
+    snapshot = dapp.t.tester.take_snapshot()
+    raw: list[bytes] = []
+    tx_hash, _ = await deposit(own, d.quote_token, d.treasury, 7 * 10**6, REF,
+                               on_prepared=lambda p: raw.append(p.raw))
+    await dapp.scan()
+    assert (await dapp.rows())[0].status == "seen"
+
+    dapp.t.tester.revert_to_snapshot(snapshot)
+    take = await trader.prepare({"to": usd.address, "data": usd.encode_abi(
+        "transferFrom", [payer.address, d.trader, 7 * 10**6])})
+    dapp.t.tester.disable_auto_mine_transactions()
+    try:
+        await trader.broadcast(take)
+        await w3.eth.send_raw_transaction(raw[-1])
+        dapp.mine(1)
+    finally:
+        dapp.t.tester.enable_auto_mine_transactions()
+    assert (await w3.eth.get_transaction_receipt(tx_hash))["status"] == 0
+    dapp.mine(DEPTH)
+    result = await dapp.scan()
+    [row] = await dapp.rows()
+    assert row.status == "dropped" and result.dropped == [row.id] and result.credited == []
+    await dapp.scan()
+    assert await dapp.balance(acme) == 0 and await dapp.entries(acme) == []

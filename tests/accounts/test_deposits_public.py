@@ -62,6 +62,13 @@ async def test_the_public_list_and_the_summary_show_deposits_without_businesses(
     assert summary["deposits_credited"] == 2 and summary["deposits_usd"] == "12.500000"
     assert summary["quote_token"] == dapp.t.devnet.quote_token
     assert summary["treasury_address"] == dapp.t.devnet.treasury
+    # a credit within the same block is a new answer: the summary's cache keys on deposits too
+    [seen] = [r for r in await dapp.rows() if r.status == "seen"]
+    async with dapp.ctx.db.transaction() as session:
+        await session.execute(update(Deposit).where(Deposit.id == seen.id)
+                              .values(status="credited"))
+    summary = (await dapp.t.api.client.get("/burns/summary")).json()
+    assert summary["deposits_credited"] == 3 and summary["deposits_usd"] == "13.500000"
 
 
 async def test_verify_deposits_passes_on_true_records_and_names_a_tampered_one(dapp: DApp) -> None:

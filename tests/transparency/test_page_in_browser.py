@@ -14,9 +14,12 @@ import pytest
 from eth_account import Account
 from pydantic import SecretStr
 
+from app.accounts.deposits import scan as scan_deposits
 from app.config import Settings
+from app.models import Business
 from app.localredis import free_port
 from chain.client import close, make_web3
+from chain.deposits import deposit
 from chain.devnet import dev_key
 from chain.tokens import erc20
 from chain.tx import TxSender
@@ -55,6 +58,7 @@ class Burned:
     burn: dict[str, Any]
     summary: dict[str, Any]
     checks: list[str]
+    deposit: dict[str, Any]
 
 
 @pytest.fixture
@@ -68,11 +72,21 @@ async def burned(chain_node_url, treasury_settings, devnet_layout, operator) -> 
             await t.add_revenue(usd)
             bid = await check_buyback_threshold({"app": t.ctx})
             assert bid is not None and await t.run(bid) == "burned"
+        # and a business's top-up: the stablecoin sent to the treasury with its reference
+        async with t.ctx.db.transaction() as session:
+            session.add(Business(name="acme", deposit_ref="00c0ffee00c0ffee"))
+        payer = TxSender(t.w3, Account.from_key(t.devnet.trader_key), max_fee_wei=1000 * 10**9,
+                         poll_interval=0.02)
+        await deposit(payer, t.devnet.quote_token, t.devnet.treasury, 10 * 10**6,
+                      "00c0ffee00c0ffee")
+        assert len((await scan_deposits(t.ctx)).credited) == 1  # CONFIRMATIONS=1
         burn = (await t.api.client.get("/burns")).json()["items"][0]  # the newest
         summary = (await t.api.client.get("/burns/summary")).json()
+        assert summary["deposits_usd"] == "10.000000"
         verified = (await t.api.client.get(f"/burns/{bid}/verify")).json()
         assert verified["verified"] is True, verified
-    return Burned(settings, burn, summary, [c["name"] for c in verified["checks"]])
+        [paid] = (await t.api.client.get("/deposits")).json()["items"]
+    return Burned(settings, burn, summary, [c["name"] for c in verified["checks"]], paid)
 
 
 async def test_a_person_sees_the_burn_and_verifies_it(burned: Burned) -> None:
@@ -101,6 +115,14 @@ async def test_a_person_sees_the_burn_and_verifies_it(burned: Burned) -> None:
             assert "They match" in (await page.locator("#difference-note").text_content() or "")
             assert await page.locator("#chain-banner").is_hidden()
             assert await page.locator("#idle-rate").text_content() == "0.4"  # 2 jobs in 5 min
+            # deposits in, beside the USD bought back and the $SERV burned
+            assert await page.locator("#deposits-in").text_content() == "$10.00"
+            assert "1 deposit credited" in (await page.locator("#deposits-note").text_content() or "")
+            paid = burned.deposit
+            row = page.locator(f'tr.deposit[data-id="{paid["id"]}"]')
+            assert await row.get_attribute("data-status") == "credited"
+            link = row.locator(f'a.hash[data-hash="{paid["tx_hash"]}"]')
+            assert await link.get_attribute("href") == paid["explorer_url"]
 
             await page.locator(f'button.verify[data-id="{burn["buyback_id"]}"]').click()
             verdict = page.locator(f'tr.result[data-for="{burn["buyback_id"]}"] .verdict')
@@ -160,6 +182,7 @@ async def test_without_the_chain_the_page_says_so_and_shows_our_records(burned: 
             assert "The blockchain is unreachable right now." in (await banner.text_content() or "")
             await page.locator(f'[data-hash="{burn["burn_tx_hash"]}"]').wait_for()
             assert await page.locator("#revenue").text_content() == "$273.45"
+            assert await page.locator("#deposits-in").text_content() == "$10.00"  # our records
             recorded = Decimal(burned.summary["recorded_burned_decimal"])  # from /network now
             assert Decimal(await page.locator("#recorded").get_attribute("title") or "") == recorded
             assert recorded > 0
@@ -204,6 +227,8 @@ async def test_before_any_burn_and_without_a_chain_configured(settings_factory) 
             assert await page.locator("#revenue").text_content() == "$0.00"
             assert await page.locator("#recorded").text_content() == "0"
             assert await page.locator("#miners").text_content() == "0"
+            assert await page.locator("#deposits-in").text_content() == "$0.00"
+            assert await page.locator("#deposits-empty").is_visible()
             shot = artifact("transparency-empty-phone.png")
             await page.screenshot(path=str(shot), full_page=True)
             print(f"\nscreenshot: {shot}")

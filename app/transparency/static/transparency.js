@@ -372,7 +372,8 @@
     setValue("deposits-in", total === null || total === undefined ? "–" : usd(total));
     $("deposits-note").textContent = count === null || count === undefined
       ? "stablecoin paid in by businesses, on chain"
-      : `${count} deposit${count === 1 ? "" : "s"} credited after ${d ? d.confirmations : "enough"} confirmations`;
+      : `${count} deposit${count === 1 ? "" : "s"} credited`
+        + (d ? ` after ${d.confirmations} confirmation${d.confirmations === 1 ? "" : "s"}` : "");
   }
 
   function renderDeposits(deposits) {
