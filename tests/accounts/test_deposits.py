@@ -198,3 +198,21 @@ async def test_a_deposit_mined_again_but_reverted_there_is_dropped(dapp: DApp) -
     assert row.status == "dropped" and result.dropped == [row.id] and result.credited == []
     await dapp.scan()
     assert await dapp.balance(acme) == 0 and await dapp.entries(acme) == []
+
+
+async def test_the_worker_task_scans_at_its_interval_and_waits_without_a_treasury(
+        dapp: DApp, settings_factory) -> None:  # type: ignore[no-untyped-def]
+    from jobs.deposit_tasks import scan_deposits
+    from tests.support.harness import running_app
+
+    acme = await dapp.business("acme", REF)
+    await dapp.pay("4", REF)
+    dapp.mine(DEPTH)
+    job: dict[str, object] = {"app": dapp.ctx}
+    assert await scan_deposits(job) == 1
+    assert await dapp.balance(acme) == Decimal(4)
+    assert await scan_deposits(job) is None  # within DEPOSIT_SCAN_INTERVAL_S: not again
+    job["deposits_next_scan"] = 0.0
+    assert await scan_deposits(job) == 0  # ran; nothing new
+    async with running_app(settings_factory(chain_rpc_url="eth-tester")) as bare:  # no treasury
+        assert await scan_deposits({"app": bare.ctx}) is None

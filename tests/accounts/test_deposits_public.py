@@ -104,18 +104,27 @@ async def test_verify_deposits_passes_on_true_records_and_names_a_tampered_one(d
     assert bad.id == victim.id and "memo" in bad.problems[0]
 
 
-async def test_mia_verify_deposits_over_json_rpc_reads_no_database(
+async def test_mia_deposit_pays_and_mia_verify_deposits_checks_it_without_a_database(
         chain_node_url, deposit_settings, devnet_layout, operator) -> None:  # type: ignore[no-untyped-def]
     settings = deposit_settings(chain_rpc_url=chain_node_url, deposit_start_block=None)
     async with treasury_app(settings, devnet_layout, operator) as t:
         dapp = DApp(t)
         await dapp.business("acme", REF)
-        await dapp.pay("3", REF)
+        d = t.devnet
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("DATABASE_URL", "REDIS_URL"))}
+        paid = await asyncio.create_subprocess_exec(  # what `mia dev` prints for a top-up
+            str(MIA), "deposit", "--business-ref", REF.upper(), "--amount", "3",
+            "--devnet", "/nonexistent.json",
+            env={**env, "CHAIN_RPC_URL": chain_node_url, "QUOTE_TOKEN_ADDRESS": d.quote_token,
+                 "TREASURY_ADDRESS": d.treasury, "CHAIN_ID": str(d.chain_id)},
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        out, err = await paid.communicate()
+        assert paid.returncode == 0, err.decode()
+        assert f"with reference {REF}" in out.decode() and "a9059cbb" in out.decode()
         dapp_mine = [await dapp.pay("0.000001", None) for _ in range(DEPTH)]  # grows the chain
         assert len(dapp_mine) == DEPTH
         await dapp.scan()
         assert [r.status for r in await dapp.rows() if r.reference == REF] == ["credited"]
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("DATABASE_URL", "REDIS_URL"))}
         env["DATABASE_URL"] = "sqlite+aiosqlite:////nonexistent/never-opened.db"
         with live_server(settings) as api_url:
             proc = await asyncio.create_subprocess_exec(
