@@ -1,7 +1,8 @@
 """`mia deposit --business-ref REF --amount 10`: DEV ONLY. The local chain's funded trader
 account (chain/devnet.py, a publicly known key) sends the stablecoin to the treasury with the
 reference appended to its transfer call, as a business's wallet would; the worker credits it
-after CONFIRMATIONS. Refuses any chain id that is not a development chain's."""
+after CONFIRMATIONS. Refuses to run with ENV=production (the key is public: whatever it holds on
+a real chain is anyone's)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import sys
 from decimal import ROUND_FLOOR, Decimal, InvalidOperation
 from pathlib import Path
 
-from app.config import DEV_CHAIN_IDS, Settings
+from app.config import Settings
 
 
 async def send_dev_deposit(settings: Settings, reference: str, amount: str, devnet: str) -> int:
@@ -22,6 +23,10 @@ async def send_dev_deposit(settings: Settings, reference: str, amount: str, devn
     from chain.tokens import erc20
     from chain.tx import TxSender
 
+    if settings.env == "production":
+        print("mia deposit: refusing with ENV=production: this command pays from a publicly "
+              "known dev key", file=sys.stderr)
+        return 2
     saved = json.loads(Path(devnet).read_text()) if Path(devnet).is_file() else {}
     rpc = settings.chain_rpc_url or saved.get("rpc_url")
     token = settings.quote_token_address or saved.get("quote_token")
@@ -38,11 +43,6 @@ async def send_dev_deposit(settings: Settings, reference: str, amount: str, devn
         return 2
     w3 = make_web3(rpc)
     try:
-        chain_id = await w3.eth.chain_id
-        if chain_id not in DEV_CHAIN_IDS:
-            print(f"mia deposit: chain id {chain_id} is not a development chain; this command "
-                  "pays from a publicly known dev key", file=sys.stderr)
-            return 2
         decimals = int(await erc20(w3, token).functions.decimals().call())
         units = int((usd * 10**decimals).to_integral_value(ROUND_FLOOR))
         if units <= 0:
