@@ -54,8 +54,8 @@ async def send_dev_deposit(settings: Settings, reference: str, amount: str, devn
     finally:
         await close(w3)
     print(f"sent {usd} USD ({units} base units) to the treasury {treasury} with reference "
-          f"{memo}: tx {tx_hash} in block {block}; credited after {settings.confirmations} "
-          "confirmation(s) (GET /deposits)")
+          f"{memo}: tx {tx_hash} in block {block}; the worker credits it once it is "
+          "CONFIRMATIONS deep (GET /deposits shows its status)")
     print(f"the call any wallet can send: to {token}, data "
           f"{deposit_call(token, treasury, units, memo)['data']}")
     return 0
