@@ -1,4 +1,4 @@
-"""The `mia` command: serve, dev, worker, migrate, apikey, devnet, verify-burns."""
+"""The `mia` command: serve, dev, worker, migrate, apikey, business, devnet, verify-burns."""
 
 from __future__ import annotations
 
@@ -40,6 +40,10 @@ def main(argv: list[str] | None = None) -> int:
     which.add_argument("--id", type=int)
     which.add_argument("--prefix", help="the key's first 10 characters, as listed")
     apikey_sub.add_parser("list", help="list keys (prefixes only; keys are never shown again)")
+
+    from app.accounts.cli import add_parser as add_business_parser
+
+    add_business_parser(sub)
 
     canary = sub.add_parser("canary", help="canary prompts with reference answers (app/trust)")
     canary_sub = canary.add_subparsers(dest="canary_command", required=True)
@@ -105,6 +109,10 @@ def main(argv: list[str] | None = None) -> int:
         return asyncio.run(list_api_keys(settings))
     if args.command == "canary":
         return asyncio.run(add_canaries(settings, args))
+    if args.command == "business":
+        from app.accounts.cli import run as run_business
+
+        return asyncio.run(run_business(settings, args))
     if args.command == "worker":
         from jobs.worker import create_worker
 
