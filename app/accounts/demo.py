@@ -6,7 +6,6 @@ from decimal import Decimal
 
 from app.accounts.credits import credit_business
 from app.db import Database
-from app.models import LedgerKind
 
 DEMO_BUSINESS = "Demo Business"
 DEMO_CREDIT_USD = Decimal("25.00")

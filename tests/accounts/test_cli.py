@@ -19,11 +19,19 @@ from tests.support.harness import running_app
 
 @pytest.fixture
 def keep_log_levels():  # type: ignore[no-untyped-def]
-    """`mia` quiets noisy loggers process-wide; later tests must not inherit that."""
+    """`mia` sets up logging process-wide (its root handler writes to this test's captured
+    stderr, closed after it; noisy loggers quieted): later tests must inherit none of it."""
+    root = logging.getLogger()
+    handlers, root_level = list(root.handlers), root.level
     saved = {name: logging.getLogger(name).level for name in ("alembic", "httpx", "arq")}
     yield
     for name, level in saved.items():
         logging.getLogger(name).setLevel(level)
+    for handler in list(root.handlers):
+        root.removeHandler(handler)
+    for handler in handlers:
+        root.addHandler(handler)
+    root.setLevel(root_level)
 
 
 async def test_business_commands(any_db, settings_factory, monkeypatch, capsys, keep_log_levels):  # type: ignore[no-untyped-def]
