@@ -3,6 +3,7 @@ deposit references for every way a business is made, removed businesses frozen."
 
 from __future__ import annotations
 
+import asyncio
 from decimal import Decimal
 
 from sqlalchemy import select, update
@@ -206,3 +207,15 @@ async def test_a_removed_business_is_shown_and_frozen(settings_factory, any_db):
         async with ops.api.ctx.db.sessions() as s:
             b = await s.get(Business, acme["id"])
             assert b.name == "Acme" and b.balance_usd == Decimal(0)
+
+
+async def test_concurrent_creations_of_one_name_make_one_business(settings_factory, any_db):  # type: ignore[no-untyped-def]
+    async with operating(settings_factory, any_db) as ops:
+        answers = await asyncio.gather(*[
+            ops.api.client.post("/businesses", json={"name": "Twin"}, headers=ops.headers)
+            for _ in range(8)])
+        assert sorted(r.status_code for r in answers) == [201] + [409] * 7, \
+            [r.text for r in answers]
+        assert {r.json()["error"] for r in answers if r.status_code == 409} == {"business_exists"}
+        async with ops.api.ctx.db.sessions() as s:
+            assert (await s.execute(select(Business.name))).scalars().all() == ["Twin"]
