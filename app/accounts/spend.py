@@ -2,7 +2,8 @@
 
 spent: the charges (completed jobs, by the server's count) since the start of the calendar
 month, UTC. held: the open holds, whenever made: a hold whose job has no release entry yet
-(settle and release_job each write one), so in-flight jobs. Both are positive USD.
+(settle and release_job each write one), so in-flight jobs. Both are positive USD, each one
+SQL aggregate over the business's (or key's) entries.
 """
 
 from __future__ import annotations
@@ -10,12 +11,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
+from typing import Any
 
-from sqlalchemy import ColumnElement, exists, func, select
+from sqlalchemy import and_, case, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import aliased
 
-from app.accounts.ledger import usd
+from app.accounts.ledger import ZERO, usd
 from app.models import LedgerEntry, LedgerKind
 
 
@@ -36,26 +37,28 @@ class Spend:
     held_usd: Decimal  # open holds
 
 
-def _open_hold() -> ColumnElement[bool]:
-    release = aliased(LedgerEntry)
-    return (LedgerEntry.kind == LedgerKind.hold) & ~exists().where(
-        release.job_kind == LedgerEntry.job_kind, release.job_id == LedgerEntry.job_id,
-        release.kind == LedgerKind.release)
+def _sums(since: datetime) -> tuple[Any, Any]:
+    """(charges since `since`, open holds), both as negative sums of entries, in one scan.
+    Open holds need no anti-join: a job's release gives back exactly its hold (settle and
+    release_job both write -hold) and a job has at most one of each (uq_ledger_entries_job),
+    so holds plus releases sum to minus what is still held."""
+    kind, amount = LedgerEntry.kind, LedgerEntry.amount_usd
+    charged = func.sum(case((and_(kind == LedgerKind.charge, LedgerEntry.created_at >= since),
+                             amount), else_=Decimal(0)))
+    held = func.sum(case((kind.in_((LedgerKind.hold, LedgerKind.release)), amount),
+                         else_=Decimal(0)))
+    return charged, held
 
 
-async def _total(session: AsyncSession, *where: ColumnElement[bool]) -> Decimal:
-    total = (await session.execute(
-        select(func.coalesce(func.sum(LedgerEntry.amount_usd), Decimal(0))).where(*where)
-    )).scalar_one()
-    return usd(-Decimal(total))  # charges and holds are negative entries
+def _spend(charged: Any, held: Any) -> Spend:
+    return Spend(spent_usd=usd(-Decimal(charged or 0)), held_usd=usd(-Decimal(held or 0)))
 
 
 async def business_spend(session: AsyncSession, business_id: int, now: datetime) -> Spend:
-    mine = LedgerEntry.business_id == business_id
-    return Spend(
-        spent_usd=await _total(session, mine, LedgerEntry.kind == LedgerKind.charge,
-                               LedgerEntry.created_at >= month_start(now)),
-        held_usd=await _total(session, mine, _open_hold()))
+    charged, held = _sums(month_start(now))
+    row = (await session.execute(select(charged, held).where(
+        LedgerEntry.business_id == business_id))).one()
+    return _spend(*row)
 
 
 async def key_spend(session: AsyncSession, key_ids: list[int], now: datetime
@@ -63,14 +66,9 @@ async def key_spend(session: AsyncSession, key_ids: list[int], now: datetime
     """Per key (every id asked for is in the answer, zero when it spent nothing)."""
     if not key_ids:
         return {}
-    spent = dict((await session.execute(
-        select(LedgerEntry.api_key_id, func.sum(LedgerEntry.amount_usd))
-        .where(LedgerEntry.api_key_id.in_(key_ids), LedgerEntry.kind == LedgerKind.charge,
-               LedgerEntry.created_at >= month_start(now))
-        .group_by(LedgerEntry.api_key_id))).all())
-    held = dict((await session.execute(
-        select(LedgerEntry.api_key_id, func.sum(LedgerEntry.amount_usd))
-        .where(LedgerEntry.api_key_id.in_(key_ids), _open_hold())
-        .group_by(LedgerEntry.api_key_id))).all())
-    return {k: Spend(spent_usd=usd(-Decimal(spent.get(k) or 0)),
-                     held_usd=usd(-Decimal(held.get(k) or 0))) for k in key_ids}
+    charged, held = _sums(month_start(now))
+    rows = (await session.execute(
+        select(LedgerEntry.api_key_id, charged, held)
+        .where(LedgerEntry.api_key_id.in_(key_ids)).group_by(LedgerEntry.api_key_id))).all()
+    found = {key_id: _spend(c, h) for key_id, c, h in rows}
+    return {k: found.get(k, Spend(ZERO, ZERO)) for k in key_ids}
