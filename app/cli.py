@@ -1,5 +1,5 @@
-"""The `mia` command: serve, dev, worker, migrate, apikey, devnet, verify-burns, verify-deposits,
-deposit."""
+"""The `mia` command: serve, dev, worker, migrate, apikey, business, devnet, verify-burns,
+verify-deposits, deposit."""
 
 from __future__ import annotations
 
@@ -41,6 +41,10 @@ def main(argv: list[str] | None = None) -> int:
     which.add_argument("--id", type=int)
     which.add_argument("--prefix", help="the key's first 10 characters, as listed")
     apikey_sub.add_parser("list", help="list keys (prefixes only; keys are never shown again)")
+
+    from app.accounts.cli import add_parser as add_business_parser
+
+    add_business_parser(sub)
 
     canary = sub.add_parser("canary", help="canary prompts with reference answers (app/trust)")
     canary_sub = canary.add_subparsers(dest="canary_command", required=True)
@@ -126,6 +130,10 @@ def main(argv: list[str] | None = None) -> int:
 
         return asyncio.run(send_dev_deposit(settings, args.business_ref, args.amount,
                                             args.devnet))
+    if args.command == "business":
+        from app.accounts.cli import run as run_business
+
+        return asyncio.run(run_business(settings, args))
     if args.command == "worker":
         from jobs.worker import create_worker
 

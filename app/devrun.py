@@ -18,12 +18,14 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
+from decimal import Decimal
 from pathlib import Path
 
 import httpx
 from eth_account import Account
 from eth_utils import keccak
 
+from app.accounts.demo import DEMO_BUSINESS
 from app.config import Settings
 from app.localredis import LocalRedis, free_port
 
@@ -148,12 +150,12 @@ def run_dev() -> int:
         env.update(deploy_devnet(rpc_url))
         # deposits are watched from after the deploy (its funding of the treasury is no deposit)
         env.setdefault("DEPOSIT_START_BLOCK", str(chain_head(rpc_url) + 1))
-        from app.auth.apikeys import issue_api_key
+        from app.accounts.demo import DEMO_BUSINESS, seed_demo_business
         from app.migrate import upgrade
 
         upgrade(env["DATABASE_URL"])
-        api_key = asyncio.run(issue_api_key(env["DATABASE_URL"], "demo", "chat,idle"))
-        deposit_ref = asyncio.run(demo_deposit_ref(env["DATABASE_URL"], "demo"))
+        api_key, balance = asyncio.run(seed_demo_business(env["DATABASE_URL"]))
+        deposit_ref = asyncio.run(demo_deposit_ref(env["DATABASE_URL"], DEMO_BUSINESS))
         runpod.start(env)
         wait_http(f"{runpod_url}/v2/standin-endpoint/health", runpod)
         api.start(env)
@@ -162,7 +164,7 @@ def run_dev() -> int:
         model.start(env)
         wait_http(f"http://127.0.0.1:{model_port}/v1/models", model)
         miner.start(env)
-        print_summary(env, api_url, rpc_url, runpod_url, model_port, api_key,
+        print_summary(env, api_url, rpc_url, runpod_url, model_port, api_key, balance,
                       redis_server is not None, deposit_ref)
         while all(c.running() for c in children):
             time.sleep(0.5)
@@ -229,7 +231,8 @@ async def demo_deposit_ref(database_url: str, business: str) -> str:
 
 
 def print_summary(env: dict[str, str], api_url: str, rpc_url: str, runpod_url: str,
-                  model_port: int, api_key: str, own_redis: bool, deposit_ref: str) -> None:
+                  model_port: int, api_key: str, balance: Decimal, own_redis: bool,
+                  deposit_ref: str) -> None:
     miner = Account.from_key(DEMO_MINER_KEY).address
     redis_note = " (private, started by mia dev)" if own_redis else ""
     print(f"""
@@ -245,6 +248,7 @@ MIA is running locally. Ctrl-C stops everything; logs are in {DEV_DIR}/.
   RunPod:       {runpod_url} (a LOCAL STAND-IN for RunPod serverless)
   Demo miner:   {miner}, answering with the DEMO model on port {model_port} (not an LLM)
   Dev economics: {env['PRICE_PER_1K_TOKENS_USD']} USD per 1k tokens, buyback at {env['BUYBACK_THRESHOLD_USD']} USD
+  Demo business: {DEMO_BUSINESS!r}, balance {balance} USD (an operator credit, reference 'dev-seed')
 
 Ask something (the demo miner answers within seconds):
   curl -s -X POST '{api_url}/chat?wait=10' -H "Authorization: Bearer {api_key}" \\
@@ -270,6 +274,10 @@ and on {api_url}/transparency:
   for i in 1 2 3 4; do curl -s -X POST '{api_url}/idle-job' -H "Authorization: Bearer {api_key}" \\
        -H 'Content-Type: application/json' -d '{{"prompt": "Summarise our refund policy", "max_tokens": 64}}'; echo; done
   sleep 15; curl -s {api_url}/burns
+
+Your account (balance, holds, deposit instructions) and what you used this month:
+  curl -s {api_url}/account -H "Authorization: Bearer {api_key}"
+  curl -s '{api_url}/usage?group_by=kind' -H "Authorization: Bearer {api_key}"
 
 Top up the demo business on chain: a stablecoin transfer to the treasury carrying its
 deposit reference, credited after {env['CONFIRMATIONS']} confirmation(s), shown in /deposits and on

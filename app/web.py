@@ -165,6 +165,9 @@ class Router:
     def delete(self, path: str, **spec: Any) -> Callable[[Handler], Handler]:
         return self._add("DELETE", path, **spec)
 
+    def patch(self, path: str, **spec: Any) -> Callable[[Handler], Handler]:
+        return self._add("PATCH", path, **spec)
+
 
 def build_routes(routers: list[Router]) -> list[Route]:
     """One Starlette Route per path, dispatching on method (so 405 is answered for the others)."""

@@ -25,7 +25,6 @@ reverse it at most once. USD = base units / 10**decimals, rounded DOWN to the mi
 from __future__ import annotations
 
 import logging
-import secrets
 from dataclasses import dataclass, field
 from decimal import ROUND_FLOOR, Decimal
 
@@ -35,6 +34,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.accounts import ledger
+from app.accounts.businesses import new_deposit_ref
 from app.context import AppContext
 from app.errors import Conflict, NotFound
 from app.models import USD_PLACES, Business, ChainCursor, Deposit, LedgerEntry, LedgerKind, utcnow
@@ -291,11 +291,6 @@ async def assign(session: AsyncSession, deposit_id: int, business_id: int, actor
     await _move(session, deposit_id, "credited", ledger_entry_id=entry)
     await session.refresh(row)
     return row
-
-
-def new_deposit_ref() -> str:
-    """A fresh random deposit reference: 8 bytes as 16 lowercase hex characters."""
-    return secrets.token_hex(8)
 
 
 async def ensure_deposit_ref(session: AsyncSession, business_id: int) -> str:

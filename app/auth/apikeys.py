@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from datetime import datetime
+from decimal import Decimal
 
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.accounts.businesses import clean, create_business, refuse_removed
 from app.auth.principals import Client
 from app.auth.secrets import API_KEY_PREFIX, hash_secret, new_secret
 from app.errors import BadRequest, Forbidden, Unauthorized
@@ -27,25 +29,34 @@ def parse_scopes(scopes: Iterable[str] | str) -> frozenset[str]:
 
 
 async def get_or_create_business(session: AsyncSession, name: str) -> Business:
+    name = clean("name", name)  # as create_business stores it, so " acme" finds "acme"
     business = (await session.execute(select(Business).where(Business.name == name))).scalar()
     if business is None:
-        business = Business(name=name)
-        session.add(business)
-        await session.flush()
+        business = await create_business(session, name)
     return business
+
+
+async def create_key(session: AsyncSession, business: Business,
+                     scopes: Iterable[str] | str = ("chat",), *,
+                     monthly_limit_usd: Decimal | None = None) -> tuple[ApiKey, str]:
+    """The one place keys are made. Returns the stored key and its plaintext, which exists only
+    in this return value. A removed business gets no new key (409 business_removed)."""
+    scope_set = parse_scopes(scopes)
+    refuse_removed(business)
+    plaintext = new_secret(API_KEY_PREFIX)
+    key = ApiKey(business_id=business.id, prefix=plaintext[:10], key_hash=hash_secret(plaintext),
+                 scopes=",".join(sorted(scope_set)), monthly_limit_usd=monthly_limit_usd)
+    session.add(key)
+    await session.flush()
+    return key, plaintext
 
 
 async def create_api_key(session: AsyncSession, business_name: str,
                          scopes: Iterable[str] | str = ("chat",)) -> tuple[ApiKey, str]:
-    """Returns the stored key and its plaintext, which exists only in this return value."""
-    scope_set = parse_scopes(scopes)
+    """A key for the business of that name, created (with a deposit reference) if new."""
+    parse_scopes(scopes)  # before a business is created for a request that fails anyway
     business = await get_or_create_business(session, business_name)
-    plaintext = new_secret(API_KEY_PREFIX)
-    key = ApiKey(business_id=business.id, prefix=plaintext[:10], key_hash=hash_secret(plaintext),
-                 scopes=",".join(sorted(scope_set)))
-    session.add(key)
-    await session.flush()
-    return key, plaintext
+    return await create_key(session, business, scopes)
 
 
 async def authenticate(session: AsyncSession, key_hash: str) -> Client:
@@ -108,3 +119,24 @@ async def issue_api_key(database_url: str, business_name: str, scopes: Iterable[
         return plaintext
     finally:
         await db.dispose()
+
+
+async def business_keys(session: AsyncSession, business_id: int) -> list[ApiKey]:
+    """A business's keys, newest first (revoked ones too, marked by revoked_at)."""
+    return list((await session.execute(select(ApiKey).where(ApiKey.business_id == business_id)
+                                       .order_by(ApiKey.id.desc()))).scalars().all())
+
+
+async def set_monthly_limit(session: AsyncSession, business_id: int, key_id: int | None,
+                            limit_usd: Decimal | None) -> ApiKey | None:
+    """Set (None: remove) a key's monthly limit; None if the business has no such key."""
+    if key_id is None:
+        return None
+    result = await session.execute(
+        update(ApiKey).where(ApiKey.id == key_id, ApiKey.business_id == business_id)
+        .values(monthly_limit_usd=limit_usd).execution_options(synchronize_session=False))
+    if result.rowcount != 1:
+        return None
+    return (await session.execute(
+        select(ApiKey).where(ApiKey.id == key_id).execution_options(populate_existing=True)
+    )).scalar()

@@ -31,6 +31,19 @@ def client_guard(scope: str, *, submits: bool = False) -> Callable[[Request], Aw
     return guard
 
 
+async def any_key_guard(request: Request) -> Client:
+    """Endpoint guard: a business API key of any scope (a business's own account pages)."""
+    c = ctx(request)
+    token = bearer(request.headers.get("authorization"))
+    if token is None:
+        raise Unauthorized("an API key is required: Authorization: Bearer <key>",
+                           code="missing_api_key")
+    client: Client = await _identify(request, "key", token, apikeys.authenticate)
+    observability.set_fields(business_id=client.business_id)  # on this request's log lines
+    await limit_api_key(c, client.api_key_id)
+    return client
+
+
 def wallet_guard(role: str) -> Callable[[Request], Awaitable[Wallet]]:
     async def guard(request: Request) -> Wallet:
         return await require_wallet(request, role)

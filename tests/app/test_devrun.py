@@ -47,6 +47,12 @@ def test_mia_dev_runs_the_whole_loop_and_stops_cleanly(tmp_path):  # type: ignor
         api = f"http://127.0.0.1:{port}"
         auth = {"Authorization": f"Bearer {key}"}
         with httpx.Client(base_url=api, timeout=30) as client:
+            # the demo key is a funded business's (an operator credit, once per database)
+            assert "Demo Business', balance 25.000000 USD" in text
+            account = client.get("/account", headers=auth).json()
+            assert account["business"]["name"] == "Demo Business", account
+            assert account["balance_usd"] == "25.000000" and account["deposit"]["deposit_ref"]
+            assert f"curl -s {api}/account -H" in text
             r = client.post("/chat", params={"wait": 20}, json={"message": "Opening hours?"},
                             headers=auth)
             assert r.status_code == 200 and "demo" in r.json()["response"].lower(), r.text

@@ -96,7 +96,8 @@ def _takes(scheme: str) -> Any:
 
 def _operators(ctx: Any) -> bool:
     op = ctx.operation
-    return _takes("MinerToken")(ctx) and (bool({"treasury", "api-keys"} & set(op.tags or []))
+    return _takes("MinerToken")(ctx) and (bool({"treasury", "api-keys", "businesses"}
+                                               & set(op.tags or []))
                                           or op.path.startswith("/idle-job/process/"))
 
 
@@ -121,6 +122,7 @@ class Real:
     sessions: list[str] = field(default_factory=list)
     keys: list[str] = field(default_factory=list)
     buybacks: list[str] = field(default_factory=list)
+    businesses: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -188,6 +190,11 @@ def _seed(client: httpx.Client, database_url: str, operator: LocalAccount,
         keys.append(r.json())
     key_auth = {"Authorization": f"Bearer {keys[0]['key']}"}
     real.keys.append(str(keys[1]["id"]))
+    listed = client.get("/businesses", headers=operator_auth).json()["items"]
+    real.businesses = [str(b["id"]) for b in listed]
+    for business_id in real.businesses:  # funded: priced jobs are held against the balance
+        client.post(f"/businesses/{business_id}/credits", headers=operator_auth,
+                    json={"amount_usd": "100", "reference": "fuzz-seed"}).raise_for_status()
     # Per kind: one job answered (with revenue, for idle), one held under a lease the miner
     # pass may extend or release, one left queued for the miner pass's own /next. Idle first:
     # /idle-job/next gives nothing while a chat job waits.
@@ -275,7 +282,7 @@ def _name_real_objects(case: schemathesis.Case, real: Real) -> None:
         if "job_id" in body:
             body["job_id"] = job_id
     for name, values in (("session_id", real.sessions), ("key_id", real.keys),
-                         ("buyback_id", real.buybacks)):
+                         ("buyback_id", real.buybacks), ("business_id", real.businesses)):
         if name in params:
             params[name] = values[pick % len(values)]
 
