@@ -130,23 +130,18 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    # Plain DROP COLUMN (SQLite >= 3.35 has it): a batch rebuild would drop and recreate
+    # tables that others reference, which SQLite's foreign keys refuse.
     op.drop_index('uq_revenue_events_ledger_entry', table_name='revenue_events')
-    with op.batch_alter_table('revenue_events') as batch:
-        batch.drop_column('ledger_entry_id')
-    with op.batch_alter_table('idle_jobs') as batch:
-        batch.drop_column('erased_at')
-        batch.drop_column('hold_usd')
-    with op.batch_alter_table('chat_jobs') as batch:
-        batch.drop_column('erased_at')
-        batch.drop_column('hold_usd')
-        batch.drop_column('api_key_id')
-    with op.batch_alter_table('api_keys') as batch:
-        batch.drop_column('monthly_limit_usd')
+    op.drop_column('revenue_events', 'ledger_entry_id')
+    for table, column in (('idle_jobs', 'erased_at'), ('idle_jobs', 'hold_usd'),
+                          ('chat_jobs', 'erased_at'), ('chat_jobs', 'hold_usd'),
+                          ('chat_jobs', 'api_key_id'), ('api_keys', 'monthly_limit_usd')):
+        op.drop_column(table, column)
     op.drop_index('uq_businesses_deposit_ref', table_name='businesses')
-    with op.batch_alter_table('businesses') as batch:
-        for column in ('removed_at', 'deposit_ref', 'retention_days', 'low_balance_usd',
-                       'balance_usd'):
-            batch.drop_column(column)
+    for column in ('removed_at', 'deposit_ref', 'retention_days', 'low_balance_usd',
+                   'balance_usd'):
+        op.drop_column('businesses', column)
     op.drop_table('erasures')
     op.drop_table('chain_cursors')
     op.drop_table('deposits')
