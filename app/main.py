@@ -21,6 +21,7 @@ from starlette.responses import Response
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from app import __version__, tokens, trust
+from app.accounts.data_routes import router as data_router
 from app.auth import cache as auth_cache
 from app.auth.apikey_routes import router as apikey_router
 from app.auth.routes import router as auth_router
@@ -45,7 +46,7 @@ from app.web import all_endpoints, build_routes, error_response
 
 log = logging.getLogger("app")
 ROUTERS = [ops_router, chat_router, auth_router, miners_router, idle_router, treasury_router,
-           apikey_router, transparency_router, openai_router, trust_router]
+           apikey_router, transparency_router, openai_router, trust_router, data_router]
 
 
 def create_app(settings: Settings | None = None) -> Starlette:
