@@ -130,8 +130,9 @@ def _buffer_window(c: AppContext, now: datetime) -> datetime:
 async def erase_chat_jobs(session: AsyncSession, c: AppContext, ids: Sequence[str],
                           erasure_id: int, now: datetime) -> Swept:
     """Erase these chat jobs and their verification copies: in-flight ones cancelled (holds
-    released), content emptied, their turns deleted. Counts the business's jobs and the
-    cancelled ones; the turns of a session are deleted (and counted) by the caller."""
+    released), content emptied, their turns deleted. Counts the business's jobs, the cancelled
+    ones and their turns (a copy's are not counted); turns without a job (earlier turns a /v1
+    request brought) are the caller's to delete."""
     swept = Swept()
     for part in _chunks(list(ids)):
         copies = (await session.execute(select(ChatJob.id, ChatJob.session_id).where(
@@ -161,8 +162,12 @@ async def erase_chat_jobs(session: AsyncSession, c: AppContext, ids: Sequence[st
         swept.buffered_ids += [r.id for r in erased
                                if r.assigned_at is not None and r.assigned_at >= window]
         swept.check_ids += copy_ids
-        await session.execute(delete(ChatLog).where(ChatLog.job_id.in_(every))
-                              .execution_options(synchronize_session=False))
+        turns = await session.execute(delete(ChatLog).where(ChatLog.job_id.in_(part))
+                                      .execution_options(synchronize_session=False))
+        swept.messages += turns.rowcount or 0
+        if copy_ids:
+            await session.execute(delete(ChatLog).where(ChatLog.job_id.in_(copy_ids))
+                                  .execution_options(synchronize_session=False))
         copy_sessions = [r.session_id for r in copies]
         if copy_sessions:  # a copy's history: turns of a session of its own, no business
             await session.execute(delete(ChatLog).where(
