@@ -10,7 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.auth.principals import Client
 from app.auth.secrets import API_KEY_PREFIX, hash_secret, new_secret
-from app.errors import BadRequest, Forbidden, Unauthorized
+from app.errors import BadRequest, Conflict, Forbidden, Unauthorized
 from app.models import ApiKey, Business
 
 SCOPES = frozenset({"chat", "idle"})
@@ -40,6 +40,8 @@ async def create_api_key(session: AsyncSession, business_name: str,
     """Returns the stored key and its plaintext, which exists only in this return value."""
     scope_set = parse_scopes(scopes)
     business = await get_or_create_business(session, business_name)
+    if business.removed_at is not None:  # its content was erased: no new key brings it back
+        raise Conflict(f"business {business_name!r} was removed", code="business_removed")
     plaintext = new_secret(API_KEY_PREFIX)
     key = ApiKey(business_id=business.id, prefix=plaintext[:10], key_hash=hash_secret(plaintext),
                  scopes=",".join(sorted(scope_set)))

@@ -69,6 +69,8 @@ async def test_removing_a_business_revokes_cancels_and_erases(any_db, settings_f
             r = await api.chat(k_, "anyone there?")
             assert r.status_code == 401 and r.json()["error"] == "api_key_revoked"
         assert (await api.chat(other, "still here")).status_code == 202
+        r = await api.client.post("/api-keys", json={"business": "doomed"}, headers=auth(token))
+        assert r.status_code == 409 and r.json()["error"] == "business_removed"  # no way back
         late = await miner.post_result(leased, f"late {m}")
         assert late.status_code == 409 and late.json()["error"] == "job_failed"
 
