@@ -3,6 +3,7 @@ operator's removal of a business. What erasing touches: app/accounts/erasure.py.
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import AsyncIterator
 from datetime import datetime
@@ -23,6 +24,7 @@ from app.models import ChatJob, ChatLog, Erasure
 from app.schemas import QueryParams, ResponseBody
 from app.web import Router
 
+log = logging.getLogger(__name__)
 router = Router("accounts")
 BUSINESS = dict(auth=("ApiKey",), guard=client_guard("chat"))
 OPERATOR = dict(auth=("MinerToken",), guard=wallet_guard("operator"))
@@ -100,6 +102,9 @@ async def erase_session(request: Request, who: Client) -> SessionErased:
     async with c.db.transaction() as session:
         actor = await erasure.actor_of_key(session, who.api_key_id)
         done = await erasure.erase_session(session, c, business_id, session_id, actor)
+    # ids and counts only: never the session's name or its content
+    log.info("erasure %d: a session of business %d by %s (%d jobs, %d messages, %d cancelled)",
+             done.erasure_id, business_id, actor, done.jobs, done.messages, done.cancelled)
     return SessionErased(session_id=session_id, erasure_id=done.erasure_id, jobs=done.jobs,
                          messages=done.messages, cancelled=done.cancelled, erased_at=done.at)
 
@@ -170,6 +175,10 @@ async def remove_business(request: Request, who: Wallet) -> BusinessRemoved:
         raise NotFound("no such business", code="business_not_found")
     c = ctx(request)
     removed = await erasure.remove_business(c, business_id, who.address)
+    e = removed.erasure
+    log.info("business %d removed by %s: %d key(s) revoked; erasure %d (%d jobs, %d messages, "
+             "%d cancelled)", business_id, who.address, removed.keys_revoked, e.id, e.jobs,
+             e.messages, e.cancelled)
     return BusinessRemoved(business_id=business_id, removed_at=removed.removed_at,
                            keys_revoked=removed.keys_revoked, erasure=_out(removed.erasure))
 
