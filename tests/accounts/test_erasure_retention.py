@@ -10,12 +10,12 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import select, update
 
+from app.db import is_sqlite
 from app.accounts import erasure
 from app.models import (Business, ChatJob, ChatLog, ChatSession, Erasure, IdleJob, JobStatus,
                         utcnow)
 from jobs import retention_tasks
 from tests.accounts.erasure_support import database_dump, sqlite_file_bytes
-from app.db import is_sqlite
 from tests.support.harness import running_app
 
 pytestmark = pytest.mark.timeout(120)
@@ -94,8 +94,9 @@ async def test_old_content_is_erased_by_the_worker(any_db, settings_factory):  #
         assert f"gone-{old}" not in sessions and {"both", "w2", "k"} <= sessions
         assert "w" not in sessions  # nothing of it left
         assert [(r.scope, r.actor, r.business_id, r.jobs) for r in records] == [
-            ("retention", "worker", default_id, 3), ("retention", "worker", records[1].business_id, 1),
-            ("retention", "worker", None, 1)]  # default: 2 chat + 1 idle; week; anonymous
+            ("retention", "worker", default_id, 3),  # 2 chat + 1 idle
+            ("retention", "worker", records[1].business_id, 1),  # "week"
+            ("retention", "worker", None, 1)]  # anonymous
         assert all(r.before is not None and r.subject_hash is None for r in records)
 
     dump = database_dump(any_db)

@@ -1,8 +1,8 @@
 """DELETE /chat/sessions/{id} (issue 19): after it, a marker written into every place a session's
 content lives (prompts, answers, the context, earlier turns a /v1 request brought, a streamed
 answer's chunks, a queued job, a job a miner is answering, a verification copy, a feedback
-comment) is found nowhere, and the session's own name only where another business uses it: not in a dump of the database, not in the
-SQLite file's bytes, not in Redis. The late answer of the job in flight is refused and stores
+comment) is found nowhere: not in a dump of the database, not in the SQLite file's bytes, not
+in Redis; the session's own name only in another business's session of that name. The late answer of the job in flight is refused and stores
 nothing; what billing needs stays; other sessions are untouched. SQLite and PostgreSQL."""
 
 from __future__ import annotations
@@ -16,11 +16,11 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
+from app.db import is_sqlite
 from app.accounts import ledger
 from app.models import Business, ChatJob, ChatLog, LedgerEntry, utcnow
 from app.trust import checkjobs
-from tests.accounts.erasure_support import (database_dump, redis_dump, sqlite_file_bytes)
-from app.db import is_sqlite
+from tests.accounts.erasure_support import database_dump, redis_dump, sqlite_file_bytes
 from tests.openai_api.support import MODEL, Miner
 from tests.support.harness import running_app
 
