@@ -1,5 +1,5 @@
 """Retention for the arq worker: WHEN conversation content past its retention period is erased
-(CHAT_RETENTION_DAYS, or a business's own retention_days). WHAT is app/accounts/erasure.py.
+(CHAT_RETENTION_DAYS, or a business's own retention_days). WHAT is app/accounts/retention.py.
 
 The cron looks every minute; a Redis key that lives RETENTION_INTERVAL_S lets one run in that
 interval go ahead (SET NX), whichever worker gets there first. Idempotent: what a run erased
@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from app.accounts import erasure
+from app.accounts import retention
 from app.context import AppContext
 
 log = logging.getLogger("jobs.retention")
@@ -27,7 +27,7 @@ async def erase_expired_content(ctx: dict[str, Any]) -> int:
     interval = max(1, int(app.settings.retention_interval_s))
     if not await app.redis.set(due_key(app), "1", nx=True, ex=interval):
         return 0
-    done = await erasure.erase_expired(app)
+    done = await retention.erase_expired(app)
     for d in done:
         log.info("retention: erased %d job(s) and %d message(s) of business %s older than %s "
                  "(erasure %d)", d.jobs, d.messages, d.business_id, d.before.isoformat(),

@@ -31,8 +31,8 @@ SHA-256, never the content. Deleted bytes: SQLite zeroes them (PRAGMA secure_del
 PostgreSQL keeps dead row versions in its files until VACUUM reclaims them (pg_dump never shows
 them); README "Customer data" says so.
 
-Functions here take the caller's session and only flush, except remove_business and
-erase_expired, which run their own short transactions in batches.
+Functions here take the caller's session and only flush, except remove_business (and
+app/accounts/retention.py), which run their own short transactions in batches.
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, delete, exists, func, insert, select, update
+from sqlalchemy import delete, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.accounts import ledger
@@ -97,11 +97,16 @@ class Swept:
         return bool(self.jobs or self.messages or self.cancelled)
 
 
+def of_business(column: Any, business_id: int | None) -> Any:
+    """`column` names this business (None: no business), in a form an index can serve."""
+    return column.is_(None) if business_id is None else column == business_id
+
+
 def _chunks(items: Sequence[Any], n: int = BATCH) -> list[Sequence[Any]]:
     return [items[i:i + n] for i in range(0, len(items), n)]
 
 
-async def _new_erasure(session: AsyncSession, *, business_id: int | None, scope: str,
+async def new_erasure(session: AsyncSession, *, business_id: int | None, scope: str,
                        actor: str, now: datetime, subject: str | None = None,
                        before: datetime | None = None) -> int:
     result = await session.execute(insert(Erasure).values(
@@ -111,7 +116,7 @@ async def _new_erasure(session: AsyncSession, *, business_id: int | None, scope:
     return int(result.scalar_one())
 
 
-async def _count(session: AsyncSession, erasure_id: int, swept: Swept) -> None:
+async def add_counts(session: AsyncSession, erasure_id: int, swept: Swept) -> None:
     """Add a step's counts to its Erasure, in SQL (steps of one erasure may run in turns)."""
     if swept.anything:
         await session.execute(update(Erasure).where(Erasure.id == erasure_id).values(
@@ -257,11 +262,6 @@ class Done:
     at: datetime
 
 
-def _of(column: Any, business_id: int | None) -> Any:
-    """`column` names this business (None: no business), in a form an index can serve."""
-    return column.is_(None) if business_id is None else column == business_id
-
-
 async def erase_session(session: AsyncSession, c: AppContext, business_id: int,
                         session_id: str, actor: str, now: datetime | None = None) -> Done:
     """Erase one of the business's sessions (404 if it has none of that name): every turn,
@@ -276,7 +276,7 @@ async def erase_session(session: AsyncSession, c: AppContext, business_id: int,
         .order_by(ChatJob.id))).scalars().all())
     if known is None and not jobs:
         raise NotFound("no such chat session", code="session_not_found")
-    erasure_id = await _new_erasure(session, business_id=business_id, scope="session",
+    erasure_id = await new_erasure(session, business_id=business_id, scope="session",
                                     actor=actor, now=now, subject=session_id)
     swept = await erase_chat_jobs(session, c, jobs, erasure_id, now)
     turns = await session.execute(delete(ChatLog).where(
@@ -286,7 +286,7 @@ async def erase_session(session: AsyncSession, c: AppContext, business_id: int,
     await session.execute(delete(ChatSession).where(
         ChatSession.business_id == business_id, ChatSession.session_id == session_id)
         .execution_options(synchronize_session=False))
-    await _count(session, erasure_id, swept)
+    await add_counts(session, erasure_id, swept)
     forget_after_commit(session, c, swept)
     return Done(erasure_id, swept.jobs, swept.messages, swept.cancelled, now)
 
@@ -326,7 +326,7 @@ async def remove_business(c: AppContext, business_id: int, actor: str) -> Remove
             Erasure.business_id == business_id, Erasure.scope == "business")
             .order_by(Erasure.id.desc()).limit(1))).scalar()
         if erasure_id is None:
-            erasure_id = await _new_erasure(session, business_id=business_id,
+            erasure_id = await new_erasure(session, business_id=business_id,
                                             scope="business", actor=actor, now=now)
         # cancelled now, so no miner's answer lands after the removal
         in_flight = (await session.execute(select(ChatJob.id).where(
@@ -336,7 +336,7 @@ async def remove_business(c: AppContext, business_id: int, actor: str) -> Remove
         ).scalars().all()
         swept = await erase_chat_jobs(session, c, list(in_flight), erasure_id, now)
         swept.add(await erase_idle_jobs(session, list(idle_in_flight), now))
-        await _count(session, erasure_id, swept)
+        await add_counts(session, erasure_id, swept)
         forget_after_commit(session, c, swept)
         if keys_revoked:
             after_commit(session, lambda: auth_cache.announce_revocation(c),
@@ -360,7 +360,7 @@ async def _erase_all_of(c: AppContext, business_id: int, erasure_id: int,
             if not ids:
                 break
             swept = await erase_chat_jobs(session, c, list(ids), erasure_id, now)
-            await _count(session, erasure_id, swept)
+            await add_counts(session, erasure_id, swept)
             forget_after_commit(session, c, swept)
         total.add(swept)
     while True:  # idle jobs
@@ -371,10 +371,10 @@ async def _erase_all_of(c: AppContext, business_id: int, erasure_id: int,
             if not idle:
                 break
             swept = await erase_idle_jobs(session, list(idle), now)
-            await _count(session, erasure_id, swept)
+            await add_counts(session, erasure_id, swept)
             forget_after_commit(session, c, swept)
         total.add(swept)
-    total.add(await _delete_turns(c, ChatLog.business_id == business_id, erasure_id))
+    total.add(await delete_turns(c, ChatLog.business_id == business_id, erasure_id))
     async with c.db.transaction() as session:
         await session.execute(delete(ChatSession).where(ChatSession.business_id == business_id)
                               .execution_options(synchronize_session=False))
@@ -386,7 +386,7 @@ async def _erase_all_of(c: AppContext, business_id: int, erasure_id: int,
     return total
 
 
-async def _delete_turns(c: AppContext, condition: Any, erasure_id: int) -> Swept:
+async def delete_turns(c: AppContext, condition: Any, erasure_id: int) -> Swept:
     """chat_logs rows matching `condition`, deleted BATCH at a time, counted on the erasure."""
     total = Swept()
     while True:
@@ -398,113 +398,9 @@ async def _delete_turns(c: AppContext, condition: Any, erasure_id: int) -> Swept
             deleted = await session.execute(delete(ChatLog).where(ChatLog.id.in_(ids))
                                             .execution_options(synchronize_session=False))
             step = Swept(messages=deleted.rowcount or 0)
-            await _count(session, erasure_id, step)
+            await add_counts(session, erasure_id, step)
         total.add(step)
     return total
-
-
-# ------------------------------------------------------------------ retention
-
-
-@dataclass(frozen=True)
-class Expired:
-    business_id: int | None  # None: anonymous chat and check jobs (CHAT_RETENTION_DAYS)
-    erasure_id: int
-    before: datetime
-    jobs: int
-    messages: int
-
-
-async def retention_plan(c: AppContext, now: datetime) -> list[tuple[int | None, datetime]]:
-    """(business id, erase content older than) for every business that keeps content for a
-    limited time: its own retention_days, else CHAT_RETENTION_DAYS; 0 keeps it forever. None
-    stands for content of no business (anonymous chat, check jobs): CHAT_RETENTION_DAYS."""
-    default = c.settings.chat_retention_days
-    async with c.db.reads() as session:
-        rows = (await session.execute(select(Business.id, Business.retention_days)
-                                      .order_by(Business.id))).all()
-    plan: list[tuple[int | None, datetime]] = []
-    for business_id, days in rows:
-        days = default if days is None else days
-        if days > 0:
-            plan.append((business_id, now - timedelta(days=days)))
-    if default > 0:
-        plan.append((None, now - timedelta(days=default)))
-    return plan
-
-
-async def erase_expired(c: AppContext, now: datetime | None = None) -> list[Expired]:
-    """Retention: per business, content older than its period erased in batches (each batch
-    its own short transaction), one Erasure (scope retention, actor "worker") per business
-    that had something to erase. Idempotent: what is erased is not found again."""
-    now = now or utcnow()
-    done: list[Expired] = []
-    for business_id, before in await retention_plan(c, now):
-        found = await _expire(c, business_id, before, now)
-        if found is not None:
-            done.append(found)
-    return done
-
-
-async def _expire(c: AppContext, business_id: int | None, before: datetime,
-                  now: datetime) -> Expired | None:
-    erasure_id: int | None = None
-    total = Swept()
-
-    async def erasure(session: AsyncSession) -> int:
-        nonlocal erasure_id
-        if erasure_id is None:
-            erasure_id = await _new_erasure(session, business_id=business_id, scope="retention",
-                                            actor="worker", now=now, before=before)
-        return erasure_id
-
-    old_chat = and_(_of(ChatJob.business_id, business_id), ChatJob.erased_at.is_(None),
-                    ChatJob.status.in_(TERMINAL),
-                    func.coalesce(ChatJob.completed_at, ChatJob.created_at) < before)
-    while True:
-        async with c.db.transaction() as session:
-            ids = (await session.execute(select(ChatJob.id).where(old_chat)
-                                         .order_by(ChatJob.id).limit(BATCH))).scalars().all()
-            if not ids:
-                break
-            eid = await erasure(session)
-            swept = await erase_chat_jobs(session, c, list(ids), eid, now)
-            await _count(session, eid, swept)
-            forget_after_commit(session, c, swept)
-        total.add(swept)
-    old_idle = and_(_of(IdleJob.business_id, business_id),
-                    IdleJob.erased_at.is_(None), IdleJob.status.in_(TERMINAL),
-                    func.coalesce(IdleJob.completed_at, IdleJob.created_at) < before)
-    while True:
-        async with c.db.transaction() as session:
-            idle = (await session.execute(select(IdleJob.id).where(old_idle)
-                                          .order_by(IdleJob.id).limit(BATCH))).scalars().all()
-            if not idle:
-                break
-            eid = await erasure(session)
-            swept = await erase_idle_jobs(session, list(idle), now)
-            await _count(session, eid, swept)
-        total.add(swept)
-    old_turns = and_(_of(ChatLog.business_id, business_id),
-                     ChatLog.timestamp < before)
-    async with c.db.reads() as session:
-        any_turn = (await session.execute(select(ChatLog.id).where(old_turns).limit(1))).first()
-    if any_turn is not None:
-        async with c.db.transaction() as session:
-            eid = await erasure(session)
-        total.add(await _delete_turns(c, old_turns, eid))
-    # a session with nothing left of it: its row (the name) goes too
-    async with c.db.transaction() as session:
-        await session.execute(delete(ChatSession).where(
-            _of(ChatSession.business_id, business_id), ChatSession.created_at < before,
-            ~exists().where(ChatLog.session_id == ChatSession.session_id,
-                            _of(ChatLog.business_id, business_id)),
-            ~exists().where(ChatJob.session_id == ChatSession.session_id,
-                            _of(ChatJob.business_id, business_id)))
-            .execution_options(synchronize_session=False))
-    if erasure_id is None:
-        return None
-    return Expired(business_id, erasure_id, before, total.jobs, total.messages)
 
 
 # ------------------------------------------------------------------ the record

@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy import select, update
 
 from app.db import is_sqlite
-from app.accounts import erasure
+from app.accounts import retention
 from app.models import (Business, ChatJob, ChatLog, ChatSession, Erasure, IdleJob, JobStatus,
                         utcnow)
 from jobs import retention_tasks
@@ -78,7 +78,7 @@ async def test_old_content_is_erased_by_the_worker(any_db, settings_factory):  #
         ran = await retention_tasks.erase_expired_content({"app": api.ctx})
         assert ran > 0
         assert await retention_tasks.erase_expired_content({"app": api.ctx}) == 0  # not due
-        assert await erasure.erase_expired(api.ctx) == []  # nothing left to erase
+        assert await retention.erase_expired(api.ctx) == []  # nothing left to erase
 
         async with api.ctx.db.sessions() as s:
             jobs = {j.id: j for j in (await s.execute(select(ChatJob))).scalars()}
