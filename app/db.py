@@ -97,6 +97,9 @@ def _make_sqlite_serializable(engine: AsyncEngine) -> None:
         cur.execute("PRAGMA busy_timeout=30000")
         cur.execute("PRAGMA foreign_keys=ON")
         cur.execute("PRAGMA synchronous=NORMAL")
+        # Erased customer content (app/accounts/erasure.py) must not survive in the file's free
+        # pages: deleted and overwritten cells are zeroed, not left for a file scan to find.
+        cur.execute("PRAGMA secure_delete=ON")
         cur.close()
 
     @event.listens_for(engine.sync_engine, "begin")

@@ -24,6 +24,7 @@ from app import __version__, tokens, trust
 from app.accounts.operator_routes import router as businesses_router
 from app.accounts.routes import router as account_router
 from app.accounts.deposit_routes import router as deposit_router
+from app.accounts.data_routes import router as data_router
 from app.auth import cache as auth_cache
 from app.auth.apikey_routes import router as apikey_router
 from app.auth.routes import router as auth_router
@@ -49,7 +50,7 @@ from app.web import all_endpoints, build_routes, error_response
 log = logging.getLogger("app")
 ROUTERS = [ops_router, chat_router, auth_router, miners_router, idle_router, treasury_router,
            apikey_router, transparency_router, openai_router, trust_router, businesses_router,
-           account_router, deposit_router]
+           account_router, deposit_router, data_router]
 
 
 def create_app(settings: Settings | None = None) -> Starlette:

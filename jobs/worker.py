@@ -28,7 +28,7 @@ from app.idle.dispatch import PROCESS_IDLE_JOB
 from app.ops import maintenance, metrics
 from app.treasury import repository as treasury_repository
 from app.treasury.dispatch import RUN_BUYBACK
-from jobs import auth_tasks, deposit_tasks, idempotency_tasks, treasury_tasks
+from jobs import auth_tasks, deposit_tasks, idempotency_tasks, retention_tasks, treasury_tasks
 
 log = logging.getLogger("jobs.worker")
 EVERY_SECOND = set(range(60))
@@ -113,6 +113,8 @@ CRONS: list[tuple[Any, dict[str, Any]]] = [
     (auth_tasks.prune_expired_tokens, dict(minute=auth_tasks.PRUNE_MINUTE, second={0})),
     (idempotency_tasks.prune_idempotency_keys,
      dict(minute=idempotency_tasks.PRUNE_MINUTE, second={0})),
+    (retention_tasks.erase_expired_content,
+     dict(second=retention_tasks.RETENTION_SECOND, run_at_startup=True)),
 ]
 
 
