@@ -1,5 +1,7 @@
 """Shared fixtures: real Redis (the machine's, else a local redis-server), real SQLite and
-PostgreSQL schemas built with `alembic upgrade head`, and the app running in-process."""
+PostgreSQL schemas built with `alembic upgrade head` (once a session: a test gets a copy of the
+SQLite file, or the PostgreSQL schema emptied back to what the migrations left), and the app
+running in-process."""
 
 from __future__ import annotations
 
