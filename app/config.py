@@ -144,6 +144,8 @@ class Settings(BaseSettings):
     runpod_retry_base_s: float = 2.0  # backoff after a transient error: base * 2**(try-1)
     runpod_hold_s: float = 30.0  # a worker's claim on a job, renewed while it waits on RunPod
     worker_max_jobs: int = 50  # concurrent arq jobs per worker process
+    # while Redis is down the worker polls again after 0.5 s, doubling up to this many seconds
+    worker_redis_backoff_max_s: float = 30.0
 
     # --- business accounts: prices, holds, retention, deposits (app/accounts) ---------------------
     # what a business pays per 1000 output tokens of a chat job; 0 (the default): chat is free,

@@ -35,7 +35,8 @@ EVERY_SECOND = set(range(60))
 EVERY_2S = set(range(0, 60, 2))
 EVERY_10S = set(range(0, 60, 10))
 ARQ_MAX_TRIES = 20  # a backstop only: RUNPOD_MAX_TRIES, counted in the DB, decides
-REDIS_BACKOFF_S = (0.5, 30.0)  # while Redis is down: first retry after, longest wait between
+REDIS_BACKOFF_FIRST_S = 0.5  # while Redis is down: the first retry after; then doubling up to
+# WORKER_REDIS_BACKOFF_MAX_S
 
 
 async def startup(ctx: dict[str, Any]) -> None:
@@ -155,11 +156,11 @@ class MiaWorker(Worker):
 
     # arq's poll loop lets any Redis error out of main(): a 3 s Redis restart ended `mia
     # worker` for good, and buybacks, the RunPod hand-off and pruning stopped with it. Here a
-    # failed poll waits (doubling, up to REDIS_BACKOFF_S[1]) and polls again; redis-py opens
+    # failed poll waits (doubling, up to WORKER_REDIS_BACKOFF_MAX_S) and polls again; redis-py opens
     # new connections on the next command. Jobs already running go on; a job whose start
     # failed stays in arq's queue for the next poll.
     _redis_down_since: float | None = None
-    _redis_backoff_s: float = REDIS_BACKOFF_S[0]
+    _redis_backoff_s: float = REDIS_BACKOFF_FIRST_S
 
     async def _poll_iteration(self) -> None:
         try:
@@ -168,11 +169,13 @@ class MiaWorker(Worker):
             now = time.monotonic()
             if self._redis_down_since is None:
                 self._redis_down_since = now
-                self._redis_backoff_s = REDIS_BACKOFF_S[0]
+                self._redis_backoff_s = REDIS_BACKOFF_FIRST_S
             log.warning("Redis unavailable (%s) for %.1f s; the worker polls again in %.1f s",
                         type(exc).__name__, now - self._redis_down_since, self._redis_backoff_s)
             await asyncio.sleep(self._redis_backoff_s)
-            self._redis_backoff_s = min(2 * self._redis_backoff_s, REDIS_BACKOFF_S[1])
+            settings: Settings = self.ctx["settings"]
+            self._redis_backoff_s = min(2 * self._redis_backoff_s,
+                                        settings.worker_redis_backoff_max_s)
             return
         if self._redis_down_since is not None:
             log.warning("Redis is back after %.1f s; the worker goes on",

@@ -1,5 +1,7 @@
 """Shared fixtures: real Redis (the machine's, else a local redis-server), real SQLite and
-PostgreSQL schemas built with `alembic upgrade head`, and the app running in-process."""
+PostgreSQL schemas built with `alembic upgrade head` (once a session: a test gets a copy of the
+SQLite file, or the PostgreSQL schema emptied back to what the migrations left), and the app
+running in-process."""
 
 from __future__ import annotations
 
@@ -12,10 +14,11 @@ import pytest
 
 from app.config import Settings
 from app.migrate import upgrade
+from tests.support.fresh_postgres import FreshPostgres
 from tests.support.harness import Harness, running_app
 from tests.support.services import (LocalRedis, create_private_database, delete_keys,
                                     drop_private_database,
-                                    machine_redis_url, postgres_url, reset_postgres)
+                                    machine_redis_url, postgres_url)
 
 
 @pytest.fixture(scope="session")
@@ -57,11 +60,17 @@ def postgres_base() -> Iterator[str]:
     drop_private_database(url, name)
 
 
+@pytest.fixture(scope="session")
+def _fresh_postgres(postgres_base: str) -> FreshPostgres:
+    return FreshPostgres(postgres_base)
+
+
 @pytest.fixture
-def postgres_db(postgres_base: str) -> str:
-    reset_postgres(postgres_base)
-    upgrade(postgres_base)
-    return postgres_base
+def postgres_db(_fresh_postgres: FreshPostgres) -> str:
+    """The schema of `alembic upgrade head` and no rows: migrated for real once, and again after
+    any test that changed the schema; emptied in between (tests/support/fresh_postgres.py)."""
+    _fresh_postgres.prepare()
+    return _fresh_postgres.url
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

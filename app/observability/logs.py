@@ -52,10 +52,24 @@ class TextFormatter(logging.Formatter):
         return f"{line} [{extra}]" if extra else line
 
 
+class StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to whatever sys.stderr is when a record is emitted, as logging's own last-resort
+    handler does. A handler holding the stream of setup time writes into a closed file once
+    sys.stderr is swapped (pytest's capture of each test, a redirect), and every record then
+    prints "--- Logging error ---" instead."""
+
+    def __init__(self) -> None:
+        logging.Handler.__init__(self)  # not StreamHandler's: it would store a stream
+
+    @property
+    def stream(self) -> Any:  # type: ignore[override]
+        return sys.stderr
+
+
 def setup(log_format: str = "text", level: str = "INFO") -> None:
     """The root logger writes to stderr in the chosen format; uvicorn's loggers go through it
     (their own handlers removed) so that its access and error lines are formatted alike."""
-    handler = logging.StreamHandler(sys.stderr)
+    handler = StderrHandler()
     handler.setFormatter(JsonFormatter() if log_format == "json" else TextFormatter())
     handler.addFilter(ContextFilter())
     root = logging.getLogger()

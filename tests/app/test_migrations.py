@@ -3,11 +3,27 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
+import pytest
 from sqlalchemy import inspect
 
 from app.db import create_engine
+from app.migrate import upgrade
 from app.models import Base
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def any_db(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """Built by `alembic upgrade head` for this test: never conftest's copied SQLite template or
+    emptied PostgreSQL schema, which this test is what vouches for."""
+    if request.param == "sqlite":
+        url = f"sqlite+aiosqlite:///{tmp_path / 'migrated.db'}"
+        upgrade(url)
+        return url
+    fresh = request.getfixturevalue("_fresh_postgres")  # skips without PostgreSQL
+    fresh.rebuild()
+    return str(fresh.url)
 
 
 def test_upgrade_head_builds_every_model_table(any_db: str) -> None:

@@ -163,15 +163,21 @@ async def test_owner_only_and_wait(api):  # type: ignore[no-untyped-def]
     assert done["status"] == "completed" and time.perf_counter() - started < 3
 
 
-async def test_1000_results_from_20_miners_ledger_to_the_cent(any_db, settings_factory):  # type: ignore[no-untyped-def]
-    # a bulk buyer: its 1,000 submissions would pass the per-key rate limit (100/s after a burst
-    # of 500) whenever the machine is quick enough; the ledger, not the limit, is tested here
+RESULTS = 300  # 15 a miner: enough for 20 miners to lease and answer side by side all along
+
+
+async def test_300_results_from_20_miners_ledger_to_the_cent(any_db, settings_factory):  # type: ignore[no-untyped-def]
+    # What is proven is exactness under concurrency (each job completed once, its revenue
+    # billed on our token count, the sum to the micro-dollar), not throughput: bench/ measures
+    # that. 1,000 results proved the same as 300 in 3x the time.
+    # A bulk buyer's burst of submissions can pass the per-key rate limit whenever the machine
+    # is quick enough; the ledger, not the limit, is tested here
     settings = settings_factory(any_db, lease_seconds=30, rate_limit_key_per_s=10_000,
                                 rate_limit_key_burst=10_000)
     async with running_app(settings) as api:
         key = await api.api_key("bulk-buyer", "idle")
         ids = set()
-        for i in range(1000):
+        for i in range(RESULTS):
             ids.add((await submit(api, key, f"prompt {i}", max_tokens=4096))["job_id"])
         miners = [await api.miner(f"m{i}") for i in range(20)]
         expected: dict[str, Decimal] = {}
@@ -193,16 +199,16 @@ async def test_1000_results_from_20_miners_ledger_to_the_cent(any_db, settings_f
 
         assert set(expected) == ids
         total, n, statuses = await ledger(api)
-        assert n == 1000 and statuses == {"completed": 1000}
+        assert n == RESULTS and statuses == {"completed": RESULTS}
         # billed on our count of each output, whatever the miners reported
         want = sum((Decimal(count_now("mistral-v1", f"answer {j}")) * PRICE / 1000 for j in ids),
                    Decimal(0))
         assert total == want == sum(expected.values())
         r = await api.client.get("/metrics")
         assert Decimal(r.json()["runpod_income_usd"]) == want
-        assert r.json()["total_idle_jobs_processed"] == 1000
-        print(f"\n1000 idle results by 20 miners on {any_db.split(':')[0]}: {elapsed:.2f} s, "
-              f"{1000 / elapsed:.0f} jobs/s (lease + signed result); ledger {total} USD")
+        assert r.json()["total_idle_jobs_processed"] == RESULTS
+        print(f"\n{RESULTS} idle results by 20 miners on {any_db.split(':')[0]}: {elapsed:.2f} s, "
+              f"{RESULTS / elapsed:.0f} jobs/s (lease + signed result); ledger {total} USD")
 
 
 async def test_idle_ids_lost_from_redis_come_back(api):  # type: ignore[no-untyped-def]

@@ -20,7 +20,10 @@ def _mia_worker(settings, log: Path) -> subprocess.Popen[bytes]:  # type: ignore
     env = {k: v for k, v in os.environ.items()
            if not k.startswith(("RUNPOD_", "DATABASE_", "REDIS_"))}
     env.update(DATABASE_URL=settings.database_url, REDIS_URL=settings.redis_url,
-               REDIS_PREFIX=settings.redis_prefix, LOG_LEVEL="INFO")
+               REDIS_PREFIX=settings.redis_prefix, LOG_LEVEL="INFO",
+               # polls every 0.5 s then every 1 s while Redis is down (30 s at most in
+               # production): the test waits on the restart, not on a doubled back-off
+               WORKER_REDIS_BACKOFF_MAX_S="1")
     return subprocess.Popen([sys.executable, "-m", "app.cli", "worker"], cwd=ROOT, env=env,
                             stdout=log.open("ab"), stderr=subprocess.STDOUT)
 
@@ -58,12 +61,14 @@ async def test_the_worker_survives_a_redis_restart(settings_factory, tmp_path): 
                 nonlocal again
                 again = await other.next_job()  # not the miner whose lease ran out
                 return again is not None
-            await until(redelivered, 60, 0.2)  # the worker backs off (0.5 s doubling) while Redis is down
+            await until(redelivered, 60, 0.2)  # the worker backs off (0.5 s, then 1 s) while Redis is down
             assert again is not None and again["job_id"] == job["job_id"]
             assert again["attempt"] == 2
         assert worker.poll() is None, _log(log)
         text = _log(log)
         assert "Redis unavailable" in text and "Redis is back" in text, text
+        # WORKER_REDIS_BACKOFF_MAX_S held: 0.5 s, then 1 s, never doubled to 2 s in a 3 s outage
+        assert "polls again in 1.0 s" in text and "polls again in 2.0 s" not in text, text
     finally:
         if worker is not None:
             stop(worker)
