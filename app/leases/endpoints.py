@@ -112,6 +112,8 @@ async def lease(c: AppContext, kind: JobKind, who: Wallet, wait_s: float, most: 
             if c.db.pg is not None and kind.fast is not None:  # one statement, no BEGIN/COMMIT
                 async with c.db.fast_reads() as conn:
                     jobs = await kind.fast.lease(conn, c, keys, miner_id, utcnow())
+            elif c.db.lite is not None and kind.fast is not None and kind.fast.lite_lease:
+                jobs = await kind.fast.lite_lease(c.db.lite, c, keys, miner_id, utcnow())
             else:
                 async with c.db.transaction() as session:
                     jobs = await protocol.acquire(session, c, kind, keys, miner_id, utcnow())
@@ -219,7 +221,8 @@ async def results(c: AppContext, kind: JobKind, who: Wallet, items: list[Any]) -
             checked = [refused.get(id(x), x) for x in checked]
             done = [x for x in checked if isinstance(x, Completion) and x.signature]
     won: list[Any] = []
-    if done and c.db.pg is not None and kind.fast is not None:
+    if done and kind.fast is not None and (c.db.pg is not None or (
+            c.db.lite is not None and kind.fast.lite_complete is not None)):
         async with c.db.fast(transaction=False) as unit:  # one statement for the whole batch
             won = await protocol.complete(unit, c, kind, done)
     elif done:
