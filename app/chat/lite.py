@@ -42,17 +42,9 @@ INSERT INTO chat_logs (session_id, message, role, timestamp, business_id, job_id
 VALUES (?1, ?2, ?3, ?4, ?5, ?6)
 """
 
-# pg.LEASE's UPDATE, as it is there (the cooldown rule of app/leases/rules.not_returned_by),
+# pg.LEASE's UPDATE, its very text (the cooldown rule of app/leases/rules.not_returned_by),
 # then each leased job's earlier turns (the json_agg of pg.LEASE) by HISTORY.
-LEASE = """
-UPDATE chat_jobs SET status = 'assigned', lease_id = ?2, lease_expires_at = ?3,
-                     miner_id = ?4, attempts = attempts + 1, assigned_at = ?5
-WHERE id IN (SELECT value FROM json_each(?1)) AND status = 'queued'
-  AND NOT EXISTS (SELECT 1 FROM job_returns r
-                  WHERE r.job_table = 'chat_jobs' AND r.job_id = chat_jobs.id
-                    AND r.miner_id = ?4 AND (r.returned_at > ?6 OR chat_jobs.attempts >= ?7 - 1))
-RETURNING id, attempts, prompt, context, session_id, business_id, model, options, created_at
-"""
+LEASE = sqlite(pg.LEASE_UPDATE)
 HISTORY = """
 SELECT role, message FROM (
     SELECT c.id, c.role, c.message FROM chat_logs c
@@ -112,7 +104,7 @@ async def submit(lite: Lite, *, job_id: str, business_id: int | None, session_id
 
 def _lease(conn: sqlite3.Connection, keys: str, lease_id: str, expires: str, miner_id: int,
            now: str, since: str, max_attempts: int, history_limit: int) -> list[Any]:
-    rows = conn.execute(LEASE, (keys, lease_id, expires, miner_id, now, since,
+    rows = conn.execute(LEASE, (keys, lease_id, expires, miner_id, now, history_limit, since,
                                 max_attempts)).fetchall()
     return [(r, conn.execute(HISTORY, (r["session_id"], r["business_id"], r["id"],
                                        history_limit)).fetchall()) for r in rows]
