@@ -72,7 +72,8 @@ class Lite:
         try:
             out = fn(conn, *args)
         except BaseException:
-            conn.execute("ROLLBACK")
+            if conn.in_transaction:  # some errors (SQLITE_FULL, ...) have rolled it back already
+                conn.execute("ROLLBACK")
             raise
         conn.execute("COMMIT")
         return out

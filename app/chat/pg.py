@@ -1,6 +1,8 @@
 """The chat job's hot path on PostgreSQL's own driver (asyncpg): one statement per state change,
-each written once here and prepared per connection. SQLite runs the same steps through
-SQLAlchemy (chat/service.py, chat/kind.py); tests run both and expect the same answers.
+each written once here and prepared per connection. SQLite runs the same steps on its own
+driver (chat/lite.py): these texts where it can (app/sqltext.py names the differences), a
+transaction of a few statements where PostgreSQL uses a data-modifying CTE; tests run both and
+expect the same answers.
 
 Timestamps are stored as naive UTC (app/models.py UTCDateTime): `stored_utc` going in,
 `read_utc` coming out.
