@@ -104,3 +104,27 @@ async def test_cycle_on_the_driver_reads_back_through_the_orm(sqlite_url: str) -
         assert requeued == ["j3"] and failed == []
     finally:
         await db.dispose()
+
+
+async def test_a_busy_database_sends_the_unit_to_the_waiting_thread(sqlite_url: str) -> None:
+    """The loop's connection never waits for the write lock: while another connection holds
+    it, the unit runs on the writer thread, which waits, and commits once the lock is free."""
+    import asyncio
+
+    db = Database(sqlite_url)
+    await db.open()
+    other = sqlite3.connect(sqlite_url.split("///", 1)[1], isolation_level=None)
+    try:
+        assert db.lite is not None
+        other.execute("BEGIN IMMEDIATE")
+        unit = asyncio.create_task(chat_lite.submit(
+            db.lite, job_id="j1", business_id=None, session_id="s1", may_claim=True,
+            prompt="hi", context=None, now=utcnow()))
+        await asyncio.sleep(0.3)
+        assert not unit.done()  # waiting on the thread, not failed with "database is locked"
+        other.execute("COMMIT")
+        assert await asyncio.wait_for(unit, 10)
+        assert (await chat_lite.read(db.lite, "j1")) is not None
+    finally:
+        other.close()
+        await db.dispose()
