@@ -14,6 +14,8 @@ from typing import Any
 
 import asyncpg
 
+from app.lite import Lite
+
 from sqlalchemy import event
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
@@ -34,7 +36,16 @@ class PgUnit:
         self.info: dict[str, Any] = {}
 
 
-Unit = AsyncSession | PgUnit  # what a route's transaction hands to the services
+class LiteUnit:
+    """The hot path's unit on SQLite (app/lite.py): each step it runs is its own transaction
+    (one hop to the writer thread); what after_commit() registered runs after the unit ends."""
+
+    def __init__(self, lite: Lite):
+        self.lite = lite
+        self.info: dict[str, Any] = {}
+
+
+Unit = AsyncSession | PgUnit | LiteUnit  # what a route's transaction hands to the services
 
 
 def after_commit(unit: Unit, effect: Effect, *, what: str, required: bool = False) -> None:
@@ -178,6 +189,8 @@ class Database:
             url, pool_size=1, command_timeout_s=command_timeout_s, pool_timeout_s=pool_timeout_s)
         self.pg: asyncpg.Pool | None = None
         """PostgreSQL only, after open(): the hot path's own pool (see fast())."""
+        self.lite: Lite | None = None
+        """SQLite (a file) only, after open(): the hot path's writer and reader (app/lite.py)."""
         self._pool_size, self._command_timeout_s = pool_size, command_timeout_s
         self._pool_timeout_s = pool_timeout_s
 
@@ -187,7 +200,12 @@ class Database:
         (session, greenlet hand-offs, statement compilation) cost 5-10x the driver's own time
         per transaction here. Everything else uses the engine. Connections open on first use
         (min_size=0), so a start with the database down still answers 503s, as the engine does."""
-        if is_sqlite(self.url) or self.pg is not None:
+        if is_sqlite(self.url):
+            path = make_url(self.url).database
+            if self.lite is None and path and path != ":memory:":
+                self.lite = Lite(path)
+            return
+        if self.pg is not None:
             return
         dsn = make_url(self.url).set(drivername="postgresql").render_as_string(
             hide_password=False)
@@ -195,11 +213,22 @@ class Database:
             dsn, min_size=0, max_size=self._pool_size, command_timeout=self._command_timeout_s,
             max_inactive_connection_lifetime=300)
 
+    @property
+    def hot(self) -> bool:
+        """Whether the hot path runs on the drivers themselves (self.pg or self.lite)."""
+        return self.pg is not None or self.lite is not None
+
     @asynccontextmanager
-    async def fast(self, *, transaction: bool = True) -> AsyncIterator[PgUnit]:
+    async def fast(self, *, transaction: bool = True) -> AsyncIterator[PgUnit | LiteUnit]:
         """A hot-path unit on PostgreSQL (only where self.pg is open): commits on success, rolls
         back on any exception, then runs what after_commit() registered. transaction=False for
-        a unit of ONE statement, which is atomic by itself (saves BEGIN and COMMIT)."""
+        a unit of ONE statement, which is atomic by itself (saves BEGIN and COMMIT). On SQLite
+        (self.lite) each step of the unit is a transaction of its own."""
+        if self.lite is not None:
+            lite_unit = LiteUnit(self.lite)
+            yield lite_unit
+            await _run_effects(lite_unit)
+            return
         async with self.fast_reads() as conn:
             unit = PgUnit(conn)
             if transaction:
@@ -245,6 +274,9 @@ class Database:
             await _run_effects(session)
 
     async def dispose(self) -> None:
+        if self.lite is not None:
+            self.lite.close()
+            self.lite = None
         if self.pg is not None:
             await self.pg.close()
         await self.engine.dispose()

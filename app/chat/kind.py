@@ -11,7 +11,7 @@ from sqlalchemy import insert, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app import trust
-from app.chat import options, pg
+from app.chat import lite, options, pg
 from app.chat.schemas import ChatAssignment, HistoryItem, ResultOut
 from app.context import AppContext
 from app.errors import AppError
@@ -82,6 +82,13 @@ async def _fast_lease(conn: Any, ctx: AppContext, keys: list[Any], miner_id: int
                           s.returned_job_cooldown_s, s.max_attempts)
 
 
+async def _lite_lease(db: Any, ctx: AppContext, keys: list[Any], miner_id: int,
+                      now: datetime) -> list[ChatAssignment]:
+    s = ctx.settings
+    return await lite.lease(db, keys, miner_id, s.lease_seconds, now, s.chat_history_limit,
+                            s.returned_job_cooldown_s, s.max_attempts)
+
+
 async def models_of(ctx: AppContext, job_ids: list[str]) -> dict[str, str]:
     """The list each of these jobs goes back to, for those not on the common one: the model a
     /v1 job named, or a check job's list (app/trust)."""
@@ -114,6 +121,8 @@ async def vet(ctx: AppContext, done: list[Completion]) -> list[AppError | None]:
         async with ctx.db.fast_reads() as conn:
             rows = await conn.fetch(pg.VET, ids)
         asked = {r["id"]: r["options"] for r in rows}
+    elif ctx.db.lite is not None:  # the same statement on SQLite's own driver
+        asked = await lite.vetted(ctx.db.lite, ids)
     else:
         async with ctx.db.reads() as session:
             found = (await session.execute(select(ChatJob.id, ChatJob.options).where(
@@ -133,6 +142,7 @@ CHAT = JobKind(name="chat", model=ChatJob, parse_id=parse_id, output_column="res
                hand_out=hand_out, complete=complete, answer=answer,
                lease_columns=(ChatJob.prompt, ChatJob.context, ChatJob.session_id,
                               ChatJob.model, ChatJob.options, ChatJob.business_id),
-               fast=FastPath(lease=_fast_lease, complete=pg.complete), models_of=models_of,
+               fast=FastPath(lease=_fast_lease, complete=pg.complete, lite_lease=_lite_lease,
+                             lite_complete=lite.complete), models_of=models_of,
                stream_columns=(ChatJob.options,), streamed=streamed, vet=vet,
                route=trust.route, completed=trust.completed)

@@ -1,6 +1,8 @@
 """The chat job's hot path on PostgreSQL's own driver (asyncpg): one statement per state change,
-each written once here and prepared per connection. SQLite runs the same steps through
-SQLAlchemy (chat/service.py, chat/kind.py); tests run both and expect the same answers.
+each written once here and prepared per connection. SQLite runs the same steps on its own
+driver (chat/lite.py): these texts where it can (app/sqltext.py names the differences), a
+transaction of a few statements where PostgreSQL uses a data-modifying CTE; tests run both and
+expect the same answers.
 
 Timestamps are stored as naive UTC (app/models.py UTCDateTime): `stored_utc` going in,
 `read_utc` coming out.
@@ -44,16 +46,20 @@ turn AS (
 SELECT EXISTS (SELECT 1 FROM job) AS queued
 """
 
-# Lease the queued ones among $1 and read, in the same statement, each one's earlier turns.
-LEASE = """
-WITH leased AS (
+# Lease the queued ones among $1 ($6 is the history limit, used by LEASE). SQLite runs this
+# text as it is (app/chat/lite.py).
+LEASE_UPDATE = """
     UPDATE chat_jobs SET status = 'assigned', lease_id = $2, lease_expires_at = $3,
                          miner_id = $4, attempts = attempts + 1, assigned_at = $5
     WHERE id = ANY($1::text[]) AND status = 'queued'
       AND NOT EXISTS (SELECT 1 FROM job_returns r      -- app/leases/rules.not_returned_by
                       WHERE r.job_table = 'chat_jobs' AND r.job_id = chat_jobs.id
                         AND r.miner_id = $4 AND (r.returned_at > $7 OR chat_jobs.attempts >= $8 - 1))
-    RETURNING id, attempts, prompt, context, session_id, business_id, model, options, created_at)
+    RETURNING id, attempts, prompt, context, session_id, business_id, model, options, created_at"""
+
+# ... and read, in the same statement, each one's earlier turns.
+LEASE = f"""
+WITH leased AS ({LEASE_UPDATE})
 SELECT l.id, l.attempts, l.prompt, l.context, l.session_id, l.model, l.options, l.created_at,
        (SELECT coalesce(json_agg(json_build_object('role', h.role, 'content', h.message)
                                  ORDER BY h.id), '[]')

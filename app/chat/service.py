@@ -15,9 +15,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app import idempotency, observability
 from app.auth.principals import Client
-from app.chat import pg
+from app.chat import lite, pg
 from app.context import AppContext
-from app.db import PgUnit, Unit, after_commit
+from app.db import LiteUnit, PgUnit, Unit, after_commit
 from app.errors import Conflict, Forbidden, NotFound, ServiceUnavailable
 from app.models import ChatJob, ChatLog, ChatSession, JobStatus, utcnow
 
@@ -62,6 +62,14 @@ async def submit(unit: Unit, ctx: AppContext, client: Client, message: str,
             # statement's snapshot: the next one sees it
         else:
             raise Conflict("the session could not be claimed; retry", code="session_busy")
+    elif isinstance(unit, LiteUnit):  # SQLite: the same step as one transaction, no ORM
+        if earlier:
+            raise ValueError("earlier turns are written through a SQLAlchemy session")
+        if not await lite.submit(
+                unit.lite, job_id=job.id, business_id=client.business_id,
+                session_id=job.session_id, may_claim=not (supplied and client.anonymous),
+                prompt=message, context=context, now=now, model=model, options=options):
+            raise _anonymous_choice()
     else:  # Core inserts: the ORM's flush costs more here
         await _claim_session(unit, client, job.session_id, supplied=supplied)
         if earlier:
@@ -152,6 +160,8 @@ async def get_owned(ctx: AppContext, client: Client, job_id: str) -> ChatJob:
     elif ctx.db.pg is not None:
         async with ctx.db.fast_reads() as conn:
             job = await pg.read(conn, job_id)
+    elif ctx.db.lite is not None:
+        job = await lite.read(ctx.db.lite, job_id)
     else:
         async with ctx.db.reads() as session:
             job = await session.get(ChatJob, job_id)

@@ -31,7 +31,9 @@ from app.leases.protocol import NOT_CURRENT, Completion, JobKind, miner_id_of
 from app.leases.schemas import (BatchQuery, ChunkIn, ChunkOut, ItemResult, LeaseIn, LeaseOut,
                                 NextQuery, ReleaseIn, ReleaseOut, ResultsOut, ReturnOut,
                                 ReturnsOut)
+from app.lite import read_time
 from app.models import JobStatus, read_utc, utcnow
+from app.sqltext import sqlite
 from app.web import Router
 
 LEASING_LOCK_S = 5  # a wallet's leasing lock: its longest hold, and the longest wait for it
@@ -112,6 +114,8 @@ async def lease(c: AppContext, kind: JobKind, who: Wallet, wait_s: float, most: 
             if c.db.pg is not None and kind.fast is not None:  # one statement, no BEGIN/COMMIT
                 async with c.db.fast_reads() as conn:
                     jobs = await kind.fast.lease(conn, c, keys, miner_id, utcnow())
+            elif c.db.lite is not None and kind.fast is not None and kind.fast.lite_lease:
+                jobs = await kind.fast.lite_lease(c.db.lite, c, keys, miner_id, utcnow())
             else:
                 async with c.db.transaction() as session:
                     jobs = await protocol.acquire(session, c, kind, keys, miner_id, utcnow())
@@ -219,7 +223,8 @@ async def results(c: AppContext, kind: JobKind, who: Wallet, items: list[Any]) -
             checked = [refused.get(id(x), x) for x in checked]
             done = [x for x in checked if isinstance(x, Completion) and x.signature]
     won: list[Any] = []
-    if done and c.db.pg is not None and kind.fast is not None:
+    if done and kind.fast is not None and (c.db.pg is not None or (
+            c.db.lite is not None and kind.fast.lite_complete is not None)):
         async with c.db.fast(transaction=False) as unit:  # one statement for the whole batch
             won = await protocol.complete(unit, c, kind, done)
     elif done:
@@ -288,6 +293,13 @@ async def post_chunk(c: AppContext, kind: JobKind, who: Wallet, job_id: str,
         held = None if row is None else (row["status"], row["lease_id"], row["miner_id"],
                                          read_utc(row["lease_expires_at"]),
                                          read_utc(row["assigned_at"]),
+                                         tuple(row[col.name] for col in kind.stream_columns))
+    elif c.db.lite is not None:  # the same statement on SQLite's own driver
+        row = await c.db.lite.fetchrow(sqlite(rules.holder_sql(
+            kind.model.__tablename__, [col.name for col in kind.stream_columns])), key)
+        held = None if row is None else (row["status"], row["lease_id"], row["miner_id"],
+                                         read_time(row["lease_expires_at"]),
+                                         read_time(row["assigned_at"]),
                                          tuple(row[col.name] for col in kind.stream_columns))
     else:
         async with c.db.reads() as session:

@@ -18,9 +18,11 @@ from app.auth.principals import Wallet
 from app.auth.roles import suspended_error
 from app.config import Settings
 from app.context import AppContext
-from app.db import PgUnit, Unit, after_commit
+from app.db import LiteUnit, PgUnit, Unit, after_commit
 from app.errors import AppError, Conflict, NotFound, RateLimited, Unauthorized
 from app.leases import rules
+from app.lite import read_time
+from app.sqltext import as_list, sqlite
 from app.models import JobStatus, Miner, read_utc, utcnow
 from app.relay import Budget
 from app.tokens import count as count_tokens
@@ -46,13 +48,20 @@ class Completion:
 
 @dataclass(frozen=True)
 class FastPath:
-    """A kind's hot path on PostgreSQL's own driver (Database.fast), one statement each; the
-    SQLAlchemy steps of JobKind serve SQLite and everything else."""
+    """A kind's hot path on the drivers themselves (Database.fast): on PostgreSQL one
+    statement each, on SQLite one transaction each (lite_*); the SQLAlchemy steps of JobKind
+    serve everything else."""
     # (connection, context, keys popped, miner id, now) -> assignments of those still queued
     lease: Callable[[Any, AppContext, list[Any], int, datetime], Awaitable[list[Any]]]
     # (connection, completions of one miner) -> per item (answer, tokens) or None; credits
     # the miner in the same statement
     complete: Callable[[Any, list[Completion]], Awaitable[list[tuple[Any, int] | None]]]
+    # the same two steps on SQLite's own driver (app/lite.py; Database.lite), the first
+    # argument a Lite instead of a connection
+    lite_lease: Callable[[Any, AppContext, list[Any], int, datetime],
+                         Awaitable[list[Any]]] | None = None
+    lite_complete: Callable[[Any, list[Completion]],
+                            Awaitable[list[tuple[Any, int] | None]]] | None = None
 
 
 @dataclass(frozen=True)
@@ -151,6 +160,10 @@ async def room(c: AppContext, miner_id: int) -> int:
             row = await conn.fetchrow(rules.holding_sql([k.model.__tablename__ for k in kinds]),
                                       miner_id)
         held, suspended = (int(row["held"]), bool(row["suspended"])) if row else (0, False)
+    elif c.db.lite is not None:  # the same statement on SQLite's own driver
+        row = await c.db.lite.fetchrow(sqlite(rules.holding_sql([k.model.__tablename__
+                                                                  for k in kinds])), miner_id)
+        held, suspended = (int(row["held"]), bool(row["suspended"])) if row else (0, False)
     else:
         async with c.db.reads() as session:
             held, suspended = await rules.holding(session, [k.model for k in kinds], miner_id)
@@ -218,6 +231,11 @@ async def current_leases(ctx: AppContext, kind: JobKind, keys: Sequence[Any], mi
             rows = await conn.fetch(rules.holders_sql(kind.model.__tablename__), keys)
         held = {r["id"]: (r["status"], r["lease_id"], r["miner_id"],
                           read_utc(r["lease_expires_at"])) for r in rows}
+    elif ctx.db.lite is not None and kind.fast is not None:
+        rows = await ctx.db.lite.fetch(sqlite(rules.holders_sql(kind.model.__tablename__)),
+                                       as_list(keys))
+        held = {r["id"]: (r["status"], r["lease_id"], r["miner_id"],
+                          read_time(r["lease_expires_at"])) for r in rows}
     else:
         async with ctx.db.reads() as session:
             held = await rules.holders(session, kind.model, keys)
@@ -273,6 +291,8 @@ async def complete(unit: Unit, ctx: AppContext, kind: JobKind,
     for each winner, None for each loser. Waiters are woken after the commit."""
     if isinstance(unit, PgUnit) and kind.fast is not None:
         won = await kind.fast.complete(unit.conn, done)  # credits the miner itself
+    elif isinstance(unit, LiteUnit) and kind.fast is not None and kind.fast.lite_complete:
+        won = await kind.fast.lite_complete(unit.lite, done)  # credits the miner itself
     else:
         session = unit if isinstance(unit, AsyncSession) else None
         if session is None:

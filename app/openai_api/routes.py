@@ -101,7 +101,7 @@ async def _submit(request: Request, c: AppContext, who: Client, body: Completion
         if body.stream:  # before the job is queued (after commit): its first chunk sees a reader
             await c.relay.mark_watched(job.id)
         return job
-    fast = c.db.pg is not None and not talk.earlier and body.session_id is None
+    fast = c.db.hot and not talk.earlier and body.session_id is None
     made = await idempotency.once(c.db, idempotency.key_of(request, who, body),
                                   c.settings.idempotency_key_ttl_s, create,
                                   unit=(lambda: c.db.fast(transaction=False)) if fast else None)
