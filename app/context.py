@@ -86,6 +86,7 @@ async def open_context(settings: Settings) -> AsyncIterator[AppContext]:
             relay=Relay(redis, settings.redis_prefix, queue.chunk_channel,
                         settings.stream_buffer_ttl_s))
         stack.push_async_callback(_close_treasury, ctx)  # closed before the chain it uses
+        stack.push_async_callback(ctx.auth_cache.aclose)  # its re-read, before the database
         yield ctx
 
 
