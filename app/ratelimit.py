@@ -15,10 +15,10 @@ refusal is remembered until the token Redis said is next due. No token is ever s
 time; what blocks change is WHEN the tokens are spent. The bound: over any interval, a key
 gets at most what the shared bucket would allow plus (block - 1) per API process (tokens a
 process took earlier and spends now). The other way round, unspent tokens of a block lapse
-after BLOCK_LAPSE_S (never spent late), and a process may refuse while another still holds
-some: a caller spreading requests over P processes is never refused below
-count x (1 - P x block_ms / (1000 x BLOCK_LAPSE_S)) per second of its rate (block_ms=100:
-80 % with 2 processes); a caller at its limit spends every block within the lapse.
+(after the longer of BLOCK_LAPSE_S and 2 x block_ms; never spent late), and a process may
+refuse while another still holds some: a caller spreading requests over P processes is never
+refused below count x (1 - P x block_ms / (1000 x lapse)) per second of its rate
+(block_ms=100: 80 % with 2 processes); a caller at its limit spends every block in time.
 """
 
 from __future__ import annotations
@@ -78,7 +78,8 @@ return {taken, 0, idiv(level, period)}
 
 _EXACT = 2**50  # keeps now_ms * 1 and cap arithmetic well inside a double's 53-bit mantissa
 MAX_BLOCK = 16  # the most tokens a process takes from a bucket at once
-BLOCK_LAPSE_S = 1.0  # a block's unspent tokens are dropped after this (never spent late)
+BLOCK_LAPSE_S = 1.0  # a block's unspent tokens are dropped after this, or twice block_ms if
+# longer (so they are never spent late)
 _MAX_HELD = 100_000  # buckets with tokens held in this process; beyond it start over
 
 
@@ -132,6 +133,7 @@ class RateLimiter:
                  skip_s: float = 1.0, block_ms: int = 0):
         self._script = redis.register_script(_SCRIPT)
         self._block_ms = block_ms
+        self._lapse_s = max(BLOCK_LAPSE_S, 2 * block_ms / 1000)  # a block is block_ms' worth
         # (kind, ident) -> [tokens held, monotonic time they lapse, monotonic time the shared
         # bucket has its next token (after a refusal)]
         self._held: dict[tuple[str, str], list[float]] = {}
@@ -207,7 +209,7 @@ class RateLimiter:
             held = self._held.setdefault(name, [0, 0.0, 0.0])
             # concurrent requests may each have taken a block: pool them, lapsing together
             held[0] = (held[0] if now < held[1] else 0) + decision.taken - 1
-            held[1], held[2] = now + BLOCK_LAPSE_S, 0.0
+            held[1], held[2] = now + self._lapse_s, 0.0
         elif not decision.allowed:
             self._held[name] = [0, 0.0, now + decision.retry_after_ms / 1000]
         return decision
