@@ -78,6 +78,9 @@ class Settings(BaseSettings):
     # uses 60); 0: no limit
     rate_limit_auth_fail_per_min: int = 30  # per client IP: unknown or revoked keys and tokens;
     # past it 429, answered from memory without a database read
+    rate_limit_block_ms: int = 100  # a process takes this many ms' worth of a per-key or
+    # per-wallet rate from Redis at once and spends it locally (app/ratelimit.py says the
+    # bound: a few tokens early per process); 0: one Redis call per request
 
     # --- chat and the job queue (seconds unless named otherwise) -------------------------------
     chat_allow_anonymous: bool = False

@@ -75,7 +75,8 @@ async def open_context(settings: Settings) -> AsyncIterator[AppContext]:
         stack.push_async_callback(close_chain, chain)
         ctx = AppContext(
             settings=settings, db=db, redis=redis, queue=queue, notifier=notifier,
-            limiter=RateLimiter(redis, settings.redis_prefix),
+            limiter=RateLimiter(redis, settings.redis_prefix,
+                                block_ms=settings.rate_limit_block_ms),
             # arq is not cluster-aware (README "Redis Cluster"): on a cluster it gets a plain
             # client of its own, which works where REDIS_URL's node holds its keys
             arq=(ArqRedis.from_url(settings.redis_url, default_queue_name=arq_queue_name(settings))
@@ -85,6 +86,7 @@ async def open_context(settings: Settings) -> AsyncIterator[AppContext]:
             relay=Relay(redis, settings.redis_prefix, queue.chunk_channel,
                         settings.stream_buffer_ttl_s))
         stack.push_async_callback(_close_treasury, ctx)  # closed before the chain it uses
+        stack.push_async_callback(ctx.auth_cache.aclose)  # its re-read, before the database
         yield ctx
 
 

@@ -61,15 +61,29 @@ async def create_api_key(session: AsyncSession, business_name: str,
 
 async def authenticate(session: AsyncSession, key_hash: str) -> Client:
     """The client a key (by its stored hash) stands for, scopes not yet checked."""
-    row = (await session.execute(
-        select(ApiKey.id, ApiKey.business_id, ApiKey.scopes, ApiKey.revoked_at)
-        .where(ApiKey.key_hash == key_hash))).first()
-    if row is None:
-        raise Unauthorized("unknown API key", code="invalid_api_key")
-    if row.revoked_at is not None:
-        raise Unauthorized("this API key has been revoked", code="api_key_revoked")
-    return Client(business_id=row.business_id, api_key_id=row.id,
-                  scopes=frozenset(s for s in row.scopes.split(",") if s))
+    found = (await authenticate_many(session, [key_hash]))[key_hash]
+    if isinstance(found, Unauthorized):
+        raise found
+    return found
+
+
+async def authenticate_many(session: AsyncSession,
+                            key_hashes: list[str]) -> dict[str, Client | Unauthorized]:
+    """authenticate() for several keys in one statement: each hash's client or refusal."""
+    rows = {row.key_hash: row for row in await session.execute(
+        select(ApiKey.key_hash, ApiKey.id, ApiKey.business_id, ApiKey.scopes, ApiKey.revoked_at)
+        .where(ApiKey.key_hash.in_(key_hashes)))}
+    out: dict[str, Client | Unauthorized] = {}
+    for key_hash in key_hashes:
+        row = rows.get(key_hash)
+        if row is None:
+            out[key_hash] = Unauthorized("unknown API key", code="invalid_api_key")
+        elif row.revoked_at is not None:
+            out[key_hash] = Unauthorized("this API key has been revoked", code="api_key_revoked")
+        else:
+            out[key_hash] = Client(business_id=row.business_id, api_key_id=row.id,
+                                   scopes=frozenset(s for s in row.scopes.split(",") if s))
+    return out
 
 
 def require_scope(client: Client, scope: str) -> Client:

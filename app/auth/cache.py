@@ -7,6 +7,12 @@ round. A revocation clears the cache of every process at once through Redis pub/
 (app/notify.py); AUTH_CACHE_TTL_S bounds what a lost message can cost. Expiry and scopes are
 still checked on every request.
 
+A secret in use never lapses on a request's path: one used past half its TTL is marked due, and
+one background task per process re-reads every due secret in one statement per kind
+(refresh_soon), so a busy key or token costs no read and no wait on any request, and a
+revocation or suspension missed by pub/sub is still seen within AUTH_CACHE_TTL_S. A read that
+began before a revocation cleared the cache is not remembered (SecretCache.generation).
+
 Refusals are remembered too (REFUSAL_TTL_S), so a bogus secret sent again and again costs no
 database read; and a client IP whose failed authentications ran out of its per-IP budget is
 refused here, without a database read, until its Retry-After has passed.
@@ -14,9 +20,15 @@ refused here, without a database read, until its Retry-After has passed.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.auth import apikeys, sessions
+from app.errors import Unauthorized
 from app.ttlcache import REFUSAL_TTL_S, SecretCache
 
 if TYPE_CHECKING:
@@ -26,7 +38,11 @@ log = logging.getLogger(__name__)
 
 EVENT_CHANNEL = "events:auth"  # under the Redis prefix; any message means "forget everything"
 AuthCache = SecretCache  # the context's auth_cache (app/ttlcache.py)
-__all__ = ["REFUSAL_TTL_S", "AuthCache", "announce_revocation", "channel", "forget_everywhere"]
+__all__ = ["REFUSAL_TTL_S", "AuthCache", "announce_revocation", "channel", "forget_everywhere",
+           "refresh_soon"]
+# kind -> reads the answers for several secret hashes in one statement
+READERS: dict[str, Callable[[AsyncSession, list[str]], Awaitable[dict[str, Any]]]] = {
+    "key": apikeys.authenticate_many, "token": sessions.authenticate_many}
 
 
 def channel(redis_prefix: str) -> str:
@@ -50,3 +66,39 @@ async def announce_revocation(c: AppContext) -> None:
     if not await forget_everywhere(c.redis, c.settings.redis_prefix):
         log.warning("could not announce a revocation over Redis; other processes honour it "
                     "within AUTH_CACHE_TTL_S")
+
+
+def refresh_soon(c: AppContext) -> None:
+    """Start the background re-read of the secrets due, unless one is running (no wait)."""
+    cache = c.auth_cache
+    if cache.due and (cache.refreshing is None or cache.refreshing.done()):
+        cache.refreshing = asyncio.get_running_loop().create_task(refresh(c),
+                                                                   name="mia-auth-refresh")
+
+
+async def refresh(c: AppContext) -> None:
+    """Re-read the due secrets, one statement per kind; remember the answers (or refusals)
+    unless a revocation cleared the cache meanwhile. A failure is left to the TTL: an entry
+    that lapses is read by the next request that brings it, as on a first use."""
+    cache = c.auth_cache
+    due, cache.due = cache.due, set()
+    generation = cache.generation
+    by_kind: dict[str, list[str]] = {}
+    for kind, secret_hash in due:
+        by_kind.setdefault(kind, []).append(secret_hash)
+    for kind, hashes in by_kind.items():
+        try:
+            async with c.db.reads() as session:
+                found = await READERS[kind](session, hashes)
+        except Exception as exc:
+            log.warning("re-reading %d remembered secrets failed (%s); they lapse at their TTL",
+                        len(hashes), type(exc).__name__)
+            continue
+        if cache.generation != generation:
+            return  # a revocation came while reading: the next requests read afresh
+        for secret_hash, answer in found.items():
+            if isinstance(answer, Unauthorized):
+                cache.forget(kind, secret_hash)
+                cache.refuse(kind, secret_hash, answer.code, answer.detail)
+            else:
+                cache.put(kind, secret_hash, answer)

@@ -11,6 +11,7 @@ from starlette.requests import Request
 
 from app import observability
 from app.auth import apikeys, sessions
+from app.auth import cache as auth_cache
 from app.auth.principals import Client, Wallet
 from app.auth.roles import suspended_error
 from app.auth.secrets import bearer, hash_secret
@@ -105,6 +106,8 @@ async def _identify(request: Request, kind: str, secret: str,
     secret_hash = hash_secret(secret)
     known: T | None = c.auth_cache.get(kind, secret_hash)
     if known is not None:
+        if c.auth_cache.due:  # re-read in the background, never on this request's path
+            auth_cache.refresh_soon(c)
         return known
     ip = client_ip(request)
     blocked_for = c.auth_cache.blocked_for(ip)
@@ -112,6 +115,7 @@ async def _identify(request: Request, kind: str, secret: str,
         raise _too_many_failures(blocked_for)
     refused = c.auth_cache.refusal(kind, secret_hash)
     if refused is None:
+        generation = c.auth_cache.generation
         try:
             async with c.db.reads() as session:
                 known = await authenticate(session, secret_hash)
@@ -119,7 +123,8 @@ async def _identify(request: Request, kind: str, secret: str,
             refused = (exc.code, exc.detail)
             c.auth_cache.refuse(kind, secret_hash, *refused)
         else:
-            c.auth_cache.put(kind, secret_hash, known)
+            if c.auth_cache.generation == generation:  # else a revocation came meanwhile
+                c.auth_cache.put(kind, secret_hash, known)
             return known
     await _count_failure(c, ip)
     raise Unauthorized(refused[1], code=refused[0])

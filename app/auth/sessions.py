@@ -25,18 +25,34 @@ async def issue(session: AsyncSession, *, address: str, miner_id: int | None,
 
 async def authenticate(session: AsyncSession, token_hash: str) -> tuple[Wallet, datetime]:
     """The wallet a session token (by its stored hash) stands for, and when the token expires."""
-    row = (await session.execute(
-        select(AuthToken.address, AuthToken.miner_id, AuthToken.roles, AuthToken.expires_at,
-               AuthToken.revoked_at, Miner.suspended_at)
+    found = (await authenticate_many(session, [token_hash]))[token_hash]
+    if isinstance(found, Unauthorized):
+        raise found
+    return found
+
+
+async def authenticate_many(session: AsyncSession, token_hashes: list[str]
+                            ) -> dict[str, tuple[Wallet, datetime] | Unauthorized]:
+    """authenticate() for several tokens in one statement: each hash's answer or refusal."""
+    rows = {row.token_hash: row for row in await session.execute(
+        select(AuthToken.token_hash, AuthToken.address, AuthToken.miner_id, AuthToken.roles,
+               AuthToken.expires_at, AuthToken.revoked_at, Miner.suspended_at)
         .outerjoin(Miner, Miner.id == AuthToken.miner_id)
-        .where(AuthToken.token_hash == token_hash))).first()
-    if row is None:
-        raise Unauthorized("unknown session token; sign in again", code="invalid_token")
-    if row.revoked_at is not None:
-        raise Unauthorized("this session token was revoked; sign in again", code="token_revoked")
-    return Wallet(address=row.address, miner_id=row.miner_id,
-                  roles=frozenset(r for r in row.roles.split(",") if r),
-                  suspended=row.suspended_at is not None), row.expires_at
+        .where(AuthToken.token_hash.in_(token_hashes)))}
+    out: dict[str, tuple[Wallet, datetime] | Unauthorized] = {}
+    for token_hash in token_hashes:
+        row = rows.get(token_hash)
+        if row is None:
+            out[token_hash] = Unauthorized("unknown session token; sign in again",
+                                           code="invalid_token")
+        elif row.revoked_at is not None:
+            out[token_hash] = Unauthorized("this session token was revoked; sign in again",
+                                           code="token_revoked")
+        else:
+            out[token_hash] = (Wallet(address=row.address, miner_id=row.miner_id,
+                                      roles=frozenset(r for r in row.roles.split(",") if r),
+                                      suspended=row.suspended_at is not None), row.expires_at)
+    return out
 
 
 def check_expiry(expires_at: datetime, now: datetime) -> None:

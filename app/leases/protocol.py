@@ -254,12 +254,13 @@ async def check_signature(ctx: AppContext, who: Wallet, job_id: str, output: str
     for any other wallet it is refused without a chain call."""
     digest = wallet_sig.result_digest(job_id, output, finish_reason)
     ask = contract_wallets.Asker(ctx, who.address)
-    if not await wallet_sig.verify(who.address, digest, signature, ask):
+    canonical = await wallet_sig.verify_canonical(who.address, digest, signature, ask)
+    if canonical is None:
         ask.raise_if_limited()
         raise Unauthorized("the result signature does not recover to your wallet; sign "
                            "keccak256(utf8(job_id) || utf8(output)) with personal_sign",
                            code="invalid_result_signature")
-    return wallet_sig.canonical(who.address, wallet_sig.eip191_hash(digest), signature)
+    return canonical
 
 
 async def check_result(ctx: AppContext, kind: JobKind, who: Wallet, item: Any,

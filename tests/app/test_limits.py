@@ -7,6 +7,7 @@ where time passes it only ever adds tokens, and the bounds allow for that."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 import time
@@ -21,6 +22,7 @@ from app.localredis import LocalRedis, free_port
 from app import __version__
 from app.main import ROUTERS
 from app.openapi import build_openapi
+from app.errors import RateLimited
 from app.ratelimit import Rate, RateLimiter
 from app.web import all_endpoints
 from tests.support.harness import SimMiner, running_app, until
@@ -302,3 +304,91 @@ def test_openapi_documents_429_with_retry_after_on_every_limited_endpoint() -> N
                       ("GET", "/"), ("GET", "/health"),  # the health checks (issue 23 M4)
                       ("GET", "/metrics")}  # the public scrape (issue 23 M4)
     assert limited > 20
+
+
+# --- blocks: a process takes several tokens per Redis call ---------------------------------------
+
+def _count_calls(client: Redis) -> list[int]:
+    """Counts the commands `client` sends to Redis (every call goes through execute_command)."""
+    calls = [0]
+    send = client.execute_command
+
+    async def counted(*args, **kwargs):  # type: ignore[no-untyped-def]
+        calls[0] += 1
+        return await send(*args, **kwargs)
+    client.execute_command = counted  # type: ignore[method-assign]
+    return calls
+
+
+async def test_blocks_keep_the_limit_across_processes_with_fewer_redis_calls(redis) -> None:  # type: ignore[no-untyped-def]
+    """Two limiters (two API processes) share one bucket of 40 tokens refilled at 1/s. Taking
+    blocks of 16, together they let through the 40 and what refilled meanwhile, never more;
+    and they ask Redis about once per block, not once per request."""
+    client, prefix = redis
+    rate = Rate.per_second(1, 40)
+    calls = _count_calls(client)
+    one = RateLimiter(client, prefix, block_ms=16_000)
+    two = RateLimiter(client, prefix, block_ms=16_000)
+    assert one.block_size(rate) == 16
+    started, allowed, refused_by = time.monotonic(), 0, set()
+    for i in range(200):
+        limiter = (one, two)[i % 2]
+        try:
+            await limiter.enforce("key", "shared", rate, "with this key")
+            allowed += 1
+        except RateLimited as exc:
+            refused_by.add(i % 2)
+            assert exc.headers["Retry-After"] == "1"
+    took = time.monotonic() - started
+    assert 40 <= allowed <= 40 + math.ceil(took)  # the burst, plus what refilled meanwhile
+    assert refused_by == {0, 1}
+    assert calls[0] <= 10 + math.ceil(took) * 2, calls  # blocks of 16, then remembered refusals
+    # (plus a SCRIPT LOAD the first time this Redis sees the script)
+    assert one.round_trips + two.round_trips in (calls[0], calls[0] - 1)
+
+
+async def test_without_blocks_every_request_asks_redis(redis) -> None:  # type: ignore[no-untyped-def]
+    """The same load with block_ms=0: the limit is the same, one call per allowed request."""
+    client, prefix = redis
+    rate = Rate.per_second(1, 40)
+    one, two = (RateLimiter(client, prefix) for _ in range(2))
+    assert one.block_size(rate) == 1
+    allowed = 0
+    started = time.monotonic()
+    for i in range(80):
+        with contextlib.suppress(RateLimited):
+            await (one, two)[i % 2].enforce("key", "exact", rate, "with this key")
+            allowed += 1
+    assert 40 <= allowed <= 40 + math.ceil(time.monotonic() - started)
+    assert one.round_trips + two.round_trips >= 40
+
+
+def test_block_sizes() -> None:
+    limiter = RateLimiter(Redis(), "unused", block_ms=100)
+    assert limiter.block_size(Rate.per_second(100, 500)) == 10  # 100 ms of 100/s
+    assert limiter.block_size(Rate.per_second(200, 400)) == 16  # capped: MAX_BLOCK
+    assert limiter.block_size(Rate.per_second(5, 3)) == 1
+    assert limiter.block_size(Rate.per_minute(60)) == 1  # the per-IP limits: exact as before
+    assert limiter.block_size(Rate.per_second(100, 4)) == 4  # never more than the burst
+
+
+async def test_api_key_limit_holds_across_two_apps_sharing_redis(settings_factory) -> None:  # type: ignore[no-untyped-def]
+    """Two app instances (two API processes) on one database and one Redis: a key's limit is
+    enforced over both, and with blocks they make far fewer Redis calls per request."""
+    settings = settings_factory(rate_limit_key_per_s=1, rate_limit_key_burst=40,
+                                rate_limit_block_ms=16_000)
+    async with running_app(settings) as one, running_app(settings) as two:
+        key = await one.api_key("shared")
+        auth = {"Authorization": f"Bearer {key}"}
+        for api in (one, two):  # the key is remembered by both (no reads in the count below)
+            await api.client.get("/chat/nope", headers=auth)
+        calls = [_count_calls(api.ctx.redis) for api in (one, two)]
+        started, codes = time.monotonic(), []
+        for i in range(120):
+            codes.append((await (one, two)[i % 2].client.get("/chat/nope", headers=auth))
+                         .status_code)
+        took = time.monotonic() - started
+        assert set(codes) == {404, 429}
+        assert 38 <= codes.count(404) <= 38 + math.ceil(took)  # 40 less the 2 above, + refill
+        redis_calls = calls[0][0] + calls[1][0]
+        assert redis_calls <= 12 + 2 * math.ceil(took), redis_calls  # was one per request

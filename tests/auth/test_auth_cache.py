@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 from sqlalchemy import text
@@ -63,3 +64,59 @@ def test_cache_forgets_after_its_ttl_and_never_keeps_with_ttl_zero(monkeypatch) 
     off = AuthCache(ttl_s=0)
     off.put("key", "h", "who")
     assert off.get("key", "h") is None
+
+
+async def test_a_key_in_use_is_re_read_in_the_background_never_on_a_request(settings_factory, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """A key used across several TTLs is read once on a request (its first use); after that
+    the background re-read keeps it remembered, one statement for every due key. A revocation
+    that was never announced is still seen within the TTL, through that re-read."""
+    from app.auth import apikeys
+    from app.auth import cache as auth_cache
+
+    ttl = 2.0
+    on_request, in_background = [], []
+    single, many = apikeys.authenticate, auth_cache.READERS["key"]
+
+    async def counted_single(session, key_hash):  # type: ignore[no-untyped-def]
+        on_request.append(key_hash)
+        return await single(session, key_hash)
+
+    async def counted_many(session, key_hashes):  # type: ignore[no-untyped-def]
+        in_background.append(list(key_hashes))
+        return await many(session, key_hashes)
+    monkeypatch.setattr(apikeys, "authenticate", counted_single)
+    monkeypatch.setitem(auth_cache.READERS, "key", counted_many)
+    async with running_app(settings_factory(auth_cache_ttl_s=ttl)) as api:
+        keys = [await api.api_key("acme", "chat"), await api.api_key("other", "chat")]
+        started = last = time.monotonic()
+        stalls = 0  # a loaded machine may pause us past half a TTL: a read then is fair
+        while last - started < 3.5 * ttl:
+            for key in keys:
+                r = await api.client.get("/chat/nope", headers={"Authorization": f"Bearer {key}"})
+                assert r.status_code == 404, r.text
+            await asyncio.sleep(0.1)
+            now = time.monotonic()
+            stalls += now - last > ttl / 2
+            last = now
+        # each key's first use; without the re-read, 2 more every TTL
+        assert len(on_request) <= 2 + 2 * stalls, (on_request, stalls)
+        assert len(in_background) >= 3  # each a statement for whatever was due then
+
+        # revoked behind the server's back: no announcement, only the re-read can tell
+        async with api.ctx.db.transaction() as session:
+            await session.execute(text("UPDATE api_keys SET revoked_at = CURRENT_TIMESTAMP"))
+        reads = len(on_request)
+
+        async def refused() -> bool:
+            r = await api.client.get("/chat/nope", headers={"Authorization": f"Bearer {keys[0]}"})
+            return r.status_code == 401 and r.json()["error"] == "api_key_revoked"
+        await until(refused, timeout=ttl + 1, interval=0.05)  # within the TTL, plus slack
+        assert len(on_request) == reads  # the refusal came from the re-read, not a request
+
+
+def test_a_read_begun_before_a_revocation_is_not_remembered() -> None:
+    cache = AuthCache(ttl_s=60)
+    cache.put("key", "h", "who")
+    generation = cache.generation
+    cache.clear()  # a revocation was announced while a request or the re-read was reading
+    assert cache.generation != generation and cache.get("key", "h") is None
