@@ -53,6 +53,9 @@ class FastPath:
     # (connection, completions of one miner) -> per item (answer, tokens) or None; credits
     # the miner in the same statement
     complete: Callable[[Any, list[Completion]], Awaitable[list[tuple[Any, int] | None]]]
+    # whether a batch completion needs a transaction (it runs more than its one statement:
+    # charging held money); without one it is one statement, no BEGIN/COMMIT
+    transactional: Callable[[AppContext], bool] = lambda c: False
 
 
 @dataclass(frozen=True)
