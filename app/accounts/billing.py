@@ -27,7 +27,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import Integer, func, insert, literal, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
@@ -36,7 +36,8 @@ from app.accounts.ledger import JobRef
 from app.auth.principals import Client
 from app.config import Settings
 from app.errors import PaymentRequired, Unauthorized
-from app.models import ApiKey, LedgerEntry, LedgerKind, RevenueEvent, utcnow
+from app.models import (USD, ApiKey, Business, LedgerEntry, LedgerKind, RevenueEvent,
+                        UTCDateTime, utcnow)
 
 CHAT, IDLE = "chat", "idle"
 
@@ -136,6 +137,18 @@ async def hold_for(session: AsyncSession, settings: Settings, client: Client, jo
     return amount
 
 
+async def lock_payers(session: AsyncSession, model: Any, job_ids: list[Any]) -> None:
+    """Lock, in id order, the businesses that completing these jobs (of `model`, a job table
+    with business_id and hold_usd) will charge: a batch then takes its business rows in one
+    order, as every other multi-row writer does (app/accounts/pg.py), and two batches over the
+    same businesses wait for each other instead of deadlocking. (SQLite: one writer; no-op.)"""
+    if session.bind.dialect.name == "sqlite":
+        return
+    payers = select(model.business_id).where(model.id.in_(job_ids), model.hold_usd.is_not(None))
+    await session.execute(select(Business.id).where(Business.id.in_(payers))
+                          .order_by(Business.id).with_for_update(key_share=True))  # NO KEY UPDATE
+
+
 @dataclass(frozen=True)
 class Charge:
     entry_id: int  # the ledger's charge entry (RevenueEvent.ledger_entry_id)
@@ -153,11 +166,15 @@ async def settle(session: AsyncSession, job_kind: str, job_id: str, tokens: int,
     if settled is None:
         return None
     entry_id, amount = settled
-    charged = (await session.execute(select(LedgerEntry.tokens).where(
-        LedgerEntry.id == entry_id))).scalar_one()
-    session.add(RevenueEvent(idle_job_id=idle_job_id, amount_usd=amount, source=source,
-                             output_tokens=charged, created_at=now, ledger_entry_id=entry_id))
-    await session.flush()
+    # the revenue event is copied from the charge entry, in one statement
+    charged = (await session.execute(
+        insert(RevenueEvent).from_select(
+            ["idle_job_id", "amount_usd", "source", "output_tokens", "created_at",
+             "ledger_entry_id"],
+            select(literal(idle_job_id, Integer), literal(amount, USD), literal(source),
+                   LedgerEntry.tokens, literal(now, UTCDateTime), LedgerEntry.id)
+            .where(LedgerEntry.id == entry_id))
+        .returning(RevenueEvent.output_tokens))).scalar_one()
     return Charge(entry_id, amount, charged)
 
 

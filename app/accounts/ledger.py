@@ -134,8 +134,12 @@ async def settle(session: AsyncSession, job: JobRef, tokens: int, *,
     amount = min(price_of(charged_tokens, held.price_per_1k_usd or ZERO), hold_amount)
     common = dict(job_kind=job.kind, job_id=job.job_id, api_key_id=held.api_key_id,
                   model=held.model, now=now)
-    await _append(session, held.business_id, LedgerKind.release, hold_amount, **common)
-    charge_id = await _append(session, held.business_id, LedgerKind.charge, -amount,
+    # the release (+hold) and the charge (-amount) move the balance in one UPDATE
+    await session.execute(update(Business).where(Business.id == held.business_id)
+                          .values(balance_usd=Business.balance_usd + (hold_amount - amount))
+                          .execution_options(synchronize_session=False))
+    await _insert(session, held.business_id, LedgerKind.release, hold_amount, **common)
+    charge_id = await _insert(session, held.business_id, LedgerKind.charge, -amount,
                               tokens=charged_tokens, price_per_1k_usd=held.price_per_1k_usd,
                               actor="system", **common)
     return charge_id, amount

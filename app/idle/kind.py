@@ -91,5 +91,6 @@ async def chat_waiting(ctx: AppContext) -> bool:
 IDLE = JobKind(name="idle", model=IdleJob, parse_id=parse_job_id, output_column="result",
                hand_out=hand_out, complete=complete, answer=answer,
                lease_columns=(IdleJob.prompt, IdleJob.max_tokens), yields=chat_waiting,
+               before_complete=lambda session, keys: billing.lock_payers(session, IdleJob, keys),
                # RunPod finished it: this miner's lease is history
                finished_elsewhere=lambda job: job.processed_by == "runpod")

@@ -93,6 +93,10 @@ class JobKind:
     route: Callable[[AppContext, int, str | None, Sequence[str]], Awaitable[Any]] | None = None
     completed: Callable[[AppContext, list[str], int], Awaitable[None]] | None = None
 
+    # run once before a batch's results are completed one by one, with their keys (idle: lock
+    # the businesses that will be charged, in id order, so two batches never deadlock)
+    before_complete: Callable[[AsyncSession, list[Any]], Awaitable[None]] | None = None
+
     # checks signed results against what their jobs asked for (chat: tool calls and structured
     # output, app/chat/options.py vet): per result, the error that refuses it, or None
     vet: Callable[[AppContext, list[Completion]], Awaitable[list[AppError | None]]] | None = None
@@ -280,6 +284,8 @@ async def complete(unit: Unit, ctx: AppContext, kind: JobKind,
         session = unit if isinstance(unit, AsyncSession) else None
         if session is None:
             raise TypeError(f"{kind.name} jobs have no PostgreSQL fast path")
+        if kind.before_complete is not None and len(done) > 1:
+            await kind.before_complete(session, [c.key for c in done])
         won = [await kind.complete(session, ctx, c) for c in done]
         if any(w is not None for w in won):  # one credit: every result of a request is one miner's
             await credit_miner(session, done[0].miner_id,

@@ -31,7 +31,10 @@ async def reap_leases(ctx: AppContext) -> dict[str, int]:
             requeued, failed = await rules.reap_expired(session, model, utcnow(),
                                                           ctx.settings.max_attempts)
             # a job that failed costs its business nothing: its hold goes back, in this
-            # transaction
+            # transaction (the businesses locked first, in id order: no deadlock with a batch)
+            if len(failed) > 1:
+                await billing.lock_payers(session, model, [int(i) if kind == "idle" else i
+                                                           for i in failed])
             await billing.release(session, kind, failed, note="no result after max deliveries")
         if requeued:
             await requeue(ctx, kind, requeued)
