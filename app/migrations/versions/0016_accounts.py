@@ -130,24 +130,22 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    # Plain ALTER TABLE ... DROP COLUMN (SQLite >= 3.35 has it), not batch mode: batch mode
+    # recreates each table (DROP TABLE), which the foreign keys of the rows that reference
+    # businesses, idle_jobs or api_keys refuse. None of these columns is in a key or index
+    # once the indexes below are gone.
     op.drop_index('uq_revenue_events_ledger_entry', table_name='revenue_events')
-    with op.batch_alter_table('revenue_events') as batch:
-        batch.drop_column('ledger_entry_id')
-    with op.batch_alter_table('idle_jobs') as batch:
-        batch.drop_column('erased_at')
-        batch.drop_column('hold_usd')
-    with op.batch_alter_table('chat_jobs') as batch:
-        batch.drop_column('erased_at')
-        batch.drop_column('hold_usd')
-        batch.drop_column('api_key_id')
-    with op.batch_alter_table('api_keys') as batch:
-        batch.drop_column('monthly_limit_usd')
-    op.drop_index('uq_businesses_deposit_ref', table_name='businesses')
-    with op.batch_alter_table('businesses') as batch:
-        for column in ('removed_at', 'deposit_ref', 'retention_days', 'low_balance_usd',
-                       'balance_usd'):
-            batch.drop_column(column)
+    op.drop_column('revenue_events', 'ledger_entry_id')
+    for column in ('erased_at', 'hold_usd'):
+        op.drop_column('idle_jobs', column)
+    for column in ('erased_at', 'hold_usd', 'api_key_id'):
+        op.drop_column('chat_jobs', column)
+    op.drop_column('api_keys', 'monthly_limit_usd')
     op.drop_table('erasures')
     op.drop_table('chain_cursors')
     op.drop_table('deposits')
     op.drop_table('ledger_entries')
+    op.drop_index('uq_businesses_deposit_ref', table_name='businesses')
+    for column in ('removed_at', 'deposit_ref', 'retention_days', 'low_balance_usd',
+                   'balance_usd'):
+        op.drop_column('businesses', column)
