@@ -11,7 +11,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 DOMAINS = {"auth", "chat", "idle", "miners", "ops", "treasury", "runpod", "leases",
-           "transparency"}
+           "transparency", "accounts"}
 # Modules every domain may use; they import no domain themselves.
 INFRASTRUCTURE = {"app.config", "app.db", "app.queue", "app.notify", "app.ratelimit",
                   "app.ttlcache", "app.web", "app.errors", "app.schemas", "app.models",
@@ -129,6 +129,12 @@ def test_miners_is_identity_only_and_leases_know_no_kind() -> None:
     _broken("the lease protocol knows no job kind: chat/ and idle/ plug into it",
             [f"{a}:{n} imports {b}" for a, b, n in imports("app")
              if _domain(a) == "leases" and _domain(b) in {"chat", "idle", "treasury", "ops"}])
+
+
+def test_accounts_know_no_job_kind() -> None:
+    _broken("accounts (the ledger, billing) are called by the job paths, never the reverse",
+            [f"{a}:{n} imports {b}" for a, b, n in imports("app")
+             if _domain(a) == "accounts" and _domain(b) in {"chat", "idle", "leases", "treasury"}])
 
 
 def test_no_two_way_imports_between_domains() -> None:

@@ -112,6 +112,12 @@ async def _the_hold(session: AsyncSession, job: JobRef) -> LedgerEntry | None:
         LedgerEntry.kind == LedgerKind.hold))).scalar()
 
 
+async def _released(session: AsyncSession, job: JobRef) -> bool:
+    return (await session.execute(select(LedgerEntry.id).where(
+        LedgerEntry.job_kind == job.kind, LedgerEntry.job_id == job.job_id,
+        LedgerEntry.kind == LedgerKind.release))).first() is not None
+
+
 async def settle(session: AsyncSession, job: JobRef, tokens: int, *,
                  now: datetime | None = None) -> tuple[int, Decimal] | None:
     """A completed job: release its hold and charge `tokens` (the server's count) at the price
@@ -119,15 +125,21 @@ async def settle(session: AsyncSession, job: JobRef, tokens: int, *,
     the job held nothing (not priced, or submitted before the ledger). Call only after the
     conditional UPDATE that completed the job won, in that transaction."""
     held = await _the_hold(session, job)
-    if held is None:
+    if held is None or await _released(session, job):
+        # nothing held, or the hold was already given back (the job was cancelled or failed
+        # first): charging now would take money no hold reserved
         return None
     hold_amount = -held.amount_usd
     charged_tokens = min(tokens, held.tokens) if held.tokens is not None else tokens
     amount = min(price_of(charged_tokens, held.price_per_1k_usd or ZERO), hold_amount)
     common = dict(job_kind=job.kind, job_id=job.job_id, api_key_id=held.api_key_id,
                   model=held.model, now=now)
-    await _append(session, held.business_id, LedgerKind.release, hold_amount, **common)
-    charge_id = await _append(session, held.business_id, LedgerKind.charge, -amount,
+    # the release (+hold) and the charge (-amount) move the balance in one UPDATE
+    await session.execute(update(Business).where(Business.id == held.business_id)
+                          .values(balance_usd=Business.balance_usd + (hold_amount - amount))
+                          .execution_options(synchronize_session=False))
+    await _insert(session, held.business_id, LedgerKind.release, hold_amount, **common)
+    charge_id = await _insert(session, held.business_id, LedgerKind.charge, -amount,
                               tokens=charged_tokens, price_per_1k_usd=held.price_per_1k_usd,
                               actor="system", **common)
     return charge_id, amount
@@ -139,10 +151,7 @@ async def release_job(session: AsyncSession, job: JobRef, *, now: datetime | Non
     held = await _the_hold(session, job)
     if held is None:
         return ZERO
-    released = (await session.execute(select(LedgerEntry.id).where(
-        LedgerEntry.job_kind == job.kind, LedgerEntry.job_id == job.job_id,
-        LedgerEntry.kind == LedgerKind.release))).first()
-    if released is not None:
+    if await _released(session, job):
         return ZERO
     await _append(session, held.business_id, LedgerKind.release, -held.amount_usd,
                   job_kind=job.kind, job_id=job.job_id, api_key_id=held.api_key_id,

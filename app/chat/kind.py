@@ -11,6 +11,7 @@ from sqlalchemy import insert, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app import trust
+from app.accounts import billing
 from app.chat import lite, options, pg
 from app.chat.schemas import ChatAssignment, HistoryItem, ResultOut
 from app.context import AppContext
@@ -56,13 +57,16 @@ async def complete(session: AsyncSession, ctx: AppContext,
     raw = (await session.execute(select(ChatJob.options).where(ChatJob.id == c.key))).scalar()
     tokens = options.capped(c.tokens, raw)
     won = await rules.complete(session, ChatJob, c.key, c.lease_id, c.miner_id, c.now,
-                               returning=(ChatJob.session_id, ChatJob.business_id),
+                               returning=(ChatJob.session_id, ChatJob.business_id,
+                                          ChatJob.hold_usd),
                                response=c.output, output_tokens=tokens,
                                reported_tokens=c.reported_tokens, signature=c.signature,
                                finish_reason=c.finish_reason)
     if won is None:
         return None
-    session_id, business_id = won
+    session_id, business_id, held = won
+    if held is not None:  # a priced job: charged for the server's count, booked as revenue
+        await billing.settle(session, billing.CHAT, c.key, tokens, source="chat", now=c.now)
     await session.execute(insert(ChatLog.__table__).values(
         session_id=session_id, message=c.output, role="assistant", timestamp=c.now,
         business_id=business_id, job_id=c.job_id))
@@ -143,6 +147,8 @@ CHAT = JobKind(name="chat", model=ChatJob, parse_id=parse_id, output_column="res
                lease_columns=(ChatJob.prompt, ChatJob.context, ChatJob.session_id,
                               ChatJob.model, ChatJob.options, ChatJob.business_id),
                fast=FastPath(lease=_fast_lease, complete=pg.complete, lite_lease=_lite_lease,
-                             lite_complete=lite.complete), models_of=models_of,
+                             lite_complete=lite.complete,
+                             transactional=lambda c: billing.chat_priced(c.settings)),
+               models_of=models_of,
                stream_columns=(ChatJob.options,), streamed=streamed, vet=vet,
                route=trust.route, completed=trust.completed)

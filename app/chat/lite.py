@@ -32,8 +32,8 @@ ON CONFLICT DO NOTHING
 """
 JOB = """
 INSERT INTO chat_jobs (id, business_id, session_id, prompt, context, status, attempts,
-                       created_at, model, options)
-SELECT ?4, ?2, ?1, ?5, ?6, 'queued', 0, ?3, ?7, ?8
+                       created_at, model, options, api_key_id)
+SELECT ?4, ?2, ?1, ?5, ?6, 'queued', 0, ?3, ?7, ?8, ?9
 WHERE EXISTS (SELECT 1 FROM chat_sessions WHERE session_id = ?1
               AND business_id IS NOT DISTINCT FROM ?2)
 """
@@ -82,11 +82,11 @@ WHERE id = ?1
 
 def _submit(conn: sqlite3.Connection, session_id: str, business_id: int | None, now: str,
             job_id: str, prompt: str, context: str | None, may_claim: bool, model: str | None,
-            options: str | None) -> bool:
+            options: str | None, api_key_id: int | None) -> bool:
     if may_claim:
         conn.execute(CLAIM, (session_id, business_id, now))
     if conn.execute(JOB, (session_id, business_id, now, job_id, prompt, context, model,
-                          options)).rowcount != 1:
+                          options, api_key_id)).rowcount != 1:
         return False
     conn.execute(TURN, (session_id, prompt, "user", now, business_id, job_id))
     return True
@@ -94,12 +94,13 @@ def _submit(conn: sqlite3.Connection, session_id: str, business_id: int | None, 
 
 async def submit(lite: Lite, *, job_id: str, business_id: int | None, session_id: str,
                  may_claim: bool, prompt: str, context: str | None, now: datetime,
-                 model: str | None = None, options: str | None = None) -> bool:
+                 model: str | None = None, options: str | None = None,
+                 api_key_id: int | None = None) -> bool:
     """Whether the job was written (pg.submit): not when the session may not be claimed (an
     anonymous caller's unknown id). SQLite has one writer at a time, so no concurrent claim
     can slip in between the statements."""
     return await lite.write(_submit, session_id, business_id, db_time(now), job_id, prompt,
-                            context, may_claim, model, options)
+                            context, may_claim, model, options, api_key_id)
 
 
 def _lease(conn: sqlite3.Connection, keys: str, lease_id: str, expires: str, miner_id: int,

@@ -18,6 +18,7 @@ import asyncpg
 import orjson
 
 from app import observability
+from app.accounts import pg as accounts_pg
 from app.chat.options import assignment
 from app.chat.schemas import HistoryItem, ResultOut
 from app.leases.protocol import Completion
@@ -38,8 +39,8 @@ mine AS (SELECT 1 FROM chat_sessions WHERE session_id = $1
 allowed AS (SELECT 1 WHERE EXISTS (SELECT 1 FROM claim) OR EXISTS (SELECT 1 FROM mine)),
 job AS (
     INSERT INTO chat_jobs (id, business_id, session_id, prompt, context, status, attempts,
-                           created_at, model, options)
-    SELECT $4, $2, $1, $5, $6, 'queued', 0, $3, $8, $9 FROM allowed RETURNING id),
+                           created_at, model, options, api_key_id)
+    SELECT $4, $2, $1, $5, $6, 'queued', 0, $3, $8, $9, $10 FROM allowed RETURNING id),
 turn AS (
     INSERT INTO chat_logs (session_id, message, role, timestamp, business_id, job_id)
     SELECT $1, $5, 'user', $3, $2, id FROM job)
@@ -90,7 +91,8 @@ done AS (
     FROM posted p
     WHERE j.id = p.job_id AND j.lease_id = p.lease_id AND j.status = 'assigned'
       AND j.miner_id = $6 AND j.lease_expires_at > $7
-    RETURNING j.id, j.session_id, j.business_id, p.output, j.output_tokens AS tokens),
+    RETURNING j.id, j.session_id, j.business_id, p.output, j.output_tokens AS tokens,
+              j.hold_usd),
 turns AS (
     INSERT INTO chat_logs (session_id, message, role, timestamp, business_id, job_id)
     SELECT session_id, output, 'assistant', $7, business_id, id FROM done),
@@ -100,7 +102,7 @@ credit AS (
                                          + (SELECT coalesce(sum(tokens), 0) FROM done),
                       last_active = $7
     WHERE id = $6 AND EXISTS (SELECT 1 FROM done))
-SELECT id, session_id, tokens FROM done
+SELECT id, session_id, tokens, hold_usd FROM done
 """
 
 # The jobs among $1 whose answers are vetted (tool calls, structured output): chat/kind.py vet.
@@ -119,11 +121,12 @@ FROM chat_jobs WHERE id = $1
 async def submit(conn: asyncpg.Connection, *, job_id: str, business_id: int | None,
                  session_id: str, may_claim: bool, prompt: str, context: str | None,
                  now: datetime, model: str | None = None,
-                 options: str | None = None) -> bool:
+                 options: str | None = None, api_key_id: int | None = None) -> bool:
     """Whether the job was written: not when the session may not be claimed (an anonymous
-    caller's unknown id) or was claimed after this statement's snapshot."""
+    caller's unknown id) or was claimed after this statement's snapshot. (Unpriced chat only:
+    a priced one holds money, through SQLAlchemy: app/chat/service.py.)"""
     return bool(await conn.fetchval(SUBMIT, session_id, business_id, stored_utc(now), job_id,
-                                    prompt, context, may_claim, model, options))
+                                    prompt, context, may_claim, model, options, api_key_id))
 
 
 async def lease(conn: asyncpg.Connection, keys: list[str], miner_id: int, lease_s: int,
@@ -159,6 +162,11 @@ async def complete(conn: asyncpg.Connection, done: list[Completion]) -> list[Any
                             [c.reported_tokens for c in tried],
                             [c.finish_reason for c in tried])
     won = {r["id"]: (r["session_id"], r["tokens"]) for r in rows}
+    # Accounts: the jobs that held money are charged, in this unit's transaction (the endpoint
+    # opens one while chat is priced); unpriced chat returns no hold and runs nothing more.
+    held = [(r["id"], r["tokens"]) for r in rows if r["hold_usd"] is not None]
+    if held:
+        await accounts_pg.settle(conn, "chat", held, now, "chat")
     out: list[Any] = []
     for c in done:
         if first[c.job_id] is c and c.job_id in won:

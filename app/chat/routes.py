@@ -4,6 +4,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from app import idempotency
+from app.accounts import billing
 from app.auth.guards import client_guard
 from app.auth.principals import Client
 from app import trust
@@ -30,7 +31,7 @@ def _out(job: ChatJob) -> ChatJobOut:
 
 
 @router.post("/chat", body=ChatIn, query=WaitQuery, responses={202: ChatJobOut, 200: ChatJobOut},
-             errors=(401, 403, 409, 429), guard=client_guard("chat", submits=True),
+             errors=(401, 402, 403, 409, 429), guard=client_guard("chat", submits=True),
              headers=(idempotency.PARAMETER,), **CHAT)
 async def create_chat(request: Request, who: Client, body: ChatIn, query: WaitQuery) -> Response:
     """Queue a chat message for a miner. 202 while queued; 200 once finished (answered or
@@ -40,7 +41,9 @@ async def create_chat(request: Request, who: Client, body: ChatIn, query: WaitQu
     made = await idempotency.once(  # without a key: the hot path (pg.py, lite.py)
         c.db, idempotency.key_of(request, who, body), c.settings.idempotency_key_ttl_s,
         lambda u: service.submit(u, c, who, body.message, body.session_id, body.context),
-        unit=(lambda: c.db.fast(transaction=False)) if c.db.hot else None)
+        # priced chat holds money: through SQLAlchemy, in a transaction (app/accounts)
+        unit=(lambda: c.db.fast(transaction=False))
+        if c.db.hot and not billing.chat_priced(c.settings) else None)
     replayed = isinstance(made, idempotency.Replay)
     job = await service.get_owned(c, who, made.job_id) if replayed else made
     job = await unless_hung_up(request, service.wait_for(  # the job stays: only the wait ends

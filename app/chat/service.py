@@ -14,8 +14,10 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app import idempotency, observability
+from app.accounts import billing
 from app.auth.principals import Client
 from app.chat import lite, pg
+from app.chat import options as chat_options
 from app.context import AppContext
 from app.db import LiteUnit, PgUnit, Unit, after_commit
 from app.errors import Conflict, Forbidden, NotFound, ServiceUnavailable
@@ -41,19 +43,22 @@ async def submit(unit: Unit, ctx: AppContext, client: Client, message: str,
     job = ChatJob(id=str(uuid.uuid4()), business_id=client.business_id,
                   session_id=session_id or str(uuid.uuid4()), prompt=message, context=context,
                   status=JobStatus.queued, attempts=0, created_at=now, model=model,
-                  options=options)
+                  options=options, api_key_id=client.api_key_id)
     observability.set_fields(job_id=job.id)  # the rest of the request's log lines name it
     supplied = session_id is not None
     if isinstance(unit, PgUnit):
         if earlier:
             raise ValueError("earlier turns are written through a SQLAlchemy session")
+        if billing.chat_priced(ctx.settings):
+            raise ValueError("priced chat holds money through a SQLAlchemy session")
         # an anonymous caller may only continue a session this server handed out
         may_claim = not (supplied and client.anonymous)
         for _ in range(2):
             queued = await pg.submit(
                 unit.conn, job_id=job.id, business_id=client.business_id,
                 session_id=job.session_id, may_claim=may_claim, prompt=message,
-                context=context, now=now, model=model, options=options)
+                context=context, now=now, model=model, options=options,
+                api_key_id=client.api_key_id)
             if queued:
                 break
             if not may_claim:
@@ -68,16 +73,22 @@ async def submit(unit: Unit, ctx: AppContext, client: Client, message: str,
         if not await lite.submit(
                 unit.lite, job_id=job.id, business_id=client.business_id,
                 session_id=job.session_id, may_claim=not (supplied and client.anonymous),
-                prompt=message, context=context, now=now, model=model, options=options):
+                prompt=message, context=context, now=now, model=model, options=options,
+                api_key_id=client.api_key_id):
             raise _anonymous_choice()
     else:  # Core inserts: the ORM's flush costs more here
         await _claim_session(unit, client, job.session_id, supplied=supplied)
         if earlier:
             await _add_earlier_turns(unit, client, job.session_id, earlier, now)
+        # priced chat: the most it may cost, held before anything is queued (401/402 and a
+        # rollback when there is no business, or its balance or the key's limit is short)
+        job.hold_usd = await billing.hold_for(
+            unit, ctx.settings, client, billing.CHAT, job.id,
+            chat_options.load(options).max_tokens if options else None, model, now=now)
         await unit.execute(insert(ChatJob.__table__).values(
             id=job.id, business_id=job.business_id, session_id=job.session_id, prompt=message,
             context=context, status=JobStatus.queued, attempts=0, created_at=now, model=model,
-            options=options))
+            options=options, api_key_id=client.api_key_id, hold_usd=job.hold_usd))
         await unit.execute(insert(ChatLog.__table__).values(
             session_id=job.session_id, message=message, role="user", timestamp=now,
             business_id=client.business_id, job_id=job.id))
@@ -114,6 +125,7 @@ async def _push_or_withdraw(ctx: AppContext, job_id: str, model: str | None = No
     except RedisError:
         async with ctx.db.transaction() as session:
             await idempotency.forget_job(session, job_id)  # a retry with its key tries anew
+            await billing.release(session, billing.CHAT, [job_id], note="never queued")
             await session.execute(delete(ChatLog).where(ChatLog.job_id == job_id))
             await session.execute(delete(ChatJob).where(ChatJob.id == job_id))
         log.warning("chat refused: the job queue (Redis) is unavailable")

@@ -1,15 +1,17 @@
 """Idle jobs from the miner's side: what a lease hands out (prompt, max_tokens) and what a result
-writes (the job, its one RevenueEvent). The lease rules themselves are app/leases."""
+writes (the job, its charge and the RevenueEvent booked from it). The lease rules themselves are
+app/leases."""
 
 from __future__ import annotations
 
+from datetime import datetime
 from decimal import Decimal
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.accounts import billing
 from app.context import AppContext
-from app.idle import revenue
 from app.idle.schemas import IdleAssignment, IdleResultOut
 from app.leases import rules
 from app.leases.protocol import Completion, JobKind
@@ -17,6 +19,7 @@ from app.leases.rules import Lease
 from app.models import IdleJob
 
 MAX_DB_ID = 2**31 - 1
+ZERO = Decimal("0.000000")
 
 
 def parse_job_id(job_id: str) -> int | None:
@@ -49,17 +52,30 @@ async def complete(session: AsyncSession, ctx: AppContext,
     if max_tokens is None:
         return None
     tokens = billed_tokens(c.tokens, max_tokens)
-    earned = revenue.revenue_for(tokens, ctx.settings.price_per_1k_tokens_usd)
     won = await rules.complete(session, IdleJob, c.key, c.lease_id, c.miner_id, c.now,
                                result=c.output, output_tokens=tokens,
-                               reported_tokens=c.reported_tokens, usd_earned=earned,
+                               reported_tokens=c.reported_tokens, usd_earned=ZERO,
                                signature=c.signature, processed_by="miner")
     if won is None:
         return None
-    await revenue.record(session, idle_job_id=c.key, amount_usd=earned, source="miner",
-                         output_tokens=tokens, now=c.now)
+    earned = await charge(session, c.key, tokens, "miner", c.now)
     return (IdleResultOut(job_id=c.job_id, status="completed", output_tokens=tokens,
                           usd_earned=earned, completed_at=c.now), tokens)
+
+
+async def charge(session: AsyncSession, job_id: int, tokens: int, source: str,
+                 now: datetime) -> Decimal:
+    """The job just completed (its conditional UPDATE won, in this transaction): charge its hold
+    for `tokens` and book the charge as its revenue; what it earned (0 without a hold: nothing
+    was paid). usd_earned is written from the charge: one figure everywhere."""
+    charged = await billing.settle(session, billing.IDLE, str(job_id), tokens, source=source,
+                                   now=now, idle_job_id=job_id)
+    if charged is None:
+        return ZERO
+    await session.execute(update(IdleJob).where(IdleJob.id == job_id)
+                          .values(usd_earned=charged.amount_usd)
+                          .execution_options(synchronize_session=False))
+    return charged.amount_usd
 
 
 def answer(job: IdleJob) -> IdleResultOut:
@@ -75,5 +91,6 @@ async def chat_waiting(ctx: AppContext) -> bool:
 IDLE = JobKind(name="idle", model=IdleJob, parse_id=parse_job_id, output_column="result",
                hand_out=hand_out, complete=complete, answer=answer,
                lease_columns=(IdleJob.prompt, IdleJob.max_tokens), yields=chat_waiting,
+               before_complete=lambda session, keys: billing.lock_payers(session, IdleJob, keys),
                # RunPod finished it: this miner's lease is history
                finished_elsewhere=lambda job: job.processed_by == "runpod")

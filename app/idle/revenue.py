@@ -1,4 +1,5 @@
-"""The revenue ledger: what an idle job earns, recorded once, in the completing transaction.
+"""The revenue ledger, read side: what jobs earned. A RevenueEvent is written only from a charge,
+in the completing transaction (app/accounts/billing.settle): revenue is what was charged.
 
 Money is Decimal USD with six places (ROUND_HALF_UP). Totals are SQL aggregates over the
 ledger; nothing here keeps a running counter.
@@ -6,7 +7,6 @@ ledger; nothing here keeps a running counter.
 
 from __future__ import annotations
 
-from datetime import datetime
 from decimal import ROUND_HALF_UP, Decimal
 
 from sqlalchemy import func, select
@@ -37,15 +37,6 @@ def runpod_cost(execution_ms: int | None, cost_per_second_usd: Decimal) -> Decim
     if execution_ms is None:
         return None
     return usd(Decimal(execution_ms) * cost_per_second_usd / 1000)
-
-
-async def record(session: AsyncSession, *, idle_job_id: int, amount_usd: Decimal, source: str,
-                 output_tokens: int, now: datetime) -> None:
-    """Call only after the conditional UPDATE that completed the job won, in that transaction.
-    The unique idle_job_id is the backstop: a second event for a job fails the transaction."""
-    session.add(RevenueEvent(idle_job_id=idle_job_id, amount_usd=amount_usd, source=source,
-                             output_tokens=output_tokens, created_at=now))
-    await session.flush()
 
 
 async def by_source(session: AsyncSession) -> dict[str, tuple[Decimal, int]]:

@@ -31,13 +31,16 @@ def _out(job: IdleJob) -> IdleJobOut:
                       failure_reason=job.failure_reason)
 
 
-@router.post("/idle-job", body=IdleJobIn, responses={202: IdleJobCreated}, errors=(403, 409),
-             headers=(idempotency.PARAMETER,), **CLIENT)
+@router.post("/idle-job", body=IdleJobIn, responses={202: IdleJobCreated},
+             errors=(402, 403, 409), headers=(idempotency.PARAMETER,), **CLIENT)
 async def create_idle_job(request: Request, who: Client, body: IdleJobIn) -> Response:
     """Queue inference for a miner (or RunPod, when no miner takes it in time). Needs an API
-    key with the `idle` scope in the Authorization header; the client pays output tokens x
-    PRICE_PER_1K_TOKENS_USD / 1000, computed by the server. With an Idempotency-Key, a retry
-    gets the job the first request created."""
+    key with the `idle` scope in the Authorization header; the business pays output tokens x
+    PRICE_PER_1K_TOKENS_USD / 1000, counted by the server, from its prepaid balance:
+    max_tokens x that price is held at submission (402 when the balance or the key's monthly
+    limit does not cover it; nothing is queued), the count is charged on completion and the
+    rest released; a failed job costs nothing. With an Idempotency-Key, a retry gets the job
+    the first request created."""
     c = ctx(request)
     made = await idempotency.once(
         c.db, idempotency.key_of(request, who, body), c.settings.idempotency_key_ttl_s,

@@ -11,8 +11,9 @@ a route does; claim_now() takes the operator route's. Crash safety:
 - The RunPod job id is committed BEFORE waiting; a resumed run waits on that id instead of
   submitting again. (A crash between RunPod accepting /run and that commit can leave one
   orphan RunPod job: a cost, never a second completion.)
-- Completion is one transaction: the conditional UPDATE that completes the job, then its one
-  RevenueEvent. Failure never writes revenue.
+- Completion is one transaction: the conditional UPDATE that completes the job, then the charge
+  of its hold and the RevenueEvent booked from it (app/accounts/billing.py). Failure releases
+  the hold, in the failing transaction, and never writes revenue.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import logging
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import or_, select, update
@@ -33,7 +35,8 @@ from app.config import Settings
 from app.context import AppContext
 from app.db import after_commit
 from app.errors import Conflict, NotFound, ServiceUnavailable
-from app.idle import revenue
+from app.accounts import billing
+from app.idle import kind, revenue
 from app.idle.dispatch import enqueue_runpod
 from app.leases.protocol import announce, requeue
 from app.models import IdleJob, JobStatus, utcnow
@@ -42,6 +45,7 @@ from app.runpod import (RunPodClient, RunPodError, RunPodNotFound, RunPodResult,
 
 log = logging.getLogger(__name__)
 P = JobStatus.processing
+ZERO = Decimal("0.000000")
 CLAIM_BATCH = 200
 POLL_INITIAL_S = 0.1
 POLL_MAX_S = 2.0
@@ -320,20 +324,19 @@ async def _complete(ctx: AppContext, r: _Run, result: RunPodResult) -> RunResult
                            execution_ms=result.execution_ms)
     now = utcnow()
     tokens = min(result.output_tokens, r.max_tokens)
-    earned = revenue.revenue_for(tokens, s.price_per_1k_tokens_usd)
+    earned = ZERO
     async with ctx.db.transaction() as session:
         won = (await session.execute(
             update(IdleJob).where(*r.mine())
             .values(status=JobStatus.completed, completed_at=now, lease_expires_at=None,
                     result=result.text, output_tokens=tokens, input_tokens=result.input_tokens,
-                    usd_earned=earned, runpod_execution_ms=result.execution_ms,
+                    usd_earned=ZERO, runpod_execution_ms=result.execution_ms,
                     runpod_cost_usd=revenue.runpod_cost(result.execution_ms,
                                                         s.runpod_cost_per_second_usd),
                     failure_reason=None)
             .returning(IdleJob.id).execution_options(synchronize_session=False))).first()
         if won is not None:
-            await revenue.record(session, idle_job_id=r.job_id, amount_usd=earned,
-                                 source="runpod", output_tokens=tokens, now=now)
+            earned = await kind.charge(session, r.job_id, tokens, "runpod", now)
     if won is None:
         return RunResult(Outcome.skipped, "another run finished this job first")
     await announce(ctx, str(r.job_id))
@@ -355,6 +358,8 @@ async def _fail(ctx: AppContext, r: _Run, reason: str, *,
         won = (await session.execute(
             update(IdleJob).where(*r.mine()).values(**values)
             .returning(IdleJob.id).execution_options(synchronize_session=False))).first()
+        if won is not None:  # the business pays nothing for a job that failed
+            await billing.release(session, billing.IDLE, [r.job_id], note="failed on RunPod")
     if won is None:
         return RunResult(Outcome.skipped)
     await announce(ctx, str(r.job_id))

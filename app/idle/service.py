@@ -1,6 +1,7 @@
 """Idle jobs from the client's side: submit, read, wait. Miners lease them (app/idle/kind.py);
 RunPod runs the ones no miner took (app/idle/runpod_flow.py). Either completing transaction does
-the conditional UPDATE of the job and, only if it won, inserts the job's one RevenueEvent.
+the conditional UPDATE of the job and, only if it won, charges its hold and books that charge as
+its one RevenueEvent (app/accounts/billing.py).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app import observability
+from app.accounts import billing
 from app.auth.principals import Client
 from app.context import AppContext
 from app.db import after_commit
@@ -23,7 +25,8 @@ TERMINAL = (JobStatus.completed, JobStatus.failed)
 
 async def submit(session: AsyncSession, ctx: AppContext, client: Client, prompt: str,
                  max_tokens: int) -> IdleJob:
-    """Write the job in the caller's transaction; its id is pushed to the queue after commit.
+    """Write the job and its hold in the caller's transaction; its id is pushed to the queue
+    after commit.
     Unlike chat nobody waits on it synchronously: if Redis is down the reconciler pushes it once
     Redis is back, and the worker sends it to RunPod after IDLE_TO_RUNPOD_AFTER_S either way."""
     prefix = (await session.execute(
@@ -34,6 +37,10 @@ async def submit(session: AsyncSession, ctx: AppContext, client: Client, prompt:
     session.add(job)
     await session.flush()
     job_id = str(job.id)
+    # the most it may cost, held on the business's balance before anything is queued (402 and
+    # a rollback when the balance or the key's monthly limit does not cover it)
+    job.hold_usd = await billing.hold_for(session, ctx.settings, client, billing.IDLE, job_id,
+                                          max_tokens)
     observability.set_fields(job_id=job_id)  # the rest of the request's log lines name it
     after_commit(session, lambda: ctx.queue.push("idle", job_id),
                  what=f"queueing idle job {job_id} (in the DB only until the reconciler runs)")

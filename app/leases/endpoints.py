@@ -19,6 +19,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from app import observability
+from app.accounts import billing
 from app.auth.guards import wallet_guard
 from app.auth.principals import Wallet
 from app.context import AppContext, ctx
@@ -224,8 +225,10 @@ async def results(c: AppContext, kind: JobKind, who: Wallet, items: list[Any]) -
             done = [x for x in checked if isinstance(x, Completion) and x.signature]
     won: list[Any] = []
     if done and kind.fast is not None and (c.db.pg is not None or (
-            c.db.lite is not None and kind.fast.lite_complete is not None)):
-        async with c.db.fast(transaction=False) as unit:  # one statement for the whole batch
+            c.db.lite is not None and kind.fast.lite_complete is not None
+            and not kind.fast.transactional(c))):
+        # one statement for the whole batch (and, for priced jobs, their charge with it)
+        async with c.db.fast(transaction=kind.fast.transactional(c)) as unit:
             won = await protocol.complete(unit, c, kind, done)
     elif done:
         async with c.db.transaction() as session:
@@ -421,7 +424,8 @@ def add_miner_endpoints(router: Router, kind: JobKind, prefix: str, shapes: Shap
             if status == JobStatus.queued:
                 after_commit(session, lambda: protocol.requeue(c, kind.name, [job_id]),
                              what=f"requeueing {kind.name} job {job_id}")
-            elif status is not None:
+            elif status is not None:  # failed on its last delivery: nothing to pay
+                await billing.release(session, kind.name, [key], note="no miner could answer")
                 after_commit(session, lambda: c.queue.publish_done(job_id),
                              what=f"waking the waiters of {kind.name} job {job_id}")
         if status is None:

@@ -62,6 +62,10 @@ class FastPath:
                          Awaitable[list[Any]]] | None = None
     lite_complete: Callable[[Any, list[Completion]],
                             Awaitable[list[tuple[Any, int] | None]]] | None = None
+    # whether a batch completion needs a transaction (it runs more than its one statement:
+    # charging held money); without one it is one statement, no BEGIN/COMMIT. SQLite's own
+    # driver (lite_complete) does not charge: such batches take the SQLAlchemy path there.
+    transactional: Callable[[AppContext], bool] = lambda c: False
 
 
 @dataclass(frozen=True)
@@ -98,6 +102,10 @@ class JobKind:
     # its commit: (context, the job ids answered, the miner)
     route: Callable[[AppContext, int, str | None, Sequence[str]], Awaitable[Any]] | None = None
     completed: Callable[[AppContext, list[str], int], Awaitable[None]] | None = None
+
+    # run once before a batch's results are completed one by one, with their keys (idle: lock
+    # the businesses that will be charged, in id order, so two batches never deadlock)
+    before_complete: Callable[[AsyncSession, list[Any]], Awaitable[None]] | None = None
 
     # checks signed results against what their jobs asked for (chat: tool calls and structured
     # output, app/chat/options.py vet): per result, the error that refuses it, or None
@@ -298,6 +306,8 @@ async def complete(unit: Unit, ctx: AppContext, kind: JobKind,
         session = unit if isinstance(unit, AsyncSession) else None
         if session is None:
             raise TypeError(f"{kind.name} jobs have no PostgreSQL fast path")
+        if kind.before_complete is not None and len(done) > 1:
+            await kind.before_complete(session, [c.key for c in done])
         won = [await kind.complete(session, ctx, c) for c in done]
         if any(w is not None for w in won):  # one credit: every result of a request is one miner's
             await credit_miner(session, done[0].miner_id,

@@ -11,6 +11,7 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
 from app import idempotency, observability
+from app.accounts import billing
 from app.auth.guards import client_guard
 from app.auth.principals import Client
 from app.chat import options as chat_options
@@ -43,7 +44,8 @@ class TimedOut(AppError):
 
 
 @router.post("/v1/chat/completions", body=CompletionIn, responses={200: Completion}, content=SSE,
-             errors=(403, 404, 409, 502, 504), guard=client_guard("chat", submits=True),
+             errors=(401, 402, 403, 404, 409, 502, 504),
+             guard=client_guard("chat", submits=True),
              headers=(idempotency.PARAMETER,), **V1)
 async def create_completion(request: Request, who: Client, body: CompletionIn) -> Response:
     """OpenAI's chat completions, answered by the network's miners. `stream: true` sends the
@@ -101,7 +103,8 @@ async def _submit(request: Request, c: AppContext, who: Client, body: Completion
         if body.stream:  # before the job is queued (after commit): its first chunk sees a reader
             await c.relay.mark_watched(job.id)
         return job
-    fast = c.db.hot and not talk.earlier and body.session_id is None
+    fast = (c.db.hot and not talk.earlier and body.session_id is None
+            and not billing.chat_priced(c.settings))  # priced chat holds money: SQLAlchemy
     made = await idempotency.once(c.db, idempotency.key_of(request, who, body),
                                   c.settings.idempotency_key_ttl_s, create,
                                   unit=(lambda: c.db.fast(transaction=False)) if fast else None)

@@ -13,6 +13,7 @@ import logging
 from datetime import timedelta
 
 from app import observability
+from app.accounts import billing
 from app.context import AppContext
 from app.leases import rules
 from app.leases.protocol import requeue
@@ -29,6 +30,12 @@ async def reap_leases(ctx: AppContext) -> dict[str, int]:
         async with ctx.db.transaction() as session:
             requeued, failed = await rules.reap_expired(session, model, utcnow(),
                                                           ctx.settings.max_attempts)
+            # a job that failed costs its business nothing: its hold goes back, in this
+            # transaction (the businesses locked first, in id order: no deadlock with a batch)
+            if len(failed) > 1:
+                await billing.lock_payers(session, model, [int(i) if kind == "idle" else i
+                                                           for i in failed])
+            await billing.release(session, kind, failed, note="no result after max deliveries")
         if requeued:
             await requeue(ctx, kind, requeued)
             log.info("lease reaper: %d %s job(s) back in the queue", len(requeued), kind)

@@ -48,10 +48,13 @@ async def refresh_system_metrics(session: AsyncSession) -> None:
     # SystemMetrics.value is the USD type (integer micro-units in SQL): sums of USD columns
     # go in as they are, a count is scaled to micro-units so it reads back as itself.
     derived = {
+        # idle jobs' revenue only: priced chat's (source chat) is not the seed's figure
         "runpod_income_usd": select(func.coalesce(func.sum(RevenueEvent.amount_usd), 0))
-        .where(RevenueEvent.carried_from_buyback_id.is_(None)).scalar_subquery(),
+        .where(RevenueEvent.carried_from_buyback_id.is_(None),
+               RevenueEvent.source.in_(SOURCES)).scalar_subquery(),
         "total_idle_jobs_processed": select(func.count(RevenueEvent.id) * int(MICRO_PER_USD))
-        .where(RevenueEvent.carried_from_buyback_id.is_(None)).scalar_subquery(),
+        .where(RevenueEvent.carried_from_buyback_id.is_(None),
+               RevenueEvent.source.in_(SOURCES)).scalar_subquery(),
         "total_buyback_usd": treasury.burned_usd_subquery(),
     }
     for name, value in derived.items():
@@ -181,14 +184,18 @@ async def collect(ctx: AppContext) -> dict[str, Any]:
         active = await active_miners(session)
         drift = await token_drift(session)
     depths = await queue_depths(ctx)
+    # Revenue is what businesses were charged (app/accounts/billing.py): idle jobs' (by who did
+    # the work) and priced chat's; `revenue_usd` is all of it, as /burns/summary counts it.
     total = revenue.usd(sum((usd for usd, _ in sources.values()), Decimal(0)))
+    idle = {s: sources.get(s, (Decimal("0.000000"), 0)) for s in SOURCES}
     return {
         # the seed's name: all idle-job revenue, whether a miner or RunPod did the work
-        "runpod_income_usd": total,
-        "idle_revenue_usd_by_source": {s: sources.get(s, (Decimal("0.000000"), 0))[0]
-                                       for s in SOURCES},
+        "runpod_income_usd": revenue.usd(sum((usd for usd, _ in idle.values()), Decimal(0))),
+        "idle_revenue_usd_by_source": {s: usd for s, (usd, _) in idle.items()},
+        "chat_revenue_usd": sources.get("chat", (Decimal("0.000000"), 0))[0],
+        "revenue_usd": total,
         "unallocated_revenue_usd": unallocated,
-        "total_idle_jobs_processed": sum(n for _, n in sources.values()),
+        "total_idle_jobs_processed": sum(n for _, n in idle.values()),
         "total_buyback_usd": buybacks.total_buyback_usd,  # USD of burned buybacks
         "last_buyback_timestamp": buybacks.last_buyback_at,
         "total_serv_burned": str(buybacks.total_serv_burned),  # base units, per our records
@@ -231,6 +238,10 @@ def as_prometheus(m: dict[str, Any]) -> str:
            [("", m["runpod_income_usd"])])
     metric("mia_idle_revenue_usd", "counter", "Idle-job revenue in USD by who did the work.",
            [(f'{{source="{_label(s)}"}}', v) for s, v in m["idle_revenue_usd_by_source"].items()])
+    metric("mia_chat_revenue_usd", "counter", "Priced chat revenue in USD (charges).",
+           [("", m["chat_revenue_usd"])])
+    metric("mia_revenue_usd", "counter", "All revenue in USD: what businesses were charged.",
+           [("", m["revenue_usd"])])
     metric("mia_unallocated_revenue_usd", "gauge", "Revenue no buyback has claimed yet, USD.",
            [("", m["unallocated_revenue_usd"])])
     metric("mia_idle_jobs_processed_total", "counter", "Completed idle jobs (ledger events).",

@@ -87,6 +87,8 @@ class TokenDriftOut(ResponseBody):
 class MetricsOut(ResponseBody):
     runpod_income_usd: Decimal = Field(description="all idle-job revenue (seed name), USD")
     idle_revenue_usd_by_source: dict[str, Decimal]
+    chat_revenue_usd: Decimal = Field(description="priced chat's revenue (charges), USD")
+    revenue_usd: Decimal = Field(description="all revenue: what businesses were charged, USD")
     unallocated_revenue_usd: Decimal
     total_idle_jobs_processed: int
     total_buyback_usd: Decimal
@@ -142,7 +144,7 @@ RATE_WINDOW_S = 300  # per-minute rates are averaged over five minutes: steadier
 
 
 class LedgerOut(ResponseBody):
-    revenue_usd: Decimal = Field(description="all idle-job revenue, USD")
+    revenue_usd: Decimal = Field(description="all revenue (what businesses were charged), USD")
     unallocated_usd: Decimal = Field(description="revenue no buyback has claimed yet")
     bought_usd: Decimal = Field(description="USD of burned buybacks")
     serv_burned: str = Field(description="$SERV burned per our records, integer base units")

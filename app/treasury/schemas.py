@@ -169,7 +169,7 @@ class SummaryOut(ResponseBody):
     block_number: int
     # the revenue ledger, reconciled to the micro-dollar:
     # revenue_usd = swapped_usd + unallocated_usd + in_flight_usd
-    revenue_usd: USDStr  # every idle job's revenue (carry-overs are not new revenue)
+    revenue_usd: USDStr  # every charge: idle jobs and priced chat (carry-overs are not new)
     swapped_usd: USDStr  # stablecoin spent by finished buybacks
     unallocated_usd: USDStr  # claimable now, carry-overs of partial buybacks included
     in_flight_usd: USDStr  # claimed by the active buyback

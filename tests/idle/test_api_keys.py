@@ -7,8 +7,9 @@ import logging
 import pytest
 
 from app.cli import main as mia
+from tests.accounts.ledger_support import business_of
 from tests.idle.support import auth, new_operator, operator_token, submit
-from tests.support.harness import running_app
+from tests.support.harness import FUNDS, running_app
 
 
 async def test_operator_manages_keys_and_scopes_are_enforced(settings_factory, caplog):  # type: ignore[no-untyped-def]
@@ -38,6 +39,10 @@ async def test_operator_manages_keys_and_scopes_are_enforced(settings_factory, c
         assert r.status_code == 400 and r.json()["error"] == "invalid_scopes"
 
         later: list[str] = []
+        # a 402 until the business has a balance to pay for idle jobs with
+        r = await api.client.post("/idle-job", json={"prompt": "p"}, headers=auth(idle_key))
+        assert r.status_code == 402 and r.json()["error"] == "insufficient_balance", r.text
+        await api.fund(await business_of(api, idle_key), FUNDS)
         job = await submit(api, idle_key)  # the right scope works
         r = await api.client.get(f"/idle-job/{job['job_id']}", headers=auth(idle_key))
         later.append(r.text)

@@ -121,13 +121,20 @@ class Backend:
             con.close()
 
     async def api_key(self, business: str = "acme", scopes: str = "chat") -> str:
+        """A key of `business`; one that may submit idle jobs gets its business a balance to
+        pay for them (FUNDS USD, a ledger credit)."""
+        from app.accounts import ledger
         from app.auth.apikeys import create_api_key
         from app.db import Database
+        from tests.support.harness import FUNDS
 
         db = Database(self.settings.database_url)
         try:
             async with db.transaction() as session:
-                _, key = await create_api_key(session, business, scopes)
+                stored, key = await create_api_key(session, business, scopes)
+                if "idle" in stored.scope_set:
+                    await ledger.credit(session, stored.business_id, FUNDS,
+                                        reference=f"test-{key[:10]}", actor="test")
         finally:
             await db.dispose()
         return key

@@ -19,6 +19,7 @@ import subprocess
 import sys
 import time
 import uuid
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,7 @@ import pytest
 import yaml
 from eth_account import Account
 
+from app.accounts import ledger
 from app.auth.apikeys import create_api_key
 from app.config import Settings
 from app.db import Database
@@ -158,7 +160,9 @@ async def test_two_api_processes_and_the_worker(settings_factory, postgres_db, r
     db = Database(settings.database_url)
     try:
         async with db.transaction() as session:
-            _, key = await create_api_key(session, "acme", "chat,idle")
+            stored, key = await create_api_key(session, "acme", "chat,idle")
+            await ledger.credit(session, stored.business_id, Decimal(1000),  # idle jobs cost
+                                reference="test-funds", actor="test")
         bearer = {"Authorization": f"Bearer {key}"}
         deadline = time.monotonic() + 180  # a busy host starts slowly
         async with httpx.AsyncClient(base_url=base, timeout=30) as client:

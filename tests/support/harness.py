@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any
 
 import httpx
@@ -13,11 +15,15 @@ from eth_account import Account
 from eth_account.messages import encode_defunct
 from eth_account.signers.local import LocalAccount
 
+from app.accounts import ledger
 from app.auth.apikeys import create_api_key
 from app.auth.wallet import result_digest
 from app.config import Settings
 from app.context import AppContext
 from app.main import create_app
+
+
+FUNDS = Decimal("1000")  # what an idle key's business starts with in tests (USD)
 
 
 @dataclass
@@ -27,10 +33,23 @@ class Harness:
     ctx: AppContext
     app: Any = None  # the Starlette app (its state), for tests that look inside
 
-    async def api_key(self, business: str = "acme", scopes: str = "chat") -> str:
+    async def api_key(self, business: str = "acme", scopes: str = "chat",
+                      funds: Decimal | None = None) -> str:
+        """A new key of `business`. A key that may submit priced jobs (the `idle` scope) gets
+        its business FUNDS USD of balance unless `funds` says otherwise (0: none)."""
         async with self.ctx.db.transaction() as session:
-            _, key = await create_api_key(session, business, scopes)
+            stored, key = await create_api_key(session, business, scopes)
+        if funds is None:
+            funds = FUNDS if "idle" in stored.scope_set else Decimal(0)
+        if funds:
+            await self.fund(stored.business_id, funds)
         return key
+
+    async def fund(self, business_id: int, amount: Decimal) -> None:
+        """Top the business up by `amount` USD (a ledger credit, as an operator's would be)."""
+        async with self.ctx.db.transaction() as session:
+            await ledger.credit(session, business_id, amount, reference=f"test-{uuid.uuid4()}",
+                                actor="test")
 
     async def chat(self, key: str | None, message: str = "hello", **extra: Any) -> httpx.Response:
         headers = {"Authorization": f"Bearer {key}"} if key else {}
