@@ -84,6 +84,11 @@ class Settings(BaseSettings):
     chat_anon_rate_per_min: int = 20
     chat_history_limit: int = 20
     chat_max_wait_s: int = 60
+    # PostgreSQL: concurrent submissions of one API process are written by one statement of at
+    # most this many rows (app/chat/group.py); 1 writes each on its own. A lone submission never
+    # waits; with the window > 0, a group formed under load also waits this long for more.
+    chat_submit_group_max: int = 64
+    chat_submit_group_window_ms: float = 0.0
     lease_seconds: int = 60
     lease_max_extend_s: int = 600
     lease_max_total_s: int = 900  # one delivery's whole lease, from assignment, extensions

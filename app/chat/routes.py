@@ -40,7 +40,7 @@ async def create_chat(request: Request, who: Client, body: ChatIn, query: WaitQu
     made = await idempotency.once(  # on PostgreSQL, without a key, one statement
         c.db, idempotency.key_of(request, who, body), c.settings.idempotency_key_ttl_s,
         lambda u: service.submit(u, c, who, body.message, body.session_id, body.context),
-        unit=(lambda: c.db.fast(transaction=False)) if c.db.pg is not None else None)
+        unit=service.fast_unit(c))
     replayed = isinstance(made, idempotency.Replay)
     job = await service.get_owned(c, who, made.job_id) if replayed else made
     job = await unless_hung_up(request, service.wait_for(  # the job stays: only the wait ends

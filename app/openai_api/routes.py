@@ -104,7 +104,7 @@ async def _submit(request: Request, c: AppContext, who: Client, body: Completion
     fast = c.db.pg is not None and not talk.earlier and body.session_id is None
     made = await idempotency.once(c.db, idempotency.key_of(request, who, body),
                                   c.settings.idempotency_key_ttl_s, create,
-                                  unit=(lambda: c.db.fast(transaction=False)) if fast else None)
+                                  unit=service.fast_unit(c) if fast else None)
     if isinstance(made, idempotency.Replay):
         return await service.get_owned(c, who, made.job_id), idempotency.REPLAYED
     return made, {}
