@@ -90,7 +90,10 @@ class Settings(BaseSettings):
     # PostgreSQL: concurrent submissions of one API process are written by one statement of at
     # most this many rows (app/chat/group.py); 1 writes each on its own. A lone submission never
     # waits; with the window > 0, a group formed under load also waits this long for more.
-    chat_submit_group_max: int = 64
+    # Off by default: on a loaded 2-core host, bench.cycle --batch 16 measured 9.3-10.3 ms of
+    # API CPU per job with groups of 64 against 7.5-9.0 without (issue 20's report); measure on
+    # a quiet host before turning it on.
+    chat_submit_group_max: int = 1
     chat_submit_group_window_ms: float = 0.0
     lease_seconds: int = 60
     lease_max_extend_s: int = 600

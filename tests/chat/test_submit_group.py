@@ -45,7 +45,7 @@ async def _business_id(api, key: str) -> int:  # type: ignore[no-untyped-def]
 async def test_concurrent_submissions_share_one_statement_each_with_its_own_answer(  # type: ignore[no-untyped-def]
         postgres_db, settings_factory):
     settings = settings_factory(postgres_db, chat_allow_anonymous=True,
-                                chat_submit_group_window_ms=300)
+                                chat_submit_group_max=64, chat_submit_group_window_ms=300)
     async with running_app(settings) as api:
         a, b = await api.api_key("alpha"), await api.api_key("beta")
         anon_session = (await api.chat(None, "hello")).json()["session_id"]
@@ -93,7 +93,7 @@ async def test_a_session_claimed_by_a_concurrent_transaction_is_retried(  # type
     """Another transaction inserts the session first and commits while the group's statement
     waits on it: that row is not written (its snapshot does not see the session), the request
     runs again and is written; the rest of its group is written the first time."""
-    async with running_app(settings_factory(postgres_db)) as api:
+    async with running_app(settings_factory(postgres_db, chat_submit_group_max=64)) as api:
         key = await api.api_key("alpha")
         business = await _business_id(api, key)
         other = await asyncpg.connect(_dsn(postgres_db))
@@ -117,7 +117,7 @@ async def test_a_session_claimed_by_a_concurrent_transaction_is_retried(  # type
         assert g.stats.statements - before >= 2  # the raced row went again, on its own
 
     # the same, one level down: the group's answer for that row is "not written"
-    async with running_app(settings_factory(postgres_db)) as api:
+    async with running_app(settings_factory(postgres_db, chat_submit_group_max=64)) as api:
         business = await _business_id(api, await api.api_key("beta"))
         other = await asyncpg.connect(_dsn(postgres_db))
         try:
@@ -137,7 +137,7 @@ async def test_a_session_claimed_by_a_concurrent_transaction_is_retried(  # type
 
 
 async def test_one_bad_row_fails_alone(postgres_db, settings_factory):  # type: ignore[no-untyped-def]
-    async with running_app(settings_factory(postgres_db)) as api:
+    async with running_app(settings_factory(postgres_db, chat_submit_group_max=64)) as api:
         business = await _business_id(api, await api.api_key("alpha"))
         async with api.ctx.db.sessions() as s:
             taken = (await s.execute(select(ChatJob.id))).scalar_one()
@@ -156,7 +156,8 @@ async def test_one_bad_row_fails_alone(postgres_db, settings_factory):  # type: 
 async def test_a_lone_submission_goes_at_once(postgres_db, settings_factory):  # type: ignore[no-untyped-def]
     """No company, no wait: even with a window, a submission after a quiet moment is sent at
     once, as a statement of one row."""
-    async with running_app(settings_factory(postgres_db, chat_submit_group_window_ms=500)) as api:
+    async with running_app(settings_factory(postgres_db, chat_submit_group_max=64,
+                                            chat_submit_group_window_ms=500)) as api:
         key = await api.api_key()
         await api.chat(key, "warm up")
         await asyncio.sleep(0.6)
