@@ -240,6 +240,10 @@ async def list_api_keys(settings: Settings) -> int:
 
 def serve_api(settings: Settings, *, host: str | None = None, port: int | None = None,
               workers: int = 1) -> int:
+    if settings.server_impl == "granian":
+        from app.serving import granian_server
+        granian_server(settings, host or settings.host, port or settings.port, workers).serve()
+        return 0
     import uvicorn
 
     from app.observability import uvicorn_log_config

@@ -53,6 +53,9 @@ class Settings(BaseSettings):
     otel_exporter_otlp_endpoint: str | None = None  # set: OpenTelemetry traces, OTLP over HTTP
 
     # --- the server (`mia serve`) and timeouts (seconds) -------------------------------------
+    # Which HTTP server `mia serve` runs: uvicorn (the default and the tested one) or granian
+    # (measured in issue 20, bench/README.md; needs `pip install granian`). Not a documented knob.
+    server_impl: Literal["uvicorn", "granian"] = "uvicorn"
     server_keepalive_s: int = 75  # idle keep-alive; above a load balancer's 60 s idle timeout
     server_graceful_shutdown_s: int = 35  # in-flight requests (a 30 s long-poll) may finish
     server_max_connections: int = 10_000  # per process, then 503; 0: no cap. Each long-poll
@@ -87,6 +90,14 @@ class Settings(BaseSettings):
     chat_anon_rate_per_min: int = 20
     chat_history_limit: int = 20
     chat_max_wait_s: int = 60
+    # PostgreSQL: concurrent submissions of one API process are written by one statement of at
+    # most this many rows (app/chat/group.py); 1 writes each on its own. A lone submission never
+    # waits; with the window > 0, a group formed under load also waits this long for more.
+    # Off by default: on a loaded 2-core host, bench.cycle --batch 16 measured 9.3-10.3 ms of
+    # API CPU per job with groups of 64 against 7.5-9.0 without (issue 20's report); measure on
+    # a quiet host before turning it on.
+    chat_submit_group_max: int = 1
+    chat_submit_group_window_ms: float = 0.0
     lease_seconds: int = 60
     lease_max_extend_s: int = 600
     lease_max_total_s: int = 900  # one delivery's whole lease, from assignment, extensions

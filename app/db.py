@@ -31,8 +31,8 @@ class PgUnit:
     """A transaction on the PostgreSQL hot path: the driver's own connection (asyncpg) and what
     to do after it commits. Database.fast() opens it."""
 
-    def __init__(self, conn: asyncpg.Connection):
-        self.conn = conn
+    def __init__(self, conn: asyncpg.Connection | None):
+        self.conn = conn  # None: the unit's statement runs in a group (app/chat/group.py)
         self.info: dict[str, Any] = {}
 
 
@@ -68,6 +68,12 @@ async def _run_effects(unit: Unit) -> None:
                             type(exc).__name__)
     if raised is not None:
         raise raised
+
+
+async def run_effects(unit: Unit) -> None:
+    """Run what after_commit() registered, for a unit whose statement was committed by someone
+    else on its behalf (a group commit, app/chat/group.py)."""
+    await _run_effects(unit)
 
 
 def is_sqlite(url: str) -> bool:

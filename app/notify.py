@@ -3,6 +3,10 @@
 
 One Redis pub/sub subscription per process fans out to local waiters. A lost message costs at
 most one re-check interval, because waiters re-read the database (streams: Redis) on a timer.
+
+A completion's message may carry the answers themselves (ANSWERS): a waiter that hears its
+job's answer takes it from the message instead of reading the job back. A message without one
+(a failure, a requeue, a reconnect) is only a wake-up: the waiter reads the database, as before.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any, TypeVar
 
+import orjson
 from redis.asyncio import Redis
 
 T = TypeVar("T")
@@ -24,6 +29,14 @@ log = logging.getLogger(__name__)
 # PUBLISH failed; a reconnect wakes everyone anyway). Every waiter costs a read per interval:
 # with 1,000 clients waiting, 2 s meant 500 reads/s doing nothing. Jittered, so they spread.
 RECHECK_S = 10.0
+# ANSWERS: the second line of a done message, a JSON object {job id: answer}; an answer is
+# whatever the job kind puts there (chat: app/chat/kind.py wake_answer). Old processes split
+# the whole message on whitespace, so the ids of the first line still wake their waiters.
+
+
+class _Waiter(asyncio.Event):
+    """A waiting request's wake-up, with the answer its message carried, if it did."""
+    answer: Any = None
 
 
 class Watch:
@@ -77,8 +90,9 @@ class Notifier:
                         continue
                     channel = _text(message["channel"])
                     if channel == self.channel:  # one job id, or several separated by spaces
-                        for job_id in _text(message["data"]).split():
-                            self._wake(job_id)
+                        ids, answers = _parse_done(message["data"])
+                        for job_id in ids:
+                            self._wake(job_id, answers.get(job_id))
                     elif channel == self.chunk_channel:
                         for watch in self._watches.get(_text(message["data"]), ()):
                             watch.set(watch.chunk)
@@ -93,8 +107,9 @@ class Notifier:
                 with contextlib.suppress(Exception):
                     await pubsub.aclose()
 
-    def _wake(self, job_id: str) -> None:
+    def _wake(self, job_id: str, answer: Any = None) -> None:
         for event in self._waiters.get(job_id, ()):
+            event.answer = answer
             event.set()
         for watch in self._watches.get(job_id, ()):
             watch.set(watch.state)
@@ -102,6 +117,7 @@ class Notifier:
     def _wake_all(self) -> None:
         for events in self._waiters.values():
             for event in events:
+                event.answer = None  # a reconnect: whatever was missed is in the database
                 event.set()
         for watches in self._watches.values():
             for watch in watches:
@@ -116,14 +132,20 @@ class Notifier:
             yield watch
 
     async def wait_until(self, job_id: str, timeout_s: float,
-                         done: Callable[[], Awaitable[bool]], *, check_first: bool = True) -> bool:
+                         done: Callable[[], Awaitable[bool]], *, check_first: bool = True,
+                         heard: Callable[[Any], bool] | None = None) -> bool:
         """Wait until `done()` is true or timeout_s passes. Returns the last value of done().
-        check_first=False: the caller has just seen it not done, so wait before the first check."""
-        event = asyncio.Event()
+        check_first=False: the caller has just seen it not done, so wait before the first check.
+        heard(answer): a wake-up carried the job's answer; True if that settles it, so done()
+        (a read) is not asked."""
+        event = _Waiter()
         with _registered(self._waiters, job_id, event):
             deadline = time.monotonic() + timeout_s
             while True:
+                answer, event.answer = event.answer, None
                 event.clear()  # before the check, so a wake-up during it is not lost
+                if answer is not None and heard is not None and heard(answer):
+                    return True
                 if check_first and await done():
                     return True
                 check_first = True
@@ -136,9 +158,12 @@ class Notifier:
 
     async def wait_for(self, job_id: str, timeout_s: float, current: T,
                        reload: Callable[[], Awaitable[T]], done: Callable[[T], bool],
-                       *, fresh: bool = False) -> T:
+                       *, fresh: bool = False,
+                       answered: Callable[[T, Any], T | None] | None = None) -> T:
         """`current` once done(current), else the freshest reload() within timeout_s seconds.
-        fresh: `current` was read (or written) just now, so no reload before the first wait."""
+        fresh: `current` was read (or written) just now, so no reload before the first wait.
+        answered(current, answer): the job as a wake-up's answer says it is now (None if the
+        answer cannot be used): taken instead of a reload."""
         if timeout_s <= 0 or done(current):
             return current
         latest = current
@@ -148,7 +173,16 @@ class Notifier:
             latest = await reload()
             return done(latest)
 
-        await self.wait_until(job_id, timeout_s, finished, check_first=not fresh)
+        def heard(answer: Any) -> bool:
+            nonlocal latest
+            told = answered(current, answer) if answered is not None else None
+            if told is None or not done(told):
+                return False
+            latest = told
+            return True
+
+        await self.wait_until(job_id, timeout_s, finished, check_first=not fresh,
+                              heard=heard if answered is not None else None)
         return latest
 
 
@@ -164,6 +198,22 @@ def _registered(registry: dict[str, set[Any]], job_id: str, item: Any) -> Iterat
             items.discard(item)
             if not items:
                 del registry[job_id]
+
+
+def _parse_done(data: bytes | str) -> tuple[list[str], dict[str, Any]]:
+    """A done message: its job ids, and the answers it carries by job id (ANSWERS)."""
+    raw = data if isinstance(data, bytes) else data.encode()
+    head, _, tail = raw.partition(b"\n")
+    answers: dict[str, Any] = {}
+    if tail:
+        try:
+            parsed = orjson.loads(tail)
+        except orjson.JSONDecodeError:
+            log.warning("a done message carried answers that are not JSON; ignored")
+        else:
+            if isinstance(parsed, dict):
+                answers = parsed
+    return head.decode().split(), answers
 
 
 def _text(value: bytes | str) -> str:

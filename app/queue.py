@@ -104,12 +104,14 @@ class JobQueue:
                      if skip is None or not m.startswith(skip)]
         return sum([int(await self.redis.llen(key)) for key in keys])
 
-    async def publish_done(self, *job_ids: str) -> None:
-        if len(job_ids) == 1:
-            await self.redis.publish(self.done_channel, job_ids[0])
-            return
-        # One message for a whole batch: waiters match any of the ids in it (app/notify.py).
-        await self.redis.publish(self.done_channel, " ".join(job_ids))
+    async def publish_done(self, *job_ids: str, answers: bytes | None = None) -> None:
+        """One message for a whole batch: waiters match any of the ids in it (app/notify.py).
+        `answers` (JSON, app/notify.py ANSWERS) rides on a second line: what the waiters of
+        these jobs would otherwise read back from the database."""
+        message = job_ids[0] if len(job_ids) == 1 else " ".join(job_ids)
+        if answers is not None:
+            message = message.encode() + b"\n" + answers
+        await self.redis.publish(self.done_channel, message)
 
 
 def _text(value: bytes | str) -> str:

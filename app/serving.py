@@ -26,3 +26,16 @@ def uvicorn_limits(settings: Settings) -> dict[str, Any]:
         # killed and replaced; uvicorn's 5 s is less than the app's start on a busy 2-core host.
         "timeout_worker_healthcheck": 60,
     }
+
+
+def granian_server(settings: Settings, host: str, port: int, workers: int) -> Any:
+    """The same app and limits on granian (SERVER_IMPL=granian; measured, not the default):
+    backpressure stands in for limit_concurrency, workers_kill_timeout for the graceful
+    shutdown; granian has no idle keep-alive timeout of its own."""
+    from granian.constants import Interfaces
+    from granian.server import Server
+
+    return Server("app.main:create_app", address=host, port=port, interface=Interfaces.ASGI,
+                  workers=workers, factory=True, backpressure=settings.server_max_connections or None,
+                  workers_kill_timeout=settings.server_graceful_shutdown_s or None,
+                  log_level=settings.log_level.lower())

@@ -74,16 +74,31 @@ async def complete(session: AsyncSession, ctx: AppContext,
                       output_tokens=tokens, completed_at=c.now), tokens)
 
 
+# An answer longer than this is not put in the wake-up (every API process receives every
+# message): its waiter reads it from the database instead.
+WAKE_MAX_CHARS = 16_384
+
+
+def wake_answer(c: Completion, won: tuple[ResultOut, int]) -> dict[str, Any] | None:
+    """What a waiter of the job shows once it is answered (app/chat/service.wait_for): the
+    fields COMPLETE wrote, as a read of the job would return them."""
+    if len(c.output) > WAKE_MAX_CHARS:
+        return None
+    return {"status": "completed", "response": c.output, "output_tokens": won[1],
+            "finish_reason": c.finish_reason, "completed_at": c.now.isoformat()}
+
+
 def answer(job: ChatJob) -> ResultOut:
     return ResultOut(job_id=job.id, status="completed", session_id=job.session_id,
                      output_tokens=job.output_tokens, completed_at=job.completed_at)
 
 
 async def _fast_lease(conn: Any, ctx: AppContext, keys: list[Any], miner_id: int,
-                      now: datetime) -> list[ChatAssignment]:
+                      now: datetime, cap: int, held_tables: tuple[str, ...]) -> pg.Leased:
     s = ctx.settings
     return await pg.lease(conn, keys, miner_id, s.lease_seconds, now, s.chat_history_limit,
-                          s.returned_job_cooldown_s, s.max_attempts)
+                          s.returned_job_cooldown_s, s.max_attempts, cap=cap,
+                          held_tables=held_tables)
 
 
 async def _lite_lease(db: Any, ctx: AppContext, keys: list[Any], miner_id: int,
@@ -151,4 +166,4 @@ CHAT = JobKind(name="chat", model=ChatJob, parse_id=parse_id, output_column="res
                              transactional=lambda c: billing.chat_priced(c.settings)),
                models_of=models_of,
                stream_columns=(ChatJob.options,), streamed=streamed, vet=vet,
-               route=trust.route, completed=trust.completed)
+               route=trust.route, completed=trust.completed, wake_answer=wake_answer)

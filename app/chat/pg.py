@@ -10,7 +10,10 @@ Timestamps are stored as naive UTC (app/models.py UTCDateTime): `stored_utc` goi
 
 from __future__ import annotations
 
+import functools
 import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -47,8 +50,9 @@ turn AS (
 SELECT EXISTS (SELECT 1 FROM job) AS queued
 """
 
-# Lease the queued ones among $1 ($6 is the history limit, used by LEASE). SQLite runs this
-# text as it is (app/chat/lite.py).
+# SQLite's lease (app/chat/lite.py runs this text as it is, the cap counted before it under the
+# wallet's leasing lock): the queued ones among $1. PostgreSQL's LEASE below has the same rule
+# and also counts the cap in the statement.
 LEASE_UPDATE = """
     UPDATE chat_jobs SET status = 'assigned', lease_id = $2, lease_expires_at = $3,
                          miner_id = $4, attempts = attempts + 1, assigned_at = $5
@@ -58,10 +62,67 @@ LEASE_UPDATE = """
                         AND r.miner_id = $4 AND (r.returned_at > $7 OR chat_jobs.attempts >= $8 - 1))
     RETURNING id, attempts, prompt, context, session_id, business_id, model, options, created_at"""
 
-# ... and read, in the same statement, each one's earlier turns.
-LEASE = f"""
-WITH leased AS ({LEASE_UPDATE})
-SELECT l.id, l.attempts, l.prompt, l.context, l.session_id, l.model, l.options, l.created_at,
+# SUBMIT for a group of submissions (app/chat/group.py), one row each, in one statement: the
+# same rules row by row. A row's session counts as claimed if this statement inserted it (a
+# first message, or the first of several of the group for one new session) or it was there
+# before (`mine`, this statement's snapshot). Returns the ids of the jobs written; a row missing
+# from it was not written, for SUBMIT's reasons.
+SUBMIT_MANY = """
+WITH r AS (
+    SELECT * FROM unnest($1::text[], $2::int[], $3::timestamp[], $4::text[], $5::text[],
+                         $6::text[], $7::bool[], $8::text[], $9::text[])
+        WITH ORDINALITY AS r(session_id, business_id, at, job_id, prompt, context, may_claim,
+                             model, options, ord)),
+claim AS (
+    INSERT INTO chat_sessions (session_id, business_id, created_at)
+    SELECT DISTINCT ON (session_id, business_id) session_id, business_id, at FROM r
+    WHERE may_claim ORDER BY session_id, business_id, ord
+    ON CONFLICT DO NOTHING RETURNING session_id, business_id),
+allowed AS (
+    SELECT r.* FROM r
+    WHERE EXISTS (SELECT 1 FROM claim c WHERE c.session_id = r.session_id
+                  AND c.business_id IS NOT DISTINCT FROM r.business_id)
+       OR EXISTS (SELECT 1 FROM chat_sessions s WHERE s.session_id = r.session_id
+                  AND s.business_id IS NOT DISTINCT FROM r.business_id)),
+job AS (
+    INSERT INTO chat_jobs (id, business_id, session_id, prompt, context, status, attempts,
+                           created_at, model, options, api_key_id)
+    SELECT job_id, business_id, session_id, prompt, context, 'queued', 0, at, model, options,
+           api_key_id
+    FROM allowed ORDER BY ord RETURNING id),
+turn AS (
+    INSERT INTO chat_logs (session_id, message, role, timestamp, business_id, job_id)
+    SELECT a.session_id, a.prompt, 'user', a.at, a.business_id, a.job_id
+    FROM allowed a JOIN job ON job.id = a.job_id ORDER BY a.ord)
+SELECT id FROM job
+"""
+
+# Lease the queued ones among $1 that fit under the wallet's cap, and read, in the same
+# statement, each one's earlier turns. The cap (MINER_MAX_LEASES, $9) is counted here, over
+# every leasable table ({held}): what the wallet holds now, so with its leasing lock held
+# (app/leases/endpoints._leasing) no other request of the wallet counts the same room. The
+# first row always comes (LEFT JOIN): the room, whether the wallet is suspended, and the ids
+# that did not fit (`over`, in queue order), to go back to the front of the queue.
+LEASE = """
+WITH room AS (
+    SELECT {held} AS held, suspended_at IS NOT NULL AS suspended FROM miners WHERE id = $4),
+cand AS (
+    SELECT c.id, row_number() OVER (ORDER BY array_position($1::text[], c.id)) AS n
+    FROM chat_jobs c
+    WHERE c.id = ANY($1::text[]) AND c.status = 'queued'
+      AND NOT EXISTS (SELECT 1 FROM job_returns r      -- app/leases/rules.not_returned_by
+                      WHERE r.job_table = 'chat_jobs' AND r.job_id = c.id
+                        AND r.miner_id = $4 AND (r.returned_at > $7 OR c.attempts >= $8 - 1))),
+fits AS (
+    SELECT id FROM cand, room WHERE NOT room.suspended AND cand.n <= $9 - room.held),
+leased AS (
+    UPDATE chat_jobs SET status = 'assigned', lease_id = $2, lease_expires_at = $3,
+                         miner_id = $4, attempts = attempts + 1, assigned_at = $5
+    WHERE id IN (SELECT id FROM fits) AND status = 'queued'
+    RETURNING id, attempts, prompt, context, session_id, business_id, model, options, created_at)
+SELECT room.held, room.suspended,
+       (SELECT array_agg(id ORDER BY n) FROM cand WHERE id NOT IN (SELECT id FROM fits)) AS over,
+       l.id, l.attempts, l.prompt, l.context, l.session_id, l.model, l.options, l.created_at,
        (SELECT coalesce(json_agg(json_build_object('role', h.role, 'content', h.message)
                                  ORDER BY h.id), '[]')
         FROM (SELECT c.id, c.role, c.message FROM chat_logs c
@@ -69,7 +130,7 @@ SELECT l.id, l.attempts, l.prompt, l.context, l.session_id, l.model, l.options, 
                 AND c.business_id IS NOT DISTINCT FROM l.business_id
                 AND c.id < (SELECT u.id FROM chat_logs u WHERE u.job_id = l.id AND u.role = 'user')
               ORDER BY c.id DESC LIMIT $6) h) AS history
-FROM leased l
+FROM room LEFT JOIN leased l ON true
 """
 
 # Complete every result whose lease is current, write each one's assistant turn and credit the
@@ -129,23 +190,57 @@ async def submit(conn: asyncpg.Connection, *, job_id: str, business_id: int | No
                                     prompt, context, may_claim, model, options, api_key_id))
 
 
+async def submit_many(conn: asyncpg.Connection, rows: Sequence[Any]) -> list[bool]:
+    """submit() for several rows (app/chat/group.Row) in one statement: per row, whether its
+    job was written."""
+    written = {r["id"] for r in await conn.fetch(
+        SUBMIT_MANY, [r.session_id for r in rows], [r.business_id for r in rows],
+        [stored_utc(r.now) for r in rows], [r.job_id for r in rows], [r.prompt for r in rows],
+        [r.context for r in rows], [r.may_claim for r in rows], [r.model for r in rows],
+        [r.options for r in rows], [r.api_key_id for r in rows])}
+    return [r.job_id in written for r in rows]
+
+
+@dataclass(frozen=True)
+class Leased:
+    """What one LEASE statement did: the assignments, the wallet's leases before it (`held`),
+    whether the wallet is suspended, and the popped ids that did not fit under the cap."""
+    jobs: list[Any]
+    held: int
+    suspended: bool
+    over: list[str]
+
+
+@functools.lru_cache(maxsize=8)
+def lease_sql(held_tables: tuple[str, ...]) -> str:
+    held = " + ".join(f"(SELECT count(*) FROM {t} WHERE status = 'assigned' AND miner_id = $4)"
+                      for t in held_tables) or "0"
+    return LEASE.replace("{held}", held)
+
+
 async def lease(conn: asyncpg.Connection, keys: list[str], miner_id: int, lease_s: int,
                 now: datetime, history_limit: int, cooldown_s: int = 0,
-                max_attempts: int = 1 << 30) -> list[Any]:
+                max_attempts: int = 1 << 30, *, cap: int = 1 << 30,
+                held_tables: tuple[str, ...] = ("chat_jobs",)) -> Leased:
     lease_id = str(uuid.uuid4())
     expires = now + timedelta(seconds=lease_s)
-    rows = await conn.fetch(LEASE, keys, lease_id, stored_utc(expires), miner_id, stored_utc(now),
-                            history_limit, stored_utc(now - timedelta(seconds=cooldown_s)),
-                            max_attempts)
+    rows = await conn.fetch(lease_sql(held_tables), keys, lease_id, stored_utc(expires),
+                            miner_id, stored_utc(now), history_limit,
+                            stored_utc(now - timedelta(seconds=cooldown_s)), max_attempts, cap)
+    if not rows:  # no such miner
+        return Leased([], 0, False, list(keys))
+    first = rows[0]
+    rows = [r for r in rows if r["id"] is not None]
     order = {key: i for i, key in enumerate(keys)}
     rows.sort(key=lambda r: order.get(r["id"], 0))  # in the queue's order
     observability.observe_dispatched("chat", now, ((r["attempts"], r["created_at"], r["id"])
                                                     for r in rows))
-    return [assignment(job_id=r["id"], lease_id=lease_id, expires_at=expires, prompt=r["prompt"],
+    jobs = [assignment(job_id=r["id"], lease_id=lease_id, expires_at=expires, prompt=r["prompt"],
                        context=r["context"], session_id=r["session_id"],
                        history=[HistoryItem(**h) for h in orjson.loads(r["history"])],
                        attempt=r["attempts"], model=r["model"], raw_options=r["options"])
             for r in rows]
+    return Leased(jobs, int(first["held"]), bool(first["suspended"]), list(first["over"] or []))
 
 
 async def complete(conn: asyncpg.Connection, done: list[Completion]) -> list[Any]:

@@ -41,9 +41,7 @@ async def create_chat(request: Request, who: Client, body: ChatIn, query: WaitQu
     made = await idempotency.once(  # without a key: the hot path (pg.py, lite.py)
         c.db, idempotency.key_of(request, who, body), c.settings.idempotency_key_ttl_s,
         lambda u: service.submit(u, c, who, body.message, body.session_id, body.context),
-        # priced chat holds money: through SQLAlchemy, in a transaction (app/accounts)
-        unit=(lambda: c.db.fast(transaction=False))
-        if c.db.hot and not billing.chat_priced(c.settings) else None)
+        unit=service.fast_unit(c))  # None for priced chat: it holds money (app/accounts)
     replayed = isinstance(made, idempotency.Replay)
     job = await service.get_owned(c, who, made.job_id) if replayed else made
     job = await unless_hung_up(request, service.wait_for(  # the job stays: only the wait ends

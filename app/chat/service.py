@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from contextlib import AbstractAsyncContextManager
 from datetime import datetime
+from typing import Any
 
 from redis.exceptions import RedisError
 from sqlalchemy import Insert, Table, delete, insert, select
@@ -16,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app import idempotency, observability
 from app.accounts import billing
 from app.auth.principals import Client
-from app.chat import lite, pg
+from app.chat import group, lite, pg
 from app.chat import options as chat_options
 from app.context import AppContext
 from app.db import LiteUnit, PgUnit, Unit, after_commit
@@ -53,12 +55,21 @@ async def submit(unit: Unit, ctx: AppContext, client: Client, message: str,
             raise ValueError("priced chat holds money through a SQLAlchemy session")
         # an anonymous caller may only continue a session this server handed out
         may_claim = not (supplied and client.anonymous)
+        row = group.Row(job_id=job.id, business_id=client.business_id,
+                        session_id=job.session_id, may_claim=may_claim, prompt=message,
+                        context=context, now=now, model=model, options=options,
+                        api_key_id=client.api_key_id)
+        s = ctx.settings
         for _ in range(2):
-            queued = await pg.submit(
-                unit.conn, job_id=job.id, business_id=client.business_id,
-                session_id=job.session_id, may_claim=may_claim, prompt=message,
-                context=context, now=now, model=model, options=options,
-                api_key_id=client.api_key_id)
+            if unit.conn is None:  # with the other submissions of this moment: one statement
+                queued = await group.of(ctx.db, s.chat_submit_group_max,
+                                        s.chat_submit_group_window_ms).submit(row)
+            else:
+                queued = await pg.submit(
+                    unit.conn, job_id=job.id, business_id=client.business_id,
+                    session_id=job.session_id, may_claim=may_claim, prompt=message,
+                    context=context, now=now, model=model, options=options,
+                    api_key_id=client.api_key_id)
             if queued:
                 break
             if not may_claim:
@@ -95,6 +106,18 @@ async def submit(unit: Unit, ctx: AppContext, client: Client, message: str,
     after_commit(unit, lambda: _push_or_withdraw(ctx, job.id, model), what="queueing a chat job",
                  required=True)
     return job
+
+
+def fast_unit(ctx: AppContext) -> Callable[[], AbstractAsyncContextManager[Unit]] | None:
+    """The unit a submission without earlier turns or an Idempotency-Key runs in: on PostgreSQL
+    a group's statement (CHAT_SUBMIT_GROUP_MAX > 1) or one statement on a connection of its
+    own; SQLite's own driver (app/lite.py); None for priced chat (it holds money, through a
+    SQLAlchemy transaction: app/accounts) and without a hot path."""
+    if not ctx.db.hot or billing.chat_priced(ctx.settings):
+        return None
+    if ctx.db.pg is not None and ctx.settings.chat_submit_group_max > 1:
+        return group.unit
+    return lambda: ctx.db.fast(transaction=False)
 
 
 async def _add_earlier_turns(session: AsyncSession, client: Client, session_id: str,
@@ -186,10 +209,30 @@ async def wait_for(ctx: AppContext, client: Client, job: ChatJob, wait_s: float,
                    fresh: bool = False) -> ChatJob:
     done = await ctx.notifier.wait_for(job.id, wait_s, job,
                                        lambda: get_owned(ctx, client, job.id),
-                                       lambda j: j.status in TERMINAL, fresh=fresh)
+                                       lambda j: j.status in TERMINAL, fresh=fresh,
+                                       answered=_answered)
     if fresh:  # the request that made the job: its end-to-end time, once
         observability.observe_answered("chat", done)
     return done
+
+
+def _answered(job: ChatJob, answer: Any) -> ChatJob | None:
+    """The job as its completion's wake-up says it is now (app/chat/kind.wake_answer), without
+    reading it back. `job` is the waiter's own: it read the job, owner checked (get_owned), or
+    wrote it; the answer only adds what the completion wrote."""
+    try:
+        completed_at = datetime.fromisoformat(answer["completed_at"])
+        told = ChatJob(id=job.id, business_id=job.business_id, session_id=job.session_id,
+                       prompt=job.prompt, context=job.context, status=JobStatus(answer["status"]),
+                       attempts=job.attempts, created_at=job.created_at, model=job.model,
+                       options=job.options, response=answer["response"],
+                       output_tokens=answer["output_tokens"],
+                       finish_reason=answer["finish_reason"], completed_at=completed_at,
+                       failure_reason=None, lease_expires_at=None)
+    except (KeyError, TypeError, ValueError):
+        log.warning("a wake-up carried an answer of another shape; reading the job instead")
+        return None
+    return told
 
 
 async def session_messages(ctx: AppContext, client: Client, session_id: str) -> Sequence[ChatLog]:

@@ -22,6 +22,7 @@ from app import observability
 from app.accounts import billing
 from app.auth.guards import wallet_guard
 from app.auth.principals import Wallet
+from app.auth.roles import suspended_error
 from app.context import AppContext, ctx
 from app.db import after_commit
 from app.errors import AppError, Conflict, NotFound, RateLimited
@@ -111,13 +112,15 @@ async def lease(c: AppContext, kind: JobKind, who: Wallet, wait_s: float, most: 
             await protocol.requeue(c, kind.name, ids)
             return []
         async with _leasing(c, kind, miner_id, ids):
-            keys = protocol.parse_ids(kind, await _within_room(c, kind, miner_id, ids))
-            if c.db.pg is not None and kind.fast is not None:  # one statement, no BEGIN/COMMIT
-                async with c.db.fast_reads() as conn:
-                    jobs = await kind.fast.lease(conn, c, keys, miner_id, utcnow())
+            if c.db.pg is not None and kind.fast is not None:
+                # one statement, no BEGIN/COMMIT: it counts the room itself (_fast_lease)
+                keys = protocol.parse_ids(kind, ids)
+                jobs = await _fast_lease(c, kind, miner_id, ids, keys)
             elif c.db.lite is not None and kind.fast is not None and kind.fast.lite_lease:
+                keys = protocol.parse_ids(kind, await _within_room(c, kind, miner_id, ids))
                 jobs = await kind.fast.lite_lease(c.db.lite, c, keys, miner_id, utcnow())
             else:
+                keys = protocol.parse_ids(kind, await _within_room(c, kind, miner_id, ids))
                 async with c.db.transaction() as session:
                     jobs = await protocol.acquire(session, c, kind, keys, miner_id, utcnow())
         if len(jobs) < len(keys):
@@ -174,6 +177,31 @@ async def _leasing(c: AppContext, kind: JobKind, miner_id: int,
                 await lock.release()
             except LockError:  # it ran out (LEASING_LOCK_S): another request may have it now
                 log.warning("a wallet's leasing lock expired before it was released")
+
+
+async def _fast_lease(c: AppContext, kind: JobKind, miner_id: int, ids: list[str],
+                      keys: list[Any]) -> list[Any]:
+    """_within_room and the lease in one statement (the kind's FastPath): what fits is leased,
+    the popped ids that did not fit go back to the front (all of them, with the error, if none
+    fit or the wallet was suspended meanwhile)."""
+    assert kind.fast is not None
+    cap = protocol.cap_of(c)
+    try:
+        async with c.db.fast_reads() as conn:
+            got = await kind.fast.lease(conn, c, keys, miner_id, utcnow(), cap,
+                                        protocol.leasable_tables())
+    except Exception:
+        await protocol.requeue(c, kind.name, ids)
+        raise
+    if got.suspended:
+        await protocol.requeue(c, kind.name, ids)
+        raise suspended_error()
+    if got.held >= cap:
+        await protocol.requeue(c, kind.name, ids)
+        raise protocol.too_many(got.held, cap)
+    if got.over:
+        await protocol.requeue(c, kind.name, got.over)
+    return list(got.jobs)
 
 
 async def _within_room(c: AppContext, kind: JobKind, miner_id: int, ids: list[str]) -> list[str]:

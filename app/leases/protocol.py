@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+import orjson
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -51,8 +52,11 @@ class FastPath:
     """A kind's hot path on the drivers themselves (Database.fast): on PostgreSQL one
     statement each, on SQLite one transaction each (lite_*); the SQLAlchemy steps of JobKind
     serve everything else."""
-    # (connection, context, keys popped, miner id, now) -> assignments of those still queued
-    lease: Callable[[Any, AppContext, list[Any], int, datetime], Awaitable[list[Any]]]
+    # (connection, context, keys popped, miner id, now, cap, the leasable tables) -> what was
+    # leased of those still queued, within the cap counted in the same statement (chat/pg.Leased:
+    # jobs, held, suspended, over)
+    lease: Callable[[Any, AppContext, list[Any], int, datetime, int, tuple[str, ...]],
+                    Awaitable[Any]]
     # (connection, completions of one miner) -> per item (answer, tokens) or None; credits
     # the miner in the same statement
     complete: Callable[[Any, list[Completion]], Awaitable[list[tuple[Any, int] | None]]]
@@ -110,6 +114,10 @@ class JobKind:
     # checks signed results against what their jobs asked for (chat: tool calls and structured
     # output, app/chat/options.py vet): per result, the error that refuses it, or None
     vet: Callable[[AppContext, list[Completion]], Awaitable[list[AppError | None]]] | None = None
+    # what a completion's wake-up tells the job's waiters (app/notify.py ANSWERS), so they need
+    # not read the job back: (the completion, complete()'s (answer, tokens)) -> a JSON-able
+    # answer, or None to send only the id
+    wake_answer: Callable[[Completion, Any], Any | None] | None = None
 
 
 @dataclass(frozen=True)
@@ -159,6 +167,22 @@ def miner_id_of(who: Wallet) -> int:
 # ------------------------------------------------------------------ leasing
 
 
+def cap_of(c: AppContext) -> int:
+    """MINER_MAX_LEASES as a number to compare with (0: no cap)."""
+    return c.settings.miner_max_leases if c.settings.miner_max_leases > 0 else MAX_ROOM
+
+
+def leasable_tables() -> tuple[str, ...]:
+    """The tables whose assigned jobs count against a wallet's cap."""
+    return tuple(k.model.__tablename__ for k in LEASABLE.values())
+
+
+def too_many(held: int, cap: int) -> RateLimited:
+    return RateLimited(f"this wallet holds {held} leases, the most it may (MINER_MAX_LEASES="
+                       f"{cap}); post results or release leases first",
+                       retry_after_s=LEASES_RETRY_AFTER_S, code="too_many_leases")
+
+
 async def room(c: AppContext, miner_id: int) -> int:
     """How many more leases the miner may take under MINER_MAX_LEASES (chat and idle together,
     counted in the database, so across API processes): 429 when none, 403 when suspended."""
@@ -181,9 +205,7 @@ async def room(c: AppContext, miner_id: int) -> int:
     if cap <= 0:
         return MAX_ROOM
     if held >= cap:
-        raise RateLimited(f"this wallet holds {held} leases, the most it may (MINER_MAX_LEASES="
-                          f"{cap}); post results or release leases first",
-                          retry_after_s=LEASES_RETRY_AFTER_S, code="too_many_leases")
+        raise too_many(held, cap)
     return cap - held
 
 
@@ -315,13 +337,24 @@ async def complete(unit: Unit, ctx: AppContext, kind: JobKind,
                                jobs=sum(w is not None for w in won))
     ids = [c.job_id for c, w in zip(done, won, strict=True) if w is not None]
     if ids:
-        after_commit(unit, lambda: ctx.queue.publish_done(*ids),
+        answers = _answers(kind, done, won)
+        after_commit(unit, lambda: ctx.queue.publish_done(*ids, answers=answers),
                      what=f"waking the waiters of {len(ids)} {kind.name} job(s)")
         if kind.completed is not None:
             followed = kind.completed
             after_commit(unit, lambda: followed(ctx, ids, done[0].miner_id),
                          what=f"following up {len(ids)} answered {kind.name} job(s)")
     return [w[0] if w is not None else None for w in won]
+
+
+def _answers(kind: JobKind, done: list[Completion], won: list[Any]) -> bytes | None:
+    """The winners' answers for their waiters, as the done message carries them (app/notify.py
+    ANSWERS), or None if the kind sends none."""
+    if kind.wake_answer is None:
+        return None
+    told = {c.job_id: a for c, w in zip(done, won, strict=True) if w is not None
+            and (a := kind.wake_answer(c, w)) is not None}
+    return orjson.dumps(told) if told else None
 
 
 async def settle_losers(ctx: AppContext, kind: JobKind,

@@ -107,7 +107,7 @@ async def _submit(request: Request, c: AppContext, who: Client, body: Completion
             and not billing.chat_priced(c.settings))  # priced chat holds money: SQLAlchemy
     made = await idempotency.once(c.db, idempotency.key_of(request, who, body),
                                   c.settings.idempotency_key_ttl_s, create,
-                                  unit=(lambda: c.db.fast(transaction=False)) if fast else None)
+                                  unit=service.fast_unit(c) if fast else None)
     if isinstance(made, idempotency.Replay):
         return await service.get_owned(c, who, made.job_id), idempotency.REPLAYED
     return made, {}
