@@ -140,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
         create_worker(settings).run()
         return 0
     if args.command == "apikey":
-        from app.auth.apikeys import issue_api_key
+        from app.accounts.keys import issue_api_key
         from app.errors import AppError
 
         try:

@@ -26,7 +26,7 @@ from app.accounts.routes import router as account_router
 from app.accounts.deposit_routes import router as deposit_router
 from app.accounts.data_routes import router as data_router
 from app.auth import cache as auth_cache
-from app.auth.apikey_routes import router as apikey_router
+from app.accounts.apikey_routes import router as apikey_router
 from app.auth.routes import router as auth_router
 from app.chat.routes import router as chat_router
 from app.config import Settings

@@ -15,7 +15,7 @@ from typing import Any
 
 import httpx
 
-from app.auth.apikeys import issue_api_key
+from app.accounts.keys import issue_api_key
 from bench import ledger
 from bench.hoard import EXTRA_LANES, HeldSampler, limits, most_at_once
 from bench.load import Role, child_main

@@ -436,7 +436,7 @@ def _start(role: TrustRole) -> tuple[Any, Connection]:
 
 
 def execute(plan: TrustPlan) -> dict[str, Any]:
-    from app.auth.apikeys import issue_api_key
+    from app.accounts.keys import issue_api_key
 
     cheats = wallet_mix(plan)
     keys = [secrets.token_bytes(32) for _ in cheats]

@@ -47,7 +47,7 @@ async def run(settings: Settings, args: argparse.Namespace) -> int:
     from app.accounts import businesses
     from app.accounts.schemas import MAX_CREDIT, MAX_LIMIT
     from app.accounts.credits import credit_business
-    from app.auth import apikeys
+    from app.accounts import keys
     from app.db import Database
     from app.errors import AppError
     from app.models import LedgerKind
@@ -72,7 +72,7 @@ async def run(settings: Settings, args: argparse.Namespace) -> int:
             limit = _usd(args.monthly_limit, "--monthly-limit", MAX_LIMIT)
             async with db.transaction() as session:
                 b = await businesses.get_business(session, args.id)
-                k, plaintext = await apikeys.create_key(session, b, args.scopes,
+                k, plaintext = await keys.create_key(session, b, args.scopes,
                                                         monthly_limit_usd=limit)
             cap = f", monthly limit {limit} USD" if limit is not None else ""
             print(f"API key {k.id} for business {b.id} {b.name!r} (scopes: {k.scopes}{cap}): "

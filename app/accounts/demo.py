@@ -15,7 +15,7 @@ DEMO_REFERENCE = "dev-seed"  # the credit's reference: a restart on the same dat
 async def seed_demo_business(database_url: str, scopes: str = "chat,idle") -> tuple[str, Decimal]:
     """The demo business (created if new), credited once, and a new key for it. Returns the
     key's plaintext and the business's balance (USD)."""
-    from app.auth.apikeys import create_key, get_or_create_business
+    from app.accounts.keys import create_key, get_or_create_business
 
     db = Database(database_url)
     try:

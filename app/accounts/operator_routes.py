@@ -16,6 +16,7 @@ from app.accounts.schemas import (AdjustmentIn, BusinessIn, BusinessList, Busine
                                   KeyLimitIn, KeyList, KeyOut, LedgerPage, PageQuery)
 from app.accounts.spend import key_spend
 from app.accounts.views import business_out, entry_out, key_out
+from app.accounts import keys
 from app.auth import apikeys
 from app.auth.guards import wallet_guard
 from app.auth.principals import Wallet
@@ -102,7 +103,7 @@ async def create_key(request: Request, who: Wallet, body: KeyIn) -> Response:
     """Operator: a key for this business, shown once; optionally with a monthly limit (USD)."""
     async with ctx(request).db.transaction() as session:
         business = await businesses.get_business(session, path_id(request, "business_id"))
-        key, plaintext = await apikeys.create_key(session, business, body.scopes,
+        key, plaintext = await keys.create_key(session, business, body.scopes,
                                                   monthly_limit_usd=body.monthly_limit_usd)
         spend = (await key_spend(session, [key.id], utcnow()))[key.id]
     log.info("API key %d (%s...) created for business %d by %s", key.id, key.prefix,

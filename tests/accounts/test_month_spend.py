@@ -9,7 +9,7 @@ from decimal import Decimal
 
 from app.accounts import billing, ledger
 from app.accounts.ledger import JobRef
-from app.auth.apikeys import create_api_key
+from app.accounts.keys import create_api_key
 from tests.accounts.ledger_support import check_invariants
 from tests.support.harness import running_app
 

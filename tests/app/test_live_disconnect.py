@@ -15,7 +15,7 @@ async def test_a_miner_that_hung_up_gets_no_lease(settings_factory):  # type: ig
     settings = settings_factory()
     with live_server(settings) as base:
         async with httpx.AsyncClient(base_url=base, timeout=10) as client:
-            from app.auth.apikeys import issue_api_key
+            from app.accounts.keys import issue_api_key
             key = await issue_api_key(settings.database_url, "acme", "chat")
             quitter, worker = SimMiner(client, Account.create()), SimMiner(client, Account.create())
             await quitter.register()

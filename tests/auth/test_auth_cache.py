@@ -7,7 +7,7 @@ import time
 
 from sqlalchemy import text
 
-from app.auth.apikeys import create_api_key
+from app.accounts.keys import create_api_key
 from app.auth.cache import AuthCache
 from app.cli import revoke_api_key
 from tests.support.harness import running_app, until

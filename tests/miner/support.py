@@ -124,7 +124,7 @@ class Backend:
         """A key of `business`; one that may submit idle jobs gets its business a balance to
         pay for them (FUNDS USD, a ledger credit)."""
         from app.accounts import ledger
-        from app.auth.apikeys import create_api_key
+        from app.accounts.keys import create_api_key
         from app.db import Database
         from tests.support.harness import FUNDS
 

@@ -7,7 +7,7 @@ import httpx
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import event
 
-from app.auth.apikeys import create_api_key
+from app.accounts.keys import create_api_key
 from app.observability.http import METHODS
 from tests.support.harness import running_app
 

@@ -30,7 +30,7 @@ import yaml
 from eth_account import Account
 
 from app.accounts import ledger
-from app.auth.apikeys import create_api_key
+from app.accounts.keys import create_api_key
 from app.config import Settings
 from app.db import Database
 from app.localredis import free_port

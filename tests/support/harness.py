@@ -16,7 +16,7 @@ from eth_account.messages import encode_defunct
 from eth_account.signers.local import LocalAccount
 
 from app.accounts import ledger
-from app.auth.apikeys import create_api_key
+from app.accounts.keys import create_api_key
 from app.auth.wallet import result_digest
 from app.config import Settings
 from app.context import AppContext

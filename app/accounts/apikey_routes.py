@@ -12,6 +12,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from app.auth import cache as auth_cache
+from app.accounts import keys
 from app.auth import apikeys
 from app.auth.guards import wallet_guard
 from app.auth.principals import Wallet
@@ -61,7 +62,7 @@ async def create_key(request: Request, who: Wallet, body: ApiKeyIn) -> Response:
     for attempt in range(2):
         try:
             async with ctx(request).db.transaction() as session:
-                key, plaintext = await apikeys.create_api_key(session, body.business, body.scopes)
+                key, plaintext = await keys.create_api_key(session, body.business, body.scopes)
             break
         except IntegrityError:
             # A concurrent request created the business first: once more finds it.
