@@ -23,6 +23,7 @@ refused below count x (1 - P x block_ms / (1000 x lapse)) per second of its rate
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from dataclasses import dataclass
@@ -133,6 +134,7 @@ class RateLimiter:
                  skip_s: float = 1.0, block_ms: int = 0):
         self._script = redis.register_script(_SCRIPT)
         self._block_ms = block_ms
+        self._refills: dict[tuple[str, str], asyncio.Future[None]] = {}
         self._lapse_s = max(BLOCK_LAPSE_S, 2 * block_ms / 1000)  # a block is block_ms' worth
         # (kind, ident) -> [tokens held, monotonic time they lapse, monotonic time the shared
         # bucket has its next token (after a refusal)]
@@ -193,15 +195,28 @@ class RateLimiter:
         if block == 1 or not rate.enabled:  # slow rates: one exact call per request, as ever
             return await self._take(kind, ident, rate, 1)
         name = (kind, ident)
-        held = self._held.get(name)
-        now = time.monotonic()
-        if held is not None:
-            if held[0] >= 1 and now < held[1]:
-                held[0] -= 1
-                return Decision(True, 0, 0)
-            if now < held[2]:  # refused lately: no token in the shared bucket before then
-                return Decision(False, max(1, int((held[2] - now) * 1000)), 0)
-        decision = await self._take(kind, ident, rate, block)
+        while True:
+            held = self._held.get(name)
+            now = time.monotonic()
+            if held is not None:
+                if held[0] >= 1 and now < held[1]:
+                    held[0] -= 1
+                    return Decision(True, 0, 0)
+                if now < held[2]:  # refused lately: no token in the shared bucket before then
+                    return Decision(False, max(1, int((held[2] - now) * 1000)), 0)
+            refill = self._refills.get(name)
+            if refill is None:
+                break
+            # One block at a time per bucket and process: concurrent requests wait for the one
+            # in flight and spend from it, rather than each taking a block (which drained the
+            # shared bucket block-size times too fast and refused requests under the limit).
+            await asyncio.shield(refill)
+        refill = self._refills[name] = asyncio.get_running_loop().create_future()
+        try:
+            decision = await self._take(kind, ident, rate, block)
+        finally:
+            del self._refills[name]
+            refill.set_result(None)
         now = time.monotonic()
         if decision.taken > 1:
             if len(self._held) >= _MAX_HELD:

@@ -147,7 +147,8 @@ class Group:
 async def _one(conn: asyncpg.Connection, r: Row) -> bool:
     return await pg.submit(conn, job_id=r.job_id, business_id=r.business_id,
                            session_id=r.session_id, may_claim=r.may_claim, prompt=r.prompt,
-                           context=r.context, now=r.now, model=r.model, options=r.options)
+                           context=r.context, now=r.now, model=r.model, options=r.options,
+                           api_key_id=r.api_key_id)
 
 
 _GROUPS: weakref.WeakKeyDictionary[Database, Group] = weakref.WeakKeyDictionary()

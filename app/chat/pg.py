@@ -70,9 +70,9 @@ LEASE_UPDATE = """
 SUBMIT_MANY = """
 WITH r AS (
     SELECT * FROM unnest($1::text[], $2::int[], $3::timestamp[], $4::text[], $5::text[],
-                         $6::text[], $7::bool[], $8::text[], $9::text[])
+                         $6::text[], $7::bool[], $8::text[], $9::text[], $10::int[])
         WITH ORDINALITY AS r(session_id, business_id, at, job_id, prompt, context, may_claim,
-                             model, options, ord)),
+                             model, options, api_key_id, ord)),
 claim AS (
     INSERT INTO chat_sessions (session_id, business_id, created_at)
     SELECT DISTINCT ON (session_id, business_id) session_id, business_id, at FROM r

@@ -132,6 +132,9 @@ async def test_keys_under_a_business(settings_factory, any_db):  # type: ignore[
         assert plain["monthly_limit_usd"] is None
 
         r = await c.post("/idle-job", json={"prompt": "p"}, headers=auth(created["key"]))
+        assert r.status_code == 402, r.text  # the key works; an idle job needs a balance
+        await ops.credit(acme["id"], "1", "inv-1")
+        r = await c.post("/idle-job", json={"prompt": "p"}, headers=auth(created["key"]))
         assert r.status_code == 202, r.text  # the key works, with its scope
         r = await c.post("/chat", json={"message": "m"}, headers=auth(created["key"]))
         assert r.status_code == 403

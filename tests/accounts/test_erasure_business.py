@@ -14,6 +14,7 @@ from sqlalchemy import func, select
 from app.accounts import erasure, ledger
 from app.models import Business, ChatJob, IdleJob, LedgerEntry
 from tests.accounts.erasure_support import database_dump, redis_dump
+from tests.support.harness import FUNDS
 from tests.idle.support import auth, new_operator, operator_token, submit
 from tests.support.harness import running_app
 
@@ -44,8 +45,6 @@ async def test_removing_a_business_revokes_cancels_and_erases(any_db, settings_f
                       ).scalar_one()
             await ledger.credit(s, doomed, Decimal("5"), reference="inv-1", actor="test")
             await ledger.hold(s, doomed, ledger.JobRef("chat", leased["job_id"]), Decimal("1"),
-                              tokens=200, price_per_1k_usd=Decimal(5), api_key_id=None)
-            await ledger.hold(s, doomed, ledger.JobRef("idle", idle["job_id"]), Decimal("1"),
                               tokens=200, price_per_1k_usd=Decimal(5), api_key_id=None)
         assert m in database_dump(any_db)
 
@@ -93,8 +92,10 @@ async def test_removing_a_business_revokes_cancels_and_erases(any_db, settings_f
         assert statuses == {leased["job_id"]: "erased", queued: "erased"}
         assert (idle_job.status, idle_job.prompt, idle_job.failure_reason) == ("failed", "",
                                                                               "erased")
-        assert entries == 5  # the top-up, two holds, two releases: the ledger is whole
-        assert balance == total == Decimal("5") and business.removed_at is not None
+        # the harness's top-up and ours, two holds (the idle job's own, the chat one made
+        # here), two releases: the ledger is whole and every hold came back
+        assert entries == 6
+        assert balance == total == FUNDS + Decimal("5") and business.removed_at is not None
         assert kept_job.prompt == f"kept {k}" and kept_job.erased_at is None
         in_redis = redis_dump(settings.redis_url, settings.redis_prefix)
         assert kept in (await api.ctx.queue.members("chat"))

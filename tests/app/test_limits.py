@@ -347,6 +347,27 @@ async def test_blocks_keep_the_limit_across_processes_with_fewer_redis_calls(red
     assert one.round_trips + two.round_trips in (calls[0], calls[0] - 1)
 
 
+async def test_concurrent_requests_share_one_block_and_get_the_whole_burst(redis) -> None:  # type: ignore[no-untyped-def]
+    """100 requests at once against a burst of 40 (blocks of 16): the 40 are let through, not
+    fewer. Each concurrent request taking a block of its own drained the bucket 16 times too
+    fast (a 100-submission test got 429s under its limit); they wait for the one in flight."""
+    client, prefix = redis
+    rate = Rate.per_second(1, 40)
+    limiter = RateLimiter(client, prefix, block_ms=16_000)
+
+    async def one() -> bool:
+        try:
+            await limiter.enforce("key", "together", rate, "with this key")
+            return True
+        except RateLimited:
+            return False
+
+    started = time.monotonic()
+    allowed = sum(await asyncio.gather(*(one() for _ in range(100))))
+    assert 40 <= allowed <= 40 + math.ceil(time.monotonic() - started)
+    assert limiter.round_trips <= 5  # 16 + 16 + 8, then a remembered refusal
+
+
 async def test_without_blocks_every_request_asks_redis(redis) -> None:  # type: ignore[no-untyped-def]
     """The same load with block_ms=0: the limit is the same, one call per allowed request."""
     client, prefix = redis
