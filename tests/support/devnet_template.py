@@ -25,7 +25,7 @@ from typing import Any
 
 from web3 import AsyncWeb3
 
-from chain.client import eth_tester_of, make_web3
+from chain.client import eth_tester_of, is_eth_tester, make_web3
 from chain.devnet import Devnet, deploy_devnet
 
 MAX_AGE_S = 300.0  # well inside the addLiquidity deadline (600 s after the deploy)
@@ -78,7 +78,10 @@ async def template() -> Template:
 
 
 async def devnet_into(w3: AsyncWeb3) -> Devnet:
-    """What ``deploy_devnet(w3)`` gives on a fresh eth-tester chain, by replaying the template."""
+    """What ``deploy_devnet(w3)`` gives on a fresh eth-tester chain, by replaying the template;
+    a JSON-RPC node (tests of the app on one) gets a real deploy."""
+    if not is_eth_tester(w3):
+        return await deploy_devnet(w3)
     t = await template()
     tester: Any = eth_tester_of(w3)
     if tester.get_block_by_number("latest")["number"] != 0 or not tester.auto_mine_transactions:
