@@ -15,12 +15,11 @@ from sqlalchemy import select
 
 from app.accounts import deposits as service
 from app.models import Business, Deposit, LedgerEntry
-from chain.client import make_web3
 from chain.deposits import deposit
-from chain.devnet import deploy_devnet
 from chain.tokens import erc20
 from chain.tx import PreparedTx, TxSender
 from tests.chain.conftest import require_contracts
+from tests.support.devnet_template import template
 from tests.treasury.conftest import (USD6, TApp, devnet_layout, operator,  # noqa: F401
                                      treasury_app, treasury_settings)
 
@@ -90,13 +89,7 @@ def after_deploy() -> int:
     """The first block after the devnet's deploy (deterministic): deposits are watched from
     there, as `mia dev` does (the deploy's own funding of the treasury is no deposit)."""
     require_contracts()
-
-    async def head() -> int:
-        w3 = make_web3("eth-tester")
-        await deploy_devnet(w3)
-        return int(await w3.eth.block_number) + 1
-
-    return asyncio.run(head())
+    return asyncio.run(template()).head + 1
 
 
 @pytest.fixture

@@ -1,5 +1,7 @@
 """Chain fixtures: one devnet (real compiled contracts + real Uniswap V2 bytecode from
-node_modules) per test module on in-process eth-tester, reverted to a snapshot after each test."""
+node_modules) per test module on in-process eth-tester, reverted to a snapshot after each test.
+The module's devnet is the session's deploy replayed into a fresh chain
+(tests/support/devnet_template.py)."""
 
 from __future__ import annotations
 
@@ -13,9 +15,10 @@ from web3 import AsyncWeb3
 
 from chain.artifacts import CONTRACTS_DIR
 from chain.client import eth_tester_of, make_web3
-from chain.devnet import Devnet, deploy_devnet
+from chain.devnet import Devnet
 from chain.dex import UniswapV2Router
 from chain.tx import TxSender
+from tests.support.devnet_template import devnet_into
 
 GWEI = 10**9
 
@@ -65,7 +68,7 @@ class Chain:
 def deployed() -> Chain:
     require_contracts()
     w3 = make_web3("eth-tester")
-    devnet = asyncio.run(deploy_devnet(w3))
+    devnet = asyncio.run(devnet_into(w3))
     return Chain(w3, devnet)
 
 

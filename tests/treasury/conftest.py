@@ -2,8 +2,9 @@
 (chain.devnet: $SERV, DevUSD, WETH9, Uniswap V2) deployed into the SAME web3 the app uses.
 
 The devnet's addresses are deterministic (fixed dev keys and nonces), so they are learned once
-per session and put in the settings before the app starts; each test then deploys a fresh
-devnet into its app's own chain and checks it landed on those addresses.
+per session and put in the settings before the app starts; each test then gets a fresh devnet in
+its app's own chain (the session's deploy replayed, tests/support/devnet_template.py: same blocks,
+addresses and balances as a deploy, timestamps of now) and checks it landed on those addresses.
 """
 
 from __future__ import annotations
@@ -27,11 +28,12 @@ from app.context import AppContext
 from app.models import Buyback, BuybackTx, IdleJob, RevenueEvent, utcnow
 from app.treasury.onchain import get_treasury
 from app.treasury.runner import run_buyback
-from chain.client import eth_tester_of, make_web3
-from chain.devnet import Devnet, deploy_devnet
+from chain.client import eth_tester_of
+from chain.devnet import Devnet
 from chain.tokens import erc20
 from jobs.treasury_tasks import check_buyback_threshold
 from tests.chain.conftest import require_contracts
+from tests.support.devnet_template import devnet_into, template
 from tests.support.harness import Harness, running_app
 
 USD6 = 10**6
@@ -44,7 +46,7 @@ class SimulatedCrash(Exception):
 @pytest.fixture(scope="session")
 def devnet_layout() -> Devnet:
     require_contracts()
-    return asyncio.run(deploy_devnet(make_web3("eth-tester")))
+    return asyncio.run(template()).devnet
 
 
 @pytest.fixture(scope="session")
@@ -174,7 +176,7 @@ async def sign_in(api: Harness, account: LocalAccount, path: str) -> str:
 @contextlib.asynccontextmanager
 async def treasury_app(settings, layout: Devnet, operator: LocalAccount) -> AsyncIterator[TApp]:  # type: ignore[no-untyped-def]
     async with running_app(settings) as api:
-        devnet = await deploy_devnet(api.ctx.chain.w3)
+        devnet = await devnet_into(api.ctx.chain.w3)
         if (devnet.serv_token, devnet.quote_token, devnet.router) != (
                 layout.serv_token, layout.quote_token, layout.router):
             raise RuntimeError("the devnet did not deploy to its usual addresses")
