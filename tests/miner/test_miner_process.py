@@ -106,7 +106,11 @@ async def test_frozen_miner_lease_expires_mid_generation_no_double_answer(
     finally:
         a.signal(signal.SIGCONT)
     # Miner A wakes up with a stale lease: it must drop the job, not answer it a second time.
-    await asyncio.to_thread(a.wait_for_log, "status=lost", 30)
+    # It learns so from the server (409 on its extend: "lease lost"); whether its model call then
+    # ended (status=lost) or the model server had dropped the frozen connection (status=released,
+    # a ReadError, seen once in a full run) is the host's timing, not the protocol's.
+    await asyncio.to_thread(a.wait_for_log, "lease lost", 30)
+    await until(lambda: "status=lost" in a.log() or "status=released" in a.log(), timeout=30)
     a.signal(signal.SIGTERM)
     assert await asyncio.to_thread(a.wait, 30) == 0
     row = backend.job(job["job_id"])
