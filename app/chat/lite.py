@@ -18,7 +18,7 @@ import orjson
 from app import observability
 from app.chat import pg
 from app.chat.options import assignment
-from app.chat.schemas import ChatAssignment, HistoryItem, ResultOut
+from app.chat.schemas import ChatAssignment, HistoryItem
 from app.leases.protocol import Completion
 from app.lite import Lite, db_time, read_time
 from app.models import ChatJob, JobStatus
@@ -150,15 +150,7 @@ async def complete(lite: Lite, done: list[Completion]) -> list[Any]:
                             c.reported_tokens, c.finish_reason] for c in first.values()]).decode()
     rows = await lite.write(_complete, posted, miner_id, db_time(now))
     won = {r["id"]: (r["session_id"], r["output_tokens"]) for r in rows}
-    out: list[Any] = []
-    for c in done:
-        if first[c.job_id] is c and c.job_id in won:
-            session_id, tokens = won[c.job_id]
-            out.append((ResultOut(job_id=c.job_id, status="completed", session_id=session_id,
-                                  output_tokens=tokens, completed_at=now), tokens))
-        else:
-            out.append(None)
-    return out
+    return pg.answers(done, first, won, now)
 
 
 async def read(lite: Lite, job_id: str) -> ChatJob | None:

@@ -262,6 +262,13 @@ async def complete(conn: asyncpg.Connection, done: list[Completion]) -> list[Any
     held = [(r["id"], r["tokens"]) for r in rows if r["hold_usd"] is not None]
     if held:
         await accounts_pg.settle(conn, "chat", held, now, "chat")
+    return answers(done, first, won, now)
+
+
+def answers(done: list[Completion], first: dict[str, Completion],
+            won: dict[str, tuple[str, int]], now: datetime) -> list[Any]:
+    """Per posted result, in order: (ResultOut, tokens) for the first try of a job that won,
+    None otherwise (a repeat in the batch or a lost lease). SQLite's complete uses it too."""
     out: list[Any] = []
     for c in done:
         if first[c.job_id] is c and c.job_id in won:
