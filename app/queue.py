@@ -11,10 +11,20 @@ A job asked for a named model (/v1/chat/completions) goes on that model's own li
 declares the model BRPOPs its list and the kind's common list in one command, so it takes either,
 and a miner serving another model never sees the job. The set of model lists is kept beside them
 (`members` reads them all for the reconciler).
+
+Long-polls take turns (PollGate): in each process, one poll at a time blocks in Redis on a given
+set of lists; the others wait their turn in the process, first come first served. A poll whose
+turn comes pops what is there (up to its batch), so under load the jobs that arrived meanwhile go
+out together, one lease and one results request for many, instead of one job to each of many
+blocked miners; at low load the poll blocked in Redis takes each job the moment it is pushed, as
+before. It also keeps the blocking connections to Redis at one per set of lists, not one per
+waiting miner.
 """
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import Sequence
 
 from redis.asyncio import Redis
@@ -29,6 +39,7 @@ class JobQueue:
         self.prefix = prefix
         self.done_channel = f"{prefix}:events:done"  # a job changed state: its id
         self.chunk_channel = f"{prefix}:events:chunk"  # a miner streamed output: the job's id
+        self.gate = PollGate()
 
     def key(self, kind: str, model: str | None = None) -> str:
         if kind not in KINDS:
@@ -75,12 +86,17 @@ class JobQueue:
                 if found:
                     return key, [_text(v) for v in found]
             return None, []
-        item = await self.blocking.brpop(keys, timeout=timeout_s)
-        if item is None:
-            return None, []
-        ids = [_text(item[1])]
-        if most > 1:
-            ids += [_text(v) for v in await self.redis.rpop(item[0], most - 1) or ()]
+        deadline = time.monotonic() + timeout_s
+        async with self.gate.turn(keys):
+            timeout_s = deadline - time.monotonic()
+            if timeout_s < MIN_BLOCK_S:  # its turn came too late to block: what is there now
+                return await self.pop_from(keys, most, 0)
+            item = await self.blocking.brpop(keys, timeout=timeout_s)
+            if item is None:
+                return None, []
+            ids = [_text(item[1])]
+            if most > 1:
+                ids += [_text(v) for v in await self.redis.rpop(item[0], most - 1) or ()]
         return _text(item[0]), ids
 
     async def models(self, kind: str) -> set[str]:
@@ -112,6 +128,53 @@ class JobQueue:
         if answers is not None:
             message = message.encode() + b"\n" + answers
         await self.redis.publish(self.done_channel, message)
+
+
+MIN_BLOCK_S = 0.01  # BRPOP takes its timeout in seconds with 3 decimals; below this, no block
+
+
+class PollGate:
+    """Turns for the long-polls of one process: one at a time per set of lists blocks in Redis
+    (asyncio.Lock: waiters are woken first come first served, and a newcomer never overtakes
+    one already waiting). A poll that gives up while waiting (its client hung up: the caller
+    cancels it) leaves the line; the lock of a set of lists nobody waits on is dropped."""
+
+    def __init__(self) -> None:
+        self._locks: dict[tuple[str, ...], tuple[asyncio.Lock, list[int]]] = {}
+
+    def waiting(self) -> int:
+        """Polls of this process in line or blocked in Redis (for tests)."""
+        return sum(users[0] for _, users in self._locks.values())
+
+    def turn(self, keys: Sequence[str]) -> _Turn:
+        return _Turn(self, tuple(keys))
+
+
+class _Turn:
+    def __init__(self, gate: PollGate, keys: tuple[str, ...]) -> None:
+        self.gate, self.keys = gate, keys
+
+    async def __aenter__(self) -> None:
+        found = self.gate._locks.get(self.keys)
+        if found is None:
+            found = self.gate._locks[self.keys] = (asyncio.Lock(), [0])
+        lock, users = found
+        users[0] += 1
+        try:
+            await lock.acquire()
+        except BaseException:
+            self._leave(users)
+            raise
+
+    async def __aexit__(self, *exc: object) -> None:
+        lock, users = self.gate._locks[self.keys]
+        lock.release()
+        self._leave(users)
+
+    def _leave(self, users: list[int]) -> None:
+        users[0] -= 1
+        if users[0] == 0:
+            self.gate._locks.pop(self.keys, None)
 
 
 def _text(value: bytes | str) -> str:
