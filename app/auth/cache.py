@@ -36,6 +36,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+GATHER_SHARE = 0.1  # refresh() gathers due secrets for this share of the TTL before reading
 EVENT_CHANNEL = "events:auth"  # under the Redis prefix; any message means "forget everything"
 AuthCache = SecretCache  # the context's auth_cache (app/ttlcache.py)
 __all__ = ["REFUSAL_TTL_S", "AuthCache", "announce_revocation", "channel", "forget_everywhere",
@@ -81,6 +82,11 @@ async def refresh(c: AppContext) -> None:
     unless a revocation cleared the cache meanwhile. A failure is left to the TTL: an entry
     that lapses is read by the next request that brings it, as on a first use."""
     cache = c.auth_cache
+    # Wait a tenth of the TTL first, so the secrets falling due meanwhile are read in the same
+    # statement: a secret is due at half its TTL, so this still leaves it 40 % to spare. Without
+    # it, busy keys and tokens, each due at its own moment, cost a statement apiece (a profile
+    # of `python -m bench steady` found 2.4 % of the API's CPU in these re-reads).
+    await asyncio.sleep(cache.ttl_s * GATHER_SHARE)
     due, cache.due = cache.due, set()
     generation = cache.generation
     by_kind: dict[str, list[str]] = {}
