@@ -130,19 +130,17 @@ class InvalidOutput(AppError):
     status, code = 422, "invalid_output"
 
 
-async def vet(ctx: AppContext, done: list[Completion]) -> list[AppError | None]:
+async def vet(ctx: AppContext, done: list[Completion],
+              read: dict[Any, Any] | None = None) -> list[AppError | None]:
     """Results for jobs that asked for tool calls or structured output, checked against what
     was asked: one that does not match is refused (422 invalid_output); the miner gives the job
-    back and another miner gets it, so the client never sees it. One read for all of them,
-    only of jobs whose options ask for either."""
-    ids = list({c.job_id for c in done})
-    if ctx.db.pg is not None:  # the hot path's own driver: one prepared statement
-        async with ctx.db.fast_reads() as conn:
-            rows = await conn.fetch(pg.VET, ids)
-        asked = {r["id"]: r["options"] for r in rows}
-    elif ctx.db.lite is not None:  # the same statement on SQLite's own driver
-        asked = await lite.vetted(ctx.db.lite, ids)
+    back and another miner gets it, so the client never sees it. What was asked comes with the
+    lease check (`read`, by pg.VET_COLUMN, on the drivers' hot path) or, where that did not
+    read it (the ORM's path), one read for all of them, only of jobs whose options ask."""
+    if read is not None:
+        asked = read
     else:
+        ids = list({c.job_id for c in done})
         async with ctx.db.reads() as session:
             found = (await session.execute(select(ChatJob.id, ChatJob.options).where(
                 ChatJob.id.in_(ids), or_(ChatJob.options.contains('"tools"'),
@@ -166,4 +164,5 @@ CHAT = JobKind(name="chat", model=ChatJob, parse_id=parse_id, output_column="res
                              transactional=lambda c: billing.chat_priced(c.settings)),
                models_of=models_of,
                stream_columns=(ChatJob.options,), streamed=streamed, vet=vet,
+               vet_column=pg.VET_COLUMN,
                route=trust.route, completed=trust.completed, wake_answer=wake_answer)

@@ -167,6 +167,3 @@ async def read(lite: Lite, job_id: str) -> ChatJob | None:
                    options=row["options"])
 
 
-async def vetted(lite: Lite, ids: list[str]) -> dict[str, str]:
-    """pg.VET on SQLite: the options of those jobs whose answers are vetted."""
-    return {r["id"]: r["options"] for r in await lite.fetch(sqlite(pg.VET), as_list(ids))}

@@ -166,11 +166,10 @@ credit AS (
 SELECT id, session_id, tokens, hold_usd FROM done
 """
 
-# The jobs among $1 whose answers are vetted (tool calls, structured output): chat/kind.py vet.
-VET = """
-SELECT id, options FROM chat_jobs
-WHERE id = ANY($1::text[]) AND (options LIKE '%"tools"%' OR options LIKE '%"response_format"%')
-"""
+# Whose answers are vetted (tool calls, structured output: chat/kind.py vet): their options, read
+# as a column of the lease check (protocol.current_leases), NULL for every other job.
+VET_ASKS = """(options LIKE '%"tools"%' OR options LIKE '%"response_format"%')"""
+VET_COLUMN = f"CASE WHEN {VET_ASKS} THEN options END"
 
 READ = """
 SELECT id, business_id, session_id, status, response, completed_at, failure_reason, lease_id,

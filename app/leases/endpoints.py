@@ -229,8 +229,9 @@ async def results(c: AppContext, kind: JobKind, who: Wallet, items: list[Any]) -
     by the leases the wallet holds."""
     miner_id, now = miner_id_of(who), utcnow()
     keys = [kind.parse_id(item.job_id) for item in items]
-    current, known = await protocol.current_leases(
-        c, kind, [k for k in keys if k is not None], miner_id, now)
+    holders = await protocol.current_leases(c, kind, [k for k in keys if k is not None],
+                                            miner_id, now)
+    current, known = holders.current, holders.known
     checked: list[Completion | AppError] = []
     tried: set[Any] = set()
     for item, key in zip(items, keys, strict=True):
@@ -246,7 +247,8 @@ async def results(c: AppContext, kind: JobKind, who: Wallet, items: list[Any]) -
             checked.append(err)
     done = [x for x in checked if isinstance(x, Completion) and x.signature]
     if done and kind.vet is not None:
-        refused = {id(x): err for x, err in zip(done, await kind.vet(c, done), strict=True)
+        refused = {id(x): err for x, err in zip(done, await kind.vet(c, done, holders.vetting),
+                                                             strict=True)
                    if err is not None}
         if refused:
             checked = [refused.get(id(x), x) for x in checked]

@@ -113,7 +113,12 @@ class JobKind:
 
     # checks signed results against what their jobs asked for (chat: tool calls and structured
     # output, app/chat/options.py vet): per result, the error that refuses it, or None
-    vet: Callable[[AppContext, list[Completion]], Awaitable[list[AppError | None]]] | None = None
+    vet: Callable[[AppContext, list[Completion], dict[Any, Any] | None],
+                  Awaitable[list[AppError | None]]] | None = None
+    # what vet() needs of a job, as an SQL expression (PostgreSQL and SQLite alike; NULL when
+    # the job asks nothing to check), read with the lease check (current_leases): no read of
+    # its own on the drivers' hot path
+    vet_column: str | None = None
     # what a completion's wake-up tells the job's waiters (app/notify.py ANSWERS), so they need
     # not read the job back: (the completion, complete()'s (answer, tokens)) -> a JSON-able
     # answer, or None to send only the id
@@ -247,32 +252,46 @@ async def returned_by(ctx: AppContext, kind: JobKind, keys: list[Any], miner_id:
 # ------------------------------------------------------------------ results
 
 
+@dataclass
+class Holders:
+    """What current_leases() read: the (key, lease id) pairs the miner holds a current lease
+    under, the keys of the jobs that exist, and the kind's vet_column of each job where it is
+    not NULL (None where it was not read: vet() reads it itself)."""
+    current: set[tuple[Any, str]]
+    known: set[Any]
+    vetting: dict[Any, Any] | None = None
+
+
 async def current_leases(ctx: AppContext, kind: JobKind, keys: Sequence[Any], miner_id: int,
-                         now: datetime) -> tuple[set[tuple[Any, str]], set[Any]]:
-    """Of these jobs: the (key, lease id) pairs the miner holds a current lease under, and the
-    keys of the jobs that exist; one read. What a posted result is checked against first, so
-    that a result for a lease that is not current costs no signature check (no RPC for a
-    contract wallet) and no tokenizing."""
+                         now: datetime) -> Holders:
+    """Of these jobs, who holds them (Holders); one read. What a posted result is checked
+    against first, so that a result for a lease that is not current costs no signature check
+    (no RPC for a contract wallet) and no tokenizing."""
     keys = list(dict.fromkeys(keys))
     if not keys:
-        return set(), set()
-    if ctx.db.pg is not None and kind.fast is not None:
-        async with ctx.db.fast_reads() as conn:
-            rows = await conn.fetch(rules.holders_sql(kind.model.__tablename__), keys)
+        return Holders(set(), set(), {})
+    vetting: dict[Any, Any] | None = None
+    if kind.fast is not None and (ctx.db.pg is not None or ctx.db.lite is not None):
+        sql = rules.holders_sql(kind.model.__tablename__, kind.vet_column)
+        if ctx.db.pg is not None:
+            async with ctx.db.fast_reads() as conn:
+                rows = await conn.fetch(sql, keys)
+            read = read_utc
+        else:
+            assert ctx.db.lite is not None
+            rows = await ctx.db.lite.fetch(sqlite(sql), as_list(keys))
+            read = read_time
         held = {r["id"]: (r["status"], r["lease_id"], r["miner_id"],
-                          read_utc(r["lease_expires_at"])) for r in rows}
-    elif ctx.db.lite is not None and kind.fast is not None:
-        rows = await ctx.db.lite.fetch(sqlite(rules.holders_sql(kind.model.__tablename__)),
-                                       as_list(keys))
-        held = {r["id"]: (r["status"], r["lease_id"], r["miner_id"],
-                          read_time(r["lease_expires_at"])) for r in rows}
+                          read(r["lease_expires_at"])) for r in rows}
+        if kind.vet_column:
+            vetting = {r["id"]: r["extra"] for r in rows if r["extra"] is not None}
     else:
         async with ctx.db.reads() as session:
             held = await rules.holders(session, kind.model, keys)
     current = {(key, lease_id) for key, (status, lease_id, holder, expires) in held.items()
                if status == JobStatus.assigned and holder == miner_id and expires is not None
                and expires > now}
-    return current, set(held)
+    return Holders(current, set(held), vetting)
 
 
 async def check_signature(ctx: AppContext, who: Wallet, job_id: str, output: str,

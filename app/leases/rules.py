@@ -229,9 +229,11 @@ async def holders(session: AsyncSession, model: Any,
     return {r[0]: tuple(r[1:]) for r in rows}
 
 
-def holders_sql(table: str) -> str:
-    """holders() as PostgreSQL text for the hot path ($1 the ids, as an array)."""
-    return (f"SELECT id, status, lease_id, miner_id, lease_expires_at FROM {table} "
+def holders_sql(table: str, extra: str | None = None) -> str:
+    """holders() as PostgreSQL text for the hot path ($1 the ids, as an array), with `extra`
+    (an SQL expression named `extra`) as a sixth column if given."""
+    more = f", {extra} AS extra" if extra else ""
+    return (f"SELECT id, status, lease_id, miner_id, lease_expires_at{more} FROM {table} "
             f"WHERE id = ANY($1)")
 
 
