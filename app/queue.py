@@ -87,7 +87,10 @@ class JobQueue:
                     return key, [_text(v) for v in found]
             return None, []
         deadline = time.monotonic() + timeout_s
-        async with self.gate.turn(keys):
+        turn = await self.gate.take(keys, timeout_s)
+        if turn is None:  # the poll in turn was blocked all along: nothing came for these lists
+            return None, []
+        try:
             timeout_s = deadline - time.monotonic()
             if timeout_s < MIN_BLOCK_S:  # its turn came too late to block: what is there now
                 return await self.pop_from(keys, most, 0)
@@ -97,6 +100,8 @@ class JobQueue:
             ids = [_text(item[1])]
             if most > 1:
                 ids += [_text(v) for v in await self.redis.rpop(item[0], most - 1) or ()]
+        finally:
+            turn.leave()
         return _text(item[0]), ids
 
     async def models(self, kind: str) -> set[str]:
@@ -136,8 +141,8 @@ MIN_BLOCK_S = 0.01  # BRPOP takes its timeout in seconds with 3 decimals; below 
 class PollGate:
     """Turns for the long-polls of one process: one at a time per set of lists blocks in Redis
     (asyncio.Lock: waiters are woken first come first served, and a newcomer never overtakes
-    one already waiting). A poll that gives up while waiting (its client hung up: the caller
-    cancels it) leaves the line; the lock of a set of lists nobody waits on is dropped."""
+    one already waiting). A poll leaves the line when its wait runs out or it is cancelled (its
+    client hung up); the lock of a set of lists nobody waits on is dropped."""
 
     def __init__(self) -> None:
         self._locks: dict[tuple[str, ...], tuple[asyncio.Lock, list[int]]] = {}
@@ -146,35 +151,40 @@ class PollGate:
         """Polls of this process in line or blocked in Redis (for tests)."""
         return sum(users[0] for _, users in self._locks.values())
 
-    def turn(self, keys: Sequence[str]) -> _Turn:
-        return _Turn(self, tuple(keys))
-
-
-class _Turn:
-    def __init__(self, gate: PollGate, keys: tuple[str, ...]) -> None:
-        self.gate, self.keys = gate, keys
-
-    async def __aenter__(self) -> None:
-        found = self.gate._locks.get(self.keys)
+    async def take(self, keys: Sequence[str], timeout_s: float) -> _Turn | None:
+        """The turn for these lists, once the polls before it are done; None if it did not
+        come within timeout_s. The caller must leave() it."""
+        name = tuple(keys)
+        found = self._locks.get(name)
         if found is None:
-            found = self.gate._locks[self.keys] = (asyncio.Lock(), [0])
+            found = self._locks[name] = (asyncio.Lock(), [0])
         lock, users = found
         users[0] += 1
         try:
-            await lock.acquire()
+            async with asyncio.timeout(timeout_s):
+                await lock.acquire()
+        except TimeoutError:
+            self._leave(name, users)
+            return None
         except BaseException:
-            self._leave(users)
+            self._leave(name, users)
             raise
+        return _Turn(self, name, lock, users)
 
-    async def __aexit__(self, *exc: object) -> None:
-        lock, users = self.gate._locks[self.keys]
-        lock.release()
-        self._leave(users)
-
-    def _leave(self, users: list[int]) -> None:
+    def _leave(self, name: tuple[str, ...], users: list[int]) -> None:
         users[0] -= 1
         if users[0] == 0:
-            self.gate._locks.pop(self.keys, None)
+            self._locks.pop(name, None)
+
+
+class _Turn:
+    def __init__(self, gate: PollGate, name: tuple[str, ...], lock: asyncio.Lock,
+                 users: list[int]) -> None:
+        self.gate, self.name, self.lock, self.users = gate, name, lock, users
+
+    def leave(self) -> None:
+        self.lock.release()
+        self.gate._leave(self.name, self.users)
 
 
 def _text(value: bytes | str) -> str:

@@ -31,7 +31,7 @@ def test_sqlite_is_new_enough() -> None:
     assert sqlite3.sqlite_version_info >= SQLITE_MIN_VERSION
 
 
-@pytest.mark.parametrize("text", [pg.READ, pg.VET, rules.holders_sql("chat_jobs"),
+@pytest.mark.parametrize("text", [pg.READ, rules.holders_sql("chat_jobs", pg.VET_COLUMN),
                                   rules.holding_sql(["chat_jobs", "idle_jobs"])])
 def test_pg_reads_prepare_on_sqlite(sqlite_url: str, text: str) -> None:
     conn = sqlite3.connect(sqlite_url.split("///", 1)[1])

@@ -63,3 +63,17 @@ async def test_a_batch_pushed_at_once_goes_to_the_poll_whose_turn_it_is(settings
         assert sorted(len(g) for g in got) == [0, 0, 0, 0, 10], got
         assert sorted(j["job_id"] for g in got for j in g) == sorted(ids)
         assert q.gate.waiting() == 0  # nothing left behind in the process
+
+
+async def test_a_poll_in_line_answers_when_its_own_wait_runs_out(settings_factory) -> None:  # type: ignore[no-untyped-def]
+    async with running_app(settings_factory()) as api:
+        a, b = await api.miner(), await api.miner()
+        first = asyncio.create_task(batch(a, 16, wait=5))  # in turn, blocked in Redis
+        await until(polls_waiting(api, 1), timeout=5)
+        started = asyncio.get_running_loop().time()
+        assert await batch(b, 16, wait=0.3) == []  # in line behind it: 204 after its 0.3 s
+        assert asyncio.get_running_loop().time() - started < 2
+        assert not first.done()
+        first.cancel()
+        await asyncio.gather(first, return_exceptions=True)
+        await until(polls_waiting(api, 0), timeout=5)
