@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from app import observability
 from app.accounts import billing
@@ -21,6 +21,7 @@ from app.models import ChatJob, IdleJob, utcnow
 
 log = logging.getLogger(__name__)
 JOB_MODELS = {"chat": ChatJob, "idle": IdleJob}
+RECHECK_S = 0.5  # reconcile_queue: a missing id is pushed only if still missing this much later
 
 
 async def reap_leases(ctx: AppContext) -> dict[str, int]:
@@ -51,22 +52,38 @@ async def reap_leases(ctx: AppContext) -> dict[str, int]:
 
 
 async def reconcile_queue(ctx: AppContext) -> int:
-    """Push back every job the DB says is queued but Redis does not hold (lost or flushed)."""
+    """Push back every job the DB says is queued but Redis does not hold (lost or flushed).
+
+    An id a miner's poll has just popped is in neither place for a moment (not in Redis, still
+    queued in the DB until its lease commits, or on its way back to the front when the lease is
+    refused): pushing it then puts it in the queue twice, and an idle poll yields to the stale
+    copy as to waiting chat. So what is missing is looked at again RECHECK_S later, and only
+    what is still queued and still missing is pushed."""
     pushed = 0
     cutoff = utcnow() - timedelta(seconds=ctx.settings.reconcile_grace_s)
     for kind, model in JOB_MODELS.items():
-        async with ctx.db.sessions() as session:
-            queued = await rules.queued_ids(session, model, cutoff)
-        if not queued:
-            continue
-        present = await ctx.queue.members(kind)
-        missing = [job_id for job_id in queued if job_id not in present]
+        missing = await _missing(ctx, kind, model, cutoff)
+        if missing:
+            await asyncio.sleep(RECHECK_S)
+            again = set(await _missing(ctx, kind, model, cutoff))
+            missing = [job_id for job_id in missing if job_id in again]
         if missing:
             # RPUSH puts each id at the consuming end, so push newest first: oldest comes out first
             await requeue(ctx, kind, list(reversed(missing)))
             log.warning("reconciler: re-enqueued %d %s job(s) Redis had lost", len(missing), kind)
             pushed += len(missing)
     return pushed
+
+
+async def _missing(ctx: AppContext, kind: str, model: type, cutoff: datetime) -> list[str]:
+    """The jobs of `kind` the DB says are queued (since before `cutoff`), oldest first, that no
+    list of Redis holds."""
+    async with ctx.db.sessions() as session:
+        queued = await rules.queued_ids(session, model, cutoff)
+    if not queued:
+        return []
+    present = await ctx.queue.members(kind)
+    return [job_id for job_id in queued if job_id not in present]
 
 
 async def run_forever(ctx: AppContext) -> None:

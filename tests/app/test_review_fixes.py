@@ -152,3 +152,27 @@ async def test_reconciler_restores_oldest_first(settings_factory):  # type: igno
         assert await reconcile_queue(api.ctx) == 4
         got = [(await miner.next_job())["job_id"] for _ in ids]
         assert got == ids
+
+
+async def test_the_reconciler_leaves_an_id_a_poll_holds_for_a_moment(settings_factory):  # type: ignore[no-untyped-def]
+    """An id popped by a poll is in neither Redis nor a lease for a moment (the poll is about to
+    lease it, or to put it back when the lease is refused): the reconciler must not push it
+    then, or it is queued twice (an idle poll then yields to the stale copy as to waiting
+    chat: the flaky returned-jobs test). A job Redis really lost is still pushed back."""
+    from app.ops import maintenance
+    async with running_app(settings_factory(run_maintenance_in_api=False,
+                                            reconcile_grace_s=0)) as api:
+        key = await api.api_key()
+        held, lost = [(await api.chat(key, f"q{i}")).json()["job_id"] for i in range(2)]
+        q = api.ctx.queue
+        assert sorted(await q.pop_many("chat", 2, 0)) == sorted([held, lost])  # both in flight
+
+        async def poll_puts_it_back() -> None:  # the poll's lease was refused: back to the front
+            await asyncio.sleep(maintenance.RECHECK_S / 5)
+            await q.push_front("chat", held)
+        back = asyncio.create_task(poll_puts_it_back())
+        assert await maintenance.reconcile_queue(api.ctx) == 1  # only the lost one
+        await back
+        listed = [v.decode() if isinstance(v, bytes) else v
+                  for v in await api.ctx.redis.lrange(q.key("chat"), 0, -1)]
+        assert sorted(listed) == sorted([held, lost])  # each once
