@@ -141,7 +141,9 @@ def run_dev() -> int:
                                  "--model", DEMO_MODEL_NAME, "--word-delay", "0.03"])  # streams visibly
     miner = Child("demo-miner", [py, "-m", "miner", "--backend", api_url, "--name", "demo-miner",
                                  "--model-url", f"http://127.0.0.1:{model_port}",
-                                 "--concurrency", "4", "--accept-idle"],
+                                 "--concurrency", "4", "--accept-idle",
+                                 # an idle miner stops within its long-poll: Ctrl-C is quick
+                                 "--poll-wait", "2"],
                   env={"MIA_MINER_PRIVATE_KEY": DEMO_MINER_KEY})
     children = [chain, runpod, api, worker, model, miner]
     try:

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 from collections.abc import AsyncIterator
-from typing import cast
+from typing import Any, cast
 
 import asyncpg
 from redis.exceptions import RedisError
@@ -53,6 +54,14 @@ ROUTERS = [ops_router, chat_router, auth_router, miners_router, idle_router, tre
            account_router, deposit_router, data_router]
 
 
+@functools.cache
+def openapi_schema() -> dict[str, Any]:
+    """The OpenAPI document, built once per process: it depends only on ROUTERS (fixed at import)
+    and the version, and building it (pydantic's JSON schemas of every model) cost more than the
+    rest of create_app together, paid again by each app a test suite starts. Read-only."""
+    return build_openapi(all_endpoints(ROUTERS), title="MIA backend", version=__version__)
+
+
 def create_app(settings: Settings | None = None) -> Starlette:
     settings = settings or Settings()
 
@@ -77,8 +86,6 @@ def create_app(settings: Settings | None = None) -> Starlette:
                     with contextlib.suppress(asyncio.CancelledError):
                         await task
 
-    endpoints = all_endpoints(ROUTERS)
-    schema = build_openapi(endpoints, title="MIA backend", version=__version__)
     # The client IP is the right-most X-Forwarded-For entry that is not a trusted proxy (never
     # the left-most, which the caller writes); an untrusted peer's header is ignored.
     middleware = [Middleware(ProxyHeadersMiddleware, trusted_hosts=settings.forwarded_allow_ips)]
@@ -89,7 +96,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
                                      allow_headers=["Authorization", "Content-Type"],
                                      allow_credentials=settings.cors_allow_credentials,
                                      expose_headers=["Retry-After"], max_age=600))
-    routes = [*build_routes(ROUTERS), *doc_routes(schema), *asset_routes()]
+    routes = [*build_routes(ROUTERS), *doc_routes(openapi_schema()), *asset_routes()]
     return Starlette(routes=routes, lifespan=lifespan, middleware=middleware,
                      exception_handlers=EXCEPTION_HANDLERS)
 

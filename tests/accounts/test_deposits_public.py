@@ -15,7 +15,7 @@ from sqlalchemy import update
 from app.models import Deposit
 from chain.deposit_audit import audit
 from tests.accounts.conftest import DEPTH, DApp, treasury_app
-from tests.support.live import live_server
+from tests.support.live import live_server_beside
 
 REF = "0123456789abcdef"
 MIA = Path(sys.executable).with_name("mia")
@@ -126,7 +126,7 @@ async def test_mia_deposit_pays_and_mia_verify_deposits_checks_it_without_a_data
         await dapp.scan()
         assert [r.status for r in await dapp.rows() if r.reference == REF] == ["credited"]
         env["DATABASE_URL"] = "sqlite+aiosqlite:////nonexistent/never-opened.db"
-        with live_server(settings) as api_url:
+        async with live_server_beside(settings) as api_url:
             proc = await asyncio.create_subprocess_exec(
                 str(MIA), "verify-deposits", "--rpc", chain_node_url, "--api", api_url, env=env,
                 stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)

@@ -14,7 +14,7 @@ from eth_account.messages import encode_defunct
 from app.auth.wallet import result_digest
 from app.config import Settings
 from tests.support.harness import Harness, SimMiner, running_app
-from tests.support.live import live_server
+from tests.support.live import live_server_beside
 
 MODEL = "mia-test-7b"
 
@@ -82,5 +82,5 @@ class Miner:
 async def v1_app(settings: Settings) -> AsyncIterator[V1]:
     async with running_app(settings) as api:
         key = await api.api_key("openai-co")
-        with live_server(settings) as url:
+        async with live_server_beside(settings) as url:
             yield V1(api, url, key)

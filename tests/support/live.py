@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import uvicorn
@@ -24,9 +24,33 @@ def live_server(settings: Settings, **options: Any) -> Iterator[str]:
         yield url
 
 
+@contextlib.asynccontextmanager
+async def live_server_beside(settings: Settings, **options: Any) -> AsyncIterator[str]:
+    """live_server for a test whose own event loop runs an app on the same database (e.g.
+    running_app): the server is stopped without blocking that loop. A blocking join could wait
+    out its whole timeout (15 s): the in-process app, frozen mid-transaction by the join, held
+    SQLite's write lock that the server's own shutdown (its lease reaper) was waiting for."""
+    url, server, thread = _start(settings, options)
+    try:
+        yield url
+    finally:
+        server.should_exit = True
+        await asyncio.to_thread(thread.join, 15)
+
+
 @contextlib.contextmanager
 def live_uvicorn(settings: Settings, **options: Any) -> Iterator[tuple[str, uvicorn.Server]]:
     """live_server's URL and the uvicorn.Server itself (its server_state: connections, tasks)."""
+    url, server, thread = _start(settings, options)
+    try:
+        yield url, server
+    finally:
+        server.should_exit = True
+        thread.join(15)
+
+
+def _start(settings: Settings, options: dict[str, Any]
+           ) -> tuple[str, uvicorn.Server, threading.Thread]:
     port = free_port()
     config = uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning",
                             lifespan="on", **options)
@@ -38,8 +62,4 @@ def live_uvicorn(settings: Settings, **options: Any) -> Iterator[tuple[str, uvic
         if time.monotonic() > deadline or not thread.is_alive():
             raise RuntimeError("uvicorn did not start")
         time.sleep(0.02)
-    try:
-        yield f"http://127.0.0.1:{port}", server
-    finally:
-        server.should_exit = True
-        thread.join(15)
+    return f"http://127.0.0.1:{port}", server, thread

@@ -19,7 +19,7 @@ from chain.burn import BURN_ADDRESS
 from chain.dex import swap
 from chain.tx import TxSender
 from jobs.treasury_tasks import check_buyback_threshold
-from tests.support.live import live_server
+from tests.support.live import live_server_beside
 from tests.treasury.conftest import USD6, treasury_app
 
 MIA = Path(sys.executable).with_name("mia")
@@ -44,7 +44,7 @@ async def test_verify_burns_checks_every_burn_from_the_chain(
             await t.add_revenue(amount)
             bid = await check_buyback_threshold({"app": t.ctx})
             assert bid is not None and await t.run(bid) == "burned"
-        with live_server(settings) as api_url:
+        async with live_server_beside(settings) as api_url:
             code, report = await verify_burns(chain_node_url, api_url)
             assert code == 0 and report["ok"] is True, report
             assert len(report["burns"]) == 2 and all(b["ok"] for b in report["burns"])  # type: ignore[union-attr]
