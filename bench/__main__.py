@@ -142,6 +142,9 @@ def table(r: dict[str, Any]) -> str:
            ("stream", f"{r['stream']['words']} words, {r['stream']['word_s']} s a word")]
           if r.get("stream") else []),
         ("dispatch ms p50/p95/p99", _triple(r["dispatch_ms"])),
+        *([("check copies' dispatch ms", f"{_triple(r['check_dispatch_ms'])} "
+                                         f"({r['check_dispatch_ms']['n']} copies)")]
+          if r.get("check_dispatch_ms", {}).get("n") else []),
         ("GET /health ms p50/p99/max", f"{r['health_ms']['p50']} / {r['health_ms']['p99']} / "
                                         f"{r['health_ms']['max']} ({r['health_ms']['failures']} failed)"),
         ("CPU ms per job", ", ".join(f"{k} {v}" for k, v in r["cpu_ms_per_job"].items())),

@@ -1,7 +1,9 @@
 """What the database says after a run: dispatch latency, and whether every job is accounted for.
 
 Dispatch latency is assigned_at - created_at of each chat job, both stamped by the server's own
-clock, so it needs no clock shared with the load generator.
+clock, so it needs no clock shared with the load generator; a business's jobs and trust's check
+copies (issue 18: verification copies and canaries, which wallets pop only after the business's
+lists) apart, since the copies wait by design.
 """
 
 from __future__ import annotations
@@ -21,17 +23,21 @@ def _utc(epoch: float) -> datetime:
     return datetime.fromtimestamp(epoch, UTC)
 
 
-async def dispatch_ms(database_url: str, start: float, end: float) -> list[float]:
+async def dispatch_ms(database_url: str, start: float, end: float
+                      ) -> tuple[list[float], list[float]]:
+    """Dispatch latencies of the chat jobs created in [start, end]: (a business's, check copies')."""
     db = Database(database_url)
     try:
         async with db.sessions() as session:
             rows = (await session.execute(
-                select(ChatJob.created_at, ChatJob.assigned_at)
+                select(ChatJob.created_at, ChatJob.assigned_at, ChatJob.purpose)
                 .where(ChatJob.created_at >= _utc(start), ChatJob.created_at <= _utc(end),
                        ChatJob.assigned_at.is_not(None)))).all()
     finally:
         await db.dispose()
-    return [(a - c).total_seconds() * 1000 for c, a in rows]
+    business = [(a - c).total_seconds() * 1000 for c, a, purpose in rows if purpose is None]
+    checks = [(a - c).total_seconds() * 1000 for c, a, purpose in rows if purpose is not None]
+    return business, checks
 
 
 async def settle(database_url: str, timeout_s: float) -> int:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -176,3 +177,22 @@ async def test_an_open_check_job_is_not_a_lost_chat(sqlite_url) -> None:  # type
     audit = await ledger.audit(sqlite_url, set())
     assert audit["lost"] == 0 and audit["check_jobs_open"] == 1 and audit["jobs"] == 0
     assert await ledger.settle(sqlite_url, 0.1) == 1
+
+
+async def test_check_copies_dispatch_apart_from_a_business_jobs(sqlite_url) -> None:  # type: ignore[no-untyped-def]
+    """Trust's check copies wait behind the business's lists by design: their dispatch is
+    reported apart, so a copy that waited 20 s is not read as a business's tail latency."""
+    db = Database(sqlite_url)
+    now = utcnow()
+    try:
+        async with db.transaction() as session:
+            for wait_ms, purpose in ((5, None), (7, None), (20_000, "verify")):
+                await session.execute(insert(ChatJob.__table__).values(
+                    id=str(uuid.uuid4()), session_id="s", prompt="p", status=JobStatus.assigned,
+                    attempts=1, created_at=now, purpose=purpose,
+                    assigned_at=now + timedelta(milliseconds=wait_ms)))
+    finally:
+        await db.dispose()
+    start = now.timestamp() - 1
+    business, checks = await ledger.dispatch_ms(sqlite_url, start, start + 2)
+    assert sorted(business) == [5, 7] and checks == [20_000]
