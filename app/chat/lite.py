@@ -21,7 +21,7 @@ from app.chat.options import assignment
 from app.chat.schemas import ChatAssignment, HistoryItem
 from app.leases.protocol import Completion
 from app.lite import Lite, db_time, read_time
-from app.models import ChatJob, JobStatus
+from app.models import ChatJob
 from app.sqltext import as_list, sqlite
 
 # pg.SUBMIT, in three statements: claim the session if it may be claimed, write the job only if
@@ -156,14 +156,4 @@ async def complete(lite: Lite, done: list[Completion]) -> list[Any]:
 async def read(lite: Lite, job_id: str) -> ChatJob | None:
     """pg.read: the job as a waiter sees it (pg.READ's text, run on SQLite)."""
     row = await lite.fetchrow(sqlite(pg.READ), job_id)
-    if row is None:
-        return None
-    return ChatJob(id=row["id"], business_id=row["business_id"], session_id=row["session_id"],
-                   status=JobStatus(row["status"]), response=row["response"],
-                   completed_at=read_time(row["completed_at"]),
-                   failure_reason=row["failure_reason"], lease_id=row["lease_id"],
-                   miner_id=row["miner_id"], lease_expires_at=read_time(row["lease_expires_at"]),
-                   output_tokens=row["output_tokens"], finish_reason=row["finish_reason"],
-                   options=row["options"])
-
-
+    return None if row is None else pg.read_job(row, read_time)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import functools
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -281,12 +281,16 @@ def answers(done: list[Completion], first: dict[str, Completion],
 
 async def read(conn: asyncpg.Connection, job_id: str) -> ChatJob | None:
     row = await conn.fetchrow(READ, job_id)
-    if row is None:
-        return None
+    return None if row is None else read_job(row, read_utc)
+
+
+def read_job(row: Any, when: Callable[[Any], datetime | None]) -> ChatJob:
+    """A READ row as the job a waiter sees; `when` reads the driver's timestamps (read_utc
+    here, app.sqltext read_time on SQLite)."""
     return ChatJob(id=row["id"], business_id=row["business_id"], session_id=row["session_id"],
                    status=JobStatus(row["status"]), response=row["response"],
-                   completed_at=read_utc(row["completed_at"]),
+                   completed_at=when(row["completed_at"]),
                    failure_reason=row["failure_reason"], lease_id=row["lease_id"],
-                   miner_id=row["miner_id"], lease_expires_at=read_utc(row["lease_expires_at"]),
+                   miner_id=row["miner_id"], lease_expires_at=when(row["lease_expires_at"]),
                    output_tokens=row["output_tokens"], finish_reason=row["finish_reason"],
                    options=row["options"])
