@@ -6,7 +6,10 @@ session claimed by a concurrent transaction retried, a bad row failing alone."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
+from collections.abc import AsyncIterator
+from typing import Any
 
 import asyncpg
 import pytest
@@ -33,6 +36,22 @@ def _row(session_id: str, business_id: int | None = None, *, may_claim: bool = T
     return Row(job_id=job_id or str(uuid.uuid4()), business_id=business_id,
                session_id=session_id, may_claim=may_claim, prompt=prompt, context=None,
                now=utcnow())
+
+
+@contextlib.asynccontextmanager
+async def _inserted_uncommitted(postgres_db: str, session_id: str,
+                                business: int) -> AsyncIterator[Any]:
+    """Another connection inserts the session in a transaction it leaves open; the caller
+    commits it (the transaction it is given) when the race is set up."""
+    other = await asyncpg.connect(_dsn(postgres_db))
+    try:
+        tx = other.transaction()
+        await tx.start()
+        await other.execute("INSERT INTO chat_sessions (session_id, business_id, created_at)"
+                            " VALUES ($2, $1, now())", business, session_id)
+        yield tx
+    finally:
+        await other.close()
 
 
 async def _business_id(api, key: str) -> int:  # type: ignore[no-untyped-def]
@@ -96,12 +115,7 @@ async def test_a_session_claimed_by_a_concurrent_transaction_is_retried(  # type
     async with running_app(settings_factory(postgres_db, chat_submit_group_max=64)) as api:
         key = await api.api_key("alpha")
         business = await _business_id(api, key)
-        other = await asyncpg.connect(_dsn(postgres_db))
-        try:
-            tx = other.transaction()
-            await tx.start()
-            await other.execute("INSERT INTO chat_sessions (session_id, business_id, created_at)"
-                                " VALUES ('raced', $1, now())", business)
+        async with _inserted_uncommitted(postgres_db, "raced", business) as tx:
             g = _group(api)
             before = g.stats.statements
             sends = [asyncio.create_task(api.chat(key, "racing", session_id="raced")),
@@ -110,8 +124,6 @@ async def test_a_session_claimed_by_a_concurrent_transaction_is_retried(  # type
             assert not sends[0].done()
             await tx.commit()
             answers = await asyncio.gather(*sends)
-        finally:
-            await other.close()
         assert [r.status_code for r in answers] == [202] * 4, [r.text for r in answers]
         assert answers[0].json()["session_id"] == "raced"
         assert g.stats.statements - before >= 2  # the raced row went again, on its own
@@ -119,20 +131,13 @@ async def test_a_session_claimed_by_a_concurrent_transaction_is_retried(  # type
     # the same, one level down: the group's answer for that row is "not written"
     async with running_app(settings_factory(postgres_db, chat_submit_group_max=64)) as api:
         business = await _business_id(api, await api.api_key("beta"))
-        other = await asyncpg.connect(_dsn(postgres_db))
-        try:
-            tx = other.transaction()
-            await tx.start()
-            await other.execute("INSERT INTO chat_sessions (session_id, business_id, created_at)"
-                                " VALUES ('raced2', $1, now())", business)
+        async with _inserted_uncommitted(postgres_db, "raced2", business) as tx:
             g = _group(api)
             task = asyncio.create_task(asyncio.wait_for(asyncio.gather(
                 g.submit(_row("raced2", business)), g.submit(_row("calm", business))), 10))
             await asyncio.sleep(0.3)
             await tx.commit()
             assert await task == [False, True]
-        finally:
-            await other.close()
         assert await g.submit(_row("raced2", business)) is True  # the retry sees it
 
 
