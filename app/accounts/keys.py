@@ -13,14 +13,23 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.accounts.businesses import clean, create_business, refuse_removed
 from app.auth.apikeys import parse_scopes
 from app.auth.secrets import API_KEY_PREFIX, hash_secret, new_secret
+from app.errors import Conflict
 from app.models import ApiKey, Business
 
 
 async def get_or_create_business(session: AsyncSession, name: str) -> Business:
     name = clean("name", name)  # as create_business stores it, so " acme" finds "acme"
-    business = (await session.execute(select(Business).where(Business.name == name))).scalar()
+    query = select(Business).where(Business.name == name)
+    business = (await session.execute(query)).scalar()
     if business is None:
-        business = await create_business(session, name)
+        try:
+            business = await create_business(session, name)
+        except Conflict as exc:
+            # Committed by a concurrent request between the read above and create_business's
+            # own check: that business is the one asked for.
+            if exc.code != "business_exists":
+                raise
+            business = (await session.execute(query)).scalar_one()
     return business
 
 
