@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import time
 
 import pytest
 
@@ -106,13 +107,20 @@ async def test_frozen_miner_lease_expires_mid_generation_no_double_answer(
     finally:
         a.signal(signal.SIGCONT)
     # Miner A wakes up with a stale lease: it must drop the job, not answer it a second time.
-    # It learns so from the server: a 409 on its extend ("lease lost") or, when its model call
-    # ended before the next extend was due (seen under a loaded full run), a 409 on the result
-    # itself (lease_not_current, status=lost). Whether its model call then ended (status=lost) or
-    # the model server had dropped the frozen connection (status=released, a ReadError, seen once
-    # in a full run) is the host's timing, not the protocol's.
-    await until(lambda: "lease lost" in a.log() or "lease_not_current" in a.log(), timeout=30)
-    await until(lambda: "status=lost" in a.log() or "status=released" in a.log(), timeout=30)
+    # How it learns so is the host's timing, not the protocol's: a 409 on its extend (status=lost,
+    # the usual), a refusal of its result when its model call ended before the next extend was
+    # due (lease_not_current, lease_expired or already_completed: status=lost), or its model call
+    # failing because the model server dropped the frozen connection (status=released). So the
+    # test waits for A's one line about the job, whatever it says, and then asserts it is not an
+    # answer. The wait is generous (a loaded full run); a miss shows A's whole log.
+    line = f"job {job['job_id']} kind=chat status="
+    deadline = time.monotonic() + 60
+    while line not in a.log():
+        assert time.monotonic() < deadline and a.proc.poll() is None, (
+            f"miner A said nothing about the job within 60 s of waking; its log:\n{a.log()}")
+        await asyncio.sleep(0.1)
+    outcome = a.log().split(line, 1)[1].split()[0]
+    assert outcome in {"lost", "released", "rejected", "abandoned"}, a.log()
     a.signal(signal.SIGTERM)
     assert await asyncio.to_thread(a.wait, 30) == 0
     row = backend.job(job["job_id"])
