@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
 import time
 import weakref
 from collections.abc import AsyncIterator, Callable
@@ -41,6 +42,13 @@ from app.web import Router
 LEASING_LOCK_S = 5  # a wallet's leasing lock: its longest hold, and the longest wait for it
 MIN_BLOCK_S = 0.01  # below this a blocking pop is pointless; take what is there
 YIELD_CHECK_S = 0.5  # how often a long-poll that yields to other work looks for it
+# Long-polls that start together end together, and their miners poll again together: after a
+# restart, 1,000 idle miners re-polled in one burst every ~34 s (bench `hold`: /health stalled
+# 1-2 s each time). A wait of SPREAD_FROM_S or more ends at a random point of its last
+# POLL_SPREAD, so a herd spreads out within a few rounds (an empty answer a little early is
+# within "up to `wait`"); short waits, as tests and eager miners use, keep their length.
+POLL_SPREAD = 0.2
+SPREAD_FROM_S = 5.0
 log = logging.getLogger(__name__)
 MINER = dict(auth=("MinerToken",), guard=wallet_guard("miner"))
 OPERATOR = dict(auth=("MinerToken",), guard=wallet_guard("operator"))
@@ -82,7 +90,7 @@ async def lease(c: AppContext, kind: JobKind, who: Wallet, wait_s: float, most: 
     # chaos run held 33 leases under a cap of 32 with two API processes.
     most = min(most, await protocol.room(c, miner_id))
     route = await kind.route(c, miner_id, model, routes) if kind.route is not None else None
-    deadline = time.monotonic() + min(wait_s, c.settings.miner_max_wait_s)
+    deadline = time.monotonic() + spread(min(wait_s, c.settings.miner_max_wait_s))
     while True:
         if kind.yields is not None and await kind.yields(c):
             return []
@@ -136,6 +144,13 @@ async def lease(c: AppContext, kind: JobKind, who: Wallet, wait_s: float, most: 
                     return []
         if jobs:
             return jobs
+
+
+def spread(wait_s: float) -> float:
+    """How long a long-poll of `wait_s` waits (POLL_SPREAD)."""
+    if wait_s < SPREAD_FROM_S:
+        return wait_s
+    return wait_s * (1 - POLL_SPREAD * random.random())
 
 
 # One lock per wallet leasing in this process, dropped with its last user.

@@ -14,7 +14,8 @@ MAX_BATCH = 64  # jobs per GET .../batch and results per POST .../results
 
 
 class NextQuery(QueryParams):
-    wait: float = Field(default=0, ge=0, le=30, description="seconds to long-poll for a job")
+    wait: float = Field(default=0, ge=0, le=30, description=(
+        "seconds to long-poll for a job (5 or more may end up to a fifth early)"))
     model: str | None = Field(
         default=None, pattern=r"^[A-Za-z0-9._:/@+\-]{1,128}$",
         description="the model you serve, as your model server names it: declares it (GET "
