@@ -136,6 +136,7 @@ class JobQueue:
 
 
 MIN_BLOCK_S = 0.01  # BRPOP takes its timeout in seconds with 3 decimals; below this, no block
+# (app/leases/endpoints.py: a long-poll with less than this left takes what is there)
 
 
 class PollGate:

@@ -36,11 +36,11 @@ from app.leases.schemas import (BatchQuery, ChunkIn, ChunkOut, ItemResult, Lease
                                 ReturnsOut)
 from app.lite import read_time
 from app.models import JobStatus, read_utc, utcnow
+from app.queue import MIN_BLOCK_S
 from app.sqltext import sqlite
 from app.web import Router
 
 LEASING_LOCK_S = 5  # a wallet's leasing lock: its longest hold, and the longest wait for it
-MIN_BLOCK_S = 0.01  # below this a blocking pop is pointless; take what is there
 YIELD_CHECK_S = 0.5  # how often a long-poll that yields to other work looks for it
 # Long-polls that start together end together, and their miners poll again together: after a
 # restart, 1,000 idle miners re-polled in one burst every ~34 s (bench `hold`: /health stalled
