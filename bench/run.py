@@ -99,6 +99,12 @@ def pct(values: list[float], p: float) -> float | None:
     return round(ordered[min(len(ordered) - 1, math.ceil(p / 100 * len(ordered)) - 1)], 2)
 
 
+def percentiles(values: list[float]) -> dict[str, float | int | None]:
+    """p50, p95 and p99 of `values`, and how many there were."""
+    return {"p50": pct(values, 50), "p95": pct(values, 95), "p99": pct(values, 99),
+            "n": len(values)}
+
+
 def _measure(meter: CpuMeter, start: float, end: float) -> None:
     time.sleep(max(0.0, start - time.time()))
     meter.start()
@@ -209,17 +215,14 @@ def execute(plan: Plan, chaos: Any = None) -> dict[str, Any]:
         "miners": plan.miners, "clients": plan.clients, "target_rate": plan.rate or None,
         "think_s": plan.think_s, "duration_s": plan.duration_s,
         "stream": {"words": plan.words, "word_s": plan.word_s} if plan.stream else None,
-        "ttft_ms": {"p50": pct(ttft, 50), "p95": pct(ttft, 95), "p99": pct(ttft, 99),
-                    "n": len(ttft)} if plan.stream else None,
+        "ttft_ms": percentiles(ttft) if plan.stream else None,
         "completed": completed, "jobs_per_s": round(completed / plan.duration_s, 1),
         "failed": sum(s["failed"] for s in client_stats),
         "e2e_ms": {"p50": pct(latencies, 50), "p95": pct(latencies, 95), "p99": pct(latencies, 99),
                    "mean": round(statistics.fmean(latencies), 2) if latencies else None},
-        "dispatch_ms": {"p50": pct(dispatch, 50), "p95": pct(dispatch, 95),
-                        "p99": pct(dispatch, 99), "n": len(dispatch)},
+        "dispatch_ms": percentiles(dispatch),
         # trust's check copies, apart: they wait behind the business's lists by design
-        "check_dispatch_ms": {"p50": pct(check_dispatch, 50), "p95": pct(check_dispatch, 95),
-                              "p99": pct(check_dispatch, 99), "n": len(check_dispatch)},
+        "check_dispatch_ms": percentiles(check_dispatch),
         "health_ms": {"p50": pct(probe.ms, 50), "p99": pct(probe.ms, 99), "max": pct(probe.ms, 100),
                       "n": len(probe.ms), "failures": probe.failures},
         "cpu_s": meter.seconds,
