@@ -112,6 +112,9 @@ async def test_queue_on_the_cluster(redis_cluster: LocalRedisCluster, cluster: R
         await queue.push("chat", "c1", "c2")
         await queue.push_front("chat", "c0")
         assert await queue.depth("chat") == 3 and await queue.members("idle") == {"i1"}
+        await queue.push("chat", "m1", model="m")  # the list and its model in one script call
+        assert await queue.models("chat") == {"m"}
+        assert await queue.pop_many("chat", 5, timeout_s=0, model="m") == ["m1"]
 
         # blocking and not, one or a batch: front before back
         assert await queue.pop_many("chat", 1, timeout_s=1) == ["c0"]
