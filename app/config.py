@@ -126,6 +126,7 @@ class Settings(BaseSettings):
     reconcile_interval_s: float = 10.0
     reconcile_grace_s: float = 5.0
     run_maintenance_in_api: bool = True  # lease reaper + reconciler loops inside the API process
+    gc_freeze: bool = True  # freeze start-up objects out of GC, fewer young collections (gcsettle)
 
     # --- sign-in (EIP-4361) ------------------------------------------------------------------------
     siwe_domain: str = ""  # defaults to the host:port of public_url

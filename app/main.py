@@ -21,7 +21,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
-from app import __version__, tokens, trust
+from app import __version__, gcsettle, tokens, trust
 from app.accounts.operator_routes import router as businesses_router
 from app.accounts.routes import router as account_router
 from app.accounts.deposit_routes import router as deposit_router
@@ -75,6 +75,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
             app.state.ctx = ctx
             await ctx.notifier.start()
             tokens.warm(settings.tokenizer)  # the first result need not wait for the tokenizer
+            if settings.gc_freeze:
+                gcsettle.settle()  # after everything start-up makes: app/gcsettle.py
             task = None
             if settings.run_maintenance_in_api:
                 task = asyncio.create_task(maintenance.run_forever(ctx), name="mia-maintenance")

@@ -87,7 +87,8 @@ def make_settings(database_url: str, redis_url: str, **overrides: object) -> Set
         # trust (app/trust) off unless a test turns it on: one-miner tests answer every job and
         # no check job appears uninvited; tests/trust sets these itself
         probation_jobs=0, verify_sample_rate=0.0, canary_rate=0.0,
-        metrics_cache_s=0)  # tests read /metrics right after a change; its cache has its own test
+        metrics_cache_s=0,  # tests read /metrics right after a change; its cache has its own test
+        gc_freeze=False)  # each app a test starts would freeze the test run's objects
     values.update(overrides)
     return Settings(_env_file=None, **values)  # type: ignore[call-arg]
 
