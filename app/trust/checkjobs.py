@@ -14,8 +14,9 @@ from sqlalchemy import insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.context import AppContext
-from app.db import after_commit
+from app.db import PgUnit, Unit, after_commit
 from app.models import Canary, ChatJob, ChatLog, JobStatus
+from app.trust import pg as trust_pg
 from app.trust.lists import list_for
 
 # A check job that must not go to one wallet (the one whose answer it checks) names it in
@@ -64,6 +65,12 @@ async def _write(session: AsyncSession, c: AppContext, *, prompt: str, context: 
         session_id=session_id, message=prompt, role="user", timestamp=now, business_id=None,
         job_id=job_id))
 
+    _queue_after_commit(session, c, job_id, check_model=check_model, exclude=exclude, push=push)
+    return job_id
+
+
+def _queue_after_commit(unit: Unit, c: AppContext, job_id: str, *, check_model: str,
+                        exclude: int | None, push: bool = True) -> None:
     async def queue() -> None:
         await c.redis.sadd(checks_key(c), job_id)
         if exclude is not None:
@@ -71,8 +78,7 @@ async def _write(session: AsyncSession, c: AppContext, *, prompt: str, context: 
         if push:
             await c.queue.push("chat", job_id, model=list_for(check_model))
 
-    after_commit(session, queue, what="queueing a check job")
-    return job_id
+    after_commit(unit, queue, what="queueing a check job")
 
 
 async def copy(session: AsyncSession, c: AppContext, origin: Any, *, check_model: str,
@@ -83,6 +89,19 @@ async def copy(session: AsyncSession, c: AppContext, origin: Any, *, check_model
                         history=history, model=origin.model, options=origin.options,
                         purpose=VERIFY, check_model=check_model, now=now,
                         origin=origin.origin_job_id or origin.id, exclude=exclude, push=push)
+
+
+async def copy_on_driver(unit: PgUnit, c: AppContext, origin_id: str, *, check_model: str,
+                         exclude: int | None, now: datetime) -> str | None:
+    """copy() on PostgreSQL's driver, in the unit's transaction (app/trust/pg.py COPY: the same
+    rows in one statement): the copy's id, or None if the origin is gone."""
+    assert unit.conn is not None
+    job_id = await trust_pg.copy(unit.conn, origin_id=origin_id, check_model=check_model,
+                                 exclude=exclude, now=now,
+                                 history_limit=c.settings.chat_history_limit, never=NEVER)
+    if job_id is not None:
+        _queue_after_commit(unit, c, job_id, check_model=check_model, exclude=exclude)
+    return job_id
 
 
 async def canary_job(session: AsyncSession, c: AppContext, canary: Canary,

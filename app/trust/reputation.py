@@ -38,6 +38,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+import asyncpg
 from sqlalchemy import and_, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -46,6 +47,7 @@ from app.context import AppContext
 from app.db import after_commit
 from app.leases.protocol import take_back_all
 from app.models import Miner, TrustCheck
+from app.trust import pg as trust_pg
 from app.trust import standing
 
 log = logging.getLogger(__name__)
@@ -129,6 +131,29 @@ async def record(session: AsyncSession, c: AppContext, *, miner_id: int, kind: s
                         f" of job {job_id}" if job_id else "", returned)
     standing.forget(c, miner_id)
     return Outcome(now_score, suspended, graduated, demoted)
+
+
+async def record_passed(conn: asyncpg.Connection, c: AppContext, *, miner_id: int, kind: str,
+                        job_id: str | None, now: datetime, weight: float = 1.0,
+                        similarity: float | None = None) -> Outcome:
+    """record() of a passed check of the work, on PostgreSQL's driver in the connection's
+    transaction (app/trust/pg.py: one statement, a second only if the wallet may graduate).
+    A pass never suspends, demotes or forfeits: those stay in record()."""
+    if kind not in KINDS or kind == "feedback":
+        raise ValueError(f"not a check of the work: {kind!r}")
+    s = c.settings
+    row = await trust_pg.passed(conn, miner_id=miner_id, kind=kind, job_id=job_id, now=now,
+                                weight=weight, similarity=similarity,
+                                keep=1.0 - s.reputation_decay)
+    if row is None:
+        return Outcome(0.5, False, False)
+    rep_passed, rep_failed, graduated_before = row
+    now_score = standing.score(rep_passed, rep_failed)
+    graduated = False
+    if not graduated_before and s.probation_jobs > 0 and now_score >= s.reputation_suspend_below:
+        graduated = await trust_pg.graduate(conn, miner_id, now, s.probation_jobs)
+    standing.forget(c, miner_id)
+    return Outcome(now_score, False, graduated)
 
 
 def _passes_since_last_failure(miner_id: int) -> Any:

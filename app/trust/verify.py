@@ -22,15 +22,17 @@ from __future__ import annotations
 import logging
 import random
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import orjson
 from sqlalchemy import func, or_, select
 
 from app.context import AppContext
+from app.db import PgUnit
 from app.models import Canary, ChatJob, JobStatus, TrustCheck, utcnow
 from app.trust import checkjobs, reputation, rescore
+from app.trust import pg as trust_pg
 from app.trust.compare import Verdict, compare
 from app.trust.checkjobs import checks_key
 from app.trust.lists import list_for
@@ -139,6 +141,24 @@ async def _verify(c: AppContext, job_ids: list[str], miner_id: int, declared: st
     now = utcnow()
     scored = rescorers(c)
     later: list[tuple[str, str]] = []  # (job id, claimed model) to re-score after the commit
+    if c.db.pg is not None:  # the reads and the copies on the driver (app/trust/pg.py)
+        copies: list[tuple[str, str]] = []  # (job id, check model)
+        for row in await trust_pg.sampled(c, job_ids):
+            check_model = row["model"] or declared
+            if not reproducible(row["options"]):
+                if scored:
+                    later.append((row["id"], check_model))
+                continue
+            if await _active_elsewhere(c, list_for(check_model), miner_id):
+                copies.append((row["id"], check_model))
+        if copies:
+            async with c.db.fast() as unit:
+                assert isinstance(unit, PgUnit)
+                for job_id, check_model in copies:
+                    await checkjobs.copy_on_driver(unit, c, job_id, check_model=check_model,
+                                                   exclude=miner_id, now=now)
+        rescore.schedule(c, scored, later, miner_id)
+        return
     async with c.db.transaction() as session:
         rows = (await session.execute(select(ChatJob).where(
             ChatJob.id.in_(job_ids), ChatJob.purpose.is_(None),
@@ -177,8 +197,12 @@ async def mix_canary(c: AppContext) -> str | None:
 
 async def judge(c: AppContext, job_id: str) -> None:
     """Judge a check job's answer (once: the id leaves the set of unjudged checks)."""
-    async with c.db.reads() as session:
-        job = await session.get(ChatJob, job_id)
+    job: Any
+    if trust_pg.on_drivers(c):
+        job = await trust_pg.job(c, job_id)
+    else:
+        async with c.db.reads() as session:
+            job = await session.get(ChatJob, job_id)
     if job is None or job.purpose is None or job.status != JobStatus.completed:
         return
     if job.purpose == checkjobs.CANARY:
@@ -192,7 +216,7 @@ async def judge(c: AppContext, job_id: str) -> None:
     await c.redis.hdel(checkjobs.excluded_key(c), job_id)
 
 
-async def _judge_canary(c: AppContext, job: ChatJob) -> None:
+async def _judge_canary(c: AppContext, job: Any) -> None:
     async with c.db.reads() as session:
         canary = await session.get(Canary, job.canary_id)
     if canary is None or job.miner_id is None:
@@ -206,18 +230,23 @@ async def _judge_canary(c: AppContext, job: ChatJob) -> None:
                                 f"canary {canary.id}: similarity {verdict.similarity}")
 
 
-async def _judge_verify(c: AppContext, x: ChatJob) -> None:
+async def _judge_verify(c: AppContext, x: Any) -> None:
+    """x: the check job (a ChatJob, or what app/trust/pg.py reads of one: the same fields)."""
     origin_id = x.origin_job_id
-    async with c.db.reads() as session:
-        group = (await session.execute(select(ChatJob).where(
-            or_(ChatJob.id == origin_id, ChatJob.origin_job_id == origin_id))
-            .order_by(ChatJob.completed_at))).scalars().all()
-        judged = set((await session.execute(select(TrustCheck.job_id).where(
-            TrustCheck.kind == "verify",
-            TrustCheck.job_id.in_([g.id for g in group])))).scalars().all())
+    group: Sequence[Any]
+    if trust_pg.on_drivers(c):
+        group, judged = await trust_pg.group(c, origin_id)
+    else:
+        async with c.db.reads() as session:
+            group = (await session.execute(select(ChatJob).where(
+                or_(ChatJob.id == origin_id, ChatJob.origin_job_id == origin_id))
+                .order_by(ChatJob.completed_at))).scalars().all()
+            judged = set((await session.execute(select(TrustCheck.job_id).where(
+                TrustCheck.kind == "verify",
+                TrustCheck.job_id.in_([g.id for g in group])))).scalars().all())
     origin = next((g for g in group if g.id == origin_id), None)
     copies = sum(1 for g in group if g.purpose is not None)
-    answers: dict[int, ChatJob] = {}  # the first answer of each wallet
+    answers: dict[int, Any] = {}  # the first answer of each wallet
     for g in group:
         if g.status == JobStatus.completed and g.miner_id is not None and g.response is not None:
             answers.setdefault(g.miner_id, g)
@@ -225,9 +254,7 @@ async def _judge_verify(c: AppContext, x: ChatJob) -> None:
     if mine is None or mine.id != x.id:
         # this wallet answered the job before: no check, but the job still needs another wallet
         if not judged and copies < MAX_COPIES and origin is not None:
-            async with c.db.transaction() as session:
-                await checkjobs.copy(session, c, origin, check_model=x.check_model or "",
-                                     exclude=x.miner_id, now=utcnow())
+            await _another_copy(c, origin.id, x)
         return
     others = [a for m, a in answers.items() if m != x.miner_id]
     if not others:
@@ -238,23 +265,41 @@ async def _judge_verify(c: AppContext, x: ChatJob) -> None:
     disagree = [a for a in others if not verdicts[a.id].agree]
     if not agree:  # two wallets disagree: a third one decides (a tie-break with no ally: none)
         if len(others) == 1 and copies < MAX_COPIES and origin is not None:
-            async with c.db.transaction() as session:
-                await checkjobs.copy(session, c, origin, check_model=x.check_model or "",
-                                     exclude=x.miner_id, now=utcnow())
+            await _another_copy(c, origin.id, x)
         return
     now = utcnow()
+    checks = [(x, True, verdicts[agree[0].id]), *((a, True, verdicts[a.id]) for a in agree)]
+    if len(agree) + 1 > len(disagree):  # the majority outvotes them
+        checks += [(a, False, verdicts[a.id]) for a in disagree]
+    deliver = origin is not None and origin.status == JobStatus.queued
+    if c.db.pg is not None and not deliver and all(passed for _, passed, _ in checks):
+        async with c.db.fast() as unit:  # the common case, all agree: on the driver
+            assert isinstance(unit, PgUnit) and unit.conn is not None
+            for job, _, verdict in checks:
+                if job.id in judged or job.miner_id is None:
+                    continue
+                judged.add(job.id)
+                await reputation.record_passed(unit.conn, c, miner_id=job.miner_id,
+                                               kind="verify", job_id=job.id, now=now,
+                                               similarity=verdict.similarity)
+        return
     async with c.db.transaction() as session:
-        await _record(session, c, x, True, verdicts[agree[0].id], judged)
-        for a in agree:
-            await _record(session, c, a, True, verdicts[a.id], judged)
-        if len(agree) + 1 > len(disagree):  # the majority outvotes them
-            for a in disagree:
-                await _record(session, c, a, False, verdicts[a.id], judged)
-        if origin is not None and origin.status == JobStatus.queued:
-            await checkjobs.deliver(session, c, origin.id, agree[0], now)
+        for job, passed, verdict in checks:
+            await _record(session, c, job, passed, verdict, judged)
+        if deliver:
+            await checkjobs.deliver(session, c, origin_id, agree[0], now)
 
 
-async def _record(session: Any, c: AppContext, job: ChatJob, passed: bool, verdict: Verdict,
+async def _another_copy(c: AppContext, origin_id: str, x: Any) -> None:
+    """One more verification job for the origin, never for x's wallet."""
+    async with c.db.transaction() as session:
+        origin = await session.get(ChatJob, origin_id)
+        if origin is not None:
+            await checkjobs.copy(session, c, origin, check_model=x.check_model or "",
+                                 exclude=x.miner_id, now=utcnow())
+
+
+async def _record(session: Any, c: AppContext, job: Any, passed: bool, verdict: Verdict,
                   judged: set[str | None]) -> None:
     if job.id in judged or job.miner_id is None:
         return
