@@ -52,26 +52,26 @@ async def _history(session: AsyncSession, job_id: str, session_id: str,
 
 
 async def complete(session: AsyncSession, ctx: AppContext,
-                   c: Completion) -> tuple[ResultOut, int] | None:
+                   c: Completion) -> tuple[ResultOut, int, bool] | None:
     # the server's count, capped at what the client allowed (max_tokens): credited and reported
     raw = (await session.execute(select(ChatJob.options).where(ChatJob.id == c.key))).scalar()
     tokens = options.capped(c.tokens, raw)
     won = await rules.complete(session, ChatJob, c.key, c.lease_id, c.miner_id, c.now,
                                returning=(ChatJob.session_id, ChatJob.business_id,
-                                          ChatJob.hold_usd),
+                                          ChatJob.hold_usd, ChatJob.purpose),
                                response=c.output, output_tokens=tokens,
                                reported_tokens=c.reported_tokens, signature=c.signature,
                                finish_reason=c.finish_reason)
     if won is None:
         return None
-    session_id, business_id, held = won
+    session_id, business_id, held, purpose = won
     if held is not None:  # a priced job: charged for the server's count, booked as revenue
         await billing.settle(session, billing.CHAT, c.key, tokens, source="chat", now=c.now)
     await session.execute(insert(ChatLog.__table__).values(
         session_id=session_id, message=c.output, role="assistant", timestamp=c.now,
         business_id=business_id, job_id=c.job_id))
     return (ResultOut(job_id=c.job_id, status="completed", session_id=session_id,
-                      output_tokens=tokens, completed_at=c.now), tokens)
+                      output_tokens=tokens, completed_at=c.now), tokens, purpose is not None)
 
 
 # An answer longer than this is not put in the wake-up (every API process receives every
@@ -79,7 +79,7 @@ async def complete(session: AsyncSession, ctx: AppContext,
 WAKE_MAX_CHARS = 16_384
 
 
-def wake_answer(c: Completion, won: tuple[ResultOut, int]) -> dict[str, Any] | None:
+def wake_answer(c: Completion, won: tuple[ResultOut, int, bool]) -> dict[str, Any] | None:
     """What a waiter of the job shows once it is answered (app/chat/service.wait_for): the
     fields COMPLETE wrote, as a read of the job would return them."""
     if len(c.output) > WAKE_MAX_CHARS:

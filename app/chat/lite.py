@@ -71,7 +71,7 @@ FROM posted p
 WHERE chat_jobs.id = p.job_id AND chat_jobs.lease_id = p.lease_id
   AND chat_jobs.status = 'assigned' AND chat_jobs.miner_id = ?2
   AND chat_jobs.lease_expires_at > ?3
-RETURNING id, session_id, business_id, response, output_tokens
+RETURNING id, session_id, business_id, response, output_tokens, purpose
 """
 CREDIT = """
 UPDATE miners SET job_count = job_count + ?2, tokens_generated = tokens_generated + ?3,
@@ -149,7 +149,10 @@ async def complete(lite: Lite, done: list[Completion]) -> list[Any]:
     posted = orjson.dumps([[c.job_id, c.lease_id, c.output, c.tokens, c.signature,
                             c.reported_tokens, c.finish_reason] for c in first.values()]).decode()
     rows = await lite.write(_complete, posted, miner_id, db_time(now))
-    won = {r["id"]: (r["session_id"], r["output_tokens"]) for r in rows}
+    # (the purpose itself, not `purpose IS NOT NULL`: SQLite 3.40 answered 1 for a NULL
+    # purpose in this UPDATE ... FROM's RETURNING)
+    won = {r["id"]: (r["session_id"], r["output_tokens"], r["purpose"] is not None)
+           for r in rows}
     return pg.answers(done, first, won, now)
 
 

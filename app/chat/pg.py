@@ -153,7 +153,7 @@ done AS (
     WHERE j.id = p.job_id AND j.lease_id = p.lease_id AND j.status = 'assigned'
       AND j.miner_id = $6 AND j.lease_expires_at > $7
     RETURNING j.id, j.session_id, j.business_id, p.output, j.output_tokens AS tokens,
-              j.hold_usd),
+              j.hold_usd, j.purpose IS NOT NULL AS checks),
 turns AS (
     INSERT INTO chat_logs (session_id, message, role, timestamp, business_id, job_id)
     SELECT session_id, output, 'assistant', $7, business_id, id FROM done),
@@ -163,7 +163,7 @@ credit AS (
                                          + (SELECT coalesce(sum(tokens), 0) FROM done),
                       last_active = $7
     WHERE id = $6 AND EXISTS (SELECT 1 FROM done))
-SELECT id, session_id, tokens, hold_usd FROM done
+SELECT id, session_id, tokens, hold_usd, checks FROM done
 """
 
 # Whose answers are vetted (tool calls, structured output: chat/kind.py vet): their options, read
@@ -255,7 +255,7 @@ async def complete(conn: asyncpg.Connection, done: list[Completion]) -> list[Any
                             [c.signature for c in tried], miner_id, stored_utc(now),
                             [c.reported_tokens for c in tried],
                             [c.finish_reason for c in tried])
-    won = {r["id"]: (r["session_id"], r["tokens"]) for r in rows}
+    won = {r["id"]: (r["session_id"], r["tokens"], r["checks"]) for r in rows}
     # Accounts: the jobs that held money are charged, in this unit's transaction (the endpoint
     # opens one while chat is priced); unpriced chat returns no hold and runs nothing more.
     held = [(r["id"], r["tokens"]) for r in rows if r["hold_usd"] is not None]
@@ -265,15 +265,16 @@ async def complete(conn: asyncpg.Connection, done: list[Completion]) -> list[Any
 
 
 def answers(done: list[Completion], first: dict[str, Completion],
-            won: dict[str, tuple[str, int]], now: datetime) -> list[Any]:
-    """Per posted result, in order: (ResultOut, tokens) for the first try of a job that won,
-    None otherwise (a repeat in the batch or a lost lease). SQLite's complete uses it too."""
+            won: dict[str, tuple[str, int, bool]], now: datetime) -> list[Any]:
+    """Per posted result, in order: (ResultOut, tokens, whether the job is a trust check job)
+    for the first try of a job that won, None otherwise (a repeat in the batch or a lost
+    lease). SQLite's complete uses it too."""
     out: list[Any] = []
     for c in done:
         if first[c.job_id] is c and c.job_id in won:
-            session_id, tokens = won[c.job_id]
+            session_id, tokens, checks = won[c.job_id]
             out.append((ResultOut(job_id=c.job_id, status="completed", session_id=session_id,
-                                  output_tokens=tokens, completed_at=now), tokens))
+                                  output_tokens=tokens, completed_at=now), tokens, bool(checks)))
         else:
             out.append(None)
     return out

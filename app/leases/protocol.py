@@ -103,9 +103,10 @@ class JobKind:
     streamed: Callable[[tuple[Any, ...]], StreamAsk | None] | None = None
     # trust (app/trust): which lists a wallet's poll pops, as an object whose pop(most, block)
     # replaces the queue's (None: the kind's own lists), and what follows an answer, after
-    # its commit: (context, the job ids answered, the miner)
+    # its commit: (context, the job ids answered, the miner, those of them whose complete
+    # marked them: a third item True in its (answer, tokens, mark); chat: trust's check jobs)
     route: Callable[[AppContext, int, str | None, Sequence[str]], Awaitable[Any]] | None = None
-    completed: Callable[[AppContext, list[str], int], Awaitable[None]] | None = None
+    completed: Callable[[AppContext, list[str], int, list[str]], Awaitable[None]] | None = None
 
     # run once before a batch's results are completed one by one, with their keys (idle: lock
     # the businesses that will be charged, in id order, so two batches never deadlock)
@@ -361,7 +362,9 @@ async def complete(unit: Unit, ctx: AppContext, kind: JobKind,
                      what=f"waking the waiters of {len(ids)} {kind.name} job(s)")
         if kind.completed is not None:
             followed = kind.completed
-            after_commit(unit, lambda: followed(ctx, ids, done[0].miner_id),
+            marked = [c.job_id for c, w in zip(done, won, strict=True)
+                      if w is not None and len(w) > 2 and w[2]]
+            after_commit(unit, lambda: followed(ctx, ids, done[0].miner_id, marked),
                          what=f"following up {len(ids)} answered {kind.name} job(s)")
     return [w[0] if w is not None else None for w in won]
 

@@ -79,19 +79,27 @@ def declared_key(c: AppContext) -> str:
     return f"{c.settings.redis_prefix}:trust:declared"
 
 
-async def completed(c: AppContext, job_ids: list[str], miner_id: int) -> None:
-    """Chat jobs `job_ids` were just answered by `miner_id` (their transaction committed)."""
+async def completed(c: AppContext, job_ids: list[str], miner_id: int,
+                    checks: list[str] | None = None) -> None:
+    """Chat jobs `job_ids` were just answered by `miner_id` (their transaction committed);
+    `checks`: those of them that are check jobs, as the completing statement read them (None:
+    unknown, asked of the set of unjudged check jobs in Redis)."""
     try:
-        await _completed(c, job_ids, miner_id)
+        await _completed(c, job_ids, miner_id, checks)
     except Exception:
         log.exception("trust: could not follow up %d answered job(s)", len(job_ids))
 
 
-async def _completed(c: AppContext, job_ids: list[str], miner_id: int) -> None:
+async def _completed(c: AppContext, job_ids: list[str], miner_id: int,
+                     known: list[str] | None) -> None:
     s = c.settings
-    # one round trip per batch of answers (a pipeline cost twice the CPU of the plain command
-    # in a profile), and whether a wallet on probation waits, remembered for a second
-    is_check = await c.redis.smismember(checks_key(c), job_ids)
+    # which are check jobs: from the completing statement (chat/pg.py COMPLETE: a round trip
+    # to Redis fewer per results request), else one round trip per batch; and whether a
+    # wallet on probation waits, remembered for a second
+    if known is not None:
+        is_check = [j in known for j in job_ids]
+    else:
+        is_check = await c.redis.smismember(checks_key(c), job_ids)
     waiting = await _probation_waits(c)
     checks = [j for j, hit in zip(job_ids, is_check, strict=True) if hit]
     business = [j for j, hit in zip(job_ids, is_check, strict=True) if not hit]

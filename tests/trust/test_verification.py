@@ -3,7 +3,7 @@ agreement passes both, a disagreement goes to a third wallet and the odd one out
 
 from __future__ import annotations
 
-from app.trust.checkjobs import VERIFY
+from app.trust.checkjobs import VERIFY, checks_key
 from tests.support.harness import running_app, until
 from tests.trust.support import (ANSWER, announce, answer_next, check_jobs, job_row, miner_row,
                                  record, trust_settings)
@@ -91,3 +91,26 @@ async def test_a_disagreement_goes_to_a_third_wallet_and_the_odd_one_fails(setti
 
 async def _failed(api, miner) -> bool:  # type: ignore[no-untyped-def]
     return (await record(api, miner))["checks"]["failed"] >= 1
+
+
+async def test_a_check_answer_is_judged_from_its_row_not_from_redis(settings_factory,
+                                                                    any_db) -> None:
+    """The statement that completes an answer says whether its job is a check job: a check
+    whose id Redis lost (a flush, a failed after-commit write) is still judged."""
+    settings = trust_settings(settings_factory, any_db, verify_sample_rate=1.0)
+    async with running_app(settings) as api:
+        key = await api.api_key("acme")
+        a, b = await api.miner(), await api.miner()
+        await announce(a, b)
+        job_id = (await api.chat(key, "When do you open?")).json()["job_id"]
+        await answer_next(a, ANSWER)
+        await until(lambda: _copies(api, job_id))
+        await api.ctx.redis.delete(checks_key(api.ctx))  # Redis forgot which jobs are checks
+        await answer_next(b, ANSWER)
+        await until(lambda: _passed(api, a, 1))
+        assert (await record(api, b))["checks"]["by_kind"]["verify"] == {"passed": 1,
+                                                                        "failed": 0}
+
+
+async def _copies(api, job_id: str) -> bool:  # type: ignore[no-untyped-def]
+    return any(j.origin_job_id == job_id for j in await check_jobs(api))
