@@ -149,39 +149,41 @@ async def _verify(c: AppContext, job_ids: list[str], miner_id: int, declared: st
     now = utcnow()
     scored = rescorers(c)
     later: list[tuple[str, str]] = []  # (job id, claimed model) to re-score after the commit
-    if c.db.pg is not None:  # the reads and the copies on the driver (app/trust/pg.py)
-        copies: list[tuple[str, str]] = []  # (job id, check model)
-        for row in await trust_pg.sampled(c, job_ids):
-            check_model = row["model"] or declared
-            if not reproducible(row["options"]):
-                if scored:
-                    later.append((row["id"], check_model))
-                continue
-            if await _active_elsewhere(c, list_for(check_model), miner_id):
-                copies.append((row["id"], check_model))
-        if copies:
-            async with c.db.fast() as unit:
-                assert isinstance(unit, PgUnit)
-                for job_id, check_model in copies:
-                    await checkjobs.copy_on_driver(unit, c, job_id, check_model=check_model,
-                                                   exclude=miner_id, now=now)
-        rescore.schedule(c, scored, later, miner_id)
-        return
-    async with c.db.transaction() as session:
-        rows = (await session.execute(select(ChatJob).where(
-            ChatJob.id.in_(job_ids), ChatJob.purpose.is_(None),
-            ChatJob.status == JobStatus.completed))).scalars().all()
-        for job in rows:
-            check_model = job.model or declared
-            if not reproducible(job.options):
-                if scored:
-                    later.append((job.id, check_model))
-                continue
-            if not await _active_elsewhere(c, list_for(check_model), miner_id):
-                continue  # nobody else could answer it: it would wait in vain
-            await checkjobs.copy(session, c, job, check_model=check_model, exclude=miner_id,
-                                 now=now)
+    copies: list[tuple[str, str]] = []  # (job id, check model) to re-run by another wallet
+    for job_id, model, options in await _sampled(c, job_ids):
+        check_model = model or declared
+        if not reproducible(options):
+            if scored:
+                later.append((job_id, check_model))
+            continue
+        if await _active_elsewhere(c, list_for(check_model), miner_id):
+            copies.append((job_id, check_model))
+        # (else nobody else could answer it: it would wait in vain)
+    if copies and c.db.pg is not None:  # one statement a copy, on the driver (trust/pg.py)
+        async with c.db.fast() as unit:
+            assert isinstance(unit, PgUnit)
+            for job_id, check_model in copies:
+                await checkjobs.copy_on_driver(unit, c, job_id, check_model=check_model,
+                                               exclude=miner_id, now=now)
+    elif copies:
+        async with c.db.transaction() as session:
+            for job_id, check_model in copies:
+                origin = await session.get(ChatJob, job_id)
+                if origin is not None:
+                    await checkjobs.copy(session, c, origin, check_model=check_model,
+                                         exclude=miner_id, now=now)
     rescore.schedule(c, scored, later, miner_id)  # tasks of their own: never awaited here
+
+
+async def _sampled(c: AppContext, job_ids: list[str]) -> list[tuple[str, str | None, str | None]]:
+    """(id, model, options) of the sampled jobs that are a business's and answered."""
+    if trust_pg.on_drivers(c):
+        return [(r["id"], r["model"], r["options"]) for r in await trust_pg.sampled(c, job_ids)]
+    async with c.db.reads() as session:
+        rows = (await session.execute(select(ChatJob.id, ChatJob.model, ChatJob.options).where(
+            ChatJob.id.in_(job_ids), ChatJob.purpose.is_(None),
+            ChatJob.status == JobStatus.completed))).all()
+    return [(r.id, r.model, r.options) for r in rows]
 
 
 async def _shadow_wanted(c: AppContext, check_model: str) -> bool:
