@@ -28,7 +28,7 @@ from app.context import AppContext, ctx
 from app.db import after_commit
 from app.errors import AppError, Conflict, NotFound, RateLimited
 from app.hangup import ClientGone, Hangup, watching
-from app.leases import protocol, rules, served
+from app.leases import protocol, room, rules, served
 from app.leases.polls import open_poll
 from app.leases.protocol import NOT_CURRENT, Completion, JobKind, miner_id_of
 from app.leases.schemas import (BatchQuery, ChunkIn, ChunkOut, ItemResult, LeaseIn, LeaseOut,
@@ -83,12 +83,13 @@ async def lease(c: AppContext, kind: JobKind, who: Wallet, wait_s: float, most: 
         if kind.models_of is None:
             model, routes = None, []  # declared, but this kind's jobs never name one
     # MINER_MAX_LEASES, counted in the database before any id is popped, so none is popped in
-    # vain, and again after the pop, together with the lease, under the wallet's leasing lock
+    # vain (unless this process has just seen the wallet with room to spare: room.py), and
+    # again after the pop, together with the lease, under the wallet's leasing lock
     # (the wallet's other requests may have leased meanwhile; what no longer fits goes back to
     # the front). The lock spans API processes (_leasing), so the cap is exact: without it, 20
     # concurrent batches under a cap of 5 leased 100 jobs, and a hoarder in `make bench`'s
     # chaos run held 33 leases under a cap of 32 with two API processes.
-    most = min(most, await protocol.room(c, miner_id))
+    most = await room.trimmed(c, miner_id, most)
     route = await kind.route(c, miner_id, model, routes) if kind.route is not None else None
     deadline = time.monotonic() + spread(min(wait_s, c.settings.miner_max_wait_s))
     while True:
@@ -211,6 +212,7 @@ async def _fast_lease(c: AppContext, kind: JobKind, miner_id: int, ids: list[str
     if got.suspended:
         await protocol.requeue(c, kind.name, ids)
         raise suspended_error()
+    room.seen(c, miner_id, got.held + len(got.jobs))
     if got.held >= cap:
         await protocol.requeue(c, kind.name, ids)
         raise protocol.too_many(got.held, cap)
