@@ -56,6 +56,7 @@ class Settings(BaseSettings):
     # Which HTTP server `mia serve` runs: uvicorn (the default and the tested one) or granian
     # (measured in issue 20, bench/README.md; needs `pip install granian`). Not a documented knob.
     server_impl: Literal["uvicorn", "granian"] = "uvicorn"
+    server_turn_writes: bool = True  # uvicorn: what a response writes in one loop turn, sent once
     server_keepalive_s: int = 75  # idle keep-alive; above a load balancer's 60 s idle timeout
     server_graceful_shutdown_s: int = 35  # in-flight requests (a 30 s long-poll) may finish
     server_max_connections: int = 10_000  # per process, then 503; 0: no cap. Each long-poll

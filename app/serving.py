@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from app.config import Settings
+from app.http1 import TurnWritesHttpToolsProtocol
 
 
 def uvicorn_limits(settings: Settings) -> dict[str, Any]:
@@ -25,6 +26,9 @@ def uvicorn_limits(settings: Settings) -> dict[str, Any]:
         # With --workers N, a worker that has not started serving within this many seconds is
         # killed and replaced; uvicorn's 5 s is less than the app's start on a busy 2-core host.
         "timeout_worker_healthcheck": 60,
+        # A response's head and body in one write (app/http1.py; SERVER_TURN_WRITES=false:
+        # uvicorn's own protocol, which writes them apart)
+        "http": TurnWritesHttpToolsProtocol if settings.server_turn_writes else "auto",
     }
 
 
