@@ -6,7 +6,8 @@ segments for every small JSON answer, and a client that may wake twice. In a pro
 `python -m bench steady-single` the socket write inside uvicorn's send was 10.7 % of all
 samples (three responses a job). Here the connection's transport is wrapped: a write is held
 and sent, with whatever else was written in the same turn of the loop, once that turn ends
-(loop.call_soon); closing, EOF and a full buffer send what is held first, in order.
+(loop.call_soon), or as soon as the response is complete; closing, EOF and a full buffer send
+what is held first, in order.
 
 Nothing else changes: a streamed answer's chunks go out as soon as the turn that wrote them
 ends (they are written from different turns), flow control still comes from the real transport,
@@ -82,3 +83,10 @@ class TurnWritesHttpToolsProtocol(HttpToolsProtocol):
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(TurnWrites(transport, self.loop))  # type: ignore[arg-type]
+
+    def on_response_complete(self) -> None:
+        # A whole response is written: it leaves now, not when the request's task next yields
+        # (work after the response, such as a background task, would otherwise hold it back).
+        if isinstance(self.transport, TurnWrites):
+            self.transport.flush()
+        super().on_response_complete()

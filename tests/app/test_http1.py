@@ -7,11 +7,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
+import time
 from collections.abc import AsyncIterator, Iterator
 
 import httpx
 import uvicorn
 from starlette.applications import Starlette
+from starlette.background import BackgroundTask
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
@@ -83,6 +85,10 @@ async def _stream() -> AsyncIterator[bytes]:
         await asyncio.sleep(0.05)
 
 
+async def _busy() -> None:
+    time.sleep(0.4)  # work after the response that holds the loop (on purpose)
+
+
 async def _echo(request: Request) -> Response:
     return JSONResponse({"got": (await request.body()).decode()})
 
@@ -93,6 +99,7 @@ APP = Starlette(routes=[
     Route("/empty", lambda r: Response(status_code=204)),
     Route("/big", lambda r: Response(b"y" * 300_000, media_type="application/octet-stream")),
     Route("/stream", lambda r: StreamingResponse(_stream(), media_type="text/event-stream")),
+    Route("/then-busy", lambda r: Response(b"done", background=BackgroundTask(_busy))),
 ])
 
 
@@ -154,3 +161,10 @@ def test_one_write_a_response_and_the_same_bytes_as_uvicorns_own() -> None:
     # head with its first chunk, then a write per chunk and one for the end
     sent = Counted.transports[0].sent
     assert 8 + 1 + 3 <= sent <= 8 + 6 + 4, sent
+
+
+def test_a_complete_response_leaves_before_the_work_after_it() -> None:
+    with serving(TurnWritesHttpToolsProtocol) as url, httpx.Client(base_url=url) as http:
+        started = time.monotonic()
+        assert http.get("/then-busy").content == b"done"
+        assert time.monotonic() - started < 0.3  # not held until the background work yields
