@@ -27,7 +27,10 @@ VERIFY, CANARY = "verify", "canary"
 
 
 def checks_key(c: AppContext) -> str:
-    return f"{c.settings.redis_prefix}:trust:checks"  # ids of check jobs not yet judged
+    # ids of check jobs not yet judged. This release no longer reads it (the completing
+    # statement says which jobs are checks: verify.completed); it is still kept for the
+    # processes of the previous release during a rolling deploy, which do read it.
+    return f"{c.settings.redis_prefix}:trust:checks"
 
 
 def excluded_key(c: AppContext) -> str:

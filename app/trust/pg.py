@@ -147,9 +147,8 @@ async def group(c: AppContext, origin_id: str) -> tuple[list[Answered], set[str]
 async def sampled(c: AppContext, job_ids: list[str]) -> list[Any]:
     """(id, model, options) of the sampled jobs still worth copying."""
     if c.db.pg is not None:
-        async with c.db.fast_reads() as conn:
-            return list(await conn.fetch(SAMPLED, job_ids))
-    assert c.db.lite is not None
+        return await _fetch(c, SAMPLED, job_ids)
+    assert c.db.lite is not None  # (an array parameter on SQLite: JSON, read by json_each)
     return await c.db.lite.fetch(SAMPLED_LITE, orjson.dumps(job_ids).decode())
 
 

@@ -80,10 +80,10 @@ def declared_key(c: AppContext) -> str:
 
 
 async def completed(c: AppContext, job_ids: list[str], miner_id: int,
-                    checks: list[str] | None = None) -> None:
+                    checks: list[str]) -> None:
     """Chat jobs `job_ids` were just answered by `miner_id` (their transaction committed);
-    `checks`: those of them that are check jobs, as the completing statement read them (None:
-    unknown, asked of the set of unjudged check jobs in Redis)."""
+    `checks`: those of them that are check jobs, as the completing statement read them
+    (chat_jobs.purpose)."""
     try:
         await _completed(c, job_ids, miner_id, checks)
     except Exception:
@@ -91,18 +91,11 @@ async def completed(c: AppContext, job_ids: list[str], miner_id: int,
 
 
 async def _completed(c: AppContext, job_ids: list[str], miner_id: int,
-                     known: list[str] | None) -> None:
+                     checks: list[str]) -> None:
     s = c.settings
-    # which are check jobs: from the completing statement (chat/pg.py COMPLETE: a round trip
-    # to Redis fewer per results request), else one round trip per batch; and whether a
-    # wallet on probation waits, remembered for a second
-    if known is not None:
-        is_check = [j in known for j in job_ids]
-    else:
-        is_check = await c.redis.smismember(checks_key(c), job_ids)
+    # whether a wallet on probation waits, remembered for a second
     waiting = await _probation_waits(c)
-    checks = [j for j, hit in zip(job_ids, is_check, strict=True) if hit]
-    business = [j for j, hit in zip(job_ids, is_check, strict=True) if not hit]
+    business = [j for j in job_ids if j not in checks]
     for job_id in checks:
         await judge(c, job_id)
     follow = [j for j in business if _random.random() < s.verify_sample_rate]
@@ -282,22 +275,13 @@ async def _judge_verify(c: AppContext, x: Any) -> None:
     if len(agree) + 1 > len(disagree):  # the majority outvotes them
         checks += [(a, False, verdicts[a.id]) for a in disagree]
     deliver = origin is not None and origin.status == JobStatus.queued
-    if c.db.pg is not None and not deliver and all(passed for _, passed, _ in checks):
-        async with c.db.fast() as unit:  # the common case, all agree: on the driver
-            assert isinstance(unit, PgUnit) and unit.conn is not None
-            for job, _, verdict in checks:
-                if job.id in judged or job.miner_id is None:
-                    continue
-                judged.add(job.id)
-                await reputation.record_passed(unit.conn, c, miner_id=job.miner_id,
-                                               kind="verify", job_id=job.id, now=now,
-                                               similarity=verdict.similarity)
-        return
-    async with c.db.transaction() as session:
+    # the common case, all agree and nothing to deliver: on the driver
+    on_driver = c.db.pg is not None and not deliver and all(p for _, p, _ in checks)
+    async with (c.db.fast() if on_driver else c.db.transaction()) as unit:
         for job, passed, verdict in checks:
-            await _record(session, c, job, passed, verdict, judged)
+            await _record(unit, c, job, passed, verdict, judged)
         if deliver:
-            await checkjobs.deliver(session, c, origin_id, agree[0], now)
+            await checkjobs.deliver(unit, c, origin_id, agree[0], now)
 
 
 async def _another_copy(c: AppContext, origin_id: str, x: Any) -> None:
@@ -309,13 +293,21 @@ async def _another_copy(c: AppContext, origin_id: str, x: Any) -> None:
                                  exclude=x.miner_id, now=utcnow())
 
 
-async def _record(session: Any, c: AppContext, job: Any, passed: bool, verdict: Verdict,
+async def _record(unit: Any, c: AppContext, job: Any, passed: bool, verdict: Verdict,
                   judged: set[str | None]) -> None:
+    """A verify check of job's wallet, once per job: on the driver (a PgUnit: passes only,
+    reputation.record_passed) or through the ORM session."""
     if job.id in judged or job.miner_id is None:
         return
     judged.add(job.id)
+    if isinstance(unit, PgUnit):
+        assert passed and unit.conn is not None
+        await reputation.record_passed(unit.conn, c, miner_id=job.miner_id, kind="verify",
+                                       job_id=job.id, now=utcnow(),
+                                       similarity=verdict.similarity)
+        return
     await reputation.record(
-        session, c, miner_id=job.miner_id, kind="verify", passed=passed, job_id=job.id,
+        unit, c, miner_id=job.miner_id, kind="verify", passed=passed, job_id=job.id,
         now=utcnow(), similarity=verdict.similarity, forfeit_tokens=job.output_tokens,
         detail=None if passed else f"disagreed with other wallets (similarity "
                                    f"{verdict.similarity})")
