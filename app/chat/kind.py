@@ -94,11 +94,10 @@ def answer(job: ChatJob) -> ResultOut:
 
 
 async def _fast_lease(conn: Any, ctx: AppContext, keys: list[Any], miner_id: int,
-                      now: datetime, cap: int, held_tables: tuple[str, ...]) -> pg.Leased:
+                      now: datetime, cap: int) -> pg.Leased:
     s = ctx.settings
     return await pg.lease(conn, keys, miner_id, s.lease_seconds, now, s.chat_history_limit,
-                          s.returned_job_cooldown_s, s.max_attempts, cap=cap,
-                          held_tables=held_tables)
+                          s.returned_job_cooldown_s, s.max_attempts, cap=cap)
 
 
 async def _lite_lease(db: Any, ctx: AppContext, keys: list[Any], miner_id: int,

@@ -10,7 +10,6 @@ Timestamps are stored as naive UTC (app/models.py UTCDateTime): `stored_utc` goi
 
 from __future__ import annotations
 
-import functools
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -99,13 +98,15 @@ SELECT id FROM job
 
 # Lease the queued ones among $1 that fit under the wallet's cap, and read, in the same
 # statement, each one's earlier turns. The cap (MINER_MAX_LEASES, $9) is counted here, over
-# every leasable table ({held}): what the wallet holds now, so with its leasing lock held
-# (app/leases/endpoints._leasing) no other request of the wallet counts the same room. The
+# every leasable table, by mia_leases_held() (migration 0017): it first takes the wallet's
+# leasing lock (an advisory lock held until this statement commits), then counts on a snapshot
+# of its own, so no other lease statement of the wallet counts the same room. The
 # first row always comes (LEFT JOIN): the room, whether the wallet is suspended, and the ids
 # that did not fit (`over`, in queue order), to go back to the front of the queue.
 LEASE = """
 WITH room AS (
-    SELECT {held} AS held, suspended_at IS NOT NULL AS suspended FROM miners WHERE id = $4),
+    SELECT mia_leases_held($4) AS held, suspended_at IS NOT NULL AS suspended
+    FROM miners WHERE id = $4),
 cand AS (
     SELECT c.id, row_number() OVER (ORDER BY array_position($1::text[], c.id)) AS n
     FROM chat_jobs c
@@ -210,20 +211,12 @@ class Leased:
     over: list[str]
 
 
-@functools.lru_cache(maxsize=8)
-def lease_sql(held_tables: tuple[str, ...]) -> str:
-    held = " + ".join(f"(SELECT count(*) FROM {t} WHERE status = 'assigned' AND miner_id = $4)"
-                      for t in held_tables) or "0"
-    return LEASE.replace("{held}", held)
-
-
 async def lease(conn: asyncpg.Connection, keys: list[str], miner_id: int, lease_s: int,
                 now: datetime, history_limit: int, cooldown_s: int = 0,
-                max_attempts: int = 1 << 30, *, cap: int = 1 << 30,
-                held_tables: tuple[str, ...] = ("chat_jobs",)) -> Leased:
+                max_attempts: int = 1 << 30, *, cap: int = 1 << 30) -> Leased:
     lease_id = str(uuid.uuid4())
     expires = now + timedelta(seconds=lease_s)
-    rows = await conn.fetch(lease_sql(held_tables), keys, lease_id, stored_utc(expires),
+    rows = await conn.fetch(LEASE, keys, lease_id, stored_utc(expires),
                             miner_id, stored_utc(now), history_limit,
                             stored_utc(now - timedelta(seconds=cooldown_s)), max_attempts, cap)
     if not rows:  # no such miner

@@ -129,8 +129,10 @@ async def lease(c: AppContext, kind: JobKind, who: Wallet, wait_s: float, most: 
                 keys = protocol.parse_ids(kind, await _within_room(c, kind, miner_id, ids))
                 jobs = await kind.fast.lite_lease(c.db.lite, c, keys, miner_id, utcnow())
             else:
-                keys = protocol.parse_ids(kind, await _within_room(c, kind, miner_id, ids))
                 async with c.db.transaction() as session:
+                    if c.db.pg is not None:  # the wallet's lock in PostgreSQL, as the statement's
+                        await rules.lease_lock(session, miner_id)
+                    keys = protocol.parse_ids(kind, await _within_room(c, kind, miner_id, ids))
                     jobs = await protocol.acquire(session, c, kind, keys, miner_id, utcnow())
         if len(jobs) < len(keys):
             # Not leased: taken or finished meanwhile (dropped), or returned by this very miner
@@ -169,11 +171,17 @@ def _wallet_lock(miner_id: int) -> asyncio.Lock:
 async def _leasing(c: AppContext, kind: JobKind, miner_id: int,
                    ids: list[str]) -> AsyncIterator[None]:
     """One leasing of the wallet at a time: its requests in this process queue on an asyncio
-    lock (free), and one of them at a time takes the wallet's Redis lock (two round trips), so
-    requests in different API processes cannot count the same room. A wallet with one request
-    at a time, as honest miners have, never waits. If the lock cannot be had within
-    LEASING_LOCK_S the popped ids go back to the front and the request answers 429."""
+    lock (free); across API processes, on PostgreSQL, the lease itself takes the wallet's
+    advisory lock (rules.LEASING_LOCK: in the lease statement, or first thing in an ORM
+    lease's transaction), held until it commits. On SQLite one of them at a time takes the
+    wallet's Redis lock (two round trips), so requests in different processes cannot count the
+    same room. A wallet with one request at a time, as honest miners have, never waits. If the
+    Redis lock cannot be had within LEASING_LOCK_S the popped ids go back to the front and the
+    request answers 429."""
     async with _wallet_lock(miner_id):
+        if c.db.pg is not None:
+            yield
+            return
         lock = c.redis.lock(f"{c.settings.redis_prefix}:leasing:{miner_id}",
                             timeout=LEASING_LOCK_S, sleep=0.005, blocking_timeout=LEASING_LOCK_S)
         try:
@@ -204,8 +212,7 @@ async def _fast_lease(c: AppContext, kind: JobKind, miner_id: int, ids: list[str
     cap = protocol.cap_of(c)
     try:
         async with c.db.fast_reads() as conn:
-            got = await kind.fast.lease(conn, c, keys, miner_id, utcnow(), cap,
-                                        protocol.leasable_tables())
+            got = await kind.fast.lease(conn, c, keys, miner_id, utcnow(), cap)
     except Exception:
         await protocol.requeue(c, kind.name, ids)
         raise

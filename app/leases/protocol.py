@@ -52,11 +52,10 @@ class FastPath:
     """A kind's hot path on the drivers themselves (Database.fast): on PostgreSQL one
     statement each, on SQLite one transaction each (lite_*); the SQLAlchemy steps of JobKind
     serve everything else."""
-    # (connection, context, keys popped, miner id, now, cap, the leasable tables) -> what was
-    # leased of those still queued, within the cap counted in the same statement (chat/pg.Leased:
-    # jobs, held, suspended, over)
-    lease: Callable[[Any, AppContext, list[Any], int, datetime, int, tuple[str, ...]],
-                    Awaitable[Any]]
+    # (connection, context, keys popped, miner id, now, cap) -> what was leased of those still
+    # queued, within the cap counted in the same statement under the wallet's leasing lock
+    # (mia_leases_held, rules.LEASING_LOCK; chat/pg.Leased: jobs, held, suspended, over)
+    lease: Callable[[Any, AppContext, list[Any], int, datetime, int], Awaitable[Any]]
     # (connection, completions of one miner) -> per item (answer, tokens) or None; credits
     # the miner in the same statement
     complete: Callable[[Any, list[Completion]], Awaitable[list[tuple[Any, int] | None]]]

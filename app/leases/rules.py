@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Row, String, cast, exists, func, insert, or_, select, update
+from sqlalchemy import Row, String, cast, exists, func, insert, or_, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app import observability
@@ -192,6 +192,20 @@ async def holding(session: AsyncSession, models: Sequence[Any],
         select(sum(held[1:], held[0]) if held else 0, Miner.suspended_at.is_not(None))
         .where(Miner.id == miner_id))).first()
     return (int(row[0]), bool(row[1])) if row is not None else (0, False)
+
+
+# A wallet's leasing lock on PostgreSQL: pg_advisory_xact_lock(LEASING_LOCK, miner id), held
+# until the transaction that took it ends. The lease statement takes it itself, in
+# mia_leases_held() (migration 0017, which spells the same number); lease_lock() takes it for a
+# lease written through the ORM, so the two kinds of lease of one wallet wait for each other.
+LEASING_LOCK = 1296646476  # "MIAL"
+
+
+async def lease_lock(session: AsyncSession, miner_id: int) -> None:
+    """Wait for the wallet's leasing lock (PostgreSQL), held until the session's transaction ends:
+    a room read after it counts every lease of the wallet committed before."""
+    await session.execute(text("SELECT pg_advisory_xact_lock(:lock, :wallet)"),
+                          {"lock": LEASING_LOCK, "wallet": miner_id})
 
 
 def holding_sql(tables: Sequence[str]) -> str:
