@@ -24,8 +24,10 @@ waiting miner.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from redis.asyncio import Redis
@@ -41,6 +43,56 @@ return redis.call(ARGV[2], KEYS[1], unpack(ARGV, 3))
 """
 SCRIPT_IDS_AT_MOST = 1000  # more ids than this go as two commands (Lua's unpack has a limit)
 
+# What a pop takes at once, in one round trip: up to ARGV[1] ids from the first non-empty list
+# of KEYS (in order), as {list, ids}. With a poll slot (ARGV[2] the wallet's MINER_MAX_POLLS, the
+# slot's counter the last key, ARGV[3] its expiry), a pop that finds nothing takes the slot it
+# will wait in: {'', 1}; or {'', 0} when the wallet's slots are all taken (the count is left as
+# it was). A pop that finds ids takes no slot: it does not wait. Without a slot (ARGV[2] '0'): {}.
+TAKE = """
+local lists = #KEYS
+if ARGV[2] ~= '0' then lists = lists - 1 end
+for i = 1, lists do
+  local ids = redis.call('RPOP', KEYS[i], ARGV[1])
+  if ids then return {KEYS[i], ids} end
+end
+if ARGV[2] == '0' then return {} end
+local slots = KEYS[#KEYS]
+local n = redis.call('INCR', slots)
+redis.call('EXPIRE', slots, ARGV[3])
+if n <= tonumber(ARGV[2]) then return {'', 1} end
+if redis.call('DECR', slots) <= 0 then redis.call('DEL', slots) end
+return {'', 0}
+"""
+
+
+def tagged(prefix: str, name: str) -> str:
+    """A key under the queue's hash tag: in the lists' Redis Cluster slot, so one script may
+    touch it and them."""
+    return f"{prefix}:{{{prefix}:q}}:{name}"
+
+
+class PollsTaken(Exception):
+    """The wallet already holds all its long-poll slots (app/leases/polls.py answers 429)."""
+
+
+@dataclass
+class PollSlot:
+    """One of a wallet's MINER_MAX_POLLS long-poll slots (app/leases/polls.py: the counter's
+    key, the cap, the counter's expiry). The pop takes it only when it has to wait, in the same
+    round trip that found nothing (TAKE); whoever made the slot gives it back if `held`."""
+    key: str
+    cap: int
+    ttl_s: int
+    held: bool = False
+    # the round trip that may take it, awaited before the slot is given back: a pop cancelled
+    # (its client hung up) while the script ran still learns whether the slot was taken
+    pending: asyncio.Future[Any] | None = None
+
+    async def settled(self) -> None:
+        if self.pending is not None:
+            with contextlib.suppress(BaseException):
+                await self.pending
+
 
 class JobQueue:
     def __init__(self, redis: Redis, prefix: str = "mia", *, blocking: Redis | None = None):
@@ -51,13 +103,14 @@ class JobQueue:
         self.chunk_channel = f"{prefix}:events:chunk"  # a miner streamed output: the job's id
         self.gate = PollGate()
         self._push_routed: Any = None  # PUSH_ROUTED, registered on its first use
+        self._take: Any = None  # TAKE, likewise
 
     def key(self, kind: str, model: str | None = None) -> str:
         if kind not in KINDS:
             raise ValueError(f"unknown job kind {kind!r}")
         # One hash tag for every kind's list, so a BRPOP over several stays in one Redis Cluster
         # slot; the tag names this deployment's queue, so other keys still spread.
-        base = f"{self.prefix}:{{{self.prefix}:q}}:{kind}"
+        base = tagged(self.prefix, kind)
         return base if model is None else f"{base}@{model}"
 
     def _models_key(self, kind: str) -> str:
@@ -86,25 +139,26 @@ class JobQueue:
             await self.redis.execute_command(command, key, *job_ids)
 
     async def pop_many(self, kind: str, most: int, timeout_s: float,
-                       model: str | None = None, routes: Sequence[str] = ()) -> list[str]:
+                       model: str | None = None, routes: Sequence[str] = (),
+                       slot: PollSlot | None = None) -> list[str]:
         """Up to `most` job ids of one kind, oldest first, waiting up to timeout_s seconds for the
         first; never busy-polls. The rest are taken at once (RPOP with a count) from the list
         the first came from. With `model`, that model's list comes before the common one, and
-        the `routes` lists (app/leases/served.py routes) before both."""
+        the `routes` lists (app/leases/served.py routes) before both. A pop that has to wait
+        takes `slot` first (PollsTaken if the wallet has none left)."""
         keys = [self.key(kind)] if model is None else [self.key(kind, model), self.key(kind)]
         keys = [self.key(kind, r) for r in routes] + keys
-        return (await self.pop_from(keys, most, timeout_s))[1]
+        return (await self.pop_from(keys, most, timeout_s, slot))[1]
 
-    async def pop_from(self, keys: list[str], most: int,
-                       timeout_s: float) -> tuple[str | None, list[str]]:
+    async def pop_from(self, keys: list[str], most: int, timeout_s: float,
+                       slot: PollSlot | None = None) -> tuple[str | None, list[str]]:
         """pop_many over the lists `keys` (made by key()), in that order: (the list the ids came
-        from, the ids)."""
-        if timeout_s <= 0:
-            for key in keys:
-                found = await self.redis.rpop(key, most)
-                if found:
-                    return key, [_text(v) for v in found]
-            return None, []
+        from, the ids). What is there is taken in one round trip (TAKE), which also takes the
+        poll's slot if there was nothing; only then does the poll wait its turn and block."""
+        if timeout_s <= 0 or (slot is not None and not slot.held):
+            key, ids = await self._take_now(keys, most, slot if timeout_s > 0 else None)
+            if ids or timeout_s <= 0:
+                return key, ids
         deadline = time.monotonic() + timeout_s
         turn = await self.gate.take(keys, timeout_s)
         if turn is None:  # the poll in turn was blocked all along: nothing came for these lists
@@ -122,6 +176,31 @@ class JobQueue:
         finally:
             turn.leave()
         return _text(item[0]), ids
+
+    async def hold(self, slot: PollSlot) -> None:
+        """Take the poll's slot without popping (a poll about to wait before it pops)."""
+        if not slot.held:
+            await self._take_now([], 0, slot)
+
+    async def _take_now(self, keys: list[str], most: int,
+                        slot: PollSlot | None) -> tuple[str | None, list[str]]:
+        if self._take is None:
+            self._take = self.redis.register_script(TAKE)
+        if slot is None:
+            reply = await self._take(keys=keys, args=[most or 1, 0, 0])
+        else:
+            call = asyncio.ensure_future(self._take(keys=[*keys, slot.key],
+                                                    args=[most or 1, slot.cap, slot.ttl_s]))
+            # the slot learns its fate even if this pop is cancelled meanwhile (a hang-up)
+            slot.pending = call
+            call.add_done_callback(lambda done: _settle(slot, done))
+            reply = await asyncio.shield(call)
+        taken = _slot_taken(reply)
+        if taken is False:
+            raise PollsTaken()
+        if taken or not reply:
+            return None, []
+        return _text(reply[0]), [_text(v) for v in reply[1]]
 
     async def models(self, kind: str) -> set[str]:
         return {_text(v) for v in await self.redis.smembers(self._models_key(kind))}
@@ -205,6 +284,17 @@ class _Turn:
     def leave(self) -> None:
         self.lock.release()
         self.gate._leave(self.name, self.users)
+
+
+def _slot_taken(reply: list[Any]) -> bool | None:
+    """What TAKE said of the poll's slot: taken (True), all the wallet's taken (False), or
+    nothing (None: it popped ids, or had no slot to take)."""
+    return bool(reply[1]) if len(reply) == 2 and _text(reply[0]) == "" else None
+
+
+def _settle(slot: PollSlot, call: asyncio.Future[Any]) -> None:
+    if not call.cancelled() and call.exception() is None and _slot_taken(call.result()):
+        slot.held = True
 
 
 def _text(value: bytes | str) -> str:

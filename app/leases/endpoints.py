@@ -35,6 +35,7 @@ from app.leases.schemas import (BatchQuery, ChunkIn, ChunkOut, ItemResult, Lease
                                 NextQuery, ReleaseIn, ReleaseOut, ResultsOut, ReturnOut,
                                 ReturnsOut)
 from app.lite import read_time
+from app.queue import PollSlot
 from app.models import JobStatus, read_utc, utcnow
 from app.queue import MIN_BLOCK_S
 from app.sqltext import sqlite
@@ -66,7 +67,8 @@ class Shapes:
 
 async def lease(c: AppContext, kind: JobKind, who: Wallet, wait_s: float, most: int,
                 gone: Hangup | None = None,
-                model: str | None = None, capabilities: str | None = None) -> list[Any]:
+                model: str | None = None, capabilities: str | None = None,
+                slot: PollSlot | None = None) -> list[Any]:
     """Pops up to `most` ids (blocking up to wait_s for the first) until some can be leased,
     from `model`'s list too if the kind routes by model and the miner declared one;
     their assignments, or [] if none came. If the miner hung up while waiting, the ids go back
@@ -99,8 +101,9 @@ async def lease(c: AppContext, kind: JobKind, who: Wallet, wait_s: float, most: 
         block = remaining if remaining >= MIN_BLOCK_S else 0
         if kind.yields is not None:
             block = min(block, YIELD_CHECK_S)
-        pop = (route.pop(most, block) if route is not None
-               else c.queue.pop_many(kind.name, most, block, model=model, routes=routes))
+        pop = (route.pop(most, block, slot) if route is not None
+               else c.queue.pop_many(kind.name, most, block, model=model, routes=routes,
+                                     slot=slot))
         # A hang-up ends a blocked pop at once, freeing the server slot: the pop's connection
         # is dropped, so Redis pops nothing for it (an id whose reply was already on its way
         # in that instant goes with it; the reconciler re-pushes it from the database).
@@ -402,10 +405,10 @@ def add_miner_endpoints(router: Router, kind: JobKind, prefix: str, shapes: Shap
 
     async def next_job(request: Request, who: Wallet, query: NextQuery) -> Response | Any:
         c = ctx(request)
-        async with (open_poll(c, who.address, query.wait),
+        async with (open_poll(c, who.address, query.wait) as slot,
                     watching(request, query.wait > 0) as gone):
             jobs = await lease(c, kind, who, query.wait, 1, gone, query.model,
-                               query.capabilities)
+                               query.capabilities, slot)
         return jobs[0] if jobs else Response(status_code=204)
 
     next_job.__doc__ = (f"Lease the next {noun}, long-polling up to `wait` seconds; 204 if "
@@ -414,10 +417,10 @@ def add_miner_endpoints(router: Router, kind: JobKind, prefix: str, shapes: Shap
 
     async def batch(request: Request, who: Wallet, query: BatchQuery) -> Response | Any:
         c = ctx(request)
-        async with (open_poll(c, who.address, query.wait),
+        async with (open_poll(c, who.address, query.wait) as slot,
                     watching(request, query.wait > 0) as gone):
             jobs = await lease(c, kind, who, query.wait, query.max, gone, query.model,
-                               query.capabilities)
+                               query.capabilities, slot)
         return shapes.jobs(jobs=jobs) if jobs else Response(status_code=204)
 
     batch.__doc__ = (f"Lease up to `max` {noun}s at once, long-polling up to `wait` seconds for "

@@ -100,7 +100,7 @@ class JobKind:
     # the client capped the answer at
     stream_columns: tuple[Any, ...] = ()
     streamed: Callable[[tuple[Any, ...]], StreamAsk | None] | None = None
-    # trust (app/trust): which lists a wallet's poll pops, as an object whose pop(most, block)
+    # trust (app/trust): which lists a wallet's poll pops, as an object whose pop(most, block, slot)
     # replaces the queue's (None: the kind's own lists), and what follows an answer, after
     # its commit: (context, the job ids answered, the miner, those of them whose complete
     # marked them: a third item True in its (answer, tokens, mark); chat: trust's check jobs)

@@ -34,6 +34,7 @@ from sqlalchemy import select
 
 from app.context import AppContext
 from app.models import ChatJob, JobStatus, utcnow
+from app.queue import PollSlot
 from app.trust import checkjobs
 from app.trust.lists import TRUST, list_for
 from app.trust.standing import standing
@@ -71,13 +72,15 @@ class Route:
         else:
             self.keys = self.checks + (self.business if bootstrap else [])
 
-    async def pop(self, most: int, block: float) -> list[str]:
+    async def pop(self, most: int, block: float, slot: PollSlot | None = None) -> list[str]:
         if self.delay_s and block > self.delay_s:
+            if slot is not None:  # it waits from here on, so it holds a long-poll slot
+                await self.c.queue.hold(slot)
             await asyncio.sleep(self.delay_s)
             block -= self.delay_s
             self.delay_s = 0
         started = time.monotonic()
-        key, ids = await self.c.queue.pop_from(self.keys, most, block)
+        key, ids = await self.c.queue.pop_from(self.keys, most, block, slot)
         if not ids:
             return []
         if key in self.checks:
@@ -88,7 +91,7 @@ class Route:
                 if not rest:
                     await asyncio.sleep(min(left, 1.0))
                     return []
-                key, ids = await self.c.queue.pop_from(rest, most, left)
+                key, ids = await self.c.queue.pop_from(rest, most, left, slot)
         if ids and key in self.business and self.probation:
             ids = await self._shadows(key, ids)
         elif ids and key in self.business and (await standing(self.c, self.miner_id)).probation:

@@ -22,7 +22,8 @@ from app.auth import cache as auth_cache
 from app.errors import RateLimited
 from app.localredis import redis_server_binary
 from app.notify import Notifier
-from app.queue import KINDS, JobQueue
+from app.leases import polls
+from app.queue import KINDS, JobQueue, PollSlot
 from app.ratelimit import Rate, RateLimiter
 from app.redis_client import ClusterClient, open_redis
 from tests.support.harness import running_app
@@ -132,6 +133,14 @@ async def test_queue_on_the_cluster(redis_cluster: LocalRedisCluster, cluster: R
         await queue.push("idle", "i2")
         assert await waiting == ["i2"]
         assert time.monotonic() - started < 1.0  # woken by the push, not by a poll
+
+        # a poll's slot counter and the lists in one script call (one slot of the cluster)
+        slot = PollSlot(polls.key(prefix, "0xAbc"), cap=1, ttl_s=60)
+        await queue.push("chat", "c3")
+        assert await queue.pop_many("chat", 2, timeout_s=1, slot=slot) == ["c3"]
+        assert not slot.held
+        assert await queue.pop_many("chat", 2, timeout_s=0.2, slot=slot) == []
+        assert slot.held and int(await cluster.get(slot.key)) == 1
     finally:
         await blocking.aclose()
 
