@@ -56,6 +56,8 @@ def redis_dump(redis_url: str, prefix: str) -> bytes:
         for key in r.scan_iter(match=f"{prefix}*", count=1000):
             out.append(key)
             kind = r.type(key).decode()
+            if kind == "none":  # it expired between the scan and now (a rate-limit block)
+                continue
             if kind == "string":
                 out.append(r.get(key) or b"")
             elif kind == "list":
