@@ -54,7 +54,7 @@ from app.db import after_commit
 from app.errors import NotFound
 from app.models import (ApiKey, Business, ChatJob, ChatLog, ChatSession, Erasure, Feedback,
                         IdempotencyKey, IdleJob, JobReturn, JobStatus, utcnow)
-from app.trust.checkjobs import checks_key, excluded_key
+from app.trust.checkjobs import excluded_key
 
 log = logging.getLogger(__name__)
 
@@ -240,7 +240,6 @@ async def forget_in_redis(c: AppContext, swept: Swept) -> None:
         for job_id in dict.fromkeys(swept.buffered_ids + swept.cancelled_ids):
             await c.relay.forget(job_id)
         if swept.check_ids:
-            await c.redis.srem(checks_key(c), *swept.check_ids)
             await c.redis.hdel(excluded_key(c), *swept.check_ids)
         woken = swept.cancelled_ids + swept.idle_cancelled_ids
         if woken:  # a client waiting on one hears it failed

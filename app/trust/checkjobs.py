@@ -26,13 +26,6 @@ NEVER = datetime(9999, 1, 1, tzinfo=UTC)
 VERIFY, CANARY = "verify", "canary"
 
 
-def checks_key(c: AppContext) -> str:
-    # ids of check jobs not yet judged. This release no longer reads it (the completing
-    # statement says which jobs are checks: verify.completed); it is still kept for the
-    # processes of the previous release during a rolling deploy, which do read it.
-    return f"{c.settings.redis_prefix}:trust:checks"
-
-
 def excluded_key(c: AppContext) -> str:
     """check job id -> the wallet it must not go to (one hash: one key, also on a Cluster)."""
     return f"{c.settings.redis_prefix}:trust:excluded"
@@ -75,7 +68,6 @@ async def _write(session: AsyncSession, c: AppContext, *, prompt: str, context: 
 def _queue_after_commit(unit: Unit, c: AppContext, job_id: str, *, check_model: str,
                         exclude: int | None, push: bool = True) -> None:
     async def queue() -> None:
-        await c.redis.sadd(checks_key(c), job_id)
         if exclude is not None:
             await c.redis.hset(excluded_key(c), job_id, str(exclude))
         if push:

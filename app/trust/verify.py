@@ -34,7 +34,6 @@ from app.models import Canary, ChatJob, JobStatus, TrustCheck, utcnow
 from app.trust import checkjobs, reputation, rescore
 from app.trust import pg as trust_pg
 from app.trust.compare import Verdict, compare
-from app.trust.checkjobs import checks_key
 from app.trust.lists import list_for
 
 log = logging.getLogger(__name__)
@@ -199,7 +198,7 @@ async def mix_canary(c: AppContext) -> str | None:
 
 
 async def judge(c: AppContext, job_id: str) -> None:
-    """Judge a check job's answer (once: the id leaves the set of unjudged checks)."""
+    """Judge a check job's answer (a verification job's once: _record's guard)."""
     job: Any
     if trust_pg.on_drivers(c):
         job = await trust_pg.job(c, job_id)
@@ -215,7 +214,6 @@ async def judge(c: AppContext, job_id: str) -> None:
                             timeout=30, blocking_timeout=30)
         async with lock:
             await _judge_verify(c, job)
-    await c.redis.srem(checks_key(c), job_id)
     await c.redis.hdel(checkjobs.excluded_key(c), job_id)
 
 
