@@ -83,10 +83,16 @@ class PollSlot:
     key: str
     cap: int
     ttl_s: int
-    held: bool = False
-    # the round trip that may take it, awaited before the slot is given back: a pop cancelled
-    # (its client hung up) while the script ran still learns whether the slot was taken
+    # the round trip that may take it (TAKE is only sent while the slot is not held), awaited
+    # before the slot is given back: a pop cancelled (its client hung up) while the script ran
+    # still learns whether the slot was taken
     pending: asyncio.Future[Any] | None = None
+
+    @property
+    def held(self) -> bool:
+        call = self.pending
+        return (call is not None and call.done() and not call.cancelled()
+                and call.exception() is None and bool(_slot_taken(call.result())))
 
     async def settled(self) -> None:
         if self.pending is not None:
@@ -191,9 +197,7 @@ class JobQueue:
         else:
             call = asyncio.ensure_future(self._take(keys=[*keys, slot.key],
                                                     args=[most or 1, slot.cap, slot.ttl_s]))
-            # the slot learns its fate even if this pop is cancelled meanwhile (a hang-up)
-            slot.pending = call
-            call.add_done_callback(lambda done: _settle(slot, done))
+            slot.pending = call  # its fate is known even if this pop is cancelled meanwhile
             reply = await asyncio.shield(call)
         taken = _slot_taken(reply)
         if taken is False:
@@ -290,11 +294,6 @@ def _slot_taken(reply: list[Any]) -> bool | None:
     """What TAKE said of the poll's slot: taken (True), all the wallet's taken (False), or
     nothing (None: it popped ids, or had no slot to take)."""
     return bool(reply[1]) if len(reply) == 2 and _text(reply[0]) == "" else None
-
-
-def _settle(slot: PollSlot, call: asyncio.Future[Any]) -> None:
-    if not call.cancelled() and call.exception() is None and _slot_taken(call.result()):
-        slot.held = True
 
 
 def _text(value: bytes | str) -> str:

@@ -35,9 +35,8 @@ from app.leases.schemas import (BatchQuery, ChunkIn, ChunkOut, ItemResult, Lease
                                 NextQuery, ReleaseIn, ReleaseOut, ResultsOut, ReturnOut,
                                 ReturnsOut)
 from app.lite import read_time
-from app.queue import PollSlot
 from app.models import JobStatus, read_utc, utcnow
-from app.queue import MIN_BLOCK_S
+from app.queue import MIN_BLOCK_S, PollSlot
 from app.sqltext import sqlite
 from app.web import Router
 
