@@ -11,7 +11,8 @@ from app import trust
 from app.chat import service
 from app.chat.kind import CHAT as CHAT_JOBS
 from app.chat.schemas import (ChatAssignment, ChatAssignments, ChatIn, ChatJobOut, ChatMessageOut,
-                              ResultIn, ResultOut, ResultsIn, SessionMessagesOut)
+                              ChatResultsThenJobs, ResultIn, ResultOut, ResultsIn,
+                              SessionMessagesOut)
 from app.context import ctx
 from app.hangup import unless_hung_up
 from app.leases.endpoints import Shapes, add_miner_endpoints
@@ -89,5 +90,6 @@ async def chat_feedback(request: Request, who: Client, body: FeedbackIn) -> Feed
 # /job/{id}/chunk
 add_miner_endpoints(router, CHAT_JOBS, "/job",
                     Shapes(assignment=ChatAssignment, jobs=ChatAssignments, result_in=ResultIn,
-                           result_out=ResultOut, results_in=ResultsIn), noun="chat job",
+                           result_out=ResultOut, results_in=ResultsIn,
+                           results_then=ChatResultsThenJobs), noun="chat job",
                     chunks=True)

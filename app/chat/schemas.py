@@ -5,7 +5,7 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from app.leases.schemas import MAX_BATCH, Grant, PostedResult
+from app.leases.schemas import MAX_BATCH, Grant, PostedResult, ResultsThenJobs
 from app.schemas import RequestBody, ResponseBody
 
 SESSION_ID = Field(default=None, min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._:\-]+$")
@@ -82,6 +82,12 @@ class ChatAssignment(Grant):
 
 class ChatAssignments(ResponseBody):
     jobs: list[ChatAssignment] = Field(description="1 to `max` leased chat jobs, oldest first")
+
+
+class ChatResultsThenJobs(ResultsThenJobs):
+    jobs: list[ChatAssignment] = Field(
+        default_factory=list,
+        description="0 to `next` leased chat jobs, oldest first, as GET /job/batch answers them")
 
 
 FINISH_REASONS = ("stop", "length", "tool_calls", "content_filter")

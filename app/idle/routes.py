@@ -12,7 +12,8 @@ from app.hangup import unless_hung_up
 from app.idle import runpod_flow, service
 from app.idle.kind import IDLE, parse_job_id
 from app.idle.schemas import (IdleAssignment, IdleAssignments, IdleJobCreated, IdleJobIn,
-                              IdleJobOut, IdleResultIn, IdleResultOut, IdleResultsIn, ProcessOut)
+                              IdleJobOut, IdleResultIn, IdleResultOut, IdleResultsIn,
+                              IdleResultsThenJobs, ProcessOut)
 from app.leases.endpoints import Shapes, add_miner_endpoints
 from app.models import IdleJob
 from app.schemas import WaitQuery
@@ -57,7 +58,8 @@ async def create_idle_job(request: Request, who: Client, body: IdleJobIn) -> Res
 add_miner_endpoints(router, IDLE, "/idle-job",
                     Shapes(assignment=IdleAssignment, jobs=IdleAssignments,
                            result_in=IdleResultIn, result_out=IdleResultOut,
-                           results_in=IdleResultsIn), noun="idle job")
+                           results_in=IdleResultsIn, results_then=IdleResultsThenJobs),
+                    noun="idle job")
 
 
 @router.post("/idle-job/process/{job_id}", responses={202: ProcessOut},

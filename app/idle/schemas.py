@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from app.leases.schemas import MAX_BATCH, Grant, PostedResult
+from app.leases.schemas import MAX_BATCH, Grant, PostedResult, ResultsThenJobs
 from app.schemas import RequestBody, ResponseBody
 
 Status = Literal["queued", "assigned", "processing", "completed", "failed"]
@@ -46,6 +46,12 @@ class IdleAssignment(Grant):
 
 class IdleAssignments(ResponseBody):
     jobs: list[IdleAssignment] = Field(description="1 to `max` leased idle jobs, oldest first")
+
+
+class IdleResultsThenJobs(ResultsThenJobs):
+    jobs: list[IdleAssignment] = Field(
+        default_factory=list,
+        description="0 to `next` leased idle jobs, oldest first, as GET /idle-job/batch answers them")
 
 
 class IdleResultIn(PostedResult):

@@ -32,8 +32,8 @@ from app.leases import protocol, room, rules, served
 from app.leases.polls import open_poll
 from app.leases.protocol import NOT_CURRENT, Completion, JobKind, miner_id_of
 from app.leases.schemas import (BatchQuery, ChunkIn, ChunkOut, ItemResult, LeaseIn, LeaseOut,
-                                NextQuery, ReleaseIn, ReleaseOut, ResultsOut, ReturnOut,
-                                ReturnsOut)
+                                LeaseRefused, NextQuery, ReleaseIn, ReleaseOut, ResultsOut,
+                                ResultsQuery, ReturnOut, ReturnsOut)
 from app.lite import read_time
 from app.models import JobStatus, read_utc, utcnow
 from app.queue import MIN_BLOCK_S, PollSlot
@@ -62,6 +62,7 @@ class Shapes:
     result_in: type[BaseModel]  # POST .../result
     result_out: type[BaseModel]
     results_in: type[BaseModel]  # POST .../results: {"results": [result_in, ...]}
+    results_then: type[BaseModel]  # POST .../results?next=: {"results", "jobs", "lease_error"}
 
 
 async def lease(c: AppContext, kind: JobKind, who: Wallet, wait_s: float, most: int,
@@ -313,6 +314,12 @@ def _item(job_id: str, outcome: Any) -> ItemResult:
     return ItemResult(job_id=job_id, status="completed")
 
 
+def _refused(err: AppError) -> LeaseRefused:
+    retry = err.headers.get("Retry-After")
+    return LeaseRefused(status=err.status, error=err.code, detail=err.detail,
+                        retry_after_s=int(retry) if retry and retry.isdigit() else None)
+
+
 def _key(kind: JobKind, job_id: str) -> Any:
     key = kind.parse_id(job_id)
     if key is None:
@@ -402,12 +409,17 @@ def add_miner_endpoints(router: Router, kind: JobKind, prefix: str, shapes: Shap
 
     protocol.LEASABLE[kind.name] = kind
 
-    async def next_job(request: Request, who: Wallet, query: NextQuery) -> Response | Any:
+    async def poll(request: Request, who: Wallet, query: NextQuery, most: int) -> list[Any]:
+        """Lease up to `most` jobs, long-polling `query.wait` seconds in one of the wallet's
+        MINER_MAX_POLLS slots; a client that hangs up ends the wait."""
         c = ctx(request)
         async with (open_poll(c, who.address, query.wait) as slot,
                     watching(request, query.wait > 0) as gone):
-            jobs = await lease(c, kind, who, query.wait, 1, gone, query.model,
+            return await lease(c, kind, who, query.wait, most, gone, query.model,
                                query.capabilities, slot)
+
+    async def next_job(request: Request, who: Wallet, query: NextQuery) -> Response | Any:
+        jobs = await poll(request, who, query, 1)
         return jobs[0] if jobs else Response(status_code=204)
 
     next_job.__doc__ = (f"Lease the next {noun}, long-polling up to `wait` seconds; 204 if "
@@ -415,11 +427,7 @@ def add_miner_endpoints(router: Router, kind: JobKind, prefix: str, shapes: Shap
     next_job.__name__ = f"next_{kind.name}_job"
 
     async def batch(request: Request, who: Wallet, query: BatchQuery) -> Response | Any:
-        c = ctx(request)
-        async with (open_poll(c, who.address, query.wait) as slot,
-                    watching(request, query.wait > 0) as gone):
-            jobs = await lease(c, kind, who, query.wait, query.max, gone, query.model,
-                               query.capabilities, slot)
+        jobs = await poll(request, who, query, query.max)
         return shapes.jobs(jobs=jobs) if jobs else Response(status_code=204)
 
     batch.__doc__ = (f"Lease up to `max` {noun}s at once, long-polling up to `wait` seconds for "
@@ -438,17 +446,33 @@ def add_miner_endpoints(router: Router, kind: JobKind, prefix: str, shapes: Shap
                            "personal_sign of those 32 bytes).")
     post_result.__name__ = f"post_{kind.name}_result"
 
-    async def post_results(request: Request, who: Wallet, body: Any) -> ResultsOut:
+    async def post_results(request: Request, who: Wallet, body: Any,
+                           query: ResultsQuery) -> BaseModel:
         items = body.results
         outcomes = await results(ctx(request), kind, who, items)
-        return ResultsOut(results=[_item(i.job_id, o) for i, o in zip(items, outcomes,
-                                                                        strict=True)])
+        answers = [_item(i.job_id, o) for i, o in zip(items, outcomes, strict=True)]
+        if not query.next:
+            return ResultsOut(results=answers)
+        # The results are stored: whatever the lease part meets, they are answered (a refusal
+        # of the lease rides beside them instead of failing the request and hiding them).
+        try:
+            jobs = await poll(request, who, query, query.next)
+        except ClientGone:
+            raise
+        except AppError as err:
+            return shapes.results_then(results=answers, jobs=[], lease_error=_refused(err))
+        return shapes.results_then(results=answers, jobs=jobs)
 
     post_results.__doc__ = (f"Complete several leased {noun}s, each item as the body of "
                             f"{prefix}/result (each signed on its own). One answer per item, in "
                             "order: a rejected item carries the error code the single endpoint "
                             "would answer, and never fails the others; a repeated item gets "
                             "the same answer as the first time.")
+    post_results.__doc__ += (f" With `next`, the same request then leases up to `next` "
+                             f"{noun}s exactly as {prefix}/batch?max=next&wait=... would, and "
+                             "answers both (`jobs` may be empty; a refused lease says why in "
+                             "`lease_error`): a miner that posts its results and asks for more "
+                             "spends one request where it spent two.")
     post_results.__name__ = f"post_{kind.name}_results"
 
     async def extend(request: Request, who: Wallet, body: LeaseIn) -> LeaseOut:
@@ -531,8 +555,8 @@ def add_miner_endpoints(router: Router, kind: JobKind, prefix: str, shapes: Shap
                errors=(400, 403), safe=False, **MINER)(batch)
     router.post(f"{prefix}/result", body=shapes.result_in, responses={200: shapes.result_out},
                 errors=(403, 404, 409), **MINER)(post_result)
-    router.post(f"{prefix}/results", body=shapes.results_in, responses={200: ResultsOut},
-                errors=(403,), **MINER)(post_results)
+    router.post(f"{prefix}/results", body=shapes.results_in, query=ResultsQuery,
+                responses={200: shapes.results_then}, errors=(400, 403), **MINER)(post_results)
     router.post(f"{prefix}/{{job_id}}/extend", body=LeaseIn, responses={200: LeaseOut},
                 errors=(403, 404, 409), **MINER)(extend)
     router.post(f"{prefix}/{{job_id}}/release", body=ReleaseIn, responses={200: ReleaseOut},

@@ -101,6 +101,29 @@ class ResultsOut(ResponseBody):
     results: list[ItemResult] = Field(description="one entry per item posted, in order")
 
 
+class ResultsQuery(NextQuery):
+    """POST .../results: with `next`, the same request then leases the miner's next jobs."""
+    next: int = Field(default=0, ge=0, le=MAX_BATCH, description=(
+        "after storing the results, lease up to this many jobs as GET .../batch?max=next would "
+        "(long-polling `wait` seconds for the first): one request where a miner spent two. "
+        "0: results only"))
+
+
+class LeaseRefused(ResponseBody):
+    """Why the lease part of a POST .../results?next= leased nothing: the error GET .../batch
+    would have answered. The results were stored all the same."""
+    status: int = Field(description="the HTTP status GET .../batch would have answered")
+    error: str
+    detail: str
+    retry_after_s: int | None = Field(default=None, description="its Retry-After, if any")
+
+
+class ResultsThenJobs(ResultsOut):
+    """What POST .../results?next= answers (each kind names its assignments' shape)."""
+    lease_error: LeaseRefused | None = Field(
+        default=None, description="set when the lease part was refused; `jobs` is then empty")
+
+
 class ReturnOut(ResponseBody):
     miner_id: int
     returned_at: datetime

@@ -1,0 +1,124 @@
+"""POST /job/results?next=N&wait=W (and the idle twin): the results are stored first, exactly as
+without `next`, then the same request leases up to N jobs as GET /job/batch?max=N&wait=W would.
+One request where a miner spent two; a refused lease never hides the results' answers."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from app.leases import polls
+from tests.idle.support import auth, submit
+from tests.leases.test_batch_protocol import batch, item
+from tests.support.harness import Harness, SimMiner, running_app
+
+
+async def results_then(m: SimMiner, items: list[dict], next_: int, wait: float = 0,
+                       prefix: str = "/job", **more: Any) -> dict[str, Any]:
+    r = await m.client.post(f"{prefix}/results", json={"results": items}, headers=m.auth,
+                            params={"next": next_, "wait": wait, **more})
+    assert r.status_code == 200, r.text
+    return r.json()  # type: ignore[no-any-return]
+
+
+async def test_results_are_stored_then_the_next_jobs_leased(settings_factory, any_db) -> None:
+    async with running_app(settings_factory(any_db)) as api:
+        key = await api.api_key()
+        first = [(await api.chat(key, f"q{i}")).json()["job_id"] for i in range(2)]
+        m = await api.miner()
+        jobs = await batch(m, 2)
+        later = [(await api.chat(key, f"later {i}")).json()["job_id"] for i in range(3)]
+        out = await results_then(m, [item(m, jobs[0], "a0"), item(m, jobs[1], "a1"),
+                                     item(m, {"job_id": "no-such", "lease_id": "x"}, "?")], 2)
+        assert [(o["job_id"], o["status"], o.get("error")) for o in out["results"]] == [
+            (first[0], "completed", None), (first[1], "completed", None),
+            ("no-such", "rejected", "job_not_found")]
+        assert [j["job_id"] for j in out["jobs"]] == later[:2]  # oldest first, at most `next`
+        assert out["lease_error"] is None
+        assert all(j["prompt"].startswith("later") and j["attempt"] == 1 for j in out["jobs"])
+        for job_id, answer in zip(first, ("a0", "a1"), strict=True):
+            r = await api.client.get(f"/chat/{job_id}", headers=auth(key))
+            assert (r.json()["status"], r.json()["response"]) == ("completed", answer)
+        # the leased ones are leased as by GET /job/batch: their results complete them, and
+        # with nothing left in the queue the lease part answers no jobs
+        out = await results_then(m, [item(m, j, "b") for j in out["jobs"]], 4)
+        assert [o["status"] for o in out["results"]] == ["completed"] * 2
+        assert [j["job_id"] for j in out["jobs"]] == later[2:]
+        # without `next` the answer is what it always was: the results alone
+        r = await m.client.post("/job/results", json={"results": [item(m, out["jobs"][0], "c")]},
+                                headers=m.auth)
+        assert r.status_code == 200 and set(r.json()) == {"results"}
+
+
+async def test_the_answer_is_out_before_the_lease_part_waits(api: Harness) -> None:
+    key = await api.api_key()
+    sent = (await api.chat(key, "first")).json()["job_id"]
+    m = await api.miner()
+    [job] = await batch(m, 1)
+    waiting = asyncio.create_task(results_then(m, [item(m, job, "done")], 8, wait=10))
+    r = await api.client.get(f"/chat/{sent}", params={"wait": 5}, headers=auth(key))
+    assert r.json()["status"] == "completed"  # the client has its answer while the miner waits
+    assert not waiting.done()
+    nxt = (await api.chat(key, "second")).json()["job_id"]
+    out = await asyncio.wait_for(waiting, 10)  # woke on the push, did not wait to fill 8
+    assert [o["status"] for o in out["results"]] == ["completed"]
+    assert [j["job_id"] for j in out["jobs"]] == [nxt]
+    # a wait that runs out answers the results and no jobs
+    out = await results_then(m, [item(m, out["jobs"][0], "done too")], 8, wait=0.3)
+    assert [o["status"] for o in out["results"]] == ["completed"] and out["jobs"] == []
+
+
+async def test_a_refused_lease_rides_beside_the_stored_results(settings_factory,
+                                                               sqlite_url) -> None:
+    async with running_app(settings_factory(sqlite_url, miner_max_polls=1)) as api:
+        key = await api.api_key()
+        sent = (await api.chat(key, "q")).json()["job_id"]
+        m = await api.miner()
+        [job] = await batch(m, 1)
+        name = polls.key(api.settings.redis_prefix, m.address)
+        await api.ctx.redis.set(name, 1, ex=60)  # the wallet's one poll, in another process
+        out = await results_then(m, [item(m, job, "stored")], 4, wait=5)
+        assert out["results"][0]["status"] == "completed" and out["jobs"] == []
+        assert out["lease_error"] == {
+            "status": 429, "error": "too_many_polls", "retry_after_s": polls.RETRY_AFTER_S,
+            "detail": out["lease_error"]["detail"]} and "MINER_MAX_POLLS" in \
+            out["lease_error"]["detail"]
+        r = await api.client.get(f"/chat/{sent}", headers=auth(key))
+        assert r.json()["response"] == "stored"
+        # a job that waits is still handed out, as by GET /job/batch: taking it needs no slot
+        nxt = (await api.chat(key, "next")).json()["job_id"]
+        out = await results_then(m, [item(m, job, "stored")], 4, wait=5)
+        assert out["results"][0]["status"] == "completed"  # a repeat: the same answer
+        assert [j["job_id"] for j in out["jobs"]] == [nxt] and out["lease_error"] is None
+
+
+async def test_bad_lease_parameters_are_refused_before_anything_is_stored(api: Harness) -> None:
+    key = await api.api_key()
+    sent = (await api.chat(key, "q")).json()["job_id"]
+    m = await api.miner()
+    [job] = await batch(m, 1)
+    for params in ({"next": 65}, {"next": -1}, {"next": "many"}, {"next": 1, "wait": 31},
+                   {"next": 1, "model": "bad model"}):
+        r = await m.client.post("/job/results", json={"results": [item(m, job, "x")]},
+                                headers=m.auth, params=params)
+        assert r.status_code == 422, (params, r.text)
+        assert r.json()["error"] == "validation_error"
+    r = await api.client.get(f"/chat/{sent}", headers=auth(key))
+    assert r.json()["status"] == "assigned"  # none of those stored the result
+
+
+async def test_idle_results_then_lease_yield_to_chat(api: Harness) -> None:
+    key = await api.api_key(scopes="chat,idle")
+    ids = [(await submit(api, key, "one two", max_tokens=3))["job_id"] for _ in range(3)]
+    m = await api.miner()
+    [first] = await batch(m, 1, prefix="/idle-job")
+    out = await results_then(m, [item(m, first, "a b", output_tokens=None)], 8,
+                             prefix="/idle-job")
+    assert out["results"][0]["status"] == "completed"
+    assert [j["job_id"] for j in out["jobs"]] == ids[1:]
+    assert all(j["kind"] == "idle" for j in out["jobs"])
+    await submit(api, key)
+    await api.chat(key, "urgent")  # chat first: the idle lease part yields at once
+    out = await results_then(m, [item(m, j, "c d", output_tokens=None) for j in out["jobs"]],
+                             8, wait=5, prefix="/idle-job")
+    assert [o["status"] for o in out["results"]] == ["completed"] * 2 and out["jobs"] == []
