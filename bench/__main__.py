@@ -82,9 +82,12 @@ def parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--warmup", type=float)
     p.add_argument("--think", type=float, help="simulated model seconds per job")
     p.add_argument("--protocol", choices=PROTOCOLS,
-                   help="miners lease and answer in batches (GET /job/batch, POST /job/results) "
-                        "or one job per request (GET /job/next, POST /job/result); default batch, "
-                        "single for steady-single")
+                   help="miners lease and answer in batches (GET /job/batch once, then "
+                        "POST /job/results?next= posts results and leases the next batch in one "
+                        "request), batch-split (the results and the next GET /job/batch as two "
+                        "requests, as before POST /job/results took `next`) or one job per "
+                        "request (GET /job/next, POST /job/result); default batch, single for "
+                        "steady-single")
     p.add_argument("--batch-max", type=_batch_size, metavar="1..64",
                    help="batch protocol: jobs a miner asks for per lease request (default 16)")
     p.add_argument("--miner-procs", type=int)

@@ -24,7 +24,7 @@ from bench.wire import (MINER_MAX_WAIT_S, Role, Stats, Window, backoff, long_pol
                         post_result)
 
 OUTPUT = "pong"
-PROTOCOLS = ("batch", "single")
+PROTOCOLS = ("batch", "batch-split", "single")
 GIVE_UP_S = 120  # a client stops waiting for an answer this long after the window
 
 
@@ -56,7 +56,7 @@ async def _child(role: Role, conn: Connection) -> None:
         window = Window(start, end)
         if role.kind == "miners":
             loop_of = (stream.miner if role.stream
-                       else _batch_miner if role.protocol == "batch" else _miner)
+                       else _batch_miner if role.protocol.startswith("batch") else _miner)
             tasks = [asyncio.create_task(loop_of(http, m, role, window, stats)) for m in miners]
             await loop.run_in_executor(None, conn.recv)  # "stop": every client has finished
             for task in tasks:
@@ -134,47 +134,63 @@ async def _miner(http: aiohttp.ClientSession, miner: tuple[Wallet, dict[str, str
 
 async def _batch_miner(http: aiohttp.ClientSession, miner: tuple[Wallet, dict[str, str]],
                        role: Role, window: Window, stats: Stats) -> None:
+    """GET /job/batch, then POST /job/results?next=...&wait=...: the results and the next lease
+    in one request, while the lease part brings jobs (protocol "batch"); with "batch-split",
+    results alone and a GET /job/batch after each."""
     wallet, auth = miner
     params = {"max": str(role.batch_max), "wait": str(min(role.wait_s, MINER_MAX_WAIT_S))}
+    then = ({"next": params["max"], "wait": params["wait"]} if role.protocol == "batch"
+            else None)
+    jobs: list[dict[str, Any]] = []
     while True:
-        answer = await long_poll(http, "/job/batch", params, auth, stats, "batch")
-        if answer is None:
-            continue
-        jobs = answer["jobs"]
+        if not jobs:
+            answer = await long_poll(http, "/job/batch", params, auth, stats, "batch")
+            if answer is None:
+                continue
+            jobs = answer["jobs"]
         if role.think_s:  # the model answers a batch in one pass, as a GPU server would
             await asyncio.sleep(role.think_s)
         # Every result is signed on its own, in a batch too.
         items = [{"job_id": j["job_id"], "lease_id": j["lease_id"], "output": OUTPUT,
                   "output_tokens": 1, "signature": wallet.sign_result(j["job_id"], OUTPUT)}
                  for j in jobs]
-        await _post_results(http, auth, items, window, stats)
+        jobs = await _post_results(http, auth, items, window, stats, then)
 
 
 async def _post_results(http: aiohttp.ClientSession, auth: dict[str, str],
-                        items: list[dict[str, Any]], window: Window, stats: Stats) -> None:
-    """One POST /job/results, retried as a whole while the server cannot take it (a repeat of an
-    accepted item is "completed" again); a rejected item is counted and never retried."""
+                        items: list[dict[str, Any]], window: Window, stats: Stats,
+                        then: dict[str, str] | None = None) -> list[dict[str, Any]]:
+    """One POST /job/results (with `then`, ?next=&wait=: it also leases), retried as a whole
+    while the server cannot take it (a repeat of an accepted item is "completed" again); a
+    rejected item is counted and never retried. The jobs the lease part brought, if any."""
     for _ in range(50):
         try:
-            async with http.post("/job/results", json={"results": items}, headers=auth) as r:
+            async with http.post("/job/results", json={"results": items}, headers=auth,
+                                 params=then) as r:
                 if r.status == 200:
-                    answers = (await r.json())["results"]
+                    body = await r.json()
+                    answers = body["results"]
                     break
                 stats.errors[f"results {r.status}"] += 1
                 if r.status < 500 and r.status != 429:  # the request itself is wrong
-                    return
+                    return []
                 await backoff(r)
         except (aiohttp.ClientError, TimeoutError) as exc:
             stats.errors[f"results {type(exc).__name__}"] += 1
             await asyncio.sleep(0.2)
     else:
-        return
+        return []
+    refused = body.get("lease_error")
+    if refused:  # the results are in; the lease part was refused, as a GET would have been
+        stats.errors[f"batch {refused['status']}"] += 1
+        await asyncio.sleep(min(5.0, refused.get("retry_after_s") or 0.2))
     in_window = window.holds(time.time())
     for answer in answers:
         if answer["status"] != "completed":
             stats.errors[f"result {answer.get('error', 'rejected')}"] += 1
         elif in_window:
             stats.done += 1
+    return list(body.get("jobs") or ())
 
 
 async def _client(http: aiohttp.ClientSession, key: str, role: Role, window: Window,

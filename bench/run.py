@@ -33,7 +33,8 @@ class Plan:
     duration_s: float = 20.0
     warmup_s: float = 5.0
     think_s: float = 0.0  # simulated model time per job
-    protocol: str = "batch"  # how miners lease and answer: "batch" or "single" (bench/load.py)
+    protocol: str = "batch"  # how miners lease and answer: "batch", "batch-split" or "single"
+    # (bench/load.py)
     batch_max: int = 16  # batch protocol: jobs a miner asks for per lease request
     miner_procs: int = 1
     client_procs: int = 1
@@ -211,7 +212,7 @@ def execute(plan: Plan, chaos: Any = None) -> dict[str, Any]:
         "database": plan.spec.database, "server": "uvicorn",
         "api_processes": plan.spec.api_procs, "cores": mp.cpu_count(),
         "protocol": plan.protocol,
-        "batch_max": plan.batch_max if plan.protocol == "batch" else None,
+        "batch_max": plan.batch_max if plan.protocol.startswith("batch") else None,
         "miners": plan.miners, "clients": plan.clients, "target_rate": plan.rate or None,
         "think_s": plan.think_s, "duration_s": plan.duration_s,
         "stream": {"words": plan.words, "word_s": plan.word_s} if plan.stream else None,

@@ -24,7 +24,9 @@ class Role:
     rate: float = 0.0  # clients: jobs/s for this process, 0 = closed loop
     think_s: float = 0.0  # miners: the simulated model's time per job
     wait_s: int = 30  # long-poll length asked for
-    protocol: str = "batch"  # miners: "batch" (GET /job/batch, POST /job/results) or "single"
+    # miners: "batch" (GET /job/batch, then POST /job/results?next= leasing with the results),
+    # "batch-split" (POST /job/results alone, GET /job/batch after each) or "single"
+    protocol: str = "batch"
     batch_max: int = 16  # miners, batch protocol: jobs asked for per lease request (1..64)
     ramp_s: float = 0.0  # clients: start spread evenly over this many seconds
     seed: int = 0

@@ -1,5 +1,6 @@
 """A small backend that speaks the miner protocol exactly as docs and the batch contract say
-(sign-in, /job/next, /job/result, /job/batch, /job/results, extend, release, and the same under
+(sign-in, /job/next, /job/result, /job/batch, /job/results with or without ?next= leasing the
+next jobs in the same request, extend, release, and the same under
 /idle-job, which hands out nothing while a chat job waits; chat polls with `model=` and the
 chunks of streamed jobs, POST /job/{id}/chunk), served on 127.0.0.1 by
 tests/miner/support.UvicornThread. It verifies every signature and counts every request, so a
@@ -70,11 +71,14 @@ def _error(status: int, code: str, detail: str) -> JSONResponse:
 @dataclass
 class ProtocolServer:
     batch: bool = True
+    takes_next: bool = True  # False: POST .../results ignores ?next= (an older backend)
     lease_seconds: float = 30.0
     jobs: dict[str, FakeJob] = field(default_factory=dict)
     requests: Counter[str] = field(default_factory=Counter)  # "GET /job/batch" -> count
     batch_sizes: list[int] = field(default_factory=list)  # results per POST /job/results
     lease_sizes: list[int] = field(default_factory=list)  # jobs per 200 of GET /job/batch
+    # jobs leased by each POST /job/results?next= (empty answers too): also in lease_sizes
+    next_sizes: list[int] = field(default_factory=list)
     posted: Counter[str] = field(default_factory=Counter)  # job id -> results posted for it
     leased: list[str] = field(default_factory=list)  # job ids in the order they were leased
     fail_results: int = 0  # the next this many POST /job/results answer 503 (Retry-After: 0)
@@ -340,4 +344,15 @@ class ProtocolServer:
             if err is not None:
                 entry = {"job_id": item["job_id"], "status": "rejected", **json.loads(err.body)}
             answers.append(entry)
-        return JSONResponse({"results": answers})
+        n = int(request.query_params.get("next", "0"))
+        if not 0 <= n <= MAX_BATCH:
+            return _error(422, "validation_error", "next must be 0..64")
+        if not n or not self.takes_next:
+            return JSONResponse({"results": answers})
+        # ?next=: the results are in; the same request then leases as GET .../batch would
+        model = self._poll_model(request, kind)
+        jobs = await self._take(kind, n, float(request.query_params.get("wait", "0")), miner, model)
+        self.next_sizes.append(len(jobs))
+        if jobs:
+            self.lease_sizes.append(len(jobs))
+        return JSONResponse({"results": answers, "jobs": jobs, "lease_error": None})
