@@ -1,5 +1,6 @@
 """Results posted in batches: finished results wait a few milliseconds for each other, then go
-to the backend in one POST /job/results (or /idle-job/results)."""
+to the backend in one POST /job/results (or /idle-job/results), which also leases, in the same
+request, jobs for the slots those results free (?next=N&wait=0) when the miner wants them."""
 
 from __future__ import annotations
 
@@ -23,6 +24,10 @@ class ResultBatcher:
     `post()` returns when its result is accepted and raises what the single endpoint would
     have raised for it: LeaseLost or BackendRejected for that result alone, BackendUnavailable
     (or any error) of the whole request for every result in it, which the caller retries.
+
+    With `refill`, each request asks it how many jobs to lease for the slots its results free,
+    and for which model (0: none); the leases that come back go to `adopt` before any result's
+    `post()` returns, so they take those slots before the slots count as free.
     """
 
     def __init__(
@@ -31,11 +36,15 @@ class ResultBatcher:
         kind: str,
         in_flight: Callable[[], int],
         window: float,
+        refill: Callable[[int], tuple[int, str | None]] | None = None,
+        adopt: Callable[[list[Lease]], None] | None = None,
     ) -> None:
         self.backend = backend
         self.kind = kind
         self.in_flight = in_flight
         self.window = window
+        self.refill = refill
+        self.adopt = adopt
         self._pending: list[_Pending] = []
         self._timer: asyncio.TimerHandle | None = None
         self._tasks: set[asyncio.Task[None]] = set()
@@ -66,10 +75,13 @@ class ResultBatcher:
             task.add_done_callback(self._tasks.discard)
 
     async def _send(self, batch: list[_Pending]) -> None:
+        wanted, model = self.refill(len(batch)) if self.refill is not None else (0, None)
         try:
-            outcomes = await self.backend.post_results(
+            outcomes, leases = await self.backend.post_results_then(
                 self.kind,
                 [(lease, output, tokens, finish) for lease, output, tokens, finish, _ in batch],
+                wanted if self.adopt is not None else 0,
+                model,
             )
         except Exception as exc:  # the whole request failed, so did every result in it
             self._fail(batch, exc)
@@ -77,6 +89,8 @@ class ResultBatcher:
         except BaseException:  # cancelled: whether the backend took them is unknown; retried
             self._fail(batch, BackendUnavailable("the result request was cancelled"))
             raise
+        if leases and self.adopt is not None:
+            self.adopt(leases)
         for (*_, done), outcome in zip(batch, outcomes):
             if done.done():
                 continue

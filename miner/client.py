@@ -465,16 +465,39 @@ class BackendClient:
         """POST /job/results (or /idle-job/results) with 1..64 results; one entry per result, in
         order: None when completed, else the error the single endpoint would have raised for it
         (LeaseLost or BackendRejected). A failure of the whole request raises, as post_result."""
+        return (await self.post_results_then(kind, results, 0))[0]
+
+    async def post_results_then(
+        self, kind: str, results: list[tuple[Lease, str, int | None]]
+        | list[tuple[Lease, str, int | None, str | None]], next_jobs: int,
+        model: str | None = None,
+    ) -> tuple[list[BackendError | None], list[Lease]]:
+        """post_results, and with next_jobs > 0 the same request then leases up to that many
+        jobs that are waiting now (POST .../results?next=N&wait=0): one request where the miner
+        spent two. The leases are [] when none was waiting, when the lease part was refused
+        (the next poll meets the same refusal and backs off), or when the backend predates
+        `next` (it ignores the parameter). `model`: as on a chat poll."""
         if not 1 <= len(results) <= MAX_BATCH:
             raise ValueError(f"a batch holds 1..{MAX_BATCH} results")
         path = self._prefix(kind) + "/results"
         body = {"results": [self._result_body(*item) for item in results]}
-        r = await self._authed("POST", path, json=body)
+        next_jobs = max(0, min(MAX_BATCH, int(next_jobs)))
+        params = self._poll_params(kind, 0, model, next=next_jobs) if next_jobs else None
+        r = await self._authed("POST", path, json=body, params=params)
         self._expect_200(r, "POST", path)
-        answers = r.json().get("results")
+        data = r.json()
+        answers = data.get("results")
         if not isinstance(answers, list) or len(answers) != len(results):
             raise BackendRejected(200, "bad_batch", "the answer does not have one entry per result")
-        return [_item_outcome(item[0], answer) for item, answer in zip(results, answers)]
+        outcomes = [_item_outcome(item[0], answer) for item, answer in zip(results, answers)]
+        jobs = data.get("jobs") if next_jobs else None
+        if not isinstance(jobs, list) or len(jobs) > next_jobs:
+            jobs = []
+        refused = data.get("lease_error")
+        if isinstance(refused, dict):
+            log.info("the lease part of a result request was refused: %s %s",
+                     refused.get("error"), refused.get("detail"))
+        return outcomes, [self._lease_from(kind, r, job) for job in jobs]
 
 
 # The finish reasons a chat result may carry (the backend's ResultIn): others are not sent.

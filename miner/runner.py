@@ -89,6 +89,8 @@ class Miner:
             self._batchers = {kind: self._batcher(kind) for kind in ("chat", "idle")}
         self._dispatched: set[str] = set()  # ids of the dispatcher's jobs not finished yet
         self._slot_free = asyncio.Event()
+        self._jobs: asyncio.TaskGroup | None = None  # the dispatcher's jobs, while it runs
+        self._cleanups: set[asyncio.Task[None]] = set()  # releases of leases nobody can run
 
     # ---- lifecycle ---------------------------------------------------------------------
 
@@ -288,11 +290,38 @@ class Miner:
         def in_flight() -> int:
             return sum(1 for lease in self.in_flight.values() if lease.kind == kind)
 
-        return ResultBatcher(self.backend, kind, in_flight, self.cfg.batch_window_ms / 1000)
+        return ResultBatcher(self.backend, kind, in_flight, self.cfg.batch_window_ms / 1000,
+                             refill=lambda freed: self._refill(kind, freed), adopt=self._adopt)
+
+    def _refill(self, kind: str, freed: int) -> tuple[int, str | None]:
+        """How many jobs a result request of `freed` of the dispatcher's jobs should lease for
+        the slots they free (they free them once it answers): all of them, unless the miner is
+        stopping, its model is failing, or `kind` is idle and idle jobs are off."""
+        if (self.stopping or self._jobs is None or self._model_needs_probe
+                or time.monotonic() < self._model_ready_at
+                or (kind == "idle" and not self.idle_enabled)):
+            return 0, None
+        return min(MAX_BATCH, freed), self.declared_model if kind == "chat" else None
+
+    def _adopt(self, leases: list[Lease]) -> None:
+        """Leases that came with a result request: handled like the dispatcher's own; given
+        back if the dispatcher has gone meanwhile."""
+        for lease in leases:
+            try:
+                if self._jobs is None:
+                    raise RuntimeError("no dispatcher")
+                self._jobs.create_task(self._handle(lease), name=f"miner-job-{lease.job_id}")
+            except RuntimeError:  # its task group has finished or is shutting down
+                task = asyncio.create_task(self._release(lease, "miner shutting down"))
+                self._cleanups.add(task)
+                task.add_done_callback(self._cleanups.discard)
+                continue
+            self._dispatched.add(lease.job_id)
 
     async def _dispatch(self) -> None:
         backoff = Backoff(base=0.5, cap=self.cfg.backoff_cap)
         async with asyncio.TaskGroup() as jobs:
+            self._jobs = jobs  # result requests bring leases too (_adopt)
             while not self.stopping:
                 await self._wait_free_slot()
                 await self._wait_model_ready()  # after: a slot may free because the model failed
@@ -314,6 +343,7 @@ class Miner:
                 for lease in leases:
                     self._dispatched.add(lease.job_id)
                     jobs.create_task(self._handle(lease), name=f"miner-job-{lease.job_id}")
+        self._jobs = None
         if not self.batch and not self.stopping:
             async with asyncio.TaskGroup() as workers:
                 for i in range(self.cfg.concurrency):

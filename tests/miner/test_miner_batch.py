@@ -68,6 +68,32 @@ async def test_leases_and_posts_in_batches_each_result_signed(server, demo_model
         assert job.attempts == 1
 
 
+async def test_result_requests_bring_the_next_jobs(server, demo_model) -> None:
+    demo_model.control(delay=0.2)
+    ids = [server.add_job(f"question {i}") for i in range(24)]
+    async with RunningMiner(server.url, demo_model.url, concurrency=4, batch_window_ms=150) as m:
+        await until(lambda: completed(server) == len(ids))
+    assert m.rc == 0 and m.miner.stats.completed == len(ids)
+    r = server.requests
+    # after the first GET, the slots a result request frees are filled by its answer: each
+    # request asks for as many jobs as it carries results, and never more than the slots
+    assert r["GET /job/batch"] <= 3 and sum(server.next_sizes) >= len(ids) - 8
+    assert all(n <= 4 for n in server.lease_sizes)
+    assert sum(server.lease_sizes) == len(ids) and set(server.posted.values()) == {1}
+    assert all(server.jobs[i].attempts == 1 for i in ids)
+
+
+async def test_a_backend_that_ignores_next_still_gets_every_result(demo_model) -> None:
+    srv = ProtocolServer(takes_next=False)  # a backend from before POST .../results?next=
+    with UvicornThread(factory=srv.app) as http:
+        ids = [srv.add_job(f"question {i}") for i in range(12)]
+        async with RunningMiner(http.url, demo_model.url, concurrency=4) as m:
+            await until(lambda: completed(srv) == len(ids))
+    assert m.rc == 0 and m.miner.stats.completed == len(ids)
+    assert srv.next_sizes == [] and srv.requests["GET /job/batch"] >= 3
+    assert sum(srv.lease_sizes) == len(ids) and set(srv.posted.values()) == {1}
+
+
 async def test_idle_jobs_in_batches_once_chat_is_served(server, demo_model) -> None:
     chat = [server.add_job(f"question {i}") for i in range(3)]
     idle = [server.add_job(f"summarise {i}", kind="idle") for i in range(12)]
@@ -78,7 +104,8 @@ async def test_idle_jobs_in_batches_once_chat_is_served(server, demo_model) -> N
     r = server.requests
     assert r["GET /idle-job/next"] == 0 and r["POST /idle-job/result"] == 0
     assert r["POST /job/result"] == 0
-    assert r["POST /idle-job/results"] < len(idle)
+    # at most one result request a job, and most leases ride on them (?next=), not on GETs
+    assert r["POST /idle-job/results"] <= len(idle) and r["GET /idle-job/batch"] < len(idle)
     assert sum(server.lease_sizes) == len(chat) + len(idle) and max(server.lease_sizes) > 1
     for job_id in idle:
         job = server.jobs[job_id]

@@ -23,7 +23,9 @@ async def test_chat_jobs_leased_and_answered_in_batches(backend, demo_model) -> 
     assert m.rc == 0 and all(a["status"] == "completed" for a in answers)
     r = backend.requests
     assert r["GET /job/next"] == 0 and r["POST /job/result"] == 0
-    assert 3 <= r["GET /job/batch"] <= 8 and 3 <= r["POST /job/results"] <= 8
+    # the first GET, then mostly the result requests' own leases (?next=)
+    assert 1 <= r["GET /job/batch"] <= 8 and 3 <= r["POST /job/results"] <= 8
+    assert r["GET /job/batch"] + r["POST /job/results"] <= 12
     for job in jobs:  # each result signed on its own and verified by the backend
         j = backend.job(job["job_id"])
         assert j["status"] == "completed" and j["answers"] == 1 and j["attempts"] == 1
