@@ -74,6 +74,12 @@ async def test_abandoned_waits_free_their_server_slots_at_once(settings_factory,
             # first, while no chat job is queued (the one above is leased away here)
             "long-polls": [("GET", "/job/next?wait=20&model=other", miner.auth, None),
                            ("GET", "/job/batch?wait=20&max=4&model=other", miner.auth, None)],
+            # a result request's lease part (POST /job/results?next=): its results answered
+            # (an unknown job), then it waits like GET /job/batch
+            "results, then a long-poll": [
+                ("POST", "/job/results?next=4&wait=20&model=other", miner.auth,
+                 {"results": [{"job_id": "no-such-job", "lease_id": "x", "output": "o",
+                               "signature": "0x" + "11" * 65}]})],
             # (an idle job is queued: an idle long-poll would take it, and idle long-polls
             # already look for waiting chat every 0.5 s, and so for a hang-up)
             "/v1 without stream": [v1],
