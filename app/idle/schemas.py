@@ -51,7 +51,8 @@ class IdleAssignments(ResponseBody):
 class IdleResultsThenJobs(ResultsThenJobs):
     jobs: list[IdleAssignment] = Field(
         default_factory=list,
-        description="0 to `next` leased idle jobs, oldest first, as GET /idle-job/batch answers them")
+        description="0 to `next` leased idle jobs, oldest first, as GET /idle-job/batch "
+                    "answers them")
 
 
 class IdleResultIn(PostedResult):
