@@ -457,8 +457,6 @@ def add_miner_endpoints(router: Router, kind: JobKind, prefix: str, shapes: Shap
         # of the lease rides beside them instead of failing the request and hiding them).
         try:
             jobs = await poll(request, who, query, query.next)
-        except ClientGone:
-            raise
         except AppError as err:
             return shapes.results_then(results=answers, jobs=[], lease_error=_refused(err))
         return shapes.results_then(results=answers, jobs=jobs)
