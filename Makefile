@@ -55,8 +55,12 @@ prometheus:
 install: $(PY_STAMP) $(CONTRACTS_STAMP) $(DOCS_STAMP) chromium prometheus
 
 # pytest exits 5 when it collected no tests: that is a failure here, never a pass.
+# TEST_WORKERS: pytest-xdist processes (worksteal: a worker left with the long tests at the end
+# hands some to the other); TEST_WORKERS=0 runs them all in this process.
+TEST_WORKERS ?= 2
+
 test: install
-	@$(BIN)/python -m pytest -q -rs $(PYTEST_ARGS); rc=$$?; \
+	@$(BIN)/python -m pytest -q -rs -n $(TEST_WORKERS) --dist worksteal $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing"; exit 1; fi; exit $$rc
 
 dev: install

@@ -15,7 +15,8 @@ from eth_keys.constants import SECPK1_N
 from app.auth import wallet
 
 
-@pytest.mark.parametrize("message", [b"", b"x", os.urandom(32), b"y" * 1000])
+@pytest.mark.parametrize("message", [b"", b"x", bytes(range(7, 39)), b"y" * 1000],
+                         ids=["empty", "one", "32-bytes", "long"])
 def test_eip191_hash_is_eth_accounts(message: bytes) -> None:
     assert wallet.eip191_hash(message) == bytes(
         _hash_eip191_message(encode_defunct(primitive=message)))
