@@ -72,3 +72,9 @@ class RateLimited(AppError):
 
 class ServiceUnavailable(AppError):
     status, code = 503, "service_unavailable"
+
+
+def queue_unavailable() -> ServiceUnavailable:
+    """What a request that needed Redis (the job queue, poll slots, locks) answers without it."""
+    return ServiceUnavailable("the job queue (Redis) is unavailable; retry later",
+                              code="queue_unavailable", headers={"Retry-After": "5"})

@@ -33,7 +33,7 @@ from app.chat.routes import router as chat_router
 from app.config import Settings
 from app.context import open_context
 from app.db import DatabaseRefused, PoolBusy, refused
-from app.errors import AppError, ServiceUnavailable
+from app.errors import AppError, ServiceUnavailable, queue_unavailable
 from app.idle.routes import router as idle_router
 from app.miners.routes import router as miners_router
 from app.openapi import build_openapi, doc_routes
@@ -126,9 +126,7 @@ async def _http_error(request: Request, exc: Exception) -> Response:
 
 async def _redis_down(request: Request, exc: Exception) -> Response:
     log.warning("Redis unavailable: %s", type(exc).__name__)
-    return _render(request, ServiceUnavailable("the job queue (Redis) is unavailable; retry later",
-                                             code="queue_unavailable",
-                                             headers={"Retry-After": "5"}))
+    return _render(request, queue_unavailable())
 
 
 async def _dependency_down(request: Request, exc: Exception) -> Response:

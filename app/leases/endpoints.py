@@ -15,7 +15,7 @@ from datetime import datetime
 from typing import Any
 
 from pydantic import BaseModel
-from redis.exceptions import LockError
+from redis.exceptions import LockError, RedisError
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -26,7 +26,7 @@ from app.auth.principals import Wallet
 from app.auth.roles import suspended_error
 from app.context import AppContext, ctx
 from app.db import after_commit
-from app.errors import AppError, Conflict, NotFound, RateLimited
+from app.errors import AppError, Conflict, NotFound, RateLimited, queue_unavailable
 from app.hangup import ClientGone, Hangup, watching
 from app.leases import protocol, room, rules, served
 from app.leases.polls import open_poll
@@ -454,11 +454,17 @@ def add_miner_endpoints(router: Router, kind: JobKind, prefix: str, shapes: Shap
         if not query.next:
             return ResultsOut(results=answers)
         # The results are stored: whatever the lease part meets, they are answered (a refusal
-        # of the lease rides beside them instead of failing the request and hiding them).
+        # of the lease, or Redis failing it, rides beside them instead of failing the request
+        # and hiding them).
         try:
             jobs = await poll(request, who, query, query.next)
         except AppError as err:
             return shapes.results_then(results=answers, jobs=[], lease_error=_refused(err))
+        except RedisError as exc:
+            log.warning("Redis unavailable for a result request's lease part: %s",
+                        type(exc).__name__)
+            return shapes.results_then(results=answers, jobs=[],
+                                       lease_error=_refused(queue_unavailable()))
         return shapes.results_then(results=answers, jobs=jobs)
 
     post_results.__doc__ = (f"Complete several leased {noun}s, each item as the body of "
