@@ -5,7 +5,9 @@ running in-process."""
 
 from __future__ import annotations
 
+import os
 import shutil
+import signal
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -32,6 +34,17 @@ def redis_url() -> Iterator[str]:
         yield local.url
     finally:
         local.stop()
+
+
+@pytest.fixture
+def private_redis(tmp_path: Path) -> Iterator[LocalRedis]:
+    """A redis-server of the test's own, to stop, flush, freeze or read counts from (INFO) without
+    touching what other tests (or other pytest-xdist workers) do on the shared one."""
+    server = LocalRedis(workdir=tmp_path / "redis").start()
+    yield server
+    if server.proc is not None:  # a test may have left it frozen (SIGSTOP)
+        os.kill(server.proc.pid, signal.SIGCONT)
+    server.stop()
 
 
 @pytest.fixture(scope="session")

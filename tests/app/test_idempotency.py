@@ -10,7 +10,6 @@ from datetime import timedelta
 from typing import Any
 
 import httpx
-import pytest
 from sqlalchemy import func, select, update
 
 from app.models import ChatJob, ChatLog, IdempotencyKey, IdleJob, utcnow
@@ -218,14 +217,6 @@ async def test_the_openapi_document_names_the_header(api):  # type: ignore[no-un
         header = next(p for p in params if p["name"] == "Idempotency-Key")
         assert header["in"] == "header" and header["schema"]["maxLength"] == 255
         assert "409" in spec["paths"][path]["post"]["responses"]
-
-
-@pytest.fixture
-def private_redis(tmp_path):  # type: ignore[no-untyped-def]
-    from app.localredis import LocalRedis
-    server = LocalRedis(workdir=tmp_path / "redis").start()
-    yield server
-    server.stop()
 
 
 async def test_a_job_withdrawn_for_a_down_queue_frees_its_key(any_db, settings_factory,  # type: ignore[no-untyped-def]

@@ -2,18 +2,7 @@
 
 from __future__ import annotations
 
-
-import pytest
-
-from app.localredis import LocalRedis
 from tests.support.harness import running_app, until
-
-
-@pytest.fixture
-def private_redis(tmp_path):  # type: ignore[no-untyped-def]
-    server = LocalRedis(workdir=tmp_path / "redis").start()
-    yield server
-    server.stop()
 
 
 async def test_redis_stopped_then_back(settings_factory, private_redis):  # type: ignore[no-untyped-def]

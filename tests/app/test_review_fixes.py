@@ -8,10 +8,8 @@ import os
 import signal
 import time
 
-import pytest
 from sqlalchemy import select
 
-from app.localredis import LocalRedis
 from app.models import ChatJob
 from tests.support.harness import running_app
 
@@ -70,15 +68,6 @@ async def test_head_on_job_next_leases_nothing(api):  # type: ignore[no-untyped-
     assert r.status_code == 405
     assert (await miner.next_job(wait=1))["attempt"] == 1
     assert (await api.client.head("/health")).status_code == 200
-
-
-@pytest.fixture
-def private_redis(tmp_path):  # type: ignore[no-untyped-def]
-    server = LocalRedis(workdir=tmp_path / "redis").start()
-    yield server
-    if server.proc is not None:
-        os.kill(server.proc.pid, signal.SIGCONT)
-    server.stop()
 
 
 async def test_a_hung_redis_gives_503_not_a_hung_request(settings_factory, private_redis):  # type: ignore[no-untyped-def]

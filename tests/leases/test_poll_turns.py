@@ -21,8 +21,9 @@ def polls_waiting(api, n: int):  # type: ignore[no-untyped-def]
 
 
 async def test_waiting_polls_block_in_redis_one_at_a_time_first_come_first_served(
-        settings_factory, any_db) -> None:  # type: ignore[no-untyped-def]
-    async with running_app(settings_factory(any_db)) as api:
+        settings_factory, any_db, private_redis) -> None:  # type: ignore[no-untyped-def]
+    # a Redis of its own: blocked_clients counts every client, other tests' polls too
+    async with running_app(settings_factory(any_db, redis_url=private_redis.url)) as api:
         key = await api.api_key()
         miners = [await api.miner() for _ in range(6)]
         before = await blocked_in_redis(api)

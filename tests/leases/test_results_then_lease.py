@@ -93,25 +93,20 @@ async def test_a_refused_lease_rides_beside_the_stored_results(settings_factory,
 
 
 async def test_redis_failing_the_lease_part_rides_beside_the_stored_results(
-        settings_factory, any_db, tmp_path) -> None:  # type: ignore[no-untyped-def]
-    from app.localredis import LocalRedis
-    redis = LocalRedis(workdir=tmp_path / "redis").start()
-    try:
-        async with running_app(settings_factory(any_db, redis_url=redis.url)) as api:
-            key = await api.api_key()
-            sent = (await api.chat(key, "q")).json()["job_id"]
-            m = await api.miner()
-            [job] = await batch(m, 1)
-            redis.stop()  # the queue goes away between the lease and the result
-            out = await results_then(m, [item(m, job, "stored")], 4, wait=5)
-            assert out["results"][0]["status"] == "completed" and out["jobs"] == []
-            assert out["lease_error"] == {
-                "status": 503, "error": "queue_unavailable", "retry_after_s": 5,
-                "detail": "the job queue (Redis) is unavailable; retry later"}
-            r = await api.client.get(f"/chat/{sent}", headers=auth(key))
-            assert (r.json()["status"], r.json()["response"]) == ("completed", "stored")
-    finally:
-        redis.stop()
+        settings_factory, any_db, private_redis) -> None:  # type: ignore[no-untyped-def]
+    async with running_app(settings_factory(any_db, redis_url=private_redis.url)) as api:
+        key = await api.api_key()
+        sent = (await api.chat(key, "q")).json()["job_id"]
+        m = await api.miner()
+        [job] = await batch(m, 1)
+        private_redis.stop()  # the queue goes away between the lease and the result
+        out = await results_then(m, [item(m, job, "stored")], 4, wait=5)
+        assert out["results"][0]["status"] == "completed" and out["jobs"] == []
+        assert out["lease_error"] == {
+            "status": 503, "error": "queue_unavailable", "retry_after_s": 5,
+            "detail": "the job queue (Redis) is unavailable; retry later"}
+        r = await api.client.get(f"/chat/{sent}", headers=auth(key))
+        assert (r.json()["status"], r.json()["response"]) == ("completed", "stored")
 
 
 async def test_bad_lease_parameters_are_refused_before_anything_is_stored(api: Harness) -> None:
