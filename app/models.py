@@ -244,7 +244,9 @@ class ChatSession(Base):
 
 class ChatLog(Base):
     __tablename__ = "chat_logs"
-    __table_args__ = (Index("ix_chat_logs_session_id_id", "session_id", "id"),)
+    __table_args__ = (Index("ix_chat_logs_session_id_id", "session_id", "id"),
+                      # a business's turns: retention, erasure, export (migration 0018)
+                      Index("ix_chat_logs_business_id_timestamp", "business_id", "timestamp"))
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     session_id: Mapped[str] = mapped_column(String(128))
