@@ -303,8 +303,8 @@ class Removed:
 
 async def remove_business(c: AppContext, business_id: int, actor: str) -> Removed:
     """An operator removes a business: its keys revoked at once, its in-flight jobs cancelled
-    (holds released), removed_at set, then all its content erased in batches of short
-    transactions. Idempotent: a second call finishes what a first one left (a crash between
+    (holds released), removed_at set and its contacts cleared, then all its content erased in
+    batches of short transactions. Idempotent: a second call finishes what a first one left (a crash between
     batches) and changes nothing else. Its ledger, balance and deposits stay untouched."""
     now = utcnow()
     async with c.db.transaction() as session:
@@ -313,10 +313,12 @@ async def remove_business(c: AppContext, business_id: int, actor: str) -> Remove
         if business is None:
             raise NotFound("no such business", code="business_not_found")
         removed_at = business.removed_at or now
-        if business.removed_at is None:
-            await session.execute(update(Business).where(
-                Business.id == business_id, Business.removed_at.is_(None))
-                .values(removed_at=now).execution_options(synchronize_session=False))
+        # its contacts are a person's email and phone: they go with the content (the name stays,
+        # the ledger's and the listing's handle on the account)
+        await session.execute(update(Business).where(Business.id == business_id)
+                              .values(removed_at=removed_at, contact_email=None,
+                                      contact_phone=None)
+                              .execution_options(synchronize_session=False))
         revoked = await session.execute(update(ApiKey).where(
             ApiKey.business_id == business_id, ApiKey.revoked_at.is_(None))
             .values(revoked_at=now).execution_options(synchronize_session=False))

@@ -9,7 +9,7 @@ import uuid
 from decimal import Decimal
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 
 from app.accounts import erasure, ledger
 from app.models import Business, ChatJob, IdleJob, LedgerEntry
@@ -44,6 +44,8 @@ async def test_removing_a_business_revokes_cancels_and_erases(any_db, settings_f
             doomed = (await s.execute(select(Business.id).where(Business.name == "doomed"))
                       ).scalar_one()
             await ledger.credit(s, doomed, Decimal("5"), reference="inv-1", actor="test")
+            await s.execute(update(Business).where(Business.id == doomed).values(
+                contact_email=f"{m}@example.com", contact_phone=f"+1 555 {m[-6:]}"))
             await ledger.hold(s, doomed, ledger.JobRef("chat", leased["job_id"]), Decimal("1"),
                               tokens=200, price_per_1k_usd=Decimal(5), api_key_id=None)
         assert m in database_dump(any_db)
@@ -96,6 +98,8 @@ async def test_removing_a_business_revokes_cancels_and_erases(any_db, settings_f
         # here), two releases: the ledger is whole and every hold came back
         assert entries == 6
         assert balance == total == FUNDS + Decimal("5") and business.removed_at is not None
+        assert (business.name, business.contact_email, business.contact_phone) == (
+            "doomed", None, None)  # a person's contacts go; the account's name stays
         assert kept_job.prompt == f"kept {k}" and kept_job.erased_at is None
         in_redis = redis_dump(settings.redis_url, settings.redis_prefix)
         assert kept in (await api.ctx.queue.members("chat"))
