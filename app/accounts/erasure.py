@@ -304,8 +304,9 @@ class Removed:
 async def remove_business(c: AppContext, business_id: int, actor: str) -> Removed:
     """An operator removes a business: its keys revoked at once, its in-flight jobs cancelled
     (holds released), removed_at set and its contacts cleared, then all its content erased in
-    batches of short transactions. Idempotent: a second call finishes what a first one left (a crash between
-    batches) and changes nothing else. Its ledger, balance and deposits stay untouched."""
+    batches of short transactions. Idempotent: a second call finishes what a first one left (a
+    crash between batches) and changes nothing else. Its name, ledger, balance and deposits stay
+    untouched."""
     now = utcnow()
     async with c.db.transaction() as session:
         business = (await session.execute(select(Business.id, Business.removed_at).where(

@@ -6,8 +6,9 @@ to prefer a sequential scan; what is checked is that an index can serve the pred
 from __future__ import annotations
 
 from datetime import datetime, timezone
+from typing import Any
 
-from sqlalchemy import select, text
+from sqlalchemy import Select, select, text
 
 from app.accounts.erasure import of_business
 from app.db import Database
@@ -16,12 +17,13 @@ from app.models import ChatLog
 INDEX = "ix_chat_logs_business_id_timestamp"
 
 
-async def plan(database_url: str, statement) -> str:  # type: ignore[no-untyped-def]
+async def plan(database_url: str, statement: Select[Any]) -> str:
     db = Database(database_url)
     try:
         async with db.sessions() as session:
             conn = await session.connection()
-            compiled = statement.compile(dialect=conn.dialect, compile_kwargs={"literal_binds": True})
+            compiled = statement.compile(dialect=conn.dialect,
+                                         compile_kwargs={"literal_binds": True})
             if conn.dialect.name == "postgresql":
                 await session.execute(text("SET LOCAL enable_seqscan = off"))
                 rows = (await session.execute(text(f"EXPLAIN {compiled}"))).all()
@@ -32,7 +34,7 @@ async def plan(database_url: str, statement) -> str:  # type: ignore[no-untyped-
     return "\n".join(str(r[-1]) for r in rows)
 
 
-async def test_a_business_turns_are_planned_through_the_index(any_db) -> None:  # type: ignore[no-untyped-def]
+async def test_a_business_turns_are_planned_through_the_index(any_db: str) -> None:
     cutoff = datetime(2026, 1, 1, tzinfo=timezone.utc)
     retention = select(ChatLog.id).where(of_business(ChatLog.business_id, 7),
                                          ChatLog.timestamp < cutoff).limit(1)
