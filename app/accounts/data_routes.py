@@ -169,8 +169,7 @@ async def remove_business(request: Request, who: Wallet) -> BusinessRemoved:
     """Operator: remove a business. Its API keys are revoked (401 from now on), its jobs in
     flight cancelled (holds released), all its content erased (chat and idle prompts, answers,
     histories) and its contact email and phone cleared; its name, ledger, balance and deposits
-    stay. Idempotent: calling again finishes an
-    interrupted removal."""
+    stay. Idempotent: calling again finishes an interrupted removal."""
     business_id = _business_id(request)
     if business_id is None:
         raise NotFound("no such business", code="business_not_found")
