@@ -17,8 +17,9 @@ import contextlib
 import logging
 import re
 import time
+from collections.abc import Coroutine
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from miner.backoff import Backoff
 from miner.batch import ResultBatcher
@@ -49,10 +50,16 @@ CHAT_WAIT_WITH_IDLE = 5
 RESULT_GRACE = 60.0
 # How long a release or other clean-up call may take during shutdown (seconds).
 CLEANUP_TIMEOUT = 5.0
+# After a second signal, how long an open poll may still answer (seconds): the backend may have
+# leased jobs to it just before, and their answer is on its way; those are given back at once
+# instead of sitting leased to a miner that has gone until their leases expire.
+ABORT_POLL_GRACE = 1.0
 # How long a streamed job's last chunks may delay its result (seconds).
 FINAL_CHUNKS_TIMEOUT = 2.0
 # A model name the backend accepts in `model=` on a poll.
 MODEL_NAME = re.compile(r"[A-Za-z0-9._:/@+-]{1,128}")
+
+T = TypeVar("T", Lease | None, list[Lease])
 
 
 @dataclass
@@ -148,6 +155,8 @@ class Miner:
             for t in pending:
                 t.cancel()
             await asyncio.wait(pending, timeout=CLEANUP_TIMEOUT * 2)
+        if self._cleanups:  # releases of leases that came after their worker had gone
+            await asyncio.wait(set(self._cleanups), timeout=ABORT_POLL_GRACE + CLEANUP_TIMEOUT)
         crashed = 0
         for t in self._workers:
             if t.done() and not t.cancelled() and t.exception() is not None:
@@ -243,7 +252,7 @@ class Miner:
                 # Not cancelled on stop: a long-poll the backend is still serving may lease a job
                 # to us after we hung up, and that lease would sit unused until it expired. The
                 # poll returns within poll_wait seconds.
-                lease = await self._poll()
+                lease = await self._polled(self._poll())
             except (BackendError, ValueError) as exc:  # ValueError: a 200 that is not JSON
                 await self._poll_failed(backoff, exc)
                 continue
@@ -254,6 +263,35 @@ class Miner:
             # other and is finished. Releasing it instead would cost it a delivery attempt,
             # and our other open polls could take it straight back (and release it again).
             await self._handle(lease)
+
+    async def _polled(self, poll: Coroutine[Any, Any, T]) -> T:
+        """Await a poll that a second signal does not cut off: cancelled, the worker leaves it
+        ABORT_POLL_GRACE seconds to answer, and gives back whatever it leased."""
+        task = asyncio.ensure_future(poll)
+        try:
+            return await asyncio.shield(task)
+        except asyncio.CancelledError:
+            self._clean_up(self._give_back(task))
+            raise
+
+    async def _give_back(self, poll: asyncio.Future[Any]) -> None:
+        started = time.monotonic()
+        done, _ = await asyncio.wait({poll}, timeout=ABORT_POLL_GRACE)
+        if not done:
+            poll.cancel()  # nothing leased yet; the backend sees us hang up
+            return
+        if poll.cancelled() or poll.exception() is not None:
+            return
+        got = poll.result()
+        for lease in got if isinstance(got, list) else [] if got is None else [got]:
+            await self._release(lease, "miner shutting down", count=True)
+            self._job_line(lease, "released", None, started)
+
+    def _clean_up(self, work: Coroutine[Any, Any, None]) -> None:
+        """Run work that outlives its worker (run() waits for it before exiting)."""
+        task = asyncio.create_task(work)
+        self._cleanups.add(task)
+        task.add_done_callback(self._cleanups.discard)
 
     async def _poll_failed(self, backoff: Backoff, exc: Exception) -> None:
         if self._suspended(exc):
@@ -312,9 +350,7 @@ class Miner:
                     raise RuntimeError("no dispatcher")
                 self._jobs.create_task(self._handle(lease), name=f"miner-job-{lease.job_id}")
             except RuntimeError:  # its task group has finished or is shutting down
-                task = asyncio.create_task(self._release(lease, "miner shutting down"))
-                self._cleanups.add(task)
-                task.add_done_callback(self._cleanups.discard)
+                self._clean_up(self._release(lease, "miner shutting down"))
                 continue
             self._dispatched.add(lease.job_id)
 
@@ -330,7 +366,7 @@ class Miner:
                 free = min(MAX_BATCH, self.cfg.concurrency - len(self._dispatched))
                 try:
                     # Not cancelled on stop, like the single-job poll (see _worker).
-                    leases = await self._poll_batch(free)
+                    leases = await self._polled(self._poll_batch(free))
                 except EndpointMissing:
                     log.info("this backend has no batch endpoints; using the single-job protocol")
                     self.batch = False

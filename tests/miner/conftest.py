@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 
 import pytest
@@ -36,23 +37,29 @@ def unused_url() -> str:
 
 @pytest.fixture
 def backend_factory(settings_factory) -> Iterator:  # type: ignore[no-untyped-def]
-    """Start the real backend on 127.0.0.1: backend_factory(lease_seconds=2, ...) -> Backend."""
+    """Start the real backend on 127.0.0.1: backend_factory(lease_seconds=2, ...) -> Backend.
+    held=(path suffixes, threading.Event): answers to those requests wait for the event."""
     from collections import Counter
 
     from app.main import create_app
-    from tests.miner.support import Backend, RequestCounter
+    from tests.miner.support import Backend, HeldReplies, RequestCounter
 
     started: list[Backend] = []
 
-    def make(**overrides: object) -> Backend:
+    def make(held: tuple[tuple[str, ...], threading.Event] | None = None,
+             **overrides: object) -> Backend:
         port = free_port()
         # The demo model counts words as its tokens: the backend is told so, as a deployment
         # serving a model with another tokenizer would be (TOKENIZER).
         overrides = {"tokenizer": "words", **overrides}
         settings = settings_factory(public_url=f"http://127.0.0.1:{port}", **overrides)
         requests: Counter[str] = Counter()
-        server = UvicornThread(
-            port=port, factory=lambda: RequestCounter(create_app(settings), requests)).start()
+
+        def app():  # type: ignore[no-untyped-def]
+            counted = RequestCounter(create_app(settings), requests)
+            return counted if held is None else HeldReplies(counted, *held)
+
+        server = UvicornThread(port=port, factory=app).start()
         b = Backend(settings=settings, server=server, requests=requests)
         started.append(b)
         return b

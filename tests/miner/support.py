@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import threading
 import time
@@ -93,6 +94,27 @@ class RequestCounter:
         if scope["type"] == "http":
             self.counts[f"{scope['method']} {scope['path']}"] += 1
         await self.app(scope, receive, send)
+
+
+class HeldReplies:
+    """ASGI middleware holding back the answers to requests whose path ends with one of
+    `suffixes` until `gate` is set: the backend has done the work (a lease committed), the
+    client has not heard of it yet, as over a slow network."""
+
+    def __init__(self, app, suffixes: tuple[str, ...], gate: threading.Event) -> None:  # type: ignore[no-untyped-def]
+        self.app, self.suffixes, self.gate = app, suffixes, gate
+
+    async def __call__(self, scope, receive, send) -> None:  # type: ignore[no-untyped-def]
+        if scope["type"] != "http" or not scope["path"].endswith(self.suffixes):
+            await self.app(scope, receive, send)
+            return
+
+        async def held(message) -> None:  # type: ignore[no-untyped-def]
+            while message["type"] == "http.response.start" and not self.gate.is_set():
+                await asyncio.sleep(0.01)
+            await send(message)
+
+        await self.app(scope, receive, held)
 
 
 @dataclass

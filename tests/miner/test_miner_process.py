@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import threading
 import time
 
 import pytest
@@ -87,6 +88,33 @@ async def test_second_signal_gives_jobs_back_and_exits_0(backend, demo_model, mi
         row = backend.job(j["job_id"])
         assert row["status"] == "queued" and row["attempts"] == 1, p.log()
     assert p.log().count("status=released") == 2
+
+
+@pytest.mark.parametrize("protocol", ["batch", "single"])
+async def test_second_signal_gives_back_a_lease_still_on_its_way(
+    backend_factory, demo_model, miner_process, protocol
+) -> None:
+    # The backend leases a job to the miner's open poll, and the answer is still on its way
+    # when the second signal comes: the miner waits briefly for it and gives the job back,
+    # rather than hanging up and leaving it leased to nobody until the lease expires.
+    gate = threading.Event()
+    backend = backend_factory(held=(("/next", "/batch"), gate))
+    api = await backend.api_key()
+    args = ["--concurrency", "1"] + ([] if protocol == "batch" else ["--batch", "off"])
+    p = miner_process(backend.url, demo_model.url, new_key(), *args)
+    p.wait_for_log("mining as")
+    job = await backend.chat(api, "leased while the miner aborts [demo:sleep=30]")
+    await until(lambda: backend.job(job["job_id"])["status"] == "assigned")
+    p.signal(signal.SIGINT)
+    p.wait_for_log("SIGINT received")
+    p.signal(signal.SIGINT)
+    p.wait_for_log("received again")
+    gate.set()  # the lease's answer arrives within the miner's grace
+    assert await asyncio.to_thread(p.wait, 20) == 0, p.log()
+    row = backend.job(job["job_id"])
+    assert row["status"] == "queued" and row["attempts"] == 1, (row, p.log())
+    assert f"job {job['job_id']} kind=chat status=released" in p.log()
+    assert "stopped: 0 completed, 1 released" in p.log()
 
 
 async def test_frozen_miner_lease_expires_mid_generation_no_double_answer(
