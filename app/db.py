@@ -14,11 +14,13 @@ from typing import Any
 
 import asyncpg
 
+from app.errors import ServiceUnavailable
 from app.lite import Lite
 
 from sqlalchemy import event
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
 
@@ -172,6 +174,42 @@ def refused(exc: BaseException) -> bool:
             return True
         todo += [getattr(e, "orig", None), e.__cause__, e.__context__]
     return False
+
+
+# What a dependency failing raises (answered 503 by outage() below), beside the bugs some of
+# these classes also carry (outage() tells them apart).
+OUTAGES: tuple[type[BaseException], ...] = (
+    PoolTimeout, DBAPIError, PoolBusy, DatabaseRefused, asyncpg.PostgresError,
+    asyncpg.InterfaceError, asyncpg.InternalClientError, TimeoutError, ConnectionError)
+
+
+def outage(exc: BaseException) -> ServiceUnavailable | None:
+    """The 503 (with Retry-After) for a database, or another dependency, that hangs or refuses;
+    None when `exc` is a bug (a statement PostgreSQL rejects for what it says): that stays a
+    logged 500. Refusing or hanging: a pool exhausted for DB_POOL_TIMEOUT_S, a statement over
+    DB_COMMAND_TIMEOUT_S (asyncpg raises a bare TimeoutError), a refused connection, SQLite
+    locked past its busy timeout, PostgreSQL refusing for now (refused(): shutting down,
+    starting up, too many connections, not accepting connections)."""
+    if isinstance(exc, DBAPIError) and not (isinstance(exc, OperationalError)
+                                            or exc.connection_invalidated or refused(exc)):
+        return None
+    if isinstance(exc, asyncpg.PostgresError) and not (
+            isinstance(exc, asyncpg.QueryCanceledError) or refused(exc)):
+        return None
+    if isinstance(exc, PoolTimeout | PoolBusy):
+        code, detail = "database_busy", "every database connection is in use; retry later"
+    elif isinstance(exc, DBAPIError | asyncpg.PostgresError | asyncpg.InterfaceError
+                    | asyncpg.InternalClientError | DatabaseRefused):
+        code, detail = "database_unavailable", "the database is unavailable; retry later"
+    elif isinstance(exc, TimeoutError):
+        code, detail = "dependency_timeout", ("the database (or another dependency) did not "
+                                              "answer in time; retry later")
+    elif isinstance(exc, ConnectionError):
+        code, detail = "dependency_unavailable", ("the database (or another dependency) "
+                                                  "refused the connection; retry later")
+    else:
+        return None
+    return ServiceUnavailable(detail, code=code, headers={"Retry-After": "5"})
 
 
 async def keep_session(conn: asyncpg.Connection) -> None:

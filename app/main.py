@@ -11,7 +11,7 @@ from typing import Any, cast
 
 import asyncpg
 from redis.exceptions import RedisError
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -32,8 +32,8 @@ from app.auth.routes import router as auth_router
 from app.chat.routes import router as chat_router
 from app.config import Settings
 from app.context import open_context
-from app.db import DatabaseRefused, PoolBusy, refused
-from app.errors import AppError, ServiceUnavailable, queue_unavailable
+from app.db import DatabaseRefused, PoolBusy, outage
+from app.errors import AppError, queue_unavailable
 from app.idle.routes import router as idle_router
 from app.miners.routes import router as miners_router
 from app.openapi import build_openapi, doc_routes
@@ -131,31 +131,14 @@ async def _redis_down(request: Request, exc: Exception) -> Response:
 
 async def _dependency_down(request: Request, exc: Exception) -> Response:
     # A database (or other dependency) that hangs or refuses, as a 503 with Retry-After rather
-    # than a 500 or a hung request: a pool exhausted for DB_POOL_TIMEOUT_S, a statement over
-    # DB_COMMAND_TIMEOUT_S (asyncpg raises a bare TimeoutError), a refused connection, SQLite
-    # locked past its busy timeout, PostgreSQL refusing for now (app.db.refused: shutting down,
-    # starting up, too many connections, not accepting connections). Other database errors
-    # are bugs: they stay logged 500s. A 503 keeps the client's keep-alive connection (a 500
-    # re-raised to the server closes it).
-    if isinstance(exc, DBAPIError) and not (isinstance(exc, OperationalError)
-                                            or exc.connection_invalidated or refused(exc)):
+    # than a 500 or a hung request (app.db.outage says which errors those are). Other database
+    # errors are bugs: they stay logged 500s. A 503 keeps the client's keep-alive connection (a
+    # 500 re-raised to the server closes it).
+    err = outage(exc)
+    if err is None:
         raise exc
-    if isinstance(exc, asyncpg.PostgresError) and not (
-            isinstance(exc, asyncpg.QueryCanceledError) or refused(exc)):
-        raise exc
-    if isinstance(exc, PoolTimeout | PoolBusy):
-        code, detail = "database_busy", "every database connection is in use; retry later"
-    elif isinstance(exc, DBAPIError | asyncpg.PostgresError | asyncpg.InterfaceError
-                    | asyncpg.InternalClientError | DatabaseRefused):
-        code, detail = "database_unavailable", "the database is unavailable; retry later"
-    elif isinstance(exc, TimeoutError):
-        code, detail = "dependency_timeout", ("the database (or another dependency) did not "
-                                              "answer in time; retry later")
-    else:
-        code, detail = "dependency_unavailable", ("the database (or another dependency) "
-                                                  "refused the connection; retry later")
-    log.warning("%s: %s", code, type(exc).__name__)
-    return _render(request, ServiceUnavailable(detail, code=code, headers={"Retry-After": "5"}))
+    log.warning("%s: %s", err.code, type(exc).__name__)
+    return _render(request, err)
 
 
 async def _unexpected(request: Request, exc: Exception) -> Response:

@@ -25,7 +25,7 @@ from app.auth.guards import wallet_guard
 from app.auth.principals import Wallet
 from app.auth.roles import suspended_error
 from app.context import AppContext, ctx
-from app.db import after_commit
+from app.db import OUTAGES, after_commit, outage
 from app.errors import AppError, Conflict, NotFound, RateLimited, queue_unavailable
 from app.hangup import ClientGone, Hangup, watching
 from app.leases import protocol, room, rules, served
@@ -123,7 +123,7 @@ async def lease(c: AppContext, kind: JobKind, who: Wallet, wait_s: float, most: 
                                                    and await kind.yields(c)):
             await protocol.requeue(c, kind.name, ids)
             return []
-        async with _leasing(c, kind, miner_id, ids):
+        async with _leasing(c, kind, miner_id, ids), _requeued_if_down(c, kind, ids):
             if c.db.pg is not None and kind.fast is not None:
                 # one statement, no BEGIN/COMMIT: it counts the room itself (_fast_lease)
                 keys = protocol.parse_ids(kind, ids)
@@ -157,6 +157,19 @@ def spread(wait_s: float) -> float:
     if wait_s < SPREAD_FROM_S:
         return wait_s
     return wait_s * (1 - POLL_SPREAD * random.random())
+
+
+@contextlib.asynccontextmanager
+async def _requeued_if_down(c: AppContext, kind: JobKind, ids: list[str]) -> AsyncIterator[None]:
+    """The popped ids go back to the front if the database fails their lease, so they go out
+    again at once rather than when the reconciler finds them (a lease that did commit before a
+    timeout is safe: the next lease statement finds the job assigned and drops its id)."""
+    try:
+        yield
+    except OUTAGES as exc:
+        if outage(exc) is not None:
+            await protocol.requeue(c, kind.name, ids)  # never raises: the reconciler's, if not
+        raise
 
 
 # One lock per wallet leasing in this process, dropped with its last user.
@@ -465,6 +478,13 @@ def add_miner_endpoints(router: Router, kind: JobKind, prefix: str, shapes: Shap
                         type(exc).__name__)
             return shapes.results_then(results=answers, jobs=[],
                                        lease_error=_refused(queue_unavailable()))
+        except OUTAGES as exc:
+            down = outage(exc)
+            if down is None:  # a bug: a logged 500, as anywhere else
+                raise
+            log.warning("%s in a result request's lease part: %s", down.code,
+                        type(exc).__name__)
+            return shapes.results_then(results=answers, jobs=[], lease_error=_refused(down))
         return shapes.results_then(results=answers, jobs=jobs)
 
     post_results.__doc__ = (f"Complete several leased {noun}s, each item as the body of "

@@ -7,7 +7,9 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from app.leases import polls
+import asyncpg
+
+from app.leases import polls, rules
 from tests.idle.support import auth, submit
 from tests.leases.test_batch_protocol import batch, item
 from tests.support.harness import Harness, SimMiner, running_app
@@ -107,6 +109,35 @@ async def test_redis_failing_the_lease_part_rides_beside_the_stored_results(
             "detail": "the job queue (Redis) is unavailable; retry later"}
         r = await api.client.get(f"/chat/{sent}", headers=auth(key))
         assert (r.json()["status"], r.json()["response"]) == ("completed", "stored")
+
+
+async def test_the_database_failing_the_lease_part_rides_beside_the_stored_results(
+        settings_factory, postgres_db) -> None:  # type: ignore[no-untyped-def]
+    # The results commit; then the lease statement hangs past DB_COMMAND_TIMEOUT_S (another
+    # session holds the wallet's leasing lock, which only a lease takes): the results are
+    # answered, the lease part says 503, and the popped job is back in the queue at once.
+    settings = settings_factory(postgres_db, db_command_timeout_s=0.5,
+                                run_maintenance_in_api=False)
+    async with running_app(settings) as api:
+        key = await api.api_key()
+        sent = (await api.chat(key, "q")).json()["job_id"]
+        m = await api.miner()
+        [job] = await batch(m, 1)
+        waiting = (await api.chat(key, "waits for the lease")).json()["job_id"]
+        db = await asyncpg.connect(postgres_db.replace("postgresql+asyncpg://", "postgresql://"))
+        try:
+            wallet = await db.fetchval("SELECT id FROM miners WHERE address = $1", m.address)
+            await db.execute("SELECT pg_advisory_lock($1, $2)", rules.LEASING_LOCK, wallet)
+            out = await results_then(m, [item(m, job, "stored")], 4, wait=5)
+        finally:
+            await db.close()  # and its lock with it
+        assert out["results"][0]["status"] == "completed" and out["jobs"] == []
+        assert out["lease_error"] == {
+            "status": 503, "error": "dependency_timeout", "retry_after_s": 5,
+            "detail": out["lease_error"]["detail"]}
+        r = await api.client.get(f"/chat/{sent}", headers=auth(key))
+        assert (r.json()["status"], r.json()["response"]) == ("completed", "stored")
+        assert [j["job_id"] for j in await batch(m, 4)] == [waiting]  # requeued, not lost
 
 
 async def test_bad_lease_parameters_are_refused_before_anything_is_stored(api: Harness) -> None:
