@@ -1,11 +1,12 @@
 """Public answers derived from the chain, computed once per block in each process.
 
 `/burns/summary` and `/burns/{id}/verify` make several RPC calls each; anyone may call them. Wrapped
-in `per_block(records)`, an answer (a 200) is kept under its path, the chain's latest block number
-and a fingerprint of the database records it is computed from (`records(request)`, a cheap read),
-and served again while all three are the same: a flood of calls costs one eth_blockNumber per
-HEAD_POLL_S, the records' read, and one computation per block or record change. An answer can be
-HEAD_POLL_S behind the chain, never behind the records.
+in `per_block(records)`, an answer (a 200) is kept under its path, the chain's latest block (its
+number and hash: a reorg that replaces the head at the same height is a new block) and a
+fingerprint of the database records it is computed from (`records(request)`, a cheap read), and
+served again while all three are the same: a flood of calls costs one eth_getBlockByNumber
+("latest") per HEAD_POLL_S, the records' read, and one computation per block or record change.
+An answer can be HEAD_POLL_S behind the chain, never behind the records.
 """
 
 from __future__ import annotations
@@ -34,9 +35,17 @@ class HeadUnavailable(Exception):
 MAX_ENTRIES = 1024  # distinct paths kept; beyond it the cache starts over
 
 
+@dataclass(frozen=True)
+class Head:
+    """The chain's latest block: its number and hash (two heads at one height after a reorg
+    are two blocks)."""
+    number: int
+    hash: bytes
+
+
 @dataclass
 class _Answer:
-    version: tuple[int, Hashable]  # (block number, records)
+    version: tuple[Head, Hashable]  # (the head block, records)
     status: int
     body: bytes
     headers: list[tuple[str, str]]
@@ -45,25 +54,29 @@ class _Answer:
 class BlockCache:
     def __init__(self) -> None:
         self._answers: dict[str, _Answer] = {}
-        self._head: tuple[float, int | str] | None = None  # (asked at, block or error class)
+        self._head: tuple[float, Head | str] | None = None  # (asked at, block or error class)
         self._asking = asyncio.Lock()
-        self.flights: dict[tuple[str, tuple[int, Hashable]], asyncio.Lock] = {}
+        self.flights: dict[tuple[str, tuple[Head, Hashable]], asyncio.Lock] = {}
         self.computed = 0  # answers computed, not served from the cache (tests and metrics)
 
-    async def head(self, c: AppContext) -> int | None:
-        """The latest block number, at most HEAD_POLL_S old; None without a usable chain (the
-        handler itself then answers the outage: 503 chain_unavailable)."""
+    async def head(self, c: AppContext) -> Head | None:
+        """The latest block, at most HEAD_POLL_S old; None without a usable chain (the handler
+        itself then answers the outage: 503 chain_unavailable)."""
         if c.chain is None:
             return None
         try:
-            return await self.latest(c)
+            return await self.tip(c)
         except HeadUnavailable:
             return None
 
     async def latest(self, c: AppContext) -> int:
-        """The latest block number, at most HEAD_POLL_S old, or HeadUnavailable: the node is
-        asked at most once per HEAD_POLL_S, failures included, however many callers (/health
-        and the per-block answers) ask at once."""
+        """The latest block number, as tip() (for /health)."""
+        return (await self.tip(c)).number
+
+    async def tip(self, c: AppContext) -> Head:
+        """The latest block, at most HEAD_POLL_S old, or HeadUnavailable: the node is asked at
+        most once per HEAD_POLL_S, failures included, however many callers (/health and the
+        per-block answers) ask at once."""
         if c.chain is None:
             raise HeadUnavailable("NoChain")
         found = self._fresh()
@@ -72,7 +85,8 @@ class BlockCache:
                 found = self._fresh()
                 if found is None:
                     try:
-                        found = int(await c.chain.w3.eth.block_number)
+                        block = await c.chain.w3.eth.get_block("latest")
+                        found = Head(int(block["number"]), bytes(block["hash"]))
                     except Exception as exc:
                         found = type(exc).__name__
                     self._head = (time.monotonic(), found)
@@ -80,12 +94,12 @@ class BlockCache:
             raise HeadUnavailable(found)
         return found
 
-    def _fresh(self) -> int | str | None:
+    def _fresh(self) -> Head | str | None:
         if self._head is not None and time.monotonic() - self._head[0] < HEAD_POLL_S:
             return self._head[1]
         return None
 
-    def get(self, key: str, version: tuple[int, Hashable]) -> Response | None:
+    def get(self, key: str, version: tuple[Head, Hashable]) -> Response | None:
         answer = self._answers.get(key)
         if answer is None or answer.version != version:
             return None
@@ -93,7 +107,7 @@ class BlockCache:
         return Response(answer.body, status_code=answer.status,
                         headers=dict(answer.headers))
 
-    def put(self, key: str, version: tuple[int, Hashable], response: Response) -> None:
+    def put(self, key: str, version: tuple[Head, Hashable], response: Response) -> None:
         if len(self._answers) >= MAX_ENTRIES:
             self._answers.clear()
         headers = [(k, v) for k, v in response.headers.items() if k != "content-length"]

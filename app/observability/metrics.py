@@ -110,7 +110,7 @@ def build() -> None:
     for outcome in ("ok", "wait", "error"):
         buyback_steps.labels("run", outcome)
     for outcome in ("ok", "error"):
-        chain_rpc.labels("eth_blockNumber", outcome)
+        chain_rpc.labels("eth_getBlockByNumber", outcome)  # the head, for /health
         runpod_calls.labels("status", outcome)
     _built = True
 

@@ -45,8 +45,8 @@ async def limit(request: Request) -> None:
 
 async def run_checks(ctx: AppContext, heads: BlockCache | None = None) -> dict[str, dict]:
     """Every check, each with ok, latency_ms, required (and error when it failed). With
-    `heads` (the process's BlockCache) the chain check reads its latest block number: one
-    eth_blockNumber per HEAD_POLL_S whatever the request rate, instead of one per call."""
+    `heads` (the process's BlockCache) the chain check reads its latest block: one
+    eth_getBlockByNumber per HEAD_POLL_S whatever the request rate, instead of one per call."""
     required = REQUIRED
     checks: dict[str, Check] = {**required}
     if ctx.chain is not None:

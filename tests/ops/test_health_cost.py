@@ -1,4 +1,4 @@
-"""M4 (issue 23, /health): a health check costs the chain at most one eth_blockNumber per
+"""M4 (issue 23, /health): a health check costs the chain at most one head read per
 HEAD_POLL_S however often it is called (it made one RPC per call, unlimited), and each client
 IP gets RATE_LIMIT_HEALTH_PER_MIN of them."""
 
@@ -30,7 +30,7 @@ async def test_health_asks_the_chain_once_per_head_poll(settings_factory, monkey
         answers += [await api.client.get("/health") for _ in range(5)]
         assert all(r.status_code == 200 for r in answers)
         assert all(r.json()["checks"]["chain"]["ok"] for r in answers)
-        assert rpc == ["eth_blockNumber"], rpc  # 25 checks, a burst among them: one call
+        assert rpc == ["eth_getBlockByNumber"], rpc  # 25 checks, a burst among them: one call
 
         async def down(method, params):  # type: ignore[no-untyped-def]
             rpc.append(method)

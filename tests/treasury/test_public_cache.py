@@ -52,8 +52,8 @@ async def test_summary_and_verify_are_computed_once_per_block_and_record(tapp: T
             before = r.content
             if n == 0:
                 first, rpc[:] = list(rpc), []
-        # after the first answer, each call costs the chain one eth_blockNumber, nothing more
-        assert len(first) > 1 and rpc == ["eth_blockNumber"] * 4, (first, rpc)
+        # after the first answer, each call costs the chain one read of its head, nothing more
+        assert len(first) > 1 and rpc == ["eth_getBlockByNumber"] * 4, (first, rpc)
         rpc.clear()
     assert computed(t) == 2  # ten answers, two computations
 
@@ -110,3 +110,21 @@ async def test_per_ip_limit_in_front_of_the_chain(treasury_settings, devnet_layo
         assert computed(t) == 2  # the refused calls reached neither the chain nor the database
         r = await t.api.client.get("/burns/summary", headers={"X-Forwarded-For": "203.0.113.4"})
         assert r.status_code == 200  # another client, its own budget
+
+
+async def test_a_reorg_that_replaces_the_head_is_a_new_block(tapp: TApp) -> None:
+    # The burn's blocks leave the chain and another chain grows to the same height: the head's
+    # number is what it was, its hash is not, and the cached "verified" must not be served.
+    t = tapp
+    await t.add_revenue("100")
+    before = t.tester.take_snapshot()
+    bid = await check_buyback_threshold({"app": t.ctx})
+    assert bid is not None and await t.run(bid) == "burned"
+    assert (await t.api.client.get(f"/burns/{bid}/verify")).json()["verified"] is True
+    height = await t.w3.eth.block_number
+    t.tester.revert_to_snapshot(before)
+    t.tester.mine_blocks(height - await t.w3.eth.block_number)
+    assert await t.w3.eth.block_number == height
+    verify = (await t.api.client.get(f"/burns/{bid}/verify")).json()
+    assert verify["verified"] is False, verify
+    assert computed(t) == 2
