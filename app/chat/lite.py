@@ -19,7 +19,7 @@ from app import observability
 from app.chat import pg
 from app.chat.options import assignment
 from app.chat.schemas import ChatAssignment, HistoryItem
-from app.leases.protocol import Completion
+from app.leases.protocol import Completion, NeedsTransaction
 from app.lite import Lite, db_time, read_time
 from app.models import ChatJob
 from app.sqltext import as_list, sqlite
@@ -71,7 +71,7 @@ FROM posted p
 WHERE chat_jobs.id = p.job_id AND chat_jobs.lease_id = p.lease_id
   AND chat_jobs.status = 'assigned' AND chat_jobs.miner_id = ?2
   AND chat_jobs.lease_expires_at > ?3
-RETURNING id, session_id, business_id, response, output_tokens, purpose
+RETURNING id, session_id, business_id, response, output_tokens, purpose, hold_usd
 """
 CREDIT = """
 UPDATE miners SET job_count = job_count + ?2, tokens_generated = tokens_generated + ?3,
@@ -133,6 +133,10 @@ async def lease(lite: Lite, keys: list[str], miner_id: int, lease_s: int, now: d
 def _complete(conn: sqlite3.Connection, posted: str, miner_id: int,
               now: str) -> list[sqlite3.Row]:
     rows = conn.execute(COMPLETE, (posted, miner_id, now)).fetchall()
+    if any(r["hold_usd"] is not None for r in rows):
+        # held while chat was priced, completed after: charged by the SQLAlchemy step, whose
+        # transaction settles it with the result (raising rolls this one back)
+        raise NeedsTransaction()
     if rows:
         conn.executemany(TURN, [(r["session_id"], r["response"], "assistant", now,
                                  r["business_id"], r["id"]) for r in rows])

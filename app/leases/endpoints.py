@@ -293,16 +293,18 @@ async def results(c: AppContext, kind: JobKind, who: Wallet, items: list[Any]) -
         if refused:
             checked = [refused.get(id(x), x) for x in checked]
             done = [x for x in checked if isinstance(x, Completion) and x.signature]
-    won: list[Any] = []
+    won: list[Any] | None = None
     if done and kind.fast is not None and (c.db.pg is not None or (
             c.db.lite is not None and kind.fast.lite_complete is not None
             and not kind.fast.transactional(c))):
         # one statement for the whole batch (and, for priced jobs, their charge with it)
-        async with c.db.fast(transaction=kind.fast.transactional(c)) as unit:
-            won = await protocol.complete(unit, c, kind, done)
-    elif done:
+        with contextlib.suppress(protocol.NeedsTransaction):
+            async with c.db.fast(transaction=kind.fast.transactional(c)) as unit:
+                won = await protocol.complete(unit, c, kind, done)
+    if done and won is None:
         async with c.db.transaction() as session:
             won = await protocol.complete(session, c, kind, done)
+    won = won or []
     outcome: dict[int, Any] = {id(x): w for x, w in zip(done, won, strict=True)}
     losers = [x for x in checked if isinstance(x, Completion) and outcome.get(id(x)) is None]
     settled = dict(zip(map(id, losers), await protocol.settle_losers(c, kind, losers),

@@ -47,6 +47,12 @@ class Completion:
     finish_reason: str | None = None  # the model server's, signed with the output (chat only)
 
 
+class NeedsTransaction(Exception):
+    """A fast path met a job it cannot finish on its own, and wrote nothing: the caller runs the
+    kind's SQLAlchemy steps instead (a chat job holding money, completed on SQLite after chat
+    stopped being priced: its charge goes with its result, in one transaction)."""
+
+
 @dataclass(frozen=True)
 class FastPath:
     """A kind's hot path on the drivers themselves (Database.fast): on PostgreSQL one

@@ -144,3 +144,28 @@ async def test_unpriced_chat_is_unchanged(any_db, settings_factory):  # type: ig
         async with api.ctx.db.sessions() as s:
             assert (await s.execute(select(func.count()).select_from(RevenueEvent))
                     ).scalar_one() == 0
+
+
+async def test_a_hold_made_while_priced_is_charged_after_chat_stops_being_priced(
+        any_db, settings_factory):  # type: ignore[no-untyped-def]
+    # The operator sets CHAT_PRICE_PER_1K_TOKENS_USD to 0 (a restart) while a priced job is
+    # leased: its result still settles the hold it made, with the charge it was held for.
+    async with running_app(settings_factory(any_db, **PRICED)) as api:
+        key = await api.api_key("shop", "chat", funds=Decimal("1"))
+        business = await business_of(api, key)
+        miner = await api.miner()
+        job_id = (await api.chat(key, "When do you open?")).json()["job_id"]
+        job = await miner.next_job(wait=2)
+        assert job["job_id"] == job_id
+        api.ctx.settings = api.ctx.settings.model_copy(
+            update={"chat_price_per_1k_tokens_usd": Decimal(0)})
+        r = await miner.post_result(job, ANSWER, tokens=999)
+        assert r.status_code == 200 and r.json()["status"] == "completed", r.text
+        tokens = count_now(api.settings.tokenizer, ANSWER)
+        charge = price_of(tokens, PRICE)
+        assert await entries(api, "chat", job_id) == {
+            "hold": (-HOLD, 100), "release": (HOLD, None), "charge": (-charge, tokens)}
+        assert await balance(api, business) == Decimal(1) - charge
+        row = await _job(api, job_id)
+        assert (row.status, row.response) == ("completed", ANSWER)
+        await check_invariants(api)
