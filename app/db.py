@@ -176,6 +176,26 @@ def refused(exc: BaseException) -> bool:
     return False
 
 
+# PostgreSQL ending a transaction to let another go on: a deadlock's victim (40P01) or a
+# serialization failure (40001). Nothing of it was written; the same request again may pass.
+CONFLICTS = ("40P01", "40001")
+
+
+def conflict(exc: BaseException) -> bool:
+    """Whether `exc` (or what it wraps) is PostgreSQL's CONFLICTS."""
+    seen: set[int] = set()
+    todo: list[BaseException | None] = [exc]
+    while todo:
+        e = todo.pop()
+        if e is None or id(e) in seen:
+            continue
+        seen.add(id(e))
+        if getattr(e, "sqlstate", None) in CONFLICTS:
+            return True
+        todo += [getattr(e, "orig", None), e.__cause__, e.__context__]
+    return False
+
+
 # What a dependency failing raises (answered 503 by outage() below), beside the bugs some of
 # these classes also carry (outage() tells them apart).
 OUTAGES: tuple[type[BaseException], ...] = (
@@ -184,12 +204,18 @@ OUTAGES: tuple[type[BaseException], ...] = (
 
 
 def outage(exc: BaseException) -> ServiceUnavailable | None:
-    """The 503 (with Retry-After) for a database, or another dependency, that hangs or refuses;
-    None when `exc` is a bug (a statement PostgreSQL rejects for what it says): that stays a
-    logged 500. Refusing or hanging: a pool exhausted for DB_POOL_TIMEOUT_S, a statement over
+    """The 503 (with Retry-After) for a database, or another dependency, that hangs or
+    refuses, or for a transaction PostgreSQL ended to resolve a conflict (conflict()); None
+    when `exc` is a bug (a statement PostgreSQL rejects for what it says): that stays a logged
+    500. Refusing or hanging: a pool exhausted for DB_POOL_TIMEOUT_S, a statement over
     DB_COMMAND_TIMEOUT_S (asyncpg raises a bare TimeoutError), a refused connection, SQLite
     locked past its busy timeout, PostgreSQL refusing for now (refused(): shutting down,
     starting up, too many connections, not accepting connections)."""
+    if conflict(exc):
+        return ServiceUnavailable("the database ended this request's transaction to resolve a "
+                                  "conflict with another (a deadlock or a serialization "
+                                  "failure); retry", code="database_conflict",
+                                  headers={"Retry-After": "1"})
     if isinstance(exc, DBAPIError) and not (isinstance(exc, OperationalError)
                                             or exc.connection_invalidated or refused(exc)):
         return None

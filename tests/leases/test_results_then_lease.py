@@ -5,6 +5,7 @@ One request where a miner spent two; a refused lease never hides the results' an
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from typing import Any
 
 import asyncpg
@@ -137,6 +138,48 @@ async def test_the_database_failing_the_lease_part_rides_beside_the_stored_resul
             "detail": out["lease_error"]["detail"]}
         r = await api.client.get(f"/chat/{sent}", headers=auth(key))
         assert (r.json()["status"], r.json()["response"]) == ("completed", "stored")
+        assert [j["job_id"] for j in await batch(m, 4)] == [waiting]  # requeued, not lost
+
+
+async def test_a_lease_ended_by_a_deadlock_rides_beside_the_stored_results(
+        settings_factory, postgres_db) -> None:  # type: ignore[no-untyped-def]
+    # A real deadlock: another session locks the queued job's row, the lease statement takes
+    # the wallet's leasing lock and waits for that row, then the other session asks for the
+    # leasing lock. PostgreSQL ends one of the two: the lease (its deadlock_timeout, 1 s, runs
+    # out first). The results are answered, the lease part says 503 database_conflict, and the
+    # job is back in the queue at once.
+    settings = settings_factory(postgres_db, run_maintenance_in_api=False)
+    async with running_app(settings) as api:
+        key = await api.api_key()
+        (await api.chat(key, "q")).json()
+        m = await api.miner()
+        [job] = await batch(m, 1)
+        waiting = (await api.chat(key, "waits for the lease")).json()["job_id"]
+        db = await asyncpg.connect(postgres_db.replace("postgresql+asyncpg://", "postgresql://"))
+        try:
+            with contextlib.suppress(asyncpg.InsufficientPrivilegeError):
+                await db.execute("SET deadlock_timeout = '10s'")  # the lease detects it
+            wallet = await db.fetchval("SELECT id FROM miners WHERE address = $1", m.address)
+            async with db.transaction():
+                await db.execute("SELECT 1 FROM chat_jobs WHERE id = $1 FOR UPDATE", waiting)
+                part = asyncio.create_task(results_then(m, [item(m, job, "stored")], 4, wait=5))
+                for _ in range(200):  # until the lease waits for the row
+                    if await db.fetchval(
+                            "SELECT count(*) FROM pg_locks WHERE NOT granted AND pid <> "
+                            "pg_backend_pid() AND locktype = 'transactionid'"):
+                        break
+                    await asyncio.sleep(0.025)
+                else:
+                    raise AssertionError("the lease never waited for the locked row")
+                await db.execute("SELECT pg_advisory_xact_lock($1, $2)", rules.LEASING_LOCK,
+                                 wallet)
+        finally:
+            await db.close()
+        out = await asyncio.wait_for(part, 10)
+        assert out["results"][0]["status"] == "completed" and out["jobs"] == []
+        assert out["lease_error"] == {
+            "status": 503, "error": "database_conflict", "retry_after_s": 1,
+            "detail": out["lease_error"]["detail"]}
         assert [j["job_id"] for j in await batch(m, 4)] == [waiting]  # requeued, not lost
 
 
