@@ -8,7 +8,7 @@ is registered with after_commit() and runs only once the transaction has committ
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -151,11 +151,8 @@ REFUSALS = ("08", "53", "57P01", "57P02", "57P03", "25006")
 REFUSALS_ON_CONNECT = ("55000",)
 
 
-def refused(exc: BaseException) -> bool:
-    """Whether `exc` (or what it wraps) is PostgreSQL refusing for now rather than a bug."""
-    # SQLAlchemy wraps a failed connect without a statement
-    connecting = isinstance(exc, DatabaseRefused) or (isinstance(exc, DBAPIError)
-                                                       and exc.statement is None)
+def _wrapped(exc: BaseException) -> Iterator[BaseException]:
+    """`exc` and what it wraps (SQLAlchemy's `orig`, causes, contexts), each once."""
     seen: set[int] = set()
     todo: list[BaseException | None] = [exc]
     while todo:
@@ -163,6 +160,16 @@ def refused(exc: BaseException) -> bool:
         if e is None or id(e) in seen:
             continue
         seen.add(id(e))
+        yield e
+        todo += [getattr(e, "orig", None), e.__cause__, e.__context__]
+
+
+def refused(exc: BaseException) -> bool:
+    """Whether `exc` (or what it wraps) is PostgreSQL refusing for now rather than a bug."""
+    # SQLAlchemy wraps a failed connect without a statement
+    connecting = isinstance(exc, DatabaseRefused) or (isinstance(exc, DBAPIError)
+                                                       and exc.statement is None)
+    for e in _wrapped(exc):
         # InternalClientError: the driver lost track of a connection the server ended mid-way
         # ("cannot switch to state ...; another operation is in progress"), seen on restarts
         if isinstance(e, asyncpg.PostgresConnectionError | asyncpg.InterfaceError
@@ -172,7 +179,6 @@ def refused(exc: BaseException) -> bool:
         if isinstance(state, str) and (state.startswith(REFUSALS)
                                        or (connecting and state in REFUSALS_ON_CONNECT)):
             return True
-        todo += [getattr(e, "orig", None), e.__cause__, e.__context__]
     return False
 
 
@@ -183,17 +189,7 @@ CONFLICTS = ("40P01", "40001")
 
 def conflict(exc: BaseException) -> bool:
     """Whether `exc` (or what it wraps) is PostgreSQL's CONFLICTS."""
-    seen: set[int] = set()
-    todo: list[BaseException | None] = [exc]
-    while todo:
-        e = todo.pop()
-        if e is None or id(e) in seen:
-            continue
-        seen.add(id(e))
-        if getattr(e, "sqlstate", None) in CONFLICTS:
-            return True
-        todo += [getattr(e, "orig", None), e.__cause__, e.__context__]
-    return False
+    return any(getattr(e, "sqlstate", None) in CONFLICTS for e in _wrapped(exc))
 
 
 # What a dependency failing raises (answered 503 by outage() below), beside the bugs some of
